@@ -1,0 +1,18 @@
+# mammoscale: how far vision transformers scale on full-resolution mammograms.
+# A table of contents: the rules live in rules/, the logic in the mammoscale package.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

@@ -1,0 +1,64 @@
+"""Shared test helpers: DICOM files with exactly the stored values and headers a test needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dataset_from_stored(
+    stored: np.ndarray,
+    *,
+    bits_stored: int = 12,
+    signed: bool = False,
+    photometric: str = "MONOCHROME2",
+    transfer_syntax=ExplicitVRLittleEndian,
+    **attributes,
+) -> Dataset:
+    """A minimal MG dataset holding ``stored`` as its pixel values, plus any ``attributes``."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MG"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = stored.astype("<i2" if signed else "<u2").tobytes()
+    if transfer_syntax != ExplicitVRLittleEndian:
+        ds.compress(transfer_syntax)
+    return ds
+
+
+@pytest.fixture
+def write_dicom(tmp_path):
+    """write_dicom(stored, name=..., **kwargs) -> Path of a DICOM file made by dataset_from_stored."""
+    counter = iter(range(10**6))
+
+    def write(stored: np.ndarray, name: str | None = None, **kwargs) -> Path:
+        ds = dataset_from_stored(np.asarray(stored), **kwargs)
+        path = tmp_path / (name or f"image{next(counter)}.dcm")
+        ds.save_as(path, enforce_file_format=True)
+        return path
+
+    return write
+
+
+def ramp(rows: int = 32, cols: int = 64, top: int = 4095) -> np.ndarray:
+    """Stored values 0..top spread over an image, every row the same."""
+    return np.tile(np.round(np.linspace(0, top, cols)).astype(np.int64), (rows, 1))
