@@ -41,7 +41,7 @@ def dataset_from_stored(
         setattr(ds, keyword, value)
     ds.PixelData = stored.astype("<i2" if signed else "<u2").tobytes()
     if transfer_syntax != ExplicitVRLittleEndian:
-        ds.compress(transfer_syntax)
+        ds.compress(transfer_syntax, generate_instance_uid=False)
     return ds
 
 

@@ -97,14 +97,14 @@ def draw_view(
     texture = _texture(shape, breast.seed + (1 if mlo else 0))
     image = np.where(
         tissue,
-        0.42 + 0.18 * thickness + breast.density * 0.3 * texture * np.clip(1.2 - rho, 0, 1),
+        0.4 + 0.15 * thickness + breast.density * 0.25 * texture * np.clip(1.2 - rho, 0, 1),
         0.02,
     ).astype(np.float32)
 
     if mlo:
         pec_w, pec_h = 0.28 * cols, 0.55 * rows
         pectoral = (x / pec_w + y / pec_h <= 1.0) & tissue
-        image[pectoral] = 0.78 + 0.05 * texture[pectoral]
+        image[pectoral] = 0.88 + 0.04 * texture[pectoral]
 
     lesion_center, lesion_radius = None, 0.0
     if breast.lesion is not None:
@@ -116,7 +116,8 @@ def draw_view(
         image += (0.38 * np.exp(-(dist**4)) * tissue).astype(np.float32)
         lesion_center = (int(round(ly)), int(round(lx)))
 
-    image += rng.normal(0, 0.012, shape).astype(np.float32)
+    # Quantum noise: a few grey levels in tissue, less over the unexposed background.
+    image += rng.normal(0, 1, shape).astype(np.float32) * np.where(tissue, 0.006, 0.002).astype(np.float32)
 
     if laterality == "R":
         image = image[:, ::-1]

@@ -320,7 +320,7 @@ def make_dataset(
     _set_voi(ds, voi, m_low=m_low, m_high=m_high, monochrome1=photometric == "MONOCHROME1", bits=bits_stored)
     ds.PixelData = stored.tobytes()
     if transfer_syntax != ExplicitVRLittleEndian:
-        ds.compress(transfer_syntax)
+        ds.compress(transfer_syntax, generate_instance_uid=False)
     return ds
 
 
