@@ -21,13 +21,13 @@ import pydicom
 from pydicom.pixels import get_decoder
 
 from mammoscale import dicom, phantom, synthetic
-from mammoscale.synthetic import _shape
+from mammoscale.synthetic import parse_shape
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4, help="images per transfer syntax and shape")
-    parser.add_argument("--shape", type=_shape, action="append", help="ROWSxCOLUMNS (repeatable)")
+    parser.add_argument("--shape", type=parse_shape, action="append", help="ROWSxCOLUMNS (repeatable)")
     args = parser.parse_args()
     shapes = args.shape or list(synthetic.REALISTIC_SHAPES)
     print(f"python {sys.version.split()[0]}, pydicom {pydicom.__version__}, numpy {np.__version__}")

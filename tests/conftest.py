@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from mammoscale.synthetic import mammogram_header
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,24 +24,10 @@ def dataset_from_stored(
     **attributes,
 ) -> Dataset:
     """A minimal MG dataset holding ``stored`` as its pixel values, plus any ``attributes``."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = DigitalMammographyXRayImageStorageForPresentation
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = int(signed)
+    ds = mammogram_header(np.asarray(stored).astype(np.int16 if signed else np.uint16), bits_stored=bits_stored,
+                          photometric=photometric)
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
-    ds.PixelData = stored.astype("<i2" if signed else "<u2").tobytes()
     if transfer_syntax != ExplicitVRLittleEndian:
         ds.compress(transfer_syntax, generate_instance_uid=False)
     return ds

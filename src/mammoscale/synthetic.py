@@ -290,37 +290,55 @@ def make_dataset(
     modality = m_low + shown.astype(np.float64) * (m_high - m_low)
     stored = np.clip(np.rint((modality - intercept) / slope), 0, top).astype(np.uint16)
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
-    instance = generate_uid(entropy_srcs=[str(seed), str(image_id)])
-    ds.file_meta.MediaStorageSOPInstanceUID = instance
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = DigitalMammographyXRayImageStorageForPresentation
-    ds.SOPInstanceUID = instance
+    ds = mammogram_header(stored, bits_stored=bits_stored, photometric=photometric,
+                          instance_uid=generate_uid(entropy_srcs=[str(seed), str(image_id)]))
     ds.StudyInstanceUID = generate_uid(entropy_srcs=[str(seed), "study", str(patient_id)])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(seed), "series", str(image_id)])
-    ds.Modality = "MG"
     ds.PatientID = str(patient_id)
     ds.PatientName = f"SYNTHETIC^{patient_id}"
     ds.ImageLaterality = laterality
     ds.ViewPosition = view
     ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.Rows, ds.Columns = brightness.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
     if rescale == "slope_intercept":
         ds.RescaleSlope = f"{slope:g}"
         ds.RescaleIntercept = f"{intercept:g}"
         ds.RescaleType = "US"
     _set_voi(ds, voi, m_low=m_low, m_high=m_high, monochrome1=photometric == "MONOCHROME1", bits=bits_stored)
-    ds.PixelData = stored.tobytes()
     if transfer_syntax != ExplicitVRLittleEndian:
         ds.compress(transfer_syntax, generate_instance_uid=False)
+    return ds
+
+
+def mammogram_header(
+    stored: np.ndarray,
+    *,
+    bits_stored: int,
+    photometric: str = "MONOCHROME2",
+    instance_uid: str | None = None,
+) -> Dataset:
+    """A minimal MG dataset (file meta, SOP and image pixel modules) holding ``stored`` natively.
+
+    16 bits allocated; signed (PixelRepresentation 1) when ``stored`` has a signed dtype.
+    Callers add the rest of the header, then ``compress`` if they want another syntax.
+    """
+    signed = np.issubdtype(stored.dtype, np.signedinteger)
+    instance_uid = instance_uid or generate_uid()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    ds.file_meta.MediaStorageSOPInstanceUID = instance_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    ds.SOPInstanceUID = instance_uid
+    ds.Modality = "MG"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    ds.PixelData = stored.astype("<i2" if signed else "<u2").tobytes()
     return ds
 
 
@@ -406,7 +424,7 @@ def _progress(done: int, total: int, started: float) -> None:
 # command line
 
 
-def _shape(text: str) -> tuple[int, int]:
+def parse_shape(text: str) -> tuple[int, int]:
     try:
         rows, cols = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -419,7 +437,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mammoscale-synthetic", description=cli.__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--patients", type=int, default=40)
-    parser.add_argument("--shape", type=_shape, default=DEMO_SHAPE, help="ROWSxCOLUMNS, e.g. 3328x2560")
+    parser.add_argument("--shape", type=parse_shape, default=DEMO_SHAPE, help="ROWSxCOLUMNS, e.g. 3328x2560")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cancer-rate", type=float, default=0.06)
     parser.add_argument("--workers", type=int, default=1)
