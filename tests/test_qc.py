@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mammoscale import qc, synthetic
+from mammoscale.manifest import ManifestError
 
 
 @pytest.fixture
@@ -70,5 +71,5 @@ def test_pixel_limit_is_passed_through(tmp_path):
 def test_unusable_train_csv_is_a_clear_error(tmp_path, content, message):
     if content is not None:
         (tmp_path / "train.csv").write_text(content)
-    with pytest.raises(qc.DatasetError, match=message):
+    with pytest.raises(ManifestError, match=message):
         qc.summarise_dataset(tmp_path)

@@ -26,20 +26,81 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 
 def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
     return dest
 
 
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """The "Job stats" table of a dry run: rule -> number of jobs."""
+    jobs, inside = {}, False
+    for line in (result.stdout + result.stderr).splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            inside = True
+        elif inside and len(parts) == 2 and parts[1].isdigit():
+            if parts[0] == "total":
+                break
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("wf"))
-    snakemake(workdir, "--cores", "2", "all", "--configfile", "config/test.yaml")
+    snakemake(workdir, "--cores", "2", "all", "decode_qc", "--configfile", "config/test.yaml")
     return workdir
 
 
-def test_all_builds_the_dataset_and_its_decode_qc(finished_run):
+def test_all_builds_the_manifest_the_cache_and_its_qc(finished_run):
+    from mammoscale.cache import open_tiles
+
+    results = finished_run / "results"
+    breasts = pd.read_csv(results / "manifest" / "breasts.csv")
+    assert len(breasts) > 0 and set(breasts["shard"]) == {0, 1}
+    assert pd.read_csv(results / "qc" / "decode_errors.csv").empty
+    for size in (64, 128):
+        tiles = open_tiles(results / "cache", size, verify=True)
+        assert len(tiles) == len(breasts) and tiles[0].shape == (size, size)
+        assert (results / "qc" / f"contact_sheet_img{size}.png").stat().st_size > 1000
+    summary = json.loads((results / "qc" / "preprocess_summary.json").read_text())
+    assert summary["breasts_cached"] == len(breasts) and summary["roi_fallbacks"] == 0
+    log = (results / "logs" / "cache_views" / "shard0000.log").read_text()
+    assert "100%" in log
+
+
+def test_adding_an_image_size_tiles_it_alone(finished_run):
+    result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
+                       "--config", "grid={image_sizes: [64, 96, 128]}")
+    assert planned_jobs(result) == {"all": 1, "cache_index": 1, "cache_tiles": 2, "contact_sheet": 1}
+
+
+def test_changing_the_roi_rebuilds_the_views_and_everything_after(finished_run):
+    result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
+                       "--config", "preprocess={roi: {border: 0.03}}")
+    jobs = planned_jobs(result)
+    assert jobs["cache_views"] == 2 and jobs["cache_tiles"] == 4 and "manifest" not in jobs
+
+
+def test_too_many_decode_failures_stop_the_cache_and_keep_the_errors(finished_run, tmp_path):
+    data = tmp_path / "rsna"
+    shutil.copytree(finished_run / "results" / "data" / "synthetic", data)
+    breasts = pd.read_csv(finished_run / "results" / "manifest" / "breasts.csv")
+    victim = data / "train_images" / str(breasts.iloc[0]["patient_id"]) / f"{breasts.iloc[0]['mlo_image_id']}.dcm"
+    victim.write_bytes(b"broken")
+    workdir = copy_workflow(tmp_path / "wf")
+    result = snakemake(workdir, "-c2", "cache", "--configfile", "config/test.yaml", "--config",
+                       f"data={{source: rsna, root: {data}}}", "cache={max_failure_fraction: 0.0}", check=False)
+    assert result.returncode != 0
+    log = (workdir / "results" / "logs" / "cache_index" / "img64.log").read_text()
+    assert "failed to decode, more than cache.max_failure_fraction" in log and "Traceback" not in log
+    errors = pd.read_csv(workdir / "results" / "qc" / "decode_errors.csv")
+    assert errors["file"].tolist() == [str(victim.relative_to(data))] and errors["error_kind"].tolist() == ["not_dicom"]
+
+
+def test_decode_qc_audits_every_listed_image(finished_run):
     data = finished_run / "results" / "data" / "synthetic"
     table = pd.read_csv(data / "train.csv")
     counts = json.loads((finished_run / "results" / "qc" / "decode_summary.json").read_text())
@@ -47,7 +108,8 @@ def test_all_builds_the_dataset_and_its_decode_qc(finished_run):
     assert counts["images"] == counts["decoded"] == len(table) == len(summary)
     assert counts["errors"] == 0 and counts["unlisted_files"] == 0
     assert len(counts["transfer_syntaxes"]) == 4
-    assert (summary["rows"] == 128).all()
+    assert (summary["rows"] == 160).all()
+    assert "breasts of 6 patients" in (finished_run / "results" / "logs" / "manifest.log").read_text()
     for rule in ("synthetic_data", "decode_qc"):
         log = (finished_run / "results" / "logs" / f"{rule}.log").read_text()
         assert "100%" in log, f"{rule} reports progress in its log"
@@ -63,9 +125,9 @@ def test_rsna_source_reads_an_existing_directory_without_generating(finished_run
     workdir = copy_workflow(tmp_path)
     root = finished_run / "results" / "data" / "synthetic"
     result = snakemake(workdir, "-n", "all", "--config", f"data={{source: rsna, root: {root}}}")
-    out = result.stdout + result.stderr
-    assert "decode_qc" in out and "synthetic_data" not in out
-    snakemake(workdir, "-c1", "all", "--config", f"data={{source: rsna, root: {root}}}")
+    jobs = planned_jobs(result)
+    assert jobs["manifest"] == 1 and "synthetic_data" not in jobs
+    snakemake(workdir, "-c2", "decode_qc", "--config", f"data={{source: rsna, root: {root}}}")
     counts = json.loads((workdir / "results" / "qc" / "decode_summary.json").read_text())
     assert counts["decoded"] == len(pd.read_csv(root / "train.csv"))
 

@@ -2,13 +2,18 @@
 
 Long steps report progress through :mod:`logging`; a Snakemake rule's log file gets the same
 lines a terminal would. Codec libraries that chat at INFO level (openjpeg prints a line per
-tile) are kept at WARNING.
+tile) are kept at WARNING. An error that ends the step is written to the log as well: a
+:class:`~mammoscale.errors.UserError` as its message alone (on standard error too), anything
+else with its traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
+
+from mammoscale.errors import UserError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUIET = ("openjpeg", "libjpeg", "rle", "jpeg_ls", "PIL", "matplotlib")
@@ -23,3 +28,13 @@ def configure(log_file: Path | str | None = None, *, level: int = logging.INFO) 
     root.setLevel(level)
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    sys.excepthook = _report
+
+
+def _report(kind, error, trace) -> None:
+    if isinstance(error, UserError):
+        logging.getLogger("mammoscale").error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+    else:
+        logging.getLogger("mammoscale").error("unexpected error", exc_info=(kind, error, trace))
+        sys.__excepthook__(kind, error, trace)

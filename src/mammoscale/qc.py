@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammoscale import dicom
+from mammoscale.manifest import image_path, read_train_csv
 
 log = logging.getLogger(__name__)
 
@@ -44,41 +45,12 @@ SUMMARY_COLUMNS = (
 )
 
 
-class DatasetError(ValueError):
-    """The dataset directory or its train.csv cannot be used at all."""
-
-
-def read_train_csv(root: Path) -> pd.DataFrame:
-    """Read ``root/train.csv`` as strings; at least ``patient_id`` and ``image_id`` are needed here."""
-    csv = root / "train.csv"
-    if not csv.is_file():
-        raise DatasetError(f"{csv} not found: data.root must be a directory in the RSNA layout")
-    try:
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{csv} is not a readable CSV: {exc}") from None
-    missing = [c for c in ("patient_id", "image_id") if c not in table.columns]
-    if missing:
-        raise DatasetError(f"{csv} lacks column(s) {', '.join(missing)}; found {', '.join(table.columns)}")
-    return table
-
-
-def image_path(root: Path, patient_id: str, image_id: str) -> Path | None:
-    """``root/train_images/<patient_id>/<image_id>.dcm``, or None when an id is not a plain integer.
-
-    Integer ids cannot name a path outside ``root``.
-    """
-    if not (patient_id.isdigit() and image_id.isdigit()):
-        return None
-    return root / "train_images" / patient_id / f"{image_id}.dcm"
-
-
 def summarise_dataset(
     root: Path | str, *, workers: int = 1, max_pixels: int = dicom.DEFAULT_MAX_PIXELS
 ) -> tuple[pd.DataFrame, dict]:
     """Decode every image listed in ``root/train.csv``; return the per-image table and counts."""
     root = Path(root)
-    table = read_train_csv(root)
+    table = read_train_csv(root, required=("patient_id", "image_id"))
     jobs = [(root, str(r.patient_id), str(r.image_id), max_pixels) for r in table.itertuples(index=False)]
     log.info("decoding %d images listed in %s with %d worker(s)", len(jobs), root / "train.csv", workers)
     started = time.perf_counter()
@@ -118,24 +90,30 @@ def _summarise_one(job: tuple[Path, str, str, int]) -> dict:
     except dicom.DicomError as exc:
         row.update(status="error", error_kind=exc.kind, message=exc.message)
         return row
-    report = decoded.report
-    row.update(
-        status="ok",
-        message="; ".join(report.notes),
-        transfer_syntax=report.transfer_syntax,
-        photometric=report.photometric,
-        bits_stored=report.bits_stored,
-        rows=report.shape[0],
-        columns=report.shape[1],
-        voi=report.voi,
-        rescaled=report.rescaled,
-        clipped_pixels=report.clipped_pixels,
-        constant=report.constant,
-        laterality_header=report.laterality,
-        view_header=report.view,
-        mean_intensity=round(float(decoded.image.mean()), 3),
-    )
+    row.update(report_fields(decoded))
     return row
+
+
+def report_fields(decoded: dicom.Decoded) -> dict:
+    """The summary columns of one decoded image (status ``ok``)."""
+    report = decoded.report
+    return {
+        "status": "ok",
+        "error_kind": "",
+        "message": "; ".join(report.notes),
+        "transfer_syntax": report.transfer_syntax,
+        "photometric": report.photometric,
+        "bits_stored": report.bits_stored,
+        "rows": report.shape[0],
+        "columns": report.shape[1],
+        "voi": report.voi,
+        "rescaled": report.rescaled,
+        "clipped_pixels": report.clipped_pixels,
+        "constant": report.constant,
+        "laterality_header": report.laterality,
+        "view_header": report.view,
+        "mean_intensity": round(float(decoded.image.mean()), 3),
+    }
 
 
 def count(summary: pd.DataFrame) -> dict:

@@ -1,0 +1,237 @@
+"""The tile cache on disk: memory-mappable shards, an index with checksums, and staging.
+
+Layout under ``cache.root`` (default ``results/cache``)::
+
+    views/shard0007.npy          uint8 (n, 2, C, C/2): a shard's canonical CC and MLO views at
+                                 C = cache.canonical_size, top-left aligned, zero padded
+    views/shard0007.csv          one row per breast: offset, the views' real shapes, crc32 ...
+    views/shard0007.images.csv   one row per image: decode report, flip check, ROI, or error
+    img512/shard0007.npy         uint8 (n, 512, 512): tiles (CC | MLO) of the shard's breasts
+    img512/shard0007.csv         one row per tile: offset, crc32 of the tile, sha256 of the file
+    img512/index.csv             every shard's rows: what open_tiles reads
+
+Every file is written to a temporary name in the same directory and renamed into place only
+when complete, so a half-written file is never read under its real name. Each tile row holds
+the crc32 of the tile's bytes and the sha256 of its shard file, so a copy (or a suspect disk)
+can be verified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammoscale.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TILE_INDEX_COLUMNS = (
+    "breast_id",
+    "patient_id",
+    "laterality",
+    "label",
+    "split",
+    "shard",
+    "file",
+    "offset",
+    "crc32",
+    "shard_sha256",
+)
+
+
+class CacheError(UserError, RuntimeError):
+    """The cache is missing, incomplete or corrupt; the message says which file and how."""
+
+
+# writing
+
+
+def shard_name(shard: int) -> str:
+    return f"shard{shard:04d}"
+
+
+def size_dir(cache_root: Path | str, image_size: int) -> Path:
+    return Path(cache_root) / f"img{image_size}"
+
+
+@contextlib.contextmanager
+def atomic_array(path: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """A writable memory map of ``shape`` (uint8, zeros) that becomes ``path`` only if the block ends cleanly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if 0 in shape:  # an empty file cannot be memory-mapped
+            yield np.zeros(shape, np.uint8)
+            with open(tmp, "wb") as handle:  # np.save(path) would append ".npy" to the name
+                np.save(handle, np.zeros(shape, np.uint8))
+        else:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            yield array
+            array.flush()
+            del array
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_csv(tmp, index=False)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def crc32(array: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(array).data)
+
+
+# reading
+
+
+class Tiles(Sequence):
+    """Random access to the S x S tiles of one image size, memory-mapped shard by shard.
+
+    ``tiles[i]`` is a read-only uint8 (S, S) array backed by the shard file (nothing is
+    loaded until touched); ``tiles.index`` has one row per tile, in the same order.
+    """
+
+    def __init__(self, directory: Path, image_size: int, index: pd.DataFrame):
+        self.directory = directory
+        self.image_size = image_size
+        self.index = index.reset_index(drop=True)
+        self._maps: dict[str, np.ndarray] = {}
+        self._file = self.index["file"].to_numpy()
+        self._offset = self.index["offset"].to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"tile {i} out of range for {len(self)} tiles")
+        i = int(i) % len(self)
+        return self._map(self._file[i])[self._offset[i]]
+
+    def _map(self, name: str) -> np.ndarray:
+        if name not in self._maps:
+            path = self.directory / name
+            if not path.is_file():
+                raise CacheError(f"{path} is missing: the cache for img{self.image_size} is incomplete; rebuild it "
+                                 "(snakemake cache)")
+            try:
+                array = np.load(path, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as exc:
+                raise CacheError(f"{path} is unreadable ({exc}): rebuild the cache") from None
+            expected = (self.image_size, self.image_size)
+            needed = int(self.index.loc[self.index["file"] == name, "offset"].max()) + 1
+            if array.dtype != np.uint8 or array.shape[1:] != expected or array.shape[0] < needed:
+                raise CacheError(f"{path} holds {array.dtype} {array.shape}; the index needs >= {needed} tiles of "
+                                 f"{expected}")
+            self._maps[name] = array
+        return self._maps[name]
+
+    def verify(self) -> None:
+        """Check every shard file against the sha256 in the index; raise CacheError on the first mismatch."""
+        for name, expected in self.index.groupby("file")["shard_sha256"].first().items():
+            actual = sha256_file(self.directory / name)
+            if actual != expected:
+                raise CacheError(f"{self.directory / name}: sha256 {actual[:12]}... does not match the index "
+                                 f"({expected[:12]}...)")
+
+
+def open_tiles(cache_root: Path | str, image_size: int, *, verify: bool = False) -> Tiles:
+    """Open the tiles of ``image_size`` under ``cache_root`` (see the module docstring for the layout)."""
+    directory = size_dir(cache_root, image_size)
+    index_path = directory / "index.csv"
+    if not index_path.is_file():
+        raise CacheError(f"{index_path} not found: build the cache for img{image_size} first (snakemake cache)")
+    index = pd.read_csv(index_path, dtype={"patient_id": np.int64, "breast_id": str, "file": str, "split": str,
+                                           "shard_sha256": str})
+    missing = [c for c in TILE_INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise CacheError(f"{index_path} lacks column(s) {', '.join(missing)}: rebuild the cache")
+    tiles = Tiles(directory, image_size, index)
+    if verify:
+        tiles.verify()
+    return tiles
+
+
+# staging to node-local scratch
+
+
+def stage(cache_root: Path | str, image_size: int, scratch: Path | str) -> Path:
+    """Copy one image size's cache to ``scratch`` once, verified, and return the cache root there.
+
+    Safe for several processes on a node at once (a file lock: the first copies, the others
+    wait and reuse). A copy is reused when its index matches the source's index; every file
+    is checked against its sha256 as it is copied. Returns a root for :func:`open_tiles`.
+    """
+    source = size_dir(cache_root, image_size)
+    source_index = source / "index.csv"
+    if not source_index.is_file():
+        raise CacheError(f"{source_index} not found: build the cache for img{image_size} first")
+    key = hashlib.sha256(str(Path(cache_root).resolve()).encode()).hexdigest()[:12]
+    staged_root = Path(scratch) / f"mammoscale-cache-{key}"
+    target = size_dir(staged_root, image_size)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".img{image_size}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "index.csv").is_file() and (target / "index.csv").read_bytes() == source_index.read_bytes():
+            log.info("cache for img%d already staged at %s", image_size, target)
+            return staged_root
+        shutil.rmtree(target, ignore_errors=True)
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        index = pd.read_csv(source_index, dtype=str)
+        total = 0
+        for name, expected in index.groupby("file")["shard_sha256"].first().items():
+            total += _copy_verified(source / name, partial / name, expected)
+        shutil.copyfile(source_index, partial / "index.csv")
+        os.replace(partial, target)
+        log.info("staged %d tiles of img%d (%.1f MB) to %s", len(index), image_size, total / 1e6, target)
+    return staged_root
+
+
+def _copy_verified(src: Path, dst: Path, expected: str, chunk: int = 1 << 22) -> int:
+    digest, size = hashlib.sha256(), 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while block := fin.read(chunk):
+            digest.update(block)
+            fout.write(block)
+            size += len(block)
+    if digest.hexdigest() != expected:
+        raise CacheError(f"{src}: sha256 {digest.hexdigest()[:12]}... does not match the index ({expected[:12]}...); "
+                         "the source cache is corrupt: rebuild it")
+    return size
