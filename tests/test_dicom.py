@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -83,7 +83,7 @@ def test_jpeg_lossless_sv1_reference_file():
     decoded = dicom.decode_with_report(path)
     assert decoded.report.voi == "minmax"
     np.testing.assert_array_equal(decoded.image, np.rint(stored / 278 * 255).astype(np.uint8))
-    assert dicom.codestream_shape(next(dicom.generate_frames(ds.PixelData, number_of_frames=1))) == (1024, 256)
+    assert dicom.codestream_shape(next(generate_frames(ds.PixelData, number_of_frames=1))) == (1024, 256)
 
 
 # modality LUT and VOI branches
@@ -307,7 +307,7 @@ def test_pixel_limit_refuses_large_headers_and_decompression_bombs(write_dicom, 
 def test_corrupt_compressed_pixel_data(tmp_path):
     noise = np.random.default_rng(1).integers(0, 4096, (64, 64))
     ds = dataset_from_stored(noise, transfer_syntax=JPEG2000Lossless)
-    frame = next(dicom.generate_frames(ds.PixelData, number_of_frames=1))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     ds.PixelData = encapsulate([frame[: len(frame) // 3]])
     path = tmp_path / "corrupt.dcm"
     ds.save_as(path, enforce_file_format=True)
@@ -345,9 +345,9 @@ def test_codestream_shape_of_each_family():
     stored = ramp(48, 80)
     for syntax in (JPEG2000Lossless, JPEGLSLossless):
         ds = dataset_from_stored(stored, transfer_syntax=syntax)
-        assert dicom.codestream_shape(next(dicom.generate_frames(ds.PixelData, number_of_frames=1))) == (48, 80)
+        assert dicom.codestream_shape(next(generate_frames(ds.PixelData, number_of_frames=1))) == (48, 80)
     rle = dataset_from_stored(stored, transfer_syntax=RLELossless)
-    assert dicom.codestream_shape(next(dicom.generate_frames(rle.PixelData, number_of_frames=1))) is None
+    assert dicom.codestream_shape(next(generate_frames(rle.PixelData, number_of_frames=1))) is None
 
 
 def test_bad_options_are_refused(write_dicom):

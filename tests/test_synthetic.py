@@ -254,3 +254,10 @@ def test_cli_writes_a_dataset_and_rejects_bad_shapes(tmp_path, capsys):
         synthetic.cli([str(tmp_path / "cli2"), "--shape", "big"])
     assert exit_info.value.code == 2
     assert "ROWSxCOLUMNS" in capsys.readouterr().err
+
+
+def test_transfer_syntaxes_can_be_narrowed():
+    _, specs = synthetic.plan(n_patients=4, seed=0, cancer_rate=0.1, transfer_syntaxes=("1.2.840.10008.1.2.4.90",))
+    assert {s.transfer_syntax for s in specs} == {"1.2.840.10008.1.2.4.90"}
+    with pytest.raises(ValueError, match="transfer_syntaxes"):
+        synthetic.plan(n_patients=4, seed=0, cancer_rate=0.1, transfer_syntaxes=("1.2.3",))

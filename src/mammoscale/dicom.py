@@ -36,9 +36,10 @@ from typing import Literal
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
+from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder
+from pydicom.uid import RLELossless
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +357,7 @@ def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int, max_pix
     if not decoder.is_available:
         raise MissingCodecError(path, f"{syntax.name} needs {_missing_packages(decoder)}")
 
-    first_frame = _first_fragment(ds, path)
-    coded = codestream_shape(first_frame)
+    coded = None if syntax == RLELossless else codestream_shape(_first_fragment(ds, path))
     if coded is not None:
         coded_rows, coded_cols = coded
         if coded_rows * coded_cols > max_pixels:
@@ -380,8 +380,11 @@ def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int, max_pix
 
 
 def _first_fragment(ds: Dataset, path: Path) -> bytes:
+    """The first fragment after the Basic Offset Table: where a JPEG codestream's header is."""
     try:
-        return next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+        fragments = generate_fragments(ds.PixelData)
+        next(fragments, b"")
+        return next(fragments, b"")
     except Exception as exc:
         raise CorruptPixelDataError(path, f"encapsulated Pixel Data is malformed: {exc}") from None
 

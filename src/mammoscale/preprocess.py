@@ -81,13 +81,13 @@ def process_breast(root: Path, breast: dict, settings: ViewSettings) -> tuple[li
             rows.append(row)
             continue
         row.update(qc.report_fields(decoded))
-        image, flipped, disagrees = roi.orient(decoded.image, breast["laterality"],
-                                               trust_pixels=settings.trust_pixels_for_flip)
-        found = roi.find_roi(image, settings.roi)
-        r0, c0, r1, c1 = found.box
+        located = roi.locate(decoded.image, breast["laterality"], settings.roi,
+                             trust_pixels=settings.trust_pixels_for_flip)
+        found = located.roi
         mask = found.mask if settings.roi.mask_outside else None
-        views.append(tiling.canonical_view(image[r0:r1, c0:c1], mask, settings.canonical_size, settings.resample))
-        row.update(flipped=flipped, flip_disagrees=disagrees, roi_fallback=found.fallback,
+        views.append(tiling.canonical_view(decoded.image, mask, settings.canonical_size, settings.resample,
+                                           box=found.box, flip=located.flip))
+        row.update(flipped=located.flip, flip_disagrees=located.disagrees, roi_fallback=found.fallback,
                    roi_box=" ".join(map(str, found.box)), tissue_fraction=round(found.tissue_fraction, 4))
         rows.append(row)
     return (views if len(views) == len(VIEWS) else None), rows

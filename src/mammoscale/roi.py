@@ -76,12 +76,27 @@ def reduce(image: np.ndarray, work_size: int) -> tuple[np.ndarray, int]:
     return np.asarray(Image.fromarray(image).reduce(factor)), factor
 
 
+@dataclasses.dataclass(frozen=True)
+class Located:
+    """Where a view's breast is, and how the view must be turned to put it on the left."""
+
+    flip: bool
+    disagrees: bool
+    """The CSV's laterality and the side the tissue is on do not match."""
+    roi: Roi
+    """In the coordinates of the flipped view when ``flip``."""
+
+
 def tissue_on_left(image: np.ndarray, *, work_size: int = 256, border: float = 0.02) -> bool:
     """True when the left half of ``image`` (uint8) holds more intensity than the right half.
 
     Edges are ignored (a bright frame weighs on both sides alike anyway).
     """
     small, _ = reduce(image, work_size)
+    return _left_heavier(small, border)
+
+
+def _left_heavier(small: np.ndarray, border: float) -> bool:
     b = max(1, round(border * min(small.shape)))
     inner = small[b:-b, b:-b].astype(np.float64)
     half = inner.shape[1] // 2
@@ -102,10 +117,31 @@ def orient(image: np.ndarray, laterality: str, *, trust_pixels: bool = False) ->
     return (np.ascontiguousarray(image[:, ::-1]) if flip else image), flip, disagrees
 
 
+def locate(image: np.ndarray, laterality: str, settings: RoiSettings = RoiSettings(), *,
+           trust_pixels: bool = False) -> Located:
+    """:func:`orient` and :func:`find_roi` in one, without flipping ``image`` itself.
+
+    Both run on one reduced copy; the full-resolution view is flipped only after it has been
+    cropped and resized (see :func:`mammoscale.tiling.canonical_view`).
+    """
+    if laterality not in ("L", "R"):
+        raise ValueError(f"laterality must be 'L' or 'R', not {laterality!r}")
+    small, factor = reduce(image, settings.work_size)
+    left = _left_heavier(small, settings.border)
+    flip = (not left) if trust_pixels else laterality == "R"
+    oriented = small[:, ::-1] if flip else small
+    return Located(flip=flip, disagrees=left == (laterality == "R"),
+                   roi=_roi_of_reduced(oriented, factor, image.shape, settings))
+
+
 def find_roi(image: np.ndarray, settings: RoiSettings = RoiSettings()) -> Roi:
     """The breast's bounding box and mask in ``image`` (uint8, tissue on the left)."""
-    rows, cols = image.shape
     small, factor = reduce(image, settings.work_size)
+    return _roi_of_reduced(small, factor, image.shape, settings)
+
+
+def _roi_of_reduced(small: np.ndarray, factor: int, shape: tuple[int, int], settings: RoiSettings) -> Roi:
+    rows, cols = shape
     h, w = small.shape
     b = max(1, round(settings.border * min(h, w)))
     inner = small.copy()

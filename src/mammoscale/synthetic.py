@@ -113,6 +113,7 @@ def generate(
     cancer_rate: float = 0.06,
     workers: int = 1,
     overwrite: bool = False,
+    transfer_syntaxes: tuple[str, ...] | None = None,
 ) -> Path:
     """Write a synthetic RSNA-layout directory at ``root`` and return ``root``.
 
@@ -121,6 +122,8 @@ def generate(
     positive. ``image_shape`` is (rows, columns) of every image. ``workers`` processes encode
     in parallel; the output is identical for any ``workers``. An existing non-empty ``root``
     is refused unless ``overwrite`` is true, in which case its dataset files are replaced.
+    ``transfer_syntaxes`` narrows the encodings (UIDs of ``TRANSFER_SYNTAXES``), e.g. to
+    JPEG 2000 alone to mimic the RSNA set in a benchmark.
     """
     root = Path(root)
     _check_arguments(n_patients=n_patients, image_shape=image_shape, cancer_rate=cancer_rate, workers=workers)
@@ -129,7 +132,7 @@ def generate(
     if missing:
         raise RuntimeError(f"no encoder available for transfer syntaxes {missing}: reinstall mammoscale's dependencies")
 
-    table, specs = plan(n_patients=n_patients, seed=seed, cancer_rate=cancer_rate)
+    table, specs = plan(n_patients=n_patients, seed=seed, cancer_rate=cancer_rate, transfer_syntaxes=transfer_syntaxes)
     started = time.perf_counter()
     log.info("writing %d images of %d patients (%dx%d) to %s with %d worker(s)",
              len(specs), n_patients, *image_shape, root, workers)
@@ -151,8 +154,16 @@ def generate(
     return root
 
 
-def plan(*, n_patients: int, seed: int, cancer_rate: float) -> tuple[pd.DataFrame, list[ImageSpec]]:
+def plan(
+    *, n_patients: int, seed: int, cancer_rate: float, transfer_syntaxes: tuple[str, ...] | None = None
+) -> tuple[pd.DataFrame, list[ImageSpec]]:
     """Decide every patient, breast and image (no pixels): the train.csv table and one spec per image."""
+    variations = dict(VARIATIONS)
+    if transfer_syntaxes is not None:
+        unknown = set(map(str, transfer_syntaxes)) - set(VARIATIONS["transfer_syntax"])
+        if unknown or not transfer_syntaxes:
+            raise ValueError(f"transfer_syntaxes must be some of {VARIATIONS['transfer_syntax']}, got {transfer_syntaxes}")
+        variations["transfer_syntax"] = tuple(map(str, transfer_syntaxes))
     rng = np.random.default_rng(seed)
     if n_patients > 55_535:
         raise ValueError(f"n_patients must be <= 55,535 (five-digit patient ids), got {n_patients}")
@@ -190,7 +201,7 @@ def plan(*, n_patients: int, seed: int, cancer_rate: float) -> tuple[pd.DataFram
     image_ids = 10_000 + rng.choice(2_147_483_647 - 10_000, size=len(images), replace=False)
     variations = {
         name: rng.permutation(np.resize(np.asarray(values, dtype=object), len(images)))
-        for name, values in VARIATIONS.items()
+        for name, values in variations.items()
     }
     specs = []
     for i, ((patient_id, laterality, view, breast), image_id) in enumerate(zip(images, image_ids, strict=True)):

@@ -34,14 +34,36 @@ def resize(image: np.ndarray, shape: tuple[int, int], method: str = "area") -> n
     return np.asarray(Image.fromarray(image).resize((shape[1], shape[0]), RESAMPLE[method]))
 
 
-def canonical_view(crop: np.ndarray, mask: np.ndarray | None, size: int, method: str = "area") -> np.ndarray:
-    """``crop`` fitted into a half tile of ``size`` (size x size/2); zero where ``mask`` is false."""
-    shape = fit(crop.shape, (size, size // 2))
-    view = resize(crop, shape, method)
+def canonical_view(
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    size: int,
+    method: str = "area",
+    *,
+    box: tuple[int, int, int, int] | None = None,
+    flip: bool = False,
+) -> np.ndarray:
+    """``image`` (or its ``box``) fitted into a half tile of ``size`` (size x size/2), zero where ``mask`` is false.
+
+    ``box`` (row0, col0, row1, col1) and ``mask`` are in the coordinates of the view after the
+    horizontal ``flip``; the full-resolution image is neither copied nor flipped: Pillow
+    resizes the box straight from it, and only the small result is flipped.
+    """
+    rows, cols = image.shape
+    r0, c0, r1, c1 = box or (0, 0, rows, cols)
+    if flip:
+        c0, c1 = cols - c1, cols - c0
+    shape = fit((r1 - r0, c1 - c0), (size, size // 2))
+    if method not in RESAMPLE:
+        raise ValueError(f"resample must be one of {', '.join(RESAMPLE)}, not {method!r}")
+    view = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(
+        (shape[1], shape[0]), RESAMPLE[method], box=(c0, r0, c1, r1)))
+    if flip:
+        view = view[:, ::-1]
     if mask is not None and not mask.all():
         full = np.asarray(Image.fromarray(mask).resize((shape[1], shape[0]), Image.Resampling.NEAREST))
         view = np.where(full, view, 0).astype(np.uint8)
-    return view
+    return np.ascontiguousarray(view)
 
 
 def tile(cc: np.ndarray, mlo: np.ndarray, size: int, method: str = "area") -> np.ndarray:
