@@ -5,7 +5,7 @@ right half, each scaled to fit its half without distortion, the chest wall again
 half's left edge, centred vertically, zero elsewhere.
 
 Resizing uses Pillow: ``area`` (box filter, the default: each output pixel averages the
-input pixels under it, so downscaling does not alias) is 11x faster than scikit-image's
+input pixels under it, so downscaling does not alias) is 10x faster than scikit-image's
 anti-aliased resize on a 3000 x 1800 crop (bench/README.md); ``bilinear`` and ``lanczos``
 are there for comparison.
 """
