@@ -109,12 +109,15 @@ def orient(image: np.ndarray, laterality: str, *, trust_pixels: bool = False) ->
     Returns (image, flipped, disagrees): ``disagrees`` when the CSV's laterality and the side
     the tissue is on do not match (a left breast with tissue on the right, or vice versa).
     """
+    flip, disagrees = _flip_decision(tissue_on_left(image), laterality, trust_pixels)
+    return (np.ascontiguousarray(image[:, ::-1]) if flip else image), flip, disagrees
+
+
+def _flip_decision(left: bool, laterality: str, trust_pixels: bool) -> tuple[bool, bool]:
+    """(flip, disagrees) for a view whose tissue is on the left (``left``) or not."""
     if laterality not in ("L", "R"):
         raise ValueError(f"laterality must be 'L' or 'R', not {laterality!r}")
-    left = tissue_on_left(image)
-    disagrees = left == (laterality == "R")
-    flip = (not left) if trust_pixels else laterality == "R"
-    return (np.ascontiguousarray(image[:, ::-1]) if flip else image), flip, disagrees
+    return ((not left) if trust_pixels else laterality == "R"), left == (laterality == "R")
 
 
 def locate(image: np.ndarray, laterality: str, settings: RoiSettings = RoiSettings(), *,
@@ -124,14 +127,10 @@ def locate(image: np.ndarray, laterality: str, settings: RoiSettings = RoiSettin
     Both run on one reduced copy; the full-resolution view is flipped only after it has been
     cropped and resized (see :func:`mammoscale.tiling.canonical_view`).
     """
-    if laterality not in ("L", "R"):
-        raise ValueError(f"laterality must be 'L' or 'R', not {laterality!r}")
     small, factor = reduce(image, settings.work_size)
-    left = _left_heavier(small, settings.border)
-    flip = (not left) if trust_pixels else laterality == "R"
+    flip, disagrees = _flip_decision(_left_heavier(small, settings.border), laterality, trust_pixels)
     oriented = small[:, ::-1] if flip else small
-    return Located(flip=flip, disagrees=left == (laterality == "R"),
-                   roi=_roi_of_reduced(oriented, factor, image.shape, settings))
+    return Located(flip=flip, disagrees=disagrees, roi=_roi_of_reduced(oriented, factor, image.shape, settings))
 
 
 def find_roi(image: np.ndarray, settings: RoiSettings = RoiSettings()) -> Roi:

@@ -314,7 +314,7 @@ def make_dataset(
         ds.RescaleSlope = f"{slope:g}"
         ds.RescaleIntercept = f"{intercept:g}"
         ds.RescaleType = "US"
-    _set_voi(ds, voi, m_low=m_low, m_high=m_high, monochrome1=photometric == "MONOCHROME1", bits=bits_stored)
+    _set_voi(ds, voi, m_low=m_low, m_high=m_high, monochrome1=photometric == "MONOCHROME1")
     if transfer_syntax != ExplicitVRLittleEndian:
         ds.compress(transfer_syntax, generate_instance_uid=False)
     return ds
@@ -353,7 +353,7 @@ def mammogram_header(
     return ds
 
 
-def _set_voi(ds: Dataset, voi: str, *, m_low: float, m_high: float, monochrome1: bool, bits: int) -> None:
+def _set_voi(ds: Dataset, voi: str, *, m_low: float, m_high: float, monochrome1: bool) -> None:
     """Window the tissue brightness range [0.35, 0.95] (mirrored for MONOCHROME1)."""
     span = m_high - m_low
     low, high = (0.05, 0.65) if monochrome1 else (0.35, 0.95)
