@@ -56,10 +56,6 @@ class CacheError(UserError, RuntimeError):
 # writing
 
 
-def shard_name(shard: int) -> str:
-    return f"shard{shard:04d}"
-
-
 def size_dir(cache_root: Path | str, image_size: int) -> Path:
     return Path(cache_root) / f"img{image_size}"
 

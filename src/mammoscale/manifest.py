@@ -106,6 +106,7 @@ def build(
     if n_shards < 1:
         raise ManifestError(f"the number of shards must be >= 1, got {n_shards}")
     table = read_train_csv(root)
+    n_rows = len(table)
     for column in OPTIONAL_COLUMNS:
         if column not in table.columns:
             table[column] = ""
@@ -150,7 +151,7 @@ def build(
     breasts["shard"] = np.arange(len(breasts)) % n_shards
     excluded_frame = pd.DataFrame(excluded, columns=list(EXCLUDED_COLUMNS))
     counts = {
-        "rows": int(len(read_train_csv(root))),
+        "rows": int(n_rows),
         "breasts": int(len(breasts)),
         "patients": int(breasts["patient_id"].nunique()),
         "positive_breasts": int(breasts["label"].sum()),
