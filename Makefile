@@ -4,16 +4,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: run test setup setup-test lint clean
+.PHONY: run test setup setup-test horovod lint clean
 
 run: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) all
 
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The tests include 2-rank Horovod runs: Horovod is built once (about 4 minutes) and cached.
+test: $(VENV)/.installed-test $(VENV)/.installed-horovod
+	MAMMOSCALE_REQUIRE_HOROVOD=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
+horovod: $(VENV)/.installed-horovod
 
 lint: $(VENV)/.installed-test
 	$(BIN)/snakemake --lint
@@ -31,6 +33,10 @@ $(VENV)/.installed: pyproject.toml $(VENV)/bin/python
 $(VENV)/.installed-test: pyproject.toml $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(VENV)/.installed $@
+
+$(VENV)/.installed-horovod: $(VENV)/.installed tools/build-horovod
+	tools/build-horovod $(BIN)/python
+	touch $@
 
 clean:
 	rm -rf results .snakemake

@@ -1,4 +1,5 @@
-"""Shared test helpers: DICOM files with exactly the stored values and headers a test needs."""
+"""Shared test helpers: DICOM files with exactly the stored values and headers a test needs, and tile caches
+built by the real preprocessing chain."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from mammoscale import manifest, preprocess, synthetic
 from mammoscale.synthetic import mammogram_header
 
 REPO = Path(__file__).resolve().parents[1]
+SIZES = (64, 128)
+VIEW_SETTINGS = preprocess.ViewSettings(canonical_size=128)
 
 
 def dataset_from_stored(
@@ -50,3 +54,38 @@ def write_dicom(tmp_path):
 def ramp(rows: int = 32, cols: int = 64, top: int = 4095) -> np.ndarray:
     """Stored values 0..top spread over an image, every row the same."""
     return np.tile(np.round(np.linspace(0, top, cols)).astype(np.int64), (rows, 1))
+
+
+def shard_name(shard: int) -> str:
+    """The workflow's shard file stem (rules/common.smk)."""
+    return f"shard{shard:04d}"
+
+
+def build_cache(data: Path, out: Path, *, n_shards: int = 2, workers: int = 1) -> Path:
+    """The whole preprocessing chain through the library (what the Snakemake rules call)."""
+    breasts_csv = out / "manifest" / "breasts.csv"
+    manifest.main(data, breasts_csv, out / "manifest" / "excluded.csv", out / "manifest" / "counts.json",
+                  split_fractions={"train": 0.6, "val": 0.2, "test": 0.2}, seed=1, n_shards=n_shards)
+    root = out / "cache"
+    for shard in range(n_shards):
+        name = shard_name(shard)
+        views = root / "views"
+        preprocess.build_views(data, breasts_csv, shard, views / f"{name}.npy", views / f"{name}.csv",
+                               views / f"{name}.images.csv", settings=VIEW_SETTINGS, workers=workers)
+        for size in SIZES:
+            preprocess.build_tiles(views / f"{name}.npy", views / f"{name}.csv", root / f"img{size}" / f"{name}.npy",
+                                   root / f"img{size}" / f"{name}.csv", image_size=size)
+    names = [shard_name(s) for s in range(n_shards)]
+    preprocess.gather_qc([root / "views" / f"{n}.images.csv" for n in names], out / "qc" / "decode_errors.csv",
+                         out / "qc" / "summary.json")
+    for size in SIZES:
+        preprocess.gather_index([root / f"img{size}" / f"{n}.csv" for n in names], root / f"img{size}" / "index.csv")
+    return root
+
+
+@pytest.fixture(scope="session")
+def train_cache(tmp_path_factory) -> Path:
+    """A tile cache (img64, img128) of 16 synthetic patients: 19 train, 8 val, 4 test breasts."""
+    out = tmp_path_factory.mktemp("train-cache")
+    data = synthetic.generate(out / "rsna", n_patients=16, image_shape=(192, 144), seed=9, cancer_rate=0.3)
+    return build_cache(data, out, workers=2)

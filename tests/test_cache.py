@@ -14,38 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import SIZES, build_cache
 from mammoscale import cache, contact_sheet, manifest, preprocess, synthetic
-
-SIZES = (64, 128)
-SETTINGS = preprocess.ViewSettings(canonical_size=128)
-
-
-def shard_name(shard: int) -> str:
-    """The workflow's shard file stem (rules/common.smk)."""
-    return f"shard{shard:04d}"
-
-
-def build_cache(data: Path, out: Path, *, n_shards: int = 2, workers: int = 1) -> Path:
-    """The whole preprocessing chain through the library (what the Snakemake rules call)."""
-    breasts_csv = out / "manifest" / "breasts.csv"
-    manifest.main(data, breasts_csv, out / "manifest" / "excluded.csv", out / "manifest" / "counts.json",
-                  split_fractions={"train": 0.6, "val": 0.2, "test": 0.2}, seed=1, n_shards=n_shards)
-    root = out / "cache"
-    for shard in range(n_shards):
-        name = shard_name(shard)
-        views = root / "views"
-        preprocess.build_views(data, breasts_csv, shard, views / f"{name}.npy", views / f"{name}.csv",
-                               views / f"{name}.images.csv", settings=SETTINGS, workers=workers)
-        for size in SIZES:
-            preprocess.build_tiles(views / f"{name}.npy", views / f"{name}.csv", root / f"img{size}" / f"{name}.npy",
-                                   root / f"img{size}" / f"{name}.csv", image_size=size)
-    names = [shard_name(s) for s in range(n_shards)]
-    preprocess.gather_qc([root / "views" / f"{n}.images.csv" for n in names], out / "qc" / "decode_errors.csv",
-                         out / "qc" / "summary.json")
-    for size in SIZES:
-        preprocess.gather_index([root / f"img{size}" / f"{n}.csv" for n in names], root / f"img{size}" / "index.csv")
-    return root
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:

@@ -1,0 +1,105 @@
+"""The compute device a rank trains on: choosing it, timing on it, and its peak memory.
+
+Timing a GPU needs a synchronise (kernels run asynchronously); peak memory means CUDA's
+``max_memory_allocated`` on a GPU and the process's peak resident set size on a CPU, where
+Linux lets the high-water mark be reset (``/proc/self/clear_refs``) so that the peak is the
+training's, not the import's.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from mammoscale.errors import UserError
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def choose(requested: str, local_rank: int) -> torch.device:
+    """``auto`` takes this rank's GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UserError(f"device must be auto, cpu or cuda, not {requested!r}")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError("device cuda was requested but torch sees no GPU (CUDA_VISIBLE_DEVICES="
+                        "unset or empty, or a CPU build of torch)")
+    index = local_rank % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def now(device: torch.device) -> float:
+    """A wall-clock reading taken after all queued work on ``device`` has finished."""
+    synchronize(device)
+    return time.perf_counter()
+
+
+def names(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return [_cpu_model()]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+class PeakMemory:
+    """Peak memory since :meth:`reset`: CUDA max allocated bytes, or the CPU process's peak RSS."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss"
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                _CLEAR_REFS.write_text("5")
+            except OSError:
+                pass
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return _status_kib("VmHWM") * 1024 or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss() -> int:
+    """The process's resident set size now, in bytes (0 where /proc is unavailable)."""
+    return _status_kib("VmRSS") * 1024
+
+
+def _status_kib(field: str) -> int:
+    try:
+        match = re.search(rf"^{field}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return 0
+    return int(match.group(1)) if match else 0
+
+
+def is_oom(error: BaseException) -> bool:
+    """An allocation failure on any device: CUDA's OutOfMemoryError or the CPU allocator's refusal."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    message = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)

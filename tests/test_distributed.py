@@ -1,0 +1,109 @@
+"""Data-parallel training: 2 ranks under torchrun (DDP, gloo) and horovodrun (Horovod, gloo) train the same
+model as one process with the same global batch; ranks come from torchrun's or SLURM's environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mammoscale import distributed, train
+from mammoscale.errors import UserError
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+BIN = Path(sys.executable).parent
+
+
+def horovod_available() -> bool:
+    try:
+        import horovod.torch  # noqa: F401
+    except ImportError:
+        if os.environ.get("MAMMOSCALE_REQUIRE_HOROVOD") == "1":
+            pytest.fail("Horovod is required here (MAMMOSCALE_REQUIRE_HOROVOD=1) but does not import: "
+                        "run `make horovod`")
+        return False
+    return True
+
+
+def cell(cache_root: Path, **overrides) -> dict:
+    base = {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "epochs": 2, "global_batch": 8,
+            "micro_batch": 4, "loader_workers": 0, "precision": "fp32", "lr": 1e-3, "checkpoint": False}
+    return {**base, **overrides}
+
+
+def launch(launcher: list[str], out: Path, settings: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [f"{key}={value}" for key, value in settings.items()]
+    proc = subprocess.run([*launcher, "-m", "mammoscale.train", "--out", str(out), *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single(train_cache, tmp_path_factory) -> dict:
+    return train.run_cell(cell(train_cache), tmp_path_factory.mktemp("single"))
+
+
+def assert_same_training(result: dict, single: dict, world: int) -> None:
+    assert result["status"] == "ok" and result["world_size"] == world
+    assert result["grad_accum"] * result["micro_batch"] * world == single["global_batch"] == result["global_batch"]
+    assert result["loss_curve"] == pytest.approx(single["loss_curve"], rel=1e-4)
+    assert result["val_auc"] == pytest.approx(single["val_auc"], abs=1e-6)
+
+
+def test_two_ddp_ranks_under_torchrun_match_one_process(train_cache, tmp_path, single):
+    launcher = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2"]
+    result = launch(launcher, tmp_path, cell(train_cache, backend="ddp"))
+    assert_same_training(result, single, world=2)
+    assert result["grad_accum"] == 1 and result["backend"] == "ddp"
+
+
+def test_two_horovod_ranks_under_horovodrun_match_one_process(train_cache, tmp_path, single):
+    if not horovod_available():
+        pytest.skip("Horovod is not installed (make horovod)")
+    launcher = [str(BIN / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable]
+    result = launch(launcher, tmp_path, cell(train_cache, backend="horovod"))
+    assert_same_training(result, single, world=2)
+    assert result["backend"] == "horovod" and result["env"]["horovod"] == "0.28.1"
+
+
+@pytest.mark.parametrize("backend", ["ddp", "horovod"])
+def test_a_backend_in_a_world_of_one_matches_no_backend(train_cache, tmp_path, single, backend):
+    if backend == "horovod" and not horovod_available():
+        pytest.skip("Horovod is not installed (make horovod)")
+    result = train.run_cell(cell(train_cache, backend=backend), tmp_path)
+    assert_same_training(result, single, world=1)
+
+
+def test_ranks_from_torchrun_slurm_or_nothing():
+    assert distributed.ranks_from_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (3, 8, 1)
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}
+    assert distributed.ranks_from_env(slurm) == (5, 8, 1)
+    assert distributed.ranks_from_env({**slurm, "RANK": "0", "WORLD_SIZE": "2"}) == (0, 2, 0)  # torchrun wins
+    assert distributed.ranks_from_env({}) == (0, 1, 0)
+
+
+@pytest.mark.parametrize("nodelist, first", [("gpu03", "gpu03"), ("gpu[03-05,07],cpu1", "gpu03"),
+                                             ("node[7,9]", "node7"), ("a1,b2", "a1")])
+def test_first_host_of_a_slurm_node_list(nodelist, first, monkeypatch):
+    if shutil.which("scontrol"):
+        assert distributed.first_host(nodelist) == first
+    monkeypatch.setattr(distributed.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    assert distributed.first_host(nodelist) == first
+
+
+def test_unknown_backend_and_missing_master_are_user_errors(monkeypatch):
+    with pytest.raises(UserError, match="backend must be one of"):
+        distributed.init("mpi", "cpu")
+    for name in ("MASTER_ADDR", "SLURM_JOB_NODELIST", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    with pytest.raises(UserError, match="needs MASTER_ADDR"):
+        distributed.init("ddp", "cpu")

@@ -1,0 +1,68 @@
+"""The metrics.json contract: its schema refuses what would break the tables; the write is atomic."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+
+from conftest import REPO
+from mammoscale import metrics
+
+
+@pytest.fixture(scope="module")
+def record(train_cache, tmp_path_factory) -> dict:
+    from mammoscale import train
+
+    settings = {"cache_root": str(train_cache), "image_size": 64, "patch_size": 16, "loader_workers": 0,
+                "checkpoint": False}
+    return train.run_cell(settings, tmp_path_factory.mktemp("cell"))
+
+
+def test_the_workflow_schema_is_the_package_schema():
+    assert json.loads((REPO / "workflow/schemas/metrics.schema.json").read_text()) == metrics.schema()
+
+
+def test_every_field_of_the_design_contract_is_required():
+    contract = ("status hardware variant model attention attention_backend image_size patch_size seq_len params "
+                "epochs global_batch micro_batch grad_accum world_size throughput_img_s step_time_s epoch_times_s "
+                "train_time_s peak_mem_bytes flops_per_img achieved_tflops mfu val_auc val_pf1 loss_curve env "
+                "config").split()
+    assert set(contract) <= set(metrics.schema()["required"])
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: r.pop("throughput_img_s"),
+    lambda r: r.update(status="crashed"),
+    lambda r: r.update(surprise=1),
+    lambda r: r.update(mfu=1.5),
+    lambda r: r.update(val_auc="high"),
+    lambda r: r.update(hardware="a100 x8"),
+    lambda r: r["env"].pop("git_commit"),
+])
+def test_a_broken_record_is_refused(record, change):
+    broken = copy.deepcopy(record)
+    change(broken)
+    with pytest.raises(jsonschema.ValidationError):
+        metrics.validate(broken)
+
+
+def test_write_validates_first_and_leaves_no_temporary_file(record, tmp_path):
+    broken = {**record, "status": "crashed"}
+    with pytest.raises(jsonschema.ValidationError):
+        metrics.write(broken, tmp_path / "metrics.json")
+    assert list(tmp_path.iterdir()) == []
+    metrics.write(record, tmp_path / "deep" / "metrics.json")
+    assert [p.name for p in (tmp_path / "deep").iterdir()] == ["metrics.json"]
+
+
+def test_provenance(record, monkeypatch):
+    env = record["env"]
+    assert env["python"].startswith("3.11") and env["x_transformers"] and env["host"]
+    assert len(env["git_commit"].split("+")[0]) == 40
+    monkeypatch.setenv("MAMMOSCALE_GIT_COMMIT", "abc123")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    env = metrics.environment(["cpu"], "cpu", "none")
+    assert env["git_commit"] == "abc123" and env["slurm_job_id"] == "4242" and env["device_count"] == 0

@@ -1,0 +1,111 @@
+"""The ViT builders: one switch changes only the attention kernel, and the kernel that ran is recorded."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from mammoscale import models
+
+
+def pair(family: str, first: str, second: str, **shape):
+    """Two models of ``family`` differing only in attention, holding the same weights."""
+    torch.manual_seed(0)
+    a = models.build(family, first, "vit-tiny", **shape)
+    b = models.build(family, second, "vit-tiny", **shape)
+    b.load_state_dict(a.state_dict())
+    return a.eval(), b.eval()
+
+
+@pytest.mark.parametrize("family, first, second", [("xtransformers", "flash", "materialised"),
+                                                   ("hf", "sdpa", "eager")])
+def test_the_attention_switch_keeps_outputs_and_gradients(family, first, second):
+    a, b = pair(family, first, second, image_size=64, patch_size=8, channels=1)
+    x = torch.randn(3, 1, 64, 64)
+    out_a, out_b = a(x), b(x)
+    torch.testing.assert_close(out_a, out_b, rtol=1e-5, atol=1e-5)
+    out_a.sum().backward()
+    out_b.sum().backward()
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-5, msg=name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low_a, low_b = a(x).float(), b(x).float()
+    torch.testing.assert_close(low_a, low_b, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(low_a, out_a.detach(), rtol=0.1, atol=0.1)
+
+
+def test_a_different_kernel_really_changes_the_code_path():
+    a, b = pair("xtransformers", "flash", "materialised", image_size=64, patch_size=8, channels=1)
+    seen = {}
+    for name, model in (("flash", a), ("materialised", b)):
+        record = {}
+        with models.attention_kernels(record):
+            model(torch.randn(2, 1, 64, 64))
+        seen[name] = record["kernel"]
+    assert seen == {"flash": "sdpa-flash-cpu", "materialised": "materialised"}
+
+
+def test_hugging_face_eager_is_materialised_and_sdpa_is_not():
+    eager, sdpa = pair("hf", "eager", "sdpa", image_size=32, patch_size=8, channels=3)
+    for model, expected in ((eager, "materialised"), (sdpa, "sdpa-flash-cpu")):
+        record = {}
+        with models.attention_kernels(record):
+            model(torch.randn(1, 3, 32, 32))
+        assert record["kernel"] == expected
+
+
+def test_kernel_names_from_operator_names():
+    assert models.kernels_in(["aten::mm", "aten::_softmax"]) == "materialised"
+    assert models.kernels_in(["aten::_scaled_dot_product_flash_attention", "aten::mm"]) == "sdpa-flash"
+    assert models.kernels_in(["aten::_scaled_dot_product_efficient_attention",
+                              "aten::_scaled_dot_product_attention_math"]) == "sdpa-math+sdpa-mem-efficient"
+
+
+def test_flash_is_forced_on_cuda_and_left_alone_elsewhere():
+    forced = models.kernel_context("flash", torch.device("cuda", 0))
+    assert not isinstance(forced, contextlib.nullcontext)
+    assert isinstance(models.kernel_context("flash", torch.device("cpu")), contextlib.nullcontext)
+    assert isinstance(models.kernel_context("materialised", torch.device("cuda", 0)), contextlib.nullcontext)
+    with pytest.raises(models.KernelUnavailable, match="CUDA only"):
+        models.kernel_context("flash_attention_2", torch.device("cpu"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+def test_flash_attention_2_without_the_package_is_unavailable():
+    pytest.importorskip("transformers")
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed")
+    with pytest.raises(models.KernelUnavailable, match="flash-attn package"):
+        models.build("hf", "flash_attention_2", "vit-tiny", image_size=32, patch_size=8, channels=1)
+
+
+@pytest.mark.parametrize("family, attention, size, image, patch, channels, message", [
+    ("timm", "flash", "vit-tiny", 64, 8, 1, "unknown model family"),
+    ("xtransformers", "eager", "vit-tiny", 64, 8, 1, "not available for xtransformers"),
+    ("hf", "flash", "vit-tiny", 64, 8, 1, "not available for hf"),
+    ("xtransformers", "flash", "vit-huge", 64, 8, 1, "unknown model size"),
+    ("xtransformers", "flash", "vit-tiny", 64, 12, 1, "does not divide"),
+    ("xtransformers", "flash", "vit-tiny", 64, 0, 1, "does not divide"),
+    ("xtransformers", "flash", "vit-tiny", 64, 8, 2, "channels must be 1 or 3"),
+])
+def test_impossible_models_are_refused_with_a_sentence(family, attention, size, image, patch, channels, message):
+    with pytest.raises(models.ModelError, match=message):
+        models.build(family, attention, size, image_size=image, patch_size=patch, channels=channels)
+
+
+def test_three_channels_and_sequence_lengths():
+    model = models.build("xtransformers", "flash", "vit-tiny", image_size=64, patch_size=16, channels=3)
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, models.NUM_CLASSES)
+    assert models.seq_len("xtransformers", 1024, 16) == 4096
+    assert models.seq_len("hf", 1024, 16) == 4097
+
+
+def test_both_families_build_the_same_vit_base():
+    x = models.params(models.build("xtransformers", "flash", "vit-base", image_size=384, patch_size=16, channels=3))
+    hf = models.params(models.build("hf", "eager", "vit-base", image_size=384, patch_size=16, channels=3))
+    assert 85e6 < hf < 88e6
+    assert abs(x - hf) / hf < 0.01

@@ -1,0 +1,238 @@
+"""One grid cell end to end on the CPU: from the tile cache to a schema-valid metrics.json.
+
+Every status is exercised for real: ``ok``; ``oom`` from a real allocation failure (the process's
+address space capped); ``failed`` from a loss driven to NaN; ``skipped`` for a kernel this
+machine cannot run; and a cell killed mid-run resumes from its checkpoint to the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mammoscale import checkpoint, metrics, train
+from mammoscale.errors import UserError
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def cell(cache_root: Path, **overrides) -> dict:
+    base = {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "epochs": 1, "global_batch": 8,
+            "micro_batch": 4, "loader_workers": 0, "lr": 1e-3}
+    return {**base, **overrides}
+
+
+def run_cli(out: Path, settings: dict, **popen) -> subprocess.Popen:
+    args = [f"{key}={'null' if value is None else value}" for key, value in settings.items()]
+    return subprocess.Popen([sys.executable, "-m", "mammoscale.train", "--out", str(out), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def test_a_cell_writes_schema_valid_metrics(train_cache, tmp_path):
+    result = train.run_cell(cell(train_cache, epochs=2), tmp_path)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    metrics.validate(on_disk)
+    assert on_disk == json.loads(json.dumps(result))
+    assert result["status"] == "ok" and result["message"] is None
+    assert result["steps"] == 2 * (19 // 8) == len(result["loss_curve"])
+    assert result["epochs"] == 2 and len(result["epoch_times_s"]) == 2
+    assert result["grad_accum"] == 2 and result["world_size"] == 1 and result["backend"] == "none"
+    assert result["seq_len"] == 16 and result["params"] > 1e6 and result["attention_backend"] == "sdpa-flash-cpu"
+    assert result["throughput_img_s"] > 0 and result["step_time_s"] > 0 and result["achieved_tflops"] > 0
+    assert result["mfu"] is None  # no peak given for this hardware
+    assert result["peak_mem_bytes"] > 0 and result["peak_mem_kind"] == "cpu_peak_rss"
+    assert 0 <= result["val_auc"] <= 1 and 0 <= result["val_pf1"] <= 1
+    assert result["env"]["torch"] == torch.__version__ and result["env"]["git_commit"]
+    assert result["config"]["global_batch"] == 8
+    assert "validation: 8 breasts" in (tmp_path / "train.log").read_text()
+    assert (tmp_path / checkpoint.NAME).is_file()
+
+
+def test_mfu_against_the_hardware_peak(train_cache, tmp_path):
+    result = train.run_cell(cell(train_cache, peak_tflops=2.0, epochs=2, checkpoint=False), tmp_path)
+    assert result["mfu"] == pytest.approx(result["achieved_tflops"] / 2.0)
+
+
+def test_a_cell_is_deterministic_on_the_cpu(train_cache, tmp_path):
+    first = train.run_cell(cell(train_cache, epochs=2), tmp_path / "a")
+    second = train.run_cell(cell(train_cache, epochs=2), tmp_path / "b")
+    assert first["loss_curve"] == second["loss_curve"]
+    assert first["val_auc"] == second["val_auc"]
+
+
+def test_accumulation_and_on_device_data_train_the_same_model(train_cache, tmp_path):
+    curves = {}
+    for name, overrides in {"8x1": {"micro_batch": 8}, "4x2": {"micro_batch": 4}, "2x4": {"micro_batch": 2},
+                            "on-device": {"micro_batch": 4, "data_on_device": "yes"}}.items():
+        result = train.run_cell(cell(train_cache, precision="fp32", epochs=2, checkpoint=False, **overrides),
+                                tmp_path / name)
+        curves[name] = result["loss_curve"]
+        assert result["grad_accum"] == 8 // overrides["micro_batch"]
+    for name in ("4x2", "2x4"):
+        assert curves[name] == pytest.approx(curves["8x1"], rel=1e-4)
+    assert curves["on-device"] == curves["4x2"]
+
+
+def test_throughput_mode_runs_a_fixed_number_of_steps(train_cache, tmp_path):
+    result = train.run_cell(cell(train_cache, mode="throughput", timing_warmup_steps=2, timed_steps=3), tmp_path)
+    assert result["status"] == "ok" and result["steps"] == 5 and result["epoch_times_s"] == []
+    assert result["val_auc"] is None and result["throughput_img_s"] > 0
+    assert not (tmp_path / checkpoint.NAME).exists()
+
+
+@pytest.mark.parametrize("attention, kernel", [("eager", "materialised"), ("sdpa", "sdpa-flash-cpu")])
+def test_hugging_face_vit_cells(train_cache, tmp_path, attention, kernel):
+    result = train.run_cell(cell(train_cache, model="hf", attention=attention, variant=f"hf-{attention}",
+                                 channels=3, checkpoint=False), tmp_path)
+    assert result["status"] == "ok" and result["attention_backend"] == kernel
+    assert result["seq_len"] == 17 and result["model"] == "hf/vit-tiny"
+
+
+def test_a_kernel_this_machine_cannot_run_is_skipped(train_cache, tmp_path):
+    result = train.run_cell(cell(train_cache, model="hf", attention="flash_attention_2"), tmp_path)
+    assert result["status"] == "skipped" and "flash_attention_2" in result["message"]
+    metrics.validate(json.loads((tmp_path / "metrics.json").read_text()))
+
+
+def test_cache_staged_to_local_scratch(train_cache, tmp_path):
+    result = train.run_cell(cell(train_cache, local_scratch=str(tmp_path / "scratch"), checkpoint=False),
+                            tmp_path / "run")
+    assert result["status"] == "ok"
+    assert list((tmp_path / "scratch").glob("mammoscale-cache-*/img64/index.csv"))
+
+
+def test_a_nan_loss_fails_the_cell_with_a_message(train_cache, tmp_path):
+    settings = cell(train_cache, micro_batch=8, epochs=3, lr=1e12, warmup_fraction=0)
+    code = train.main(["--out", str(tmp_path), *[f"{k}={v}" for k, v in settings.items()]])
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert code == 1
+    assert result["status"] == "failed" and "the training loss became nan" in result["message"]
+    assert result["val_auc"] is None and result["throughput_img_s"] is None
+
+
+def _cap_address_space():
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+
+def test_an_out_of_memory_cell_is_a_result_and_exits_zero(train_cache, tmp_path):
+    # 128 px with 1 px patches: 16,384 tokens; materialised attention needs a 6 GiB score tensor per layer
+    settings = cell(train_cache, image_size=128, patch_size=1, attention="materialised", variant="materialised")
+    proc = run_cli(tmp_path, settings, preexec_fn=_cap_address_space)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert result["status"] == "oom" and "can't allocate memory" in result["message"]
+    assert result["steps"] == 0 and result["throughput_img_s"] is None and result["seq_len"] == 16384
+    assert "out of memory" in (tmp_path / "train.log").read_text()
+
+
+def test_a_killed_cell_resumes_from_its_checkpoint(train_cache, tmp_path):
+    settings = cell(train_cache, image_size=128, patch_size=8, epochs=4, precision="fp32")
+    reference = train.run_cell(settings, tmp_path / "uninterrupted")
+
+    out = tmp_path / "preempted"
+    proc = run_cli(out, settings)
+    deadline = time.monotonic() + 120
+    while not (out / checkpoint.NAME).exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (out / "metrics.json").exists(), "the cell finished before it could be killed"
+    saved = torch.load(out / checkpoint.NAME, weights_only=True)["epoch"]
+    assert 1 <= saved < 4
+
+    resumed = train.run_cell(settings, out)
+    assert resumed["status"] == "ok" and resumed["resumed_from_epoch"] == saved
+    assert resumed["epochs"] == 4 and len(resumed["epoch_times_s"]) == 4
+    assert resumed["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-5)
+    assert resumed["val_auc"] == reference["val_auc"]
+
+
+def test_a_checkpoint_of_other_settings_or_unreadable_is_refused(train_cache, tmp_path):
+    train.run_cell(cell(train_cache), tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="written for other settings"):
+        train.run_cell(cell(train_cache, lr=5e-4), tmp_path)
+    (tmp_path / checkpoint.NAME).write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be read"):
+        train.run_cell(cell(train_cache), tmp_path)
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo owned",))
+
+
+def test_a_checkpoint_cannot_run_code(tmp_path):
+    with open(tmp_path / checkpoint.NAME, "wb") as f:
+        pickle.dump({"fingerprint": "x", "model": Payload()}, f, protocol=2)
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be read"):
+        checkpoint.load(tmp_path, "x")
+
+
+def test_too_few_tiles_for_one_global_batch_is_a_user_error(train_cache, tmp_path):
+    with pytest.raises(UserError, match="train split of the img64 cache has 19 tiles; at least 32"):
+        train.run_cell(cell(train_cache, global_batch=32, micro_batch=8), tmp_path)
+
+
+def test_a_missing_cache_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="build the cache for img64 first"):
+        train.run_cell(cell(tmp_path / "nowhere"), tmp_path / "out")
+
+
+def test_an_unexpected_error_still_leaves_a_failed_record(train_cache, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken input pipeline")
+
+    monkeypatch.setattr(train.data, "to_model_input", broken)
+    with pytest.raises(RuntimeError, match="broken input pipeline"):
+        train.run_cell(cell(train_cache), tmp_path)
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert result["status"] == "failed" and "broken input pipeline" in result["message"]
+
+
+def test_the_command_line_takes_a_cell_file_and_overrides(train_cache, tmp_path):
+    cell_file = tmp_path / "cell.yaml"
+    cell_file.write_text("\n".join(f"{k}: {v}" for k, v in cell(train_cache, epochs=3).items()))
+    proc = subprocess.run([sys.executable, "-m", "mammoscale.train", "--cell", str(cell_file), "--out",
+                           str(tmp_path / "out"), "epochs=1", "checkpoint=false"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert result["epochs"] == 1 and result["config"]["checkpoint"] is False
+
+
+def test_a_bad_setting_on_the_command_line_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mammoscale.train", "--out", str(tmp_path), "image_size=64",
+                           "patch_size=16", "cache_root=x", "epoch=3"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown cell setting(s) epoch")
+    assert "Traceback" not in proc.stderr
+
+
+def test_parse_cell_refuses_malformed_input(tmp_path):
+    with pytest.raises(UserError, match="expected key=value"):
+        train.parse_cell(None, ["epochs"])
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="must hold a mapping"):
+        train.parse_cell(str(tmp_path / "list.yaml"), [])
+    with pytest.raises(UserError, match="cannot read cell file"):
+        train.parse_cell(str(tmp_path / "absent.yaml"), [])
+
+
+def test_learning_rate_warms_up_then_decays():
+    lr = [train.learning_rate(s, total=100, warmup=10, base=1.0, min_fraction=0.1, scale=1) for s in range(100)]
+    assert lr[0] == pytest.approx(0.1) and lr[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
+    assert lr[-1] == pytest.approx(0.1, abs=1e-3)
+    scaled = train.learning_rate(10, total=100, warmup=10, base=1.0, min_fraction=0.0, scale=4)
+    assert scaled == pytest.approx(4.0)
