@@ -10,7 +10,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from mammoscale import manifest, preprocess, synthetic
+from mammoscale import preprocess, synthetic
 from mammoscale.synthetic import mammogram_header
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,31 +56,10 @@ def ramp(rows: int = 32, cols: int = 64, top: int = 4095) -> np.ndarray:
     return np.tile(np.round(np.linspace(0, top, cols)).astype(np.int64), (rows, 1))
 
 
-def shard_name(shard: int) -> str:
-    """The workflow's shard file stem (rules/common.smk)."""
-    return f"shard{shard:04d}"
-
-
 def build_cache(data: Path, out: Path, *, n_shards: int = 2, workers: int = 1) -> Path:
-    """The whole preprocessing chain through the library (what the Snakemake rules call)."""
-    breasts_csv = out / "manifest" / "breasts.csv"
-    manifest.main(data, breasts_csv, out / "manifest" / "excluded.csv", out / "manifest" / "counts.json",
-                  split_fractions={"train": 0.6, "val": 0.2, "test": 0.2}, seed=1, n_shards=n_shards)
-    root = out / "cache"
-    for shard in range(n_shards):
-        name = shard_name(shard)
-        views = root / "views"
-        preprocess.build_views(data, breasts_csv, shard, views / f"{name}.npy", views / f"{name}.csv",
-                               views / f"{name}.images.csv", settings=VIEW_SETTINGS, workers=workers)
-        for size in SIZES:
-            preprocess.build_tiles(views / f"{name}.npy", views / f"{name}.csv", root / f"img{size}" / f"{name}.npy",
-                                   root / f"img{size}" / f"{name}.csv", image_size=size)
-    names = [shard_name(s) for s in range(n_shards)]
-    preprocess.gather_qc([root / "views" / f"{n}.images.csv" for n in names], out / "qc" / "decode_errors.csv",
-                         out / "qc" / "summary.json")
-    for size in SIZES:
-        preprocess.gather_index([root / f"img{size}" / f"{n}.csv" for n in names], root / f"img{size}" / "index.csv")
-    return root
+    """The whole preprocessing chain through the library (the steps the Snakemake rules run)."""
+    return preprocess.build_cache(data, out, image_sizes=SIZES, n_shards=n_shards, workers=workers,
+                                  settings=VIEW_SETTINGS)
 
 
 @pytest.fixture(scope="session")

@@ -225,3 +225,35 @@ def gather_index(shard_csvs: list[Path | str], index_csv: Path | str) -> int:
     cache.atomic_csv(index, Path(index_csv))
     log.info("%s: %d tiles in %d shards", index_csv, len(index), len(frames))
     return len(index)
+
+
+def build_cache(data_root: Path | str, out: Path | str, *, image_sizes: tuple[int, ...], n_shards: int = 2,
+                split_fractions: dict[str, float] | None = None, seed: int = 1, workers: int = 1,
+                settings: ViewSettings | None = None) -> Path:
+    """The whole chain in one process, manifest to index, under ``out``; returns the cache root.
+
+    The workflow runs these same steps as separate jobs (rules/preprocess.smk); this is for
+    tests, benchmarks and notebooks that need a cache without Snakemake.
+    """
+    from mammoscale import manifest
+
+    out = Path(out)
+    settings = settings or ViewSettings(canonical_size=max(image_sizes))
+    breasts_csv = out / "manifest" / "breasts.csv"
+    manifest.main(data_root, breasts_csv, out / "manifest" / "excluded.csv", out / "manifest" / "counts.json",
+                  split_fractions=split_fractions or {"train": 0.6, "val": 0.2, "test": 0.2}, seed=seed,
+                  n_shards=n_shards)
+    root = out / "cache"
+    names = [f"shard{shard:04d}" for shard in range(n_shards)]
+    for shard, name in enumerate(names):
+        views = root / "views"
+        build_views(data_root, breasts_csv, shard, views / f"{name}.npy", views / f"{name}.csv",
+                    views / f"{name}.images.csv", settings=settings, workers=workers)
+        for size in image_sizes:
+            build_tiles(views / f"{name}.npy", views / f"{name}.csv", root / f"img{size}" / f"{name}.npy",
+                        root / f"img{size}" / f"{name}.csv", image_size=size)
+    gather_qc([root / "views" / f"{n}.images.csv" for n in names], out / "qc" / "decode_errors.csv",
+              out / "qc" / "summary.json")
+    for size in image_sizes:
+        gather_index([root / f"img{size}" / f"{n}.csv" for n in names], root / f"img{size}" / "index.csv")
+    return root

@@ -120,8 +120,9 @@ class Cell:
         self.peak.reset()
         self.model = self.ctx.wrap_model(model)
         optimizer = optimizer_for(distributed.unwrap(self.model), s.lr, s.weight_decay)
-        self._resume(optimizer)
+        # Horovod's wrapper is a new optimiser over the same parameters: load a checkpoint into it, not before
         self.optimizer = self.ctx.wrap_optimizer(optimizer, self.model, self.grad_accum)
+        self._resume()
         self.ctx.broadcast_optimizer_state(self.optimizer)
 
         on_device = {"yes": True, "no": False}.get(s.data_on_device)
@@ -136,14 +137,14 @@ class Cell:
                  self.params / 1e6, s.global_batch, s.micro_batch, self.ctx.world, self.grad_accum,
                  self.total_steps, self.steps_per_epoch)
 
-    def _resume(self, optimizer: torch.optim.Optimizer) -> None:
+    def _resume(self) -> None:
         if self.s.mode != "full" or not self.s.checkpoint:
             return
         state = checkpoint.load(self.out_dir, checkpoint.fingerprint(self.s.training_identity()))
         if state is None:
             return
         distributed.unwrap(self.model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
         self.epochs_done = self.resumed_from = int(state["epoch"])
         self.steps_done = int(state["step"])
         self.loss_curve = [float(x) for x in state["loss_curve"]]
