@@ -66,6 +66,10 @@ def test_kernel_names_from_operator_names():
 def test_flash_is_forced_on_cuda_and_left_alone_elsewhere():
     forced = models.kernel_context("flash", torch.device("cuda", 0))
     assert not isinstance(forced, contextlib.nullcontext)
+    for _ in range(2):  # every step takes a fresh context: a used one cannot be entered again
+        with models.kernel_context("flash", torch.device("cuda", 0)):
+            assert not torch.backends.cuda.math_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()
+    assert torch.backends.cuda.math_sdp_enabled()
     assert isinstance(models.kernel_context("flash", torch.device("cpu")), contextlib.nullcontext)
     assert isinstance(models.kernel_context("materialised", torch.device("cuda", 0)), contextlib.nullcontext)
     with pytest.raises(models.KernelUnavailable, match="CUDA only"):

@@ -236,3 +236,15 @@ def test_learning_rate_warms_up_then_decays():
     assert lr[-1] == pytest.approx(0.1, abs=1e-3)
     scaled = train.learning_rate(10, total=100, warmup=10, base=1.0, min_fraction=0.0, scale=4)
     assert scaled == pytest.approx(4.0)
+
+
+def test_the_forced_flash_context_of_cuda_holds_across_steps(train_cache, tmp_path, monkeypatch):
+    """The CUDA path forces the flash SDPA kernel around every step; on the CPU that forcing still
+    admits the CPU flash kernel, so the same code path (a fresh context per step) runs here."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    monkeypatch.setattr(train.models, "kernel_context", lambda attention, device: sdpa_kernel(
+        [SDPBackend.FLASH_ATTENTION]))
+    result = train.run_cell(cell(train_cache, epochs=2, checkpoint=False), tmp_path)
+    assert result["status"] == "ok" and result["steps"] == 4 and result["val_auc"] is not None
+    assert result["attention_backend"] == "sdpa-flash-cpu"

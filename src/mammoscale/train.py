@@ -116,7 +116,7 @@ class Cell:
         model = models.build(s.model, s.attention, s.model_size, image_size=s.image_size,
                              patch_size=s.patch_size, channels=s.channels)
         self.params = models.params(model)
-        self.kernel = models.kernel_context(s.attention, self.device)
+        self.kernel()  # refuses a kernel this machine cannot run before any work
         self.peak.reset()
         self.model = self.ctx.wrap_model(model)
         optimizer = optimizer_for(distributed.unwrap(self.model), s.lr, s.weight_decay)
@@ -136,6 +136,10 @@ class Cell:
                  s.patch_size, s.model, s.attention, models.seq_len(s.model, s.image_size, s.patch_size),
                  self.params / 1e6, s.global_batch, s.micro_batch, self.ctx.world, self.grad_accum,
                  self.total_steps, self.steps_per_epoch)
+
+    def kernel(self):
+        """A fresh kernel-forcing context for each use (``sdpa_kernel`` contexts cannot be re-entered)."""
+        return models.kernel_context(self.s.attention, self.device)
 
     def _resume(self) -> None:
         if self.s.mode != "full" or not self.s.checkpoint:
@@ -192,7 +196,7 @@ class Cell:
                 tiles, labels = next(stream)
                 probe = models.attention_kernels(self.record) if "kernel" not in self.record else \
                     contextlib.nullcontext()
-                with probe, self.kernel, self.ctx.sync_gradients(self.model, micro == self.grad_accum - 1):
+                with probe, self.kernel(), self.ctx.sync_gradients(self.model, micro == self.grad_accum - 1):
                     with autocast(s.precision, self.device):
                         logits = self.model(data.to_model_input(tiles, s.channels, self.device))
                     loss = criterion(logits.float(), labels.to(self.device)) / self.grad_accum
@@ -229,7 +233,7 @@ class Cell:
         model = distributed.unwrap(self.model).eval()
         rows = data.eval_rows(len(self.val), world=self.ctx.world, rank=self.ctx.rank)
         probabilities: list[float] = []
-        with torch.no_grad(), self.kernel:
+        with torch.no_grad(), self.kernel():
             for start in range(0, len(rows), self.s.micro_batch):
                 chosen = rows[start:start + self.s.micro_batch]
                 tiles = torch.stack([self.val[i][0] for i in chosen])
