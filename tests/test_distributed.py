@@ -89,13 +89,15 @@ def test_ranks_from_torchrun_slurm_or_nothing():
     assert distributed.ranks_from_env({}) == (0, 1, 0)
 
 
-@pytest.mark.parametrize("nodelist, first", [("gpu03", "gpu03"), ("gpu[03-05,07],cpu1", "gpu03"),
-                                             ("node[7,9]", "node7"), ("a1,b2", "a1")])
-def test_first_host_of_a_slurm_node_list(nodelist, first, monkeypatch):
+@pytest.mark.parametrize("nodelist, hosts", [("gpu03", ["gpu03"]),
+                                             ("gpu[03-05,07],cpu1", ["gpu03", "gpu04", "gpu05", "gpu07", "cpu1"]),
+                                             ("node[7,9]", ["node7", "node9"]), ("a1,b2", ["a1", "b2"])])
+def test_hosts_of_a_slurm_node_list(nodelist, hosts, monkeypatch):
     if shutil.which("scontrol"):
-        assert distributed.first_host(nodelist) == first
+        assert distributed.hostnames(nodelist) == hosts
     monkeypatch.setattr(distributed.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError()))
-    assert distributed.first_host(nodelist) == first
+    assert distributed.hostnames(nodelist) == hosts
+    assert distributed.first_host(nodelist) == hosts[0]
 
 
 def test_unknown_backend_and_missing_master_are_user_errors(monkeypatch):

@@ -71,10 +71,48 @@ def test_all_builds_the_manifest_the_cache_and_its_qc(finished_run):
     assert "100%" in log
 
 
-def test_adding_an_image_size_tiles_it_alone(finished_run):
+def test_every_cell_of_the_grid_trained(finished_run):
+    from mammoscale import metrics
+
+    runs = sorted((finished_run / "results" / "runs").rglob("metrics.json"))
+    cells = {p.relative_to(finished_run / "results" / "runs").parent.as_posix() for p in runs}
+    assert cells == {f"{hw}/{variant}/img{size}_p32" for hw in ("local-cpu", "local-cpu-b")
+                     for variant in ("flash", "materialised") for size in (64, 128)}
+    for path in runs:
+        record = json.loads(path.read_text())
+        metrics.validate(record)
+        assert record["status"] == "ok" and record["mode"] == "throughput" and record["throughput_img_s"] > 0
+        hardware = path.parts[-4]
+        assert record["hardware"] == hardware
+        assert record["micro_batch"] == {"local-cpu": 1, "local-cpu-b": 2}[hardware]
+        assert record["grad_accum"] * record["micro_batch"] == record["global_batch"] == 2
+        assert (path.parent / "train.log").is_file() and (path.parent / "cell.yaml").is_file()
+    assert (finished_run / "results" / "benchmarks" / "train" / "local-cpu" / "flash" / "img64_p32.tsv").is_file()
+
+
+def test_adding_an_image_size_tiles_it_alone_and_trains_its_cells(finished_run):
     result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
                        "--config", "grid={image_sizes: [64, 96, 128]}")
-    assert planned_jobs(result) == {"all": 1, "cache_index": 1, "cache_tiles": 2, "contact_sheet": 1}
+    assert planned_jobs(result) == {"all": 1, "cache_index": 1, "cache_tiles": 2, "contact_sheet": 1, "train_cell": 4}
+
+
+def test_adding_a_patch_size_trains_only_the_new_cells(finished_run):
+    result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
+                       "--config", "grid={patch_sizes: [16, 32]}")
+    assert planned_jobs(result) == {"all": 1, "train_cell": 8}
+
+
+def test_changing_one_hardware_profile_reruns_only_its_cells(finished_run):
+    result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
+                       "--config", "hardware={local-cpu-b: {micro_batch: 1}}")
+    assert planned_jobs(result) == {"all": 1, "train_cell": 4}
+    assert "local-cpu/" not in "".join(line for line in result.stdout.splitlines() if "output:" in line)
+
+
+def test_one_cell_reruns_alone_on_request(finished_run):
+    target = "results/runs/local-cpu/flash/img64_p32/metrics.json"
+    result = snakemake(finished_run, "-n", "--configfile", "config/test.yaml", "--forcerun", target, "--", target)
+    assert planned_jobs(result) == {"train_cell": 1}
 
 
 def test_changing_the_roi_rebuilds_the_views_and_everything_after(finished_run):
@@ -82,6 +120,7 @@ def test_changing_the_roi_rebuilds_the_views_and_everything_after(finished_run):
                        "--config", "preprocess={roi: {border: 0.03}}")
     jobs = planned_jobs(result)
     assert jobs["cache_views"] == 2 and jobs["cache_tiles"] == 4 and "manifest" not in jobs
+    assert jobs["train_cell"] == 8  # every cell trains on the new tiles
 
 
 def test_too_many_decode_failures_stop_the_cache_and_keep_the_errors(finished_run, tmp_path):

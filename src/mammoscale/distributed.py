@@ -144,19 +144,35 @@ def ranks_from_env(env=os.environ) -> tuple[int, int, int]:
     return 0, 1, 0
 
 
-def first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: ``gpu[03-05,07],cpu1`` -> ``gpu03``."""
+def hostnames(nodelist: str) -> list[str]:
+    """The hosts of a SLURM node list: ``gpu[03-05,07],cpu1`` -> gpu03 gpu04 gpu05 gpu07 cpu1.
+
+    ``scontrol show hostnames`` where SLURM is installed; otherwise the list is expanded here
+    (prefix[ranges] groups, zero padding kept).
+    """
     try:
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
                              check=True, timeout=30).stdout.split()
         if out:
-            return out[0]
+            return out
     except (OSError, subprocess.SubprocessError):
         pass
-    match = re.match(r"([^,\[]+)(?:\[([^\],-]+))?", nodelist)
-    if not match:
-        raise UserError(f"cannot read the first host of SLURM node list {nodelist!r}")
-    return match.group(1) + (match.group(2) or "")
+    hosts = []
+    for prefix, ranges in re.findall(r"([^,\[]+)(?:\[([^\]]*)\])?,?", nodelist):
+        if not ranges:
+            hosts.append(prefix)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            width = len(low)
+            hosts += [f"{prefix}{n:0{width}d}" for n in range(int(low), int(high or low) + 1)]
+    if not hosts:
+        raise UserError(f"cannot read the hosts of SLURM node list {nodelist!r}")
+    return hosts
+
+
+def first_host(nodelist: str) -> str:
+    return hostnames(nodelist)[0]
 
 
 def _free_port() -> int:

@@ -1,0 +1,109 @@
+"""The grid as data: cells, each cell's own settings, launch commands, and a cell run as a workflow job."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import REPO
+
+from mammoscale import checkpoint, grid
+from mammoscale.errors import UserError
+from mammoscale.settings import Settings
+
+TRAIN = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["train"]
+CPU = {"launcher": "none", "nodes": 1, "gpus_per_node": 0, "micro_batch": 1, "precision": "fp32"}
+GPU8 = {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8, "micro_batch": 64, "peak_tflops": 312.0}
+
+
+def test_cells_skip_patches_that_do_not_divide():
+    cells = grid.cells([384, 512], [16, 32, 256], {"flash": {}}, ["a"])
+    assert ("a", "flash", 384, 16) in cells and ("a", "flash", 512, 256) in cells
+    assert ("a", "flash", 384, 256) not in cells and len(cells) == 5
+    assert grid.missing_cells([384, 512], [16, 32, 256]) == ["img384_p256"]
+
+
+def test_unknown_hardware_is_named():
+    with pytest.raises(UserError, match="grid.hardware names h100, not among the hardware profiles"):
+        grid.check_hardware(["local-cpu", "h100"], {"local-cpu": CPU})
+
+
+def test_a_cell_takes_its_profile_variant_and_train_settings():
+    cell = grid.cell_settings(hardware="xe9680", profile=GPU8, variant="hf-eager",
+                              variant_spec={"model": "hf", "attention": "eager"}, image_size=512, patch_size=16,
+                              train=TRAIN, cache_root="results/cache", local_scratch="/local")
+    settings = Settings.from_dict(cell)
+    assert settings.backend == "ddp" and settings.device == "cuda" and settings.micro_batch == 64
+    assert settings.model == "hf" and settings.peak_tflops == 312.0 and settings.local_scratch == "/local"
+    assert settings.precision == TRAIN["precision"]
+    cpu = grid.cell_settings(hardware="local-cpu", profile=CPU, variant="flash",
+                             variant_spec={"model": "xtransformers", "attention": "flash"}, image_size=256,
+                             patch_size=8, train=TRAIN, cache_root="c", local_scratch=None)
+    assert cpu["precision"] == "fp32" and cpu["device"] == "cpu" and cpu["backend"] == "none"
+
+
+def test_launch_commands(tmp_path):
+    target = ["-m", "mammoscale.train", "--cell", "c.yaml", "--out", "out"]
+    assert grid.launch_command(CPU, "c.yaml", "out") == [sys.executable, *target]
+    single = grid.launch_command(GPU8, "c.yaml", "out")
+    assert single[0].endswith("torchrun") and single[1:3] == ["--standalone", "--nproc-per-node=8"]
+    multi = grid.launch_command({**GPU8, "nodes": 4}, "c.yaml", "out")
+    assert multi[:3] == ["srun", "--ntasks=32", "--ntasks-per-node=8"] and multi[-6:] == target
+    horovod = grid.launch_command({"launcher": "horovod", "nodes": 1, "gpus_per_node": 0, "micro_batch": 1},
+                                  "c.yaml", "out")
+    assert horovod[0].endswith("horovodrun") and horovod[1:5] == ["-np", "1", "-H", "localhost:1"]
+    assert "--gloo" in horovod
+    hosts = grid.launch_command({"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1},
+                                "c.yaml", "out", env={"SLURM_JOB_NODELIST": "gpu[1-2]"})
+    assert hosts[1:5] == ["-np", "8", "-H", "gpu1:4,gpu2:4"] and "--gloo" not in hosts
+    with pytest.raises(UserError, match="inside a SLURM allocation"):
+        grid.launch_command({"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1}, "c", "o",
+                            env={})
+    with pytest.raises(UserError, match="launcher none runs one process"):
+        grid.launch_command({**CPU, "nodes": 2}, "c", "o")
+
+
+def job_cell(cache_root, **overrides):
+    return {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "epochs": 2, "global_batch": 8,
+            "micro_batch": 8, "loader_workers": 0, "precision": "fp32", **overrides}
+
+
+def test_a_job_drops_a_finished_or_foreign_checkpoint_and_resumes_an_unfinished_one(train_cache, tmp_path):
+    launch = {"launcher": "none", "nodes": 1, "gpus_per_node": 0}
+    first = grid.run_job(job_cell(train_cache), launch, tmp_path)
+    assert first["status"] == "ok" and (tmp_path / "cell.yaml").is_file()
+    again = grid.run_job(job_cell(train_cache), launch, tmp_path)  # --forcerun of a finished cell: redo it
+    assert again["resumed_from_epoch"] is None and again["steps"] == first["steps"]
+    state = torch_load(tmp_path)
+    state["epoch"] = 1
+    checkpoint.save(tmp_path, state)  # as if the job had been preempted after epoch 1
+    resumed = grid.run_job(job_cell(train_cache), launch, tmp_path)
+    assert resumed["resumed_from_epoch"] == 1
+    changed = grid.run_job(job_cell(train_cache, lr=1e-4), launch, tmp_path)  # the config changed: start afresh
+    assert changed["resumed_from_epoch"] is None
+
+
+def torch_load(out_dir):
+    return torch.load(out_dir / checkpoint.NAME, weights_only=True)
+
+
+def test_a_failed_cell_fails_the_job(train_cache, tmp_path):
+    with pytest.raises(UserError, match="failed: the training loss became nan"):
+        grid.run_job(job_cell(train_cache, lr=1e12, warmup_fraction=0, epochs=3),
+                     {"launcher": "none", "nodes": 1, "gpus_per_node": 0}, tmp_path)
+
+
+def test_a_launched_job_reads_the_metrics_its_processes_wrote(train_cache, tmp_path):
+    result = grid.run_job(job_cell(train_cache, backend="ddp", checkpoint=False),
+                          {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 0}, tmp_path)
+    assert result["status"] == "ok" and result["backend"] == "ddp"
+
+
+def test_the_snakefile_can_import_the_grid_without_torch():
+    """Every SLURM job parses the Snakefile again: importing torch there would cost seconds per job."""
+    import subprocess
+
+    code = "import sys, mammoscale.grid; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
