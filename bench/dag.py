@@ -2,9 +2,11 @@
 
 Writes a train.csv of 54,706 rows for 11,913 patients (the RSNA set's counts: four standard
 views each, plus a second image of some views), points data.root at it, and times
-`snakemake -n <target>` with the paper's image sizes and shard count, three times.
+`snakemake -n <target>` with the paper's image sizes and shard count, three times. With
+--paper, times `snakemake --profile slurm -n all`: the study's whole grid (config/paper.yaml)
+through the SLURM profile, as a user types it.
 
-Run: python bench/dag.py [--shards 64] [--sizes 384,512,1024,2048] [--target cache]
+Run: python bench/dag.py [--shards 64] [--sizes 384,512,1024,2048] [--target cache] [--paper]
 """
 
 from __future__ import annotations
@@ -46,16 +48,21 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=64)
     parser.add_argument("--sizes", default="384,512,1024,2048")
     parser.add_argument("--target", default="cache")
+    parser.add_argument("--paper", action="store_true", help="snakemake --profile slurm -n all (config/paper.yaml)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for name in ("Snakefile", "rules", "workflow", "config", "envs"):
+        for name in ("Snakefile", "rules", "workflow", "config", "envs", "slurm"):
             source = REPO / name
             (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
         rsna_like_csv(work / "rsna" / "train.csv")
-        command = [sys.executable, "-m", "snakemake", "-n", args.target, "--config",
-                   f"data={{source: rsna, root: {work / 'rsna'}}}", f"grid={{image_sizes: [{args.sizes}]}}",
-                   f"cache={{shards: {args.shards}}}"]
+        data = f"data={{source: rsna, root: {work / 'rsna'}}}"
+        if args.paper:
+            args.target = "all (--profile slurm, config/paper.yaml)"
+            command = [sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", "all", "--config", data]
+        else:
+            command = [sys.executable, "-m", "snakemake", "-n", args.target, "--config", data,
+                       f"grid={{image_sizes: [{args.sizes}]}}", f"cache={{shards: {args.shards}}}"]
         times, output = [], ""
         for _ in range(3):
             started = time.perf_counter()

@@ -63,7 +63,7 @@ def cell_settings(*, hardware: str, profile: dict, variant: str, variant_spec: d
         "cache_root": cache_root,
         "local_scratch": local_scratch,
     }
-    for key in ("precision", "data_on_device"):
+    for key in ("precision", "data_on_device", "device"):
         if key in profile:
             settings[key] = profile[key]
     return settings

@@ -87,6 +87,9 @@ def environment(device_names: list[str], device_type: str, backend: str) -> dict
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        # the job's GPUs as SLURM allocated them (inside a job step, SLURM sets SLURM_STEP_GPUS)
+        "slurm_job_gpus": os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "argv": sys.argv,
     }
     return env
