@@ -248,3 +248,11 @@ def test_the_forced_flash_context_of_cuda_holds_across_steps(train_cache, tmp_pa
     result = train.run_cell(cell(train_cache, epochs=2, checkpoint=False), tmp_path)
     assert result["status"] == "ok" and result["steps"] == 4 and result["val_auc"] is not None
     assert result["attention_backend"] == "sdpa-flash-cpu"
+
+
+def test_long_runs_report_progress_in_the_log(train_cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "PROGRESS_EVERY_S", 0.0)
+    train.run_cell(cell(train_cache, epochs=2, checkpoint=False), tmp_path)
+    lines = [line for line in (tmp_path / "train.log").read_text().splitlines() if " step " in line]
+    assert [line.split(" step ")[1].split(":")[0] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert all("img/s over the last" in line for line in lines)

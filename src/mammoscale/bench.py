@@ -15,6 +15,7 @@ Two instruments, both measuring the real training code:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -58,7 +59,7 @@ def measure_step(attention: str, *, family: str = "xtransformers", size: str = "
     times = []
     for step in range(warmup + steps):
         started = devices.now(dev)
-        probe = models.attention_kernels(record) if step == 0 else _null()
+        probe = models.attention_kernels(record) if step == 0 else contextlib.nullcontext()
         with probe, models.kernel_context(attention, dev):
             with autocast(precision, dev):
                 logits = model(images)
@@ -68,12 +69,6 @@ def measure_step(attention: str, *, family: str = "xtransformers", size: str = "
         times.append(devices.now(dev) - started)
     return {"attention": attention, "kernel": record["kernel"], "tokens": models.seq_len(family, image_size, patch_size),
             "step_time_s": statistics.median(times[warmup:]), "peak_mem_bytes": peak.peak() - baseline}
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def measure_in_subprocess(**kwargs) -> dict:

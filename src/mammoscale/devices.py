@@ -28,8 +28,8 @@ def choose(requested: str, local_rank: int) -> torch.device:
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise UserError("device cuda was requested but torch sees no GPU (CUDA_VISIBLE_DEVICES="
-                        "unset or empty, or a CPU build of torch)")
+        raise UserError("device cuda was requested but torch sees no GPU (no GPU allocated to the job, "
+                        "CUDA_VISIBLE_DEVICES empty, or a CPU build of torch)")
     index = local_rank % torch.cuda.device_count()
     torch.cuda.set_device(index)
     return torch.device("cuda", index)

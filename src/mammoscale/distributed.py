@@ -41,7 +41,6 @@ class Context:
     world: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    _model: nn.Module | None = None
 
     @property
     def primary(self) -> bool:
@@ -59,7 +58,6 @@ class Context:
             import horovod.torch as hvd
 
             hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        self._model = model
         return model
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module,

@@ -14,11 +14,15 @@ again: nothing here imports torch at module level.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 from mammoscale.errors import UserError
 
@@ -120,10 +124,6 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
     settings (a requeued job); one of other settings, or of a finished run, means the workflow
     asked for this cell anew (a changed config, ``--forcerun``), so it is removed first.
     """
-    import subprocess
-
-    import yaml
-
     from mammoscale import checkpoint, train
     from mammoscale.settings import Settings
 
@@ -142,8 +142,6 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
         metrics_file = out_dir / "metrics.json"
         if not metrics_file.is_file():
             raise UserError(f"the cell's launcher exited {code} without writing {metrics_file}; see {out_dir}/train.log")
-        import json
-
         result = json.loads(metrics_file.read_text())
     if result["status"] == "failed":
         raise UserError(f"cell {out_dir} failed: {result['message']}")

@@ -39,6 +39,7 @@ from mammoscale.settings import Settings
 log = logging.getLogger("mammoscale.train")
 
 EXIT_CODES = {"ok": 0, "oom": 0, "skipped": 0, "failed": 1}
+PROGRESS_EVERY_S = 60.0  # a progress line in the log at most this often, during long epochs
 
 
 class NonFiniteLoss(RuntimeError):
@@ -96,6 +97,7 @@ class Cell:
         self.resumed_from: int | None = None
         self.params: int | None = None
         self.peak = devices.PeakMemory(self.device)
+        self.last_progress = time.monotonic()
 
     # set-up
 
@@ -211,6 +213,15 @@ class Cell:
                 raise NonFiniteLoss(f"the training loss became {value} at step {self.steps_done} (lr {lr:.3g}); "
                                     "lower lr or use fp32 to find the cause")
             self.loss_curve.append(value)
+            self._progress()
+
+    def _progress(self) -> None:
+        if time.monotonic() - self.last_progress < PROGRESS_EVERY_S:
+            return
+        self.last_progress = time.monotonic()
+        recent = self.step_times[-20:]
+        log.info("step %d/%d: loss %.4f, %.2f img/s over the last %d step(s)", self.steps_done, self.total_steps,
+                 self.loss_curve[-1], self.s.global_batch * len(recent) / sum(recent), len(recent))
 
     def _state(self) -> dict:
         optimizer = self.optimizer
