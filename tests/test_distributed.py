@@ -19,15 +19,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 BIN = Path(sys.executable).parent
 
 
-def horovod_available() -> bool:
+def need_horovod() -> None:
+    """Skip without Horovod, or fail where it is required (make test sets MAMMOSCALE_REQUIRE_HOROVOD=1)."""
     try:
         import horovod.torch  # noqa: F401
     except ImportError:
         if os.environ.get("MAMMOSCALE_REQUIRE_HOROVOD") == "1":
             pytest.fail("Horovod is required here (MAMMOSCALE_REQUIRE_HOROVOD=1) but does not import: "
                         "run `make horovod`")
-        return False
-    return True
+        pytest.skip("Horovod is not installed (make horovod)")
 
 
 def cell(cache_root: Path, **overrides) -> dict:
@@ -65,8 +65,7 @@ def test_two_ddp_ranks_under_torchrun_match_one_process(train_cache, tmp_path, s
 
 
 def test_two_horovod_ranks_under_horovodrun_match_one_process(train_cache, tmp_path, single):
-    if not horovod_available():
-        pytest.skip("Horovod is not installed (make horovod)")
+    need_horovod()
     launcher = [str(BIN / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable]
     result = launch(launcher, tmp_path, cell(train_cache, backend="horovod"))
     assert_same_training(result, single, world=2)
@@ -75,8 +74,8 @@ def test_two_horovod_ranks_under_horovodrun_match_one_process(train_cache, tmp_p
 
 @pytest.mark.parametrize("backend", ["ddp", "horovod"])
 def test_a_backend_in_a_world_of_one_matches_no_backend(train_cache, tmp_path, single, backend):
-    if backend == "horovod" and not horovod_available():
-        pytest.skip("Horovod is not installed (make horovod)")
+    if backend == "horovod":
+        need_horovod()
     result = train.run_cell(cell(train_cache, backend=backend), tmp_path)
     assert_same_training(result, single, world=1)
 
@@ -117,8 +116,8 @@ class Preempted(BaseException):
 
 @pytest.mark.parametrize("backend", ["none", "ddp", "horovod"])
 def test_every_backend_resumes_to_the_uninterrupted_result(train_cache, tmp_path, monkeypatch, backend):
-    if backend == "horovod" and not horovod_available():
-        pytest.skip("Horovod is not installed (make horovod)")
+    if backend == "horovod":
+        need_horovod()
     from mammoscale import checkpoint
 
     settings = cell(train_cache, backend=backend, epochs=3, checkpoint=True)
