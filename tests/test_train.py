@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mammoscale import checkpoint, metrics, train
+from mammoscale import checkpoint, data, metrics, train
 from mammoscale.errors import UserError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -256,3 +256,23 @@ def test_long_runs_report_progress_in_the_log(train_cache, tmp_path, monkeypatch
     lines = [line for line in (tmp_path / "train.log").read_text().splitlines() if " step " in line]
     assert [line.split(" step ")[1].split(":")[0] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
     assert all("img/s over the last" in line for line in lines)
+
+
+def test_input_wait_is_measured_and_shows_a_slow_loader(train_cache, tmp_path, monkeypatch):
+    settings = cell(train_cache, mode="throughput", timing_warmup_steps=1, timed_steps=2, data_on_device="no")
+    fast = train.run_cell(settings, tmp_path / "fast")
+    assert 0 <= fast["input_wait_fraction"] < 1 and fast["loader_img_s"] > 0
+    metrics.validate(fast)
+
+    original = data.Split.__getitem__
+
+    def slow(self, i):
+        time.sleep(0.1)
+        return original(self, i)
+
+    monkeypatch.setattr(data.Split, "__getitem__", slow)
+    starved = train.run_cell(settings, tmp_path / "slow")
+    # 8 images a step at >= 0.1 s each: the loop waits >= 0.8 s a step for input
+    assert starved["loader_img_s"] < 10.5
+    assert starved["input_wait_fraction"] > fast["input_wait_fraction"]
+    assert starved["input_wait_fraction"] > 0.5

@@ -92,6 +92,7 @@ class Cell:
         self.loss_curve: list[float] = []
         self.epoch_times: list[float] = []
         self.step_times: list[float] = []
+        self.wait_times: list[float] = []
         self.steps_done = 0
         self.epochs_done = 0
         self.resumed_from: int | None = None
@@ -194,8 +195,11 @@ class Cell:
                 group["lr"] = lr
             started = devices.now(self.device)
             step_loss = 0.0
+            waited = 0.0
             for micro in range(self.grad_accum):
+                asked = time.perf_counter()
                 tiles, labels = next(stream)
+                waited += time.perf_counter() - asked
                 probe = models.attention_kernels(self.record) if "kernel" not in self.record else \
                     contextlib.nullcontext()
                 with probe, self.kernel(), self.ctx.sync_gradients(self.model, micro == self.grad_accum - 1):
@@ -208,6 +212,7 @@ class Cell:
             self.optimizer.zero_grad()
             value = self.ctx.mean(float(step_loss))
             self.step_times.append(devices.now(self.device) - started)
+            self.wait_times.append(waited)
             self.steps_done += 1
             if not math.isfinite(value):
                 raise NonFiniteLoss(f"the training loss became {value} at step {self.steps_done} (lr {lr:.3g}); "
@@ -268,7 +273,9 @@ class Cell:
         tokens = models.seq_len(s.model, s.image_size, s.patch_size)
         per_image = flops.train_flops_per_image(s.model_size, tokens=tokens, patch_size=s.patch_size,
                                                 channels=s.channels)
-        timed = self.step_times[max(1, s.timing_warmup_steps):] if status == "ok" else []
+        first = max(1, s.timing_warmup_steps)
+        timed = self.step_times[first:] if status == "ok" else []
+        waits = self.wait_times[first:] if status == "ok" else []
         throughput = s.global_batch * len(timed) / sum(timed) if timed and sum(timed) > 0 else None
         if status == "ok" and throughput is None:
             log.warning("no throughput: %d step(s) ran and the first %d are warm-up (timing_warmup_steps, at "
@@ -298,6 +305,8 @@ class Cell:
             "backend": self.ctx.backend,
             "throughput_img_s": throughput,
             "step_time_s": statistics.median(timed) if timed else None,
+            "input_wait_fraction": sum(waits) / sum(timed) if throughput else None,
+            "loader_img_s": s.global_batch * len(waits) / sum(waits) if throughput and sum(waits) > 0 else None,
             "epoch_times_s": self.epoch_times,
             "train_time_s": sum(self.epoch_times) if s.mode == "full" else (sum(self.step_times) or None),
             "peak_mem_bytes": self.peak.peak() if self.params is not None else None,
