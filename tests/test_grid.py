@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -89,10 +90,18 @@ def torch_load(out_dir):
     return torch.load(out_dir / checkpoint.NAME, weights_only=True)
 
 
-def test_a_failed_cell_fails_the_job(train_cache, tmp_path):
+def test_a_failed_cell_fails_the_job_and_keeps_its_record_apart(train_cache, tmp_path):
     with pytest.raises(UserError, match="failed: the training loss became nan"):
         grid.run_job(job_cell(train_cache, lr=1e12, warmup_fraction=0, epochs=3),
                      {"launcher": "none", "nodes": 1, "gpus_per_node": 0}, tmp_path)
+    # Snakemake removes a failed job's metrics.json; the record stays for the tables
+    assert not (tmp_path / "metrics.json").exists()
+    record = json.loads((tmp_path / grid.FAILED_RECORD).read_text())
+    assert record["status"] == "failed" and "nan" in record["message"]
+    # the next attempt starts without it
+    grid.run_job(job_cell(train_cache, checkpoint=False), {"launcher": "none", "nodes": 1, "gpus_per_node": 0},
+                 tmp_path)
+    assert (tmp_path / "metrics.json").is_file() and not (tmp_path / grid.FAILED_RECORD).exists()
 
 
 def test_a_launched_job_reads_the_metrics_its_processes_wrote(train_cache, tmp_path):

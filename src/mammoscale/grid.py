@@ -29,6 +29,7 @@ from mammoscale.errors import UserError
 log = logging.getLogger(__name__)
 
 BACKEND_OF_LAUNCHER = {"none": "none", "torchrun": "ddp", "horovod": "horovod"}
+FAILED_RECORD = "metrics.failed.json"  # a failed cell's metrics, kept out of Snakemake's way
 
 
 def cells(image_sizes, patch_sizes, variants, hardware) -> list[tuple[str, str, int, int]]:
@@ -131,6 +132,7 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings.from_dict(cell)
     _drop_stale_checkpoint(out_dir, settings, checkpoint)
+    (out_dir / FAILED_RECORD).unlink(missing_ok=True)
     cell_file = out_dir / "cell.yaml"
     cell_file.write_text(yaml.safe_dump(cell, sort_keys=False))
     if launch["launcher"] == "none" and ranks(launch) == 1:
@@ -144,7 +146,9 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
             raise UserError(f"the cell's launcher exited {code} without writing {metrics_file}; see {out_dir}/train.log")
         result = json.loads(metrics_file.read_text())
     if result["status"] == "failed":
-        raise UserError(f"cell {out_dir} failed: {result['message']}")
+        # Snakemake deletes a failed job's outputs: keep the record where the tables can find it
+        os.replace(out_dir / "metrics.json", out_dir / FAILED_RECORD)
+        raise UserError(f"cell {out_dir} failed: {result['message']} (record kept in {out_dir / FAILED_RECORD})")
     return result
 
 
