@@ -1,0 +1,145 @@
+"""The published claims as data, and a plain verdict for each against this run.
+
+The claims are those of the Flash Attention study (``paper.md``, section 1; its Figures 2 and 4):
+flash speed-up ranges per patch size, the memory ratio at 384 px / patch 16, which cells fit in
+80 GB for each variant, and the hardware ordering of Figure 2. Each is judged on the reference
+hardware's cells and only on the cells the claim is about (the study's image sizes), so a grid
+of other sizes says ``not run`` rather than a verdict about something else.
+
+A verdict is one of ``reproduced``, ``not reproduced`` or ``not run``; the row also says what
+was measured and over how many cells, so a reader can weigh a verdict resting on two cells.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
+PAPER_IMAGE_SIZES = (384, 512, 1024, 2048)
+PAPER_PATCH_SIZES = (8, 16, 32)
+# flash / baseline throughput on 8x A100 80GB; patch 32 is "0-2.3x": no gain at the two smallest sizes
+SPEEDUP_RANGES = {8: (3.0, 4.2), 16: (2.8, 4.0), 32: (1.0, 2.3)}
+MEMORY_CELL, MEMORY_RATIO = (384, 16), 2.3
+BASELINE_OOM = {(2048, 16), (2048, 8)}  # the baseline ran at 2048 with patch 32 only; flash ran every cell
+HARDWARE_ORDER = ("xe8545", "r750xa", "xe9680")  # Figure 2: runtime falls in this order (512 px, patch 16)
+REFERENCE_CELL = (512, 16)
+
+
+def choose_baseline(variants: dict, requested: str | None) -> str | None:
+    """The claims' baseline: ``requested``, else the study's (HF ViT, eager attention) if in the grid,
+    else the first non-flash variant; None without one."""
+    from mammoscale.aggregate import role
+
+    if requested:
+        return requested
+    baselines = [name for name, spec in variants.items() if role(spec["attention"]) == "baseline"]
+    study = [name for name in baselines if variants[name] == {"model": "hf", "attention": "eager"}]
+    return (study or baselines or [None])[0]
+
+
+def _range(values) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.2f}x" if low == high else f"{low:.2f}-{high:.2f}x"
+
+
+def _cells(frame: pd.DataFrame) -> str:
+    return ", ".join(f"img{s}_p{p}" for s, p in zip(frame["image_size"], frame["patch_size"])) or "none"
+
+
+def speedup_claims(pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: str, tolerance: float) -> list[dict]:
+    chosen = pairs[(pairs["hardware"] == hardware) & (pairs["flash_variant"] == flash)
+                   & (pairs["baseline_variant"] == baseline) & pairs["image_size"].isin(PAPER_IMAGE_SIZES)]
+    rows = []
+    for patch, (low, high) in SPEEDUP_RANGES.items():
+        at = chosen[chosen["patch_size"] == patch]
+        measured = at.dropna(subset=["throughput_ratio"])
+        row = {"claim": f"flash speed-up over the baseline, patch {patch}",
+               "published": f"{low:.1f}-{high:.1f}x" + (" (no gain at 384 and 512)" if patch == 32 else "")}
+        if measured.empty:
+            statuses = ", ".join(f"img{s}: {a}/{b}" for s, a, b in
+                                 zip(at["image_size"], at["flash_status"], at["baseline_status"])) or "no such cell"
+            rows.append({**row, "measured": "-", "verdict": NOT_RUN,
+                         "detail": f"no image size of the study with both variants ok (flash/baseline: {statuses})"})
+            continue
+        ratios = measured["throughput_ratio"].astype(float)
+        inside = ratios.min() >= low * (1 - tolerance) and ratios.max() <= high * (1 + tolerance)
+        where = "within" if inside else "outside"
+        rows.append({**row, "measured": _range(ratios), "verdict": REPRODUCED if inside else NOT_REPRODUCED,
+                     "detail": f"{len(measured)} of {len(PAPER_IMAGE_SIZES)} image sizes ({_cells(measured)}); "
+                               f"{where} the published range +-{tolerance:.0%}"})
+    return rows
+
+
+def memory_claim(pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: str, tolerance: float) -> dict:
+    size, patch = MEMORY_CELL
+    at = pairs[(pairs["hardware"] == hardware) & (pairs["flash_variant"] == flash)
+               & (pairs["baseline_variant"] == baseline) & (pairs["image_size"] == size) & (pairs["patch_size"] == patch)]
+    row = {"claim": f"peak memory, baseline / flash, img{size}_p{patch}", "published": f"{MEMORY_RATIO:.1f}x"}
+    if at.empty or pd.isna(at["memory_ratio"].iloc[0]):
+        state = "not in the grid" if at.empty else f"flash {at['flash_status'].iloc[0]}, baseline {at['baseline_status'].iloc[0]}"
+        return {**row, "measured": "-", "verdict": NOT_RUN, "detail": f"img{size}_p{patch}: {state}"}
+    ratio = float(at["memory_ratio"].iloc[0])
+    close = abs(ratio / MEMORY_RATIO - 1) <= tolerance
+    return {**row, "measured": f"{ratio:.2f}x", "verdict": REPRODUCED if close else NOT_REPRODUCED,
+            "detail": f"{'within' if close else 'outside'} +-{tolerance:.0%} of {MEMORY_RATIO}x"}
+
+
+def fit_claims(runs: pd.DataFrame, *, hardware: str, flash: str, baseline: str) -> list[dict]:
+    rows = []
+    for name, label, published in ((flash, "flash", "every cell fits (2048 with patch 8, 16, 32)"),
+                                   (baseline, "baseline", "all but img2048_p8 and img2048_p16 (OOM)")):
+        cells = runs[(runs["hardware"] == hardware) & (runs["variant"] == name)
+                     & runs["image_size"].isin(PAPER_IMAGE_SIZES) & runs["patch_size"].isin(PAPER_PATCH_SIZES)
+                     & runs["status"].isin(["ok", "oom"])]
+        row = {"claim": f"which cells fit in memory, {label} ({name})", "published": published}
+        if cells.empty:
+            rows.append({**row, "measured": "-", "verdict": NOT_RUN,
+                         "detail": "no cell of the study's sizes ran to ok or OOM"})
+            continue
+        published_oom = [label == "baseline" and (s, p) in BASELINE_OOM
+                         for s, p in zip(cells["image_size"], cells["patch_size"])]
+        wrong = cells[(cells["status"] == "oom") != published_oom]
+        fits = int((cells["status"] == "ok").sum())
+        measured = f"{fits} of {len(cells)} fit"
+        total = len(PAPER_IMAGE_SIZES) * len(PAPER_PATCH_SIZES)
+        if wrong.empty:
+            rows.append({**row, "measured": measured, "verdict": REPRODUCED,
+                         "detail": f"{len(cells)} of {total} cells of the study ran; each as published"})
+        else:
+            rows.append({**row, "measured": measured, "verdict": NOT_REPRODUCED,
+                         "detail": "differs at " + ", ".join(f"img{s}_p{p} ({status})" for s, p, status in
+                                                            zip(wrong["image_size"], wrong["patch_size"], wrong["status"]))})
+    return rows
+
+
+def hardware_claim(runs: pd.DataFrame, *, flash: str) -> dict:
+    size, patch = REFERENCE_CELL
+    at = runs[(runs["variant"] == flash) & (runs["image_size"] == size) & (runs["patch_size"] == patch)]
+    at = at.set_index("hardware")
+    row = {"claim": f"hardware ordering (Figure 2, img{size}_p{patch}, {flash})",
+           "published": "images/s rise XE8545 < R750xa < XE9680"}
+    absent = [hw for hw in HARDWARE_ORDER if hw not in at.index or at.loc[hw, "status"] != "ok"]
+    if absent:
+        states = ", ".join(f"{hw}: {at.loc[hw, 'status'] if hw in at.index else 'not in the grid'}" for hw in absent)
+        return {**row, "measured": "-", "verdict": NOT_RUN, "detail": states}
+    speeds = [float(at.loc[hw, "throughput_img_s"]) for hw in HARDWARE_ORDER]
+    rising = all(a < b for a, b in zip(speeds, speeds[1:]))
+    return {**row, "measured": " < ".join(f"{s:.1f}" for s in speeds) if rising else
+            ", ".join(f"{hw} {s:.1f}" for hw, s in zip(HARDWARE_ORDER, speeds)),
+            "verdict": REPRODUCED if rising else NOT_REPRODUCED, "detail": "images/s of each profile"}
+
+
+def evaluate(runs: pd.DataFrame, pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: str | None,
+             tolerance: float) -> pd.DataFrame:
+    """Every claim with ``published``, ``measured``, ``verdict`` and ``detail``."""
+    columns = ["claim", "published", "measured", "verdict", "detail"]
+    if baseline is None:
+        rows = [{"claim": "flash vs baseline claims", "published": "-", "measured": "-", "verdict": NOT_RUN,
+                 "detail": "the grid has no baseline variant"}]
+    else:
+        options = {"hardware": hardware, "flash": flash, "baseline": baseline}
+        rows = [*speedup_claims(pairs, **options, tolerance=tolerance),
+                memory_claim(pairs, **options, tolerance=tolerance),
+                *fit_claims(runs, **options)]
+    rows.append(hardware_claim(runs, flash=flash))
+    return pd.DataFrame(rows, columns=columns)

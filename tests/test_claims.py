@@ -1,0 +1,113 @@
+"""Published claim vs this run: each verdict (reproduced, not reproduced, not run) reached for the right reason."""
+
+from __future__ import annotations
+
+import pytest
+from records import VARIANTS, record, write
+
+from mammoscale import aggregate, claims, grid
+
+SIZES, PATCHES = [384, 512, 1024, 2048], [8, 16, 32]
+
+
+def judge(tmp_path, records, *, hardware=("xe9680",), baseline="hf-eager", tolerance=0.15, sizes=SIZES):
+    for rec in records:
+        write(tmp_path, rec)
+    runs = aggregate.runs_table(grid.cells(sizes, PATCHES, VARIANTS, list(hardware)), VARIANTS, tmp_path)
+    table = claims.evaluate(runs, aggregate.speedups(runs), hardware="xe9680", flash="flash", baseline=baseline,
+                            tolerance=tolerance)
+    return table.set_index("claim")
+
+
+def verdict(table, start):
+    (row,) = [row for claim, row in table.iterrows() if claim.startswith(start)]
+    return row
+
+
+def pair(size, patch, ratio, *, memory=1.0, baseline_status="ok", hardware="xe9680"):
+    return [record(hardware, "flash", size, patch, throughput=10.0 * ratio, peak=2 ** 30),
+            record(hardware, "hf-eager", size, patch, baseline_status, throughput=10.0, peak=int(memory * 2 ** 30))]
+
+
+def test_speedups_inside_the_published_range_are_reproduced(tmp_path):
+    table = judge(tmp_path, [*pair(512, 16, 3.1), *pair(1024, 16, 3.9), *pair(512, 8, 2.0), *pair(1024, 8, 3.5)])
+    p16 = verdict(table, "flash speed-up over the baseline, patch 16")
+    assert p16["verdict"] == claims.REPRODUCED and p16["measured"] == "3.10-3.90x"
+    assert "2 of 4 image sizes (img512_p16, img1024_p16)" in p16["detail"]
+    p8 = verdict(table, "flash speed-up over the baseline, patch 8")
+    assert p8["verdict"] == claims.NOT_REPRODUCED and p8["measured"] == "2.00-3.50x"  # 2.0 < 3.0 x 0.85
+    assert verdict(table, "flash speed-up over the baseline, patch 32")["verdict"] == claims.NOT_RUN
+
+
+def test_tolerance_decides_the_edge(tmp_path):
+    records = pair(512, 16, 2.5)  # 2.8 x (1 - 0.15) = 2.38 <= 2.5 < 2.8
+    assert verdict(judge(tmp_path, records), "flash speed-up over the baseline, patch 16")["verdict"] == \
+        claims.REPRODUCED
+    assert verdict(judge(tmp_path, records, tolerance=0.05), "flash speed-up over the baseline, patch 16")[
+        "verdict"] == claims.NOT_REPRODUCED
+
+
+def test_an_oom_baseline_gives_no_speedup_and_says_why(tmp_path):
+    table = judge(tmp_path, pair(2048, 16, 1.0, baseline_status="oom"))
+    row = verdict(table, "flash speed-up over the baseline, patch 16")
+    assert row["verdict"] == claims.NOT_RUN and "img2048: ok/oom" in row["detail"]
+
+
+def test_cells_outside_the_study_sizes_do_not_count(tmp_path):
+    table = judge(tmp_path, pair(256, 16, 3.0), sizes=[256, 512])
+    assert verdict(table, "flash speed-up over the baseline, patch 16")["verdict"] == claims.NOT_RUN
+
+
+@pytest.mark.parametrize(("ratio", "expected"), [(2.3, claims.REPRODUCED), (2.6, claims.REPRODUCED),
+                                                 (1.5, claims.NOT_REPRODUCED)])
+def test_memory_ratio_at_384_p16(tmp_path, ratio, expected):
+    row = verdict(judge(tmp_path, pair(384, 16, 3.0, memory=ratio)), "peak memory, baseline / flash")
+    assert row["verdict"] == expected and row["measured"] == f"{ratio:.2f}x"
+
+
+def test_memory_ratio_not_run_when_the_cell_is_missing(tmp_path):
+    row = verdict(judge(tmp_path, pair(512, 16, 3.0)), "peak memory, baseline / flash")
+    assert row["verdict"] == claims.NOT_RUN and "img384_p16: flash missing, baseline missing" in row["detail"]
+
+
+def test_which_cells_fit_as_published(tmp_path):
+    records = [*pair(2048, 32, 1.5), *pair(2048, 16, 1.0, baseline_status="oom"),
+               *pair(2048, 8, 1.0, baseline_status="oom"), *pair(512, 16, 3.0)]
+    table = judge(tmp_path, records)
+    assert verdict(table, "which cells fit in memory, flash")["verdict"] == claims.REPRODUCED
+    baseline = verdict(table, "which cells fit in memory, baseline")
+    assert baseline["verdict"] == claims.REPRODUCED and baseline["measured"] == "2 of 4 fit"
+
+
+def test_a_cell_that_fits_differently_is_named(tmp_path):
+    records = [*pair(1024, 8, 1.0, baseline_status="oom"), record("xe9680", "flash", 2048, 8, "oom")]
+    table = judge(tmp_path, records)
+    flash = verdict(table, "which cells fit in memory, flash")
+    assert flash["verdict"] == claims.NOT_REPRODUCED and "img2048_p8 (oom)" in flash["detail"]
+    baseline = verdict(table, "which cells fit in memory, baseline")
+    assert baseline["verdict"] == claims.NOT_REPRODUCED and "img1024_p8 (oom)" in baseline["detail"]
+
+
+def test_hardware_ordering(tmp_path):
+    hardware = ("xe8545", "r750xa", "xe9680")
+    rising = [record(hw, "flash", 512, 16, throughput=t) for hw, t in zip(hardware, (100.0, 150.0, 300.0))]
+    row = verdict(judge(tmp_path / "a", rising, hardware=hardware), "hardware ordering")
+    assert row["verdict"] == claims.REPRODUCED and row["measured"] == "100.0 < 150.0 < 300.0"
+    swapped = [record(hw, "flash", 512, 16, throughput=t) for hw, t in zip(hardware, (160.0, 150.0, 300.0))]
+    assert verdict(judge(tmp_path / "b", swapped, hardware=hardware), "hardware ordering")["verdict"] == \
+        claims.NOT_REPRODUCED
+    row = verdict(judge(tmp_path / "c", rising[2:], hardware=("xe9680",)), "hardware ordering")
+    assert row["verdict"] == claims.NOT_RUN and "xe8545: not in the grid" in row["detail"]
+
+
+def test_the_baseline_is_the_studys_when_the_grid_has_it():
+    assert claims.choose_baseline(VARIANTS, None) == "hf-eager"
+    without = {k: v for k, v in VARIANTS.items() if k != "hf-eager"}
+    assert claims.choose_baseline(without, None) == "materialised"
+    assert claims.choose_baseline(VARIANTS, "materialised") == "materialised"
+    assert claims.choose_baseline({"flash": VARIANTS["flash"]}, None) is None
+
+
+def test_no_baseline_in_the_grid(tmp_path):
+    table = judge(tmp_path, [record("xe9680", "flash", 512, 16)], baseline=None)
+    assert table.loc["flash vs baseline claims", "verdict"] == claims.NOT_RUN
