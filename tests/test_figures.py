@@ -1,0 +1,111 @@
+"""Every figure draws for one cell, a partial grid and the full paper grid; no cell is silently absent."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from PIL import Image
+from records import VARIANTS, record, write
+
+from mammoscale import aggregate, figures, grid
+
+REFERENCE = {"hardware": "xe9680", "variant": "flash", "image_size": 512, "patch_size": 16}
+PROFILES = {"xe8545": {"gpus_per_node": 4, "nodes": 1, "micro_batch": 24, "device_memory_gb": 40},
+            "xe9680": {"gpus_per_node": 8, "nodes": 1, "micro_batch": 64, "device_memory_gb": 80}}
+PIPELINE = pd.DataFrame([{"stage": "decode + crop", "image_size": None, "shard": "shard0000", "items": 40,
+                          "item": "image", "seconds": 4.0, "cpu_seconds": 12.0, "items_per_s": 10.0}])
+
+
+def tables(tmp_path, records, sizes=(384, 512, 1024, 2048), patches=(8, 16, 32), hardware=("xe9680",),
+           variants=VARIANTS):
+    for rec in records:
+        write(tmp_path, rec)
+    runs = aggregate.runs_table(grid.cells(sizes, patches, variants, list(hardware)), variants, tmp_path)
+    return runs, aggregate.speedups(runs)
+
+
+def texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
+
+
+def draw_all(tmp_path, runs, pairs, variants=VARIANTS, pipeline=PIPELINE):
+    drawn = {}
+    for name in figures.FIGURES:
+        fig = figures.draw(name, runs=runs, pairs=pairs, pipeline=pipeline, reference=REFERENCE, variants=variants,
+                           profiles=PROFILES)
+        drawn[name] = texts(fig)
+        figures.save(fig, tmp_path / f"{name}.png", tmp_path / f"{name}.svg", dpi=60)
+        with Image.open(tmp_path / f"{name}.png") as image:
+            assert image.width > 200 and image.height > 150
+        assert (tmp_path / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    return drawn
+
+
+def test_one_cell(tmp_path):
+    runs, pairs = tables(tmp_path, [record("xe9680", "flash", 512, 16, throughput=50.0)], sizes=(512,),
+                         patches=(16,), variants={"flash": VARIANTS["flash"]})
+    drawn = draw_all(tmp_path, runs, pairs, variants={"flash": VARIANTS["flash"]})
+    assert "50" in drawn["fig2_hardware"]
+
+
+def test_nothing_run_yet(tmp_path):
+    runs, pairs = tables(tmp_path, [])
+    drawn = draw_all(tmp_path, runs, pairs, pipeline=PIPELINE.iloc[0:0])
+    assert drawn["fig2_hardware"] == ["not run"]
+    assert drawn["fig4_flash_vs_baseline"].count("not run") == 36
+
+
+def test_the_full_paper_grid_with_every_status(tmp_path):
+    records = []
+    for variant in VARIANTS:
+        for size in (384, 512, 1024, 2048):
+            for patch in (8, 16, 32):
+                tokens = (size // patch) ** 2
+                status = "oom" if variant != "flash" and tokens > 4096 else "ok"
+                speed = 3.0 if variant == "flash" else 1.0
+                records.append(record("xe9680", variant, size, patch, status, throughput=speed * 1e5 / tokens,
+                                      peak=tokens * 2 ** 20))
+    records[1] = record("xe9680", "flash", 384, 16, "failed", message="nan")
+    records += [record("xe8545", "flash", 512, 16, throughput=100.0)]
+    runs, pairs = tables(tmp_path, records, hardware=("xe8545", "xe9680"))
+    drawn = draw_all(tmp_path, runs, pairs)
+    # OOM baselines (img2048 p8 and p16, img1024 p8: 2 baselines each) are written, not dropped
+    assert drawn["fig4_flash_vs_baseline"].count("OOM") == 6
+    assert drawn["fig4_flash_vs_baseline"].count("failed") == 1
+    # speed-ups written on the baseline bars are the table's ratios
+    shown = sorted(t for t in drawn["fig4_flash_vs_baseline"] if t.endswith("x"))
+    expected = sorted(f"{r:.1f}x" for r in pairs.loc[pairs["hardware"] == "xe9680", "throughput_ratio"].dropna())
+    assert shown == expected and len(shown) == 16
+    assert "out of memory" in [t.get_text() for t in figures.draw(
+        "memory", runs=runs, pairs=pairs, pipeline=PIPELINE, reference=REFERENCE, variants=VARIANTS,
+        profiles=PROFILES).legends[0].get_texts()]
+    assert "device memory: 80 GB" in drawn["memory"]
+    # Figure 2 labels each profile with its ranks and micro-batch
+    fig2 = figures.draw("fig2_hardware", runs=runs, pairs=pairs, pipeline=PIPELINE, reference=REFERENCE,
+                        variants=VARIANTS, profiles=PROFILES)
+    labels = [t.get_text() for t in fig2.axes[0].get_xticklabels()]
+    assert labels == ["xe8545\n4 GPUs x 8", "xe9680\n4 GPUs x 8"]  # the records' world size and micro-batch
+
+
+def test_a_partial_grid_says_what_has_not_run(tmp_path):
+    runs, pairs = tables(tmp_path, [record("xe9680", "flash", 512, 16), record("xe9680", "hf-eager", 512, 16, "oom")])
+    drawn = draw_all(tmp_path, runs, pairs)
+    assert "OOM" in drawn["fig4_flash_vs_baseline"] and "not run" in drawn["fig4_flash_vs_baseline"]
+    assert "OOM" in drawn["fig3_patch_size"]
+
+
+def test_a_reference_cell_outside_the_grid_is_explained(tmp_path):
+    runs, pairs = tables(tmp_path, [record("xe9680", "flash", 384, 32)], sizes=(384,), patches=(32,))
+    drawn = draw_all(tmp_path, runs, pairs)
+    assert any("is not in the grid" in t for t in drawn["fig2_hardware"])
+    assert any("no cell at image size 512" in t for t in drawn["fig3_patch_size"])
+
+
+def test_an_unknown_figure_is_named():
+    with pytest.raises(ValueError, match="no figure 'fig9'"):
+        figures.draw("fig9", runs=None, pairs=None, pipeline=None, reference=REFERENCE, variants=[], profiles={})
+
+
+def test_reference_hardware_defaults_to_the_first_in_the_grid():
+    assert figures.resolve_reference({**REFERENCE, "hardware": None}, ["a", "b"])["hardware"] == "a"
+    assert figures.resolve_reference(REFERENCE, ["a"])["hardware"] == "xe9680"
