@@ -3,7 +3,7 @@ import sys
 
 from snakemake.utils import validate
 
-from mammoscale import grid
+from mammoscale import captions, grid
 from mammoscale.config import coerce_scalars
 
 
@@ -17,6 +17,7 @@ wildcard_constraints:
     patch=r"\d+",
     hardware=r"[A-Za-z0-9_-]+",
     variant=r"[A-Za-z0-9_-]+",
+    figure="|".join(captions.FIGURES),
 
 
 IMAGE_SIZES = sorted(config["grid"]["image_sizes"])
@@ -28,7 +29,9 @@ CELLS = grid.cells(IMAGE_SIZES, PATCH_SIZES, VARIANTS, config["grid"]["hardware"
 if grid.missing_cells(IMAGE_SIZES, PATCH_SIZES):
     print(f"note: no cell for {', '.join(grid.missing_cells(IMAGE_SIZES, PATCH_SIZES))}: the patch size does "
           "not divide the image size", file=sys.stderr)
-RUN = "results/runs/{hardware}/{variant}/img{size}_p{patch}"
+RUNS_ROOT = "results/runs"
+RUN = RUNS_ROOT + "/{hardware}/{variant}/img{size}_p{patch}"
+FIGURE_FORMAT = config["figures"]["vector_format"]
 SHARDS = [f"{k:04d}" for k in range(config["cache"]["shards"])]
 CACHE = config["cache"]["root"].rstrip("/")
 
@@ -113,5 +116,86 @@ def get_resource(key, default):
     return lambda wildcards: get_profile(wildcards).get(key) or default
 
 
+def get_selected_hardware():
+    """The profiles of grid.hardware (the figures' labels and memory limits), in grid order."""
+    return {name: HARDWARE[name] for name in config["grid"]["hardware"]}
+
+
+def get_reference():
+    reference = dict(config["figures"]["reference"])
+    reference["hardware"] = reference["hardware"] or config["grid"]["hardware"][0]
+    if reference["variant"] not in VARIANTS:
+        raise ValueError(f"figures.reference.variant {reference['variant']!r} is not in grid.variants ({', '.join(VARIANTS)})")
+    grid.check_hardware([reference["hardware"]], get_selected_hardware())
+    return reference
+
+
+def get_baseline():
+    return grid.choose_baseline(VARIANTS, config["figures"]["baseline"])
+
+
+def get_run_config():
+    """What the report says was run: data, grid, the chosen hardware profiles, training, config files."""
+    return {
+        "data": config["data"],
+        "grid": config["grid"],
+        "hardware": get_selected_hardware(),
+        "train": config["train"],
+        "configfiles": [str(path) for path in workflow.config_settings.configfiles],
+    }
+
+
+def get_invocation():
+    """The command line that reruns a target under this config ({profile} is filled in per cell)."""
+    return "snakemake {profile}" + "".join(f" --configfile {path}" for path in get_run_config()["configfiles"])
+
+
+def get_pipeline_inputs(wildcards):
+    """Stage-1 shard records and benchmarks, and stage-2 shards and benchmarks per image size."""
+    return {
+        "images": get_view_shards("images.csv"),
+        "views_benchmarks": expand("results/benchmarks/cache_views/shard{shard}.tsv", shard=SHARDS),
+        "tiles": expand(f"{CACHE}/img{{size}}/shard{{shard}}.csv", size=IMAGE_SIZES, shard=SHARDS),
+        "tiles_benchmarks": expand(
+            "results/benchmarks/cache_tiles/img{size}_shard{shard}.tsv", size=IMAGE_SIZES, shard=SHARDS
+        ),
+    }
+
+
+def get_figure_inputs(wildcards):
+    inputs = {"runs": "results/tables/runs.csv", "speedups": "results/tables/speedups.csv"}
+    if wildcards.figure == "data_pipeline":
+        inputs["pipeline"] = "results/tables/pipeline.csv"
+    return inputs
+
+
+def get_figure_category(wildcards):
+    return captions.CATEGORY[wildcards.figure]
+
+
+def get_figure_caption(wildcards):
+    return captions.CAPTIONS[wildcards.figure]
+
+
+def get_contact_sheets():
+    return {size: f"results/qc/contact_sheet_img{size}.png" for size in IMAGE_SIZES}
+
+
+def get_report_inputs(wildcards):
+    return {
+        "runs": "results/tables/runs.csv",
+        "speedups": "results/tables/speedups.csv",
+        "figures": expand("results/figures/{figure}.png", figure=captions.FIGURES),
+        "contact_sheets": list(get_contact_sheets().values()),
+        "counts": "results/manifest/counts.json",
+        "preprocess": "results/qc/preprocess_summary.json",
+    }
+
+
 def get_final_output():
-    return [*get_cache_output(), *get_run_outputs()]
+    return [
+        *get_cache_output(),
+        *get_run_outputs(),
+        *expand("results/figures/{figure}.{ext}", figure=captions.FIGURES, ext=("png", FIGURE_FORMAT)),
+        "results/report/report.html",
+    ]

@@ -98,12 +98,13 @@ def test_pipeline_table_counts_items_per_second(tmp_path):
     (tmp_path / "b1.tsv").write_text(bench.format(2.0, 3.5))
     (tmp_path / "b2.tsv").write_text(bench.format(0.5, 0.4))
     (tmp_path / "shard0000.images.csv").write_text("status,image_id\nok,1\nok,2\nerror,3\nok,4\n")
-    (tmp_path / "shard0000.csv").write_text("breast_id\na\nb\n")
+    (tmp_path / "img512").mkdir()
+    (tmp_path / "img512" / "shard0000.csv").write_text("breast_id\na\nb\n")
     table = aggregate.pipeline_table([(tmp_path / "shard0000.images.csv", tmp_path / "b1.tsv")],
-                                     [(512, tmp_path / "shard0000.csv", tmp_path / "b2.tsv")])
+                                     [(tmp_path / "img512" / "shard0000.csv", tmp_path / "b2.tsv")])
     decode, tile = table.iloc[0], table.iloc[1]
     assert decode["items"] == 3 and decode["items_per_s"] == pytest.approx(1.5) and decode["cpu_seconds"] == 3.5
-    assert tile["stage"] == "tile img512" and tile["items"] == 2 and tile["items_per_s"] == pytest.approx(4.0)
+    assert tile["stage"] == "tile img512" and tile["image_size"] == 512 and tile["items"] == 2 and tile["items_per_s"] == pytest.approx(4.0)
 
 
 def test_a_file_that_is_not_a_benchmark_is_named(tmp_path):

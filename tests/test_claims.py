@@ -6,6 +6,7 @@ import pytest
 from records import VARIANTS, record, write
 
 from mammoscale import aggregate, claims, grid
+from mammoscale.errors import UserError
 
 SIZES, PATCHES = [384, 512, 1024, 2048], [8, 16, 32]
 
@@ -101,11 +102,13 @@ def test_hardware_ordering(tmp_path):
 
 
 def test_the_baseline_is_the_studys_when_the_grid_has_it():
-    assert claims.choose_baseline(VARIANTS, None) == "hf-eager"
+    assert grid.choose_baseline(VARIANTS, None) == "hf-eager"
     without = {k: v for k, v in VARIANTS.items() if k != "hf-eager"}
-    assert claims.choose_baseline(without, None) == "materialised"
-    assert claims.choose_baseline(VARIANTS, "materialised") == "materialised"
-    assert claims.choose_baseline({"flash": VARIANTS["flash"]}, None) is None
+    assert grid.choose_baseline(without, None) == "materialised"
+    assert grid.choose_baseline(VARIANTS, "materialised") == "materialised"
+    assert grid.choose_baseline({"flash": VARIANTS["flash"]}, None) is None
+    with pytest.raises(UserError, match="figures.baseline is 'sdpa', not one of grid.variants"):
+        grid.choose_baseline(VARIANTS, "sdpa")
 
 
 def test_no_baseline_in_the_grid(tmp_path):

@@ -25,13 +25,12 @@ from pathlib import Path
 import pandas as pd
 
 from mammoscale.errors import UserError
-from mammoscale.grid import FAILED_RECORD
+from mammoscale.grid import FAILED_RECORD, role
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "oom", "failed", "skipped", "missing")
 KEY = ["hardware", "variant", "image_size", "patch_size"]
-FLASH_ATTENTIONS = ("flash", "flash_attention_2")
 FIRST_COLUMNS = [*KEY, "status", "message", "role", "family", "model", "attention", "attention_backend", "tokens",
                  "seq_len", "throughput_img_s", "step_time_s", "train_time_s", "peak_mem_bytes", "peak_mem_kind",
                  "achieved_tflops", "mfu", "val_auc", "val_pf1", "input_wait_fraction", "loader_img_s", "world_size",
@@ -68,11 +67,6 @@ def flatten(record: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
-
-
-def role(attention: str) -> str:
-    """``flash`` for a flash kernel (x-transformers' switch, HF's flash_attention_2), else ``baseline``."""
-    return "flash" if attention in FLASH_ATTENTIONS else "baseline"
 
 
 def runs_table(cells, variants: dict, runs_root: Path | str) -> pd.DataFrame:
@@ -131,15 +125,16 @@ def pipeline_table(stage1: list[tuple], stage2: list[tuple]) -> pd.DataFrame:
     """One row per preprocessing job with its items per second.
 
     ``stage1``: ``(images_csv, benchmark)`` per views shard (items: images decoded);
-    ``stage2``: ``(image_size, tiles_csv, benchmark)`` per tiled shard (items: tiles written).
+    ``stage2``: ``(tiles_csv, benchmark)`` per tiled shard, in ``.../img<S>/`` (items: tiles written).
     """
     rows = []
     for images_csv, benchmark in stage1:
         images = pd.read_csv(images_csv, usecols=["status"])
         rows.append({"stage": "decode + crop", "image_size": None, "shard": Path(images_csv).name.split(".")[0],
                      "items": int((images["status"] == "ok").sum()), "item": "image", **read_benchmark(benchmark)})
-    for size, tiles_csv, benchmark in stage2:
+    for tiles_csv, benchmark in stage2:
         tiles = pd.read_csv(tiles_csv)
+        size = Path(tiles_csv).parent.name.removeprefix("img")
         rows.append({"stage": f"tile img{size}", "image_size": int(size), "shard": Path(tiles_csv).stem,
                      "items": len(tiles), "item": "tile", **read_benchmark(benchmark)})
     table = pd.DataFrame(rows, columns=["stage", "image_size", "shard", "items", "item", "seconds", "cpu_seconds"])

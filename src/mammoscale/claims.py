@@ -25,18 +25,6 @@ HARDWARE_ORDER = ("xe8545", "r750xa", "xe9680")  # Figure 2: runtime falls in th
 REFERENCE_CELL = (512, 16)
 
 
-def choose_baseline(variants: dict, requested: str | None) -> str | None:
-    """The claims' baseline: ``requested``, else the study's (HF ViT, eager attention) if in the grid,
-    else the first non-flash variant; None without one."""
-    from mammoscale.aggregate import role
-
-    if requested:
-        return requested
-    baselines = [name for name, spec in variants.items() if role(spec["attention"]) == "baseline"]
-    study = [name for name in baselines if variants[name] == {"model": "hf", "attention": "eager"}]
-    return (study or baselines or [None])[0]
-
-
 def _range(values) -> str:
     low, high = min(values), max(values)
     return f"{low:.2f}x" if low == high else f"{low:.2f}-{high:.2f}x"

@@ -25,31 +25,13 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
+from mammoscale.captions import FIGURES  # noqa: E402
+
 STATUS_LABEL = {"oom": "OOM", "failed": "failed", "skipped": "skipped", "missing": "not run"}
 STATUS_COLOUR = {"oom": "#b2182b", "failed": "#b2182b", "skipped": "#555555", "missing": "#555555"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "*", "h"]
 GB = 1e9
 
-CAPTIONS = {
-    "fig2_hardware": "Figure 2 (hardware): images per second, and time to train where measured, of the reference "
-                     "cell on each hardware profile, labelled with its ranks and micro-batch.",
-    "fig3_patch_size": "Figure 3 (patch size): throughput against patch size at the reference image size on the "
-                       "reference hardware, with each patch size's sequence length under its label.",
-    "fig4_flash_vs_baseline": "Figure 4 (flash vs baseline): throughput of each variant over image size and patch "
-                              "size on the reference hardware, the flash speed-up over each baseline written on its "
-                              "bar, and cells "
-                              "that ran out of memory, failed or have not run marked where their bar would be.",
-    "memory": "Peak memory against sequence length for each variant and patch size (log scales), with the "
-              "device memory as a dashed line and out-of-memory cells drawn on it as crosses.",
-    "efficiency": "Compute efficiency (MFU where the profile gives a peak, else achieved TFLOP/s) against sequence "
-                  "length for each variant and patch size.",
-    "data_pipeline": "Data pipeline: items per second of each preprocessing job (left), and, per trained cell, the "
-                     "rate the input pipeline delivered against the rate the model consumed (right); points above "
-                     "the diagonal mean input did not starve the model.",
-    "quality": "Model quality: validation AUC per cell where training ran in full mode (left), and the training "
-               "loss of every cell that ran on the reference hardware (right).",
-}
-FIGURES = tuple(CAPTIONS)
 
 
 def _setup() -> None:
@@ -135,6 +117,7 @@ def hardware_figure(runs: pd.DataFrame, reference: dict, profiles: dict) -> plt.
             else:
                 _status_mark(ax, x, row["status"] if row["status"] != "ok" else "missing")
         ax.set_xticks(range(len(hardware)), labels, fontsize=8)
+        ax.set_xlim(-0.8, len(hardware) - 0.2)
         ax.set_ylabel(unit)
         ax.margins(y=0.15)
     axes[0][0].set_title(f"Throughput, {cell}", fontsize=9)
@@ -373,11 +356,12 @@ def quality_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
     if curves.empty:
         _note(right, f"no finished cell on {reference['hardware']}")
     else:
+        styles = dict(zip(variants, ["-", "--", ":", "-."] * len(variants)))  # identical curves stay visible
         for variant, group in curves.groupby("variant"):
             for i, text in enumerate(group["loss_curve"]):
                 losses = json.loads(text) if isinstance(text, str) else []
-                right.plot(range(1, len(losses) + 1), losses, color=palette[variant], alpha=0.6, linewidth=1,
-                           label=variant if i == 0 else None)
+                right.plot(range(1, len(losses) + 1), losses, color=palette[variant], alpha=0.7, linewidth=1.2,
+                           linestyle=styles[variant], label=variant if i == 0 else None)
         right.xaxis.set_major_locator(MaxNLocator(integer=True))
         right.set_xlabel("optimiser step")
         right.set_ylabel("training loss")

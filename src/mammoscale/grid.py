@@ -29,7 +29,8 @@ from mammoscale.errors import UserError
 log = logging.getLogger(__name__)
 
 BACKEND_OF_LAUNCHER = {"none": "none", "torchrun": "ddp", "horovod": "horovod"}
-FAILED_RECORD = "metrics.failed.json"  # a failed cell's metrics, kept out of Snakemake's way
+FAILED_RECORD = "metrics.failed.json"
+FLASH_ATTENTIONS = ("flash", "flash_attention_2")  # a failed cell's metrics, kept out of Snakemake's way
 
 
 def cells(image_sizes, patch_sizes, variants, hardware) -> list[tuple[str, str, int, int]]:
@@ -72,6 +73,23 @@ def cell_settings(*, hardware: str, profile: dict, variant: str, variant_spec: d
         if key in profile:
             settings[key] = profile[key]
     return settings
+
+
+def role(attention: str) -> str:
+    """``flash`` for a flash kernel (x-transformers' switch, HF's flash_attention_2), else ``baseline``."""
+    return "flash" if attention in FLASH_ATTENTIONS else "baseline"
+
+
+def choose_baseline(variants: dict, requested: str | None) -> str | None:
+    """The claims' baseline: ``requested``, else the study's (HF ViT, eager attention) if in the grid,
+    else the first non-flash variant; None without one."""
+    if requested:
+        if requested not in variants:
+            raise UserError(f"figures.baseline is {requested!r}, not one of grid.variants ({', '.join(variants)})")
+        return requested
+    baselines = [name for name, spec in variants.items() if role(spec["attention"]) == "baseline"]
+    study = [name for name in baselines if variants[name] == {"model": "hf", "attention": "eager"}]
+    return (study or baselines or [None])[0]
 
 
 def ranks(profile: dict) -> int:

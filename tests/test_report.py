@@ -1,0 +1,179 @@
+"""The standalone report: well-formed, self-contained, every section, numbers and verdicts from the tables."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+from records import VARIANTS, record, write
+
+from mammoscale import aggregate, captions, claims, grid, report
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+REFERENCE = {"hardware": "xe9680", "variant": "flash", "image_size": 512, "patch_size": 16}
+PROFILES = {"xe9680": {"description": "8x A100", "launcher": "torchrun", "nodes": 1, "gpus_per_node": 8,
+                       "micro_batch": 64, "device_memory_gb": 80, "peak_tflops": 312}}
+RUN_CONFIG = {"data": {"source": "rsna", "root": "/data/rsna"},
+              "grid": {"image_sizes": [384, 512], "patch_sizes": [16, 32], "variants": VARIANTS, "hardware": ["xe9680"]},
+              "hardware": PROFILES, "train": {"model_size": "vit-base", "seed": 2023, "precision": "bf16"},
+              "configfiles": ["config/paper.yaml"]}
+COUNTS = {"rows": 54706, "patients": 11913, "breasts": 23000, "positive_breasts": 480,
+          "excluded_by_reason": {"missing_cc": 12, "missing_mlo": 7}, "breasts_by_split": {"train": 16000},
+          "positive_by_split": {"train": 330}, "other_views_not_used": {"AT": 3}}
+PREPROCESS = {"decoded": 46000, "failed_images": 2, "errors_by_kind": {"truncated": 2}, "breasts_cached": 22998,
+              "breasts_excluded_decode_error": 2, "flip_disagreements": 5, "roi_fallbacks": 1}
+
+
+class Checker(HTMLParser):
+    """Balanced tags, and every ``src``/``href`` kept inside the file."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.ids, self.sources = [], [], set(), []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        self.sources += [attrs[key] for key in ("src", "href") if key in attrs]
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def check(page: str) -> Checker:
+    checker = Checker()
+    checker.feed(page)
+    checker.close()
+    assert checker.errors == [] and checker.stack == []
+    return checker
+
+
+@pytest.fixture
+def pngs(tmp_path):
+    from PIL import Image
+
+    files = {}
+    for name in captions.FIGURES:
+        files[name] = tmp_path / f"{name}.png"
+        Image.new("RGB", (20, 10), "white").save(files[name])
+    sheet = tmp_path / "sheet.png"
+    Image.new("L", (20, 20)).save(sheet)
+    return files, {512: sheet}
+
+
+def grid_records():
+    return [*(record("xe9680", v, 512, 16, throughput=t, peak=p, job="81234") for v, t, p in
+              (("flash", 300.0, 2 * 10 ** 9), ("materialised", 100.0, 5 * 10 ** 9), ("hf-eager", 90.0, 6 * 10 ** 9))),
+            record("xe9680", "hf-eager", 512, 32, "oom", message="CUDA out of memory"),
+            record("xe9680", "flash", 512, 32, throughput=900.0, job="81235")]
+
+
+def build(tmp_path, pngs, records, failed=()):
+    runs_root = tmp_path / "runs"
+    for rec in records:
+        write(runs_root, rec)
+    for rec in failed:
+        write(runs_root, rec, grid.FAILED_RECORD)
+    cells = grid.cells([384, 512], [16, 32], VARIANTS, ["xe9680"])
+    aggregate.write_tables(cells, VARIANTS, runs_root, tmp_path / "runs.csv", tmp_path / "speedups.csv")
+    (tmp_path / "counts.json").write_text(json.dumps(COUNTS))
+    (tmp_path / "preprocess.json").write_text(json.dumps(PREPROCESS))
+    verdicts = report.build(tmp_path / "report.html", runs_csv=tmp_path / "runs.csv",
+                            speedups_csv=tmp_path / "speedups.csv", figure_files=pngs[0], contact_sheets=pngs[1],
+                            manifest_counts=tmp_path / "counts.json", preprocess_summary=tmp_path / "preprocess.json",
+                            run_config=RUN_CONFIG, reference=REFERENCE, baseline="hf-eager", tolerance=0.15,
+                            invocation="snakemake {profile} --configfile config/paper.yaml")
+    return (tmp_path / "report.html").read_text(), verdicts
+
+
+def test_the_report_is_well_formed_self_contained_and_has_every_section(tmp_path, pngs):
+    page, _ = build(tmp_path, pngs, grid_records())
+    checker = check(page)
+    assert set(report.SECTIONS) <= checker.ids
+    for title in report.SECTIONS.values():
+        assert f">{title}</h2>" in page
+    # nothing loaded from outside the file: images are data URIs, links are anchors
+    assert checker.sources and all(s.startswith(("data:image/png;base64,", "#")) for s in checker.sources)
+    assert page.count('src="data:image/png;base64,') == len(captions.FIGURES) + 1
+    for caption in captions.CAPTIONS.values():
+        assert caption in page.replace("&#x27;", "'")
+
+
+def test_the_numbers_are_the_recorded_ones(tmp_path, pngs):
+    page, verdicts = build(tmp_path, pngs, grid_records())
+    cells = page[page.index('id="cells"'):page.index('id="data-qc"')]
+    assert cells.count("<tr") == 1 + 12  # header + every configured cell
+    assert ">300</td>" in cells and ">900</td>" in cells  # images/s of the two flash cells
+    assert cells.count(">OOM</td>") == 1 and cells.count(">not run</td>") == 7
+    assert "CUDA out of memory" in cells
+    headline = page[page.index('id="headline"'):page.index('id="claims"')]
+    assert "12 cells configured: 4 ok, 1 OOM, 7 not run." in headline
+    assert "3.00x (img512_p16 vs materialised" in headline and "3.33x (img512_p16 vs hf-eager" in headline
+    assert "3.00x the peak memory of flash at img512_p16" in headline
+    # every claim row with the verdict claims.evaluate gave
+    table = page[page.index('id="claims"'):page.index('id="figures"')]
+    assert table.count("<tr") == 1 + len(verdicts)
+    for verdict in verdicts["verdict"]:
+        assert f"verdict-{verdict.replace(' ', '-')}" in table
+    p16 = verdicts.set_index("claim").loc["flash speed-up over the baseline, patch 16"]
+    assert p16["verdict"] == claims.REPRODUCED and p16["measured"] == "3.33x"
+
+
+def test_data_qc_and_provenance(tmp_path, pngs):
+    page, _ = build(tmp_path, pngs, grid_records())
+    qc = page[page.index('id="data-qc"'):page.index('id="provenance"')]
+    for text in ("breasts (CC + MLO pairs): 23,000", "missing_cc: 12", "truncated: 2",
+                 "flip disagreements (CSV laterality vs tissue side): 5", "images listed: 54,706"):
+        assert text in qc
+    provenance = page[page.index('id="provenance"'):]
+    assert "81234" in provenance and "81235" in provenance and "0123abc" in provenance
+    assert "2.13.0" in provenance and "NVIDIA A100-SXM4-80GB" in provenance
+    target = str(tmp_path / "runs" / "xe9680" / "flash" / "img512_p16")
+    assert (f"snakemake --profile slurm --configfile config/paper.yaml --force {target}/metrics.json"
+            in provenance)
+    assert f"python -m mammoscale.train --cell {target}/cell.yaml --out {target}" in provenance
+    # a cell without a SLURM job reruns locally
+    local = str(tmp_path / "runs" / "xe9680" / "materialised" / "img384_p16")
+    assert f"snakemake --cores all --configfile config/paper.yaml --force {local}/metrics.json" in provenance
+    run = page[page.index('id="run"'):page.index('id="headline"')]
+    assert "seed: 2023" in run and "config/paper.yaml" in run and "8x A100" in run
+
+
+def test_text_from_records_is_escaped(tmp_path, pngs):
+    page, _ = build(tmp_path, pngs, [record("xe9680", "flash", 512, 16, "failed", message="<script>x</script>")])
+    check(page)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_snapshot_draws_the_report_of_what_finished_so_far(tmp_path):
+    runs_root = tmp_path / "runs"
+    write(runs_root, record("xe9680", "flash", 512, 16, throughput=300.0))
+    write(runs_root, record("xe9680", "hf-eager", 512, 16, "failed", message="loss nan"), grid.FAILED_RECORD)
+    cells = grid.cells([384, 512], [16, 32], VARIANTS, ["xe9680"])
+    out = tmp_path / "snapshot"
+    missing = str(tmp_path / "nothing")
+    report.snapshot(out, cells=cells, variants=VARIANTS, runs_root=runs_root,
+                    pipeline={"images": [missing], "views_benchmarks": [missing], "tiles": [missing],
+                              "tiles_benchmarks": [missing]},
+                    contact_sheets={512: missing}, manifest_counts=missing, preprocess_summary=missing,
+                    run_config=RUN_CONFIG, reference=REFERENCE, baseline=None, tolerance=0.15,
+                    invocation="snakemake {profile}", dpi=40, vector_format="pdf")
+    page = (out / "report.html").read_text()
+    check(page)
+    assert "snapshot of the cells finished so far" in page
+    assert "12 cells configured: 1 ok, 1 failed, 10 not run." in page and "loss nan" in page
+    assert sorted(p.name for p in (out / "figures").glob("*.pdf")) == sorted(f"{n}.pdf" for n in captions.FIGURES)
+    runs = aggregate.read_runs(out / "runs.csv")
+    assert list(runs["status"]).count("ok") == 1 and list(runs["status"]).count("failed") == 1
