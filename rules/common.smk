@@ -26,11 +26,15 @@ VARIANTS = config["grid"]["variants"]
 HARDWARE = config["hardware"]
 grid.check_hardware(config["grid"]["hardware"], HARDWARE)
 CELLS = grid.cells(IMAGE_SIZES, PATCH_SIZES, VARIANTS, config["grid"]["hardware"])
+if not CELLS:
+    raise ValueError(
+        f"the grid has no cell: no patch size of {PATCH_SIZES} divides an image size of {IMAGE_SIZES}"
+    )
 if grid.missing_cells(IMAGE_SIZES, PATCH_SIZES):
     print(f"note: no cell for {', '.join(grid.missing_cells(IMAGE_SIZES, PATCH_SIZES))}: the patch size does "
           "not divide the image size", file=sys.stderr)
 RUNS_ROOT = "results/runs"
-RUN = RUNS_ROOT + "/{hardware}/{variant}/img{size}_p{patch}"
+RUN = f"{RUNS_ROOT}/{{hardware}}/{{variant}}/img{{size}}_p{{patch}}"
 FIGURE_FORMAT = config["figures"]["vector_format"]
 SHARDS = [f"{k:04d}" for k in range(config["cache"]["shards"])]
 CACHE = config["cache"]["root"].rstrip("/")
@@ -126,7 +130,10 @@ def get_reference():
     reference["hardware"] = reference["hardware"] or config["grid"]["hardware"][0]
     if reference["variant"] not in VARIANTS:
         raise ValueError(f"figures.reference.variant {reference['variant']!r} is not in grid.variants ({', '.join(VARIANTS)})")
-    grid.check_hardware([reference["hardware"]], get_selected_hardware())
+    if reference["hardware"] not in config["grid"]["hardware"]:
+        raise ValueError(
+            f"figures.reference.hardware {reference['hardware']!r} is not in grid.hardware ({', '.join(config['grid']['hardware'])})"
+        )
     return reference
 
 

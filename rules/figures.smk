@@ -1,7 +1,12 @@
 # After the cells: the tables, the figures and the standalone report (and a snapshot while cells still run).
+# All light (seconds): on a cluster they run where snakemake runs instead of waiting in the queue.
 
 
 localrules:
+    aggregate,
+    pipeline_table,
+    figure,
+    study_report,
     snapshot,
 
 
@@ -14,7 +19,6 @@ rule aggregate:
     params:
         cells=CELLS,
         variants=VARIANTS,
-        runs_root=RUNS_ROOT,
     log:
         "results/logs/aggregate.log",
     benchmark:

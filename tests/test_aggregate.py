@@ -119,3 +119,12 @@ def test_records_module_builds_valid_metrics():
 
     for status in ("ok", "oom", "failed", "skipped"):
         metrics.validate(records.record("xe9680", "flash", 512, 16, status, job="1"))
+
+
+def test_the_runs_directory_is_found_from_the_metrics_files(tmp_path):
+    files = [tmp_path / "runs" / "hw" / "flash" / f"img{s}_p16" / "metrics.json" for s in (384, 512)]
+    assert aggregate.runs_root_of(files) == tmp_path / "runs"
+    with pytest.raises(ValueError, match="one runs directory"):
+        aggregate.runs_root_of([*files, tmp_path / "other" / "hw" / "flash" / "img384_p16" / "metrics.json"])
+    with pytest.raises(ValueError, match="none"):
+        aggregate.runs_root_of([])

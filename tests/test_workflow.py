@@ -15,6 +15,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.workflow
 WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs")
+AFTER_CELLS = {"aggregate": 1, "figure": 7, "study_report": 1}  # tables, figures and report: after any cell changes
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -93,19 +94,20 @@ def test_every_cell_of_the_grid_trained(finished_run):
 def test_adding_an_image_size_tiles_it_alone_and_trains_its_cells(finished_run):
     result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
                        "--config", "grid={image_sizes: [64, 96, 128]}")
-    assert planned_jobs(result) == {"all": 1, "cache_index": 1, "cache_tiles": 2, "contact_sheet": 1, "train_cell": 4}
+    assert planned_jobs(result) == {"all": 1, "cache_index": 1, "cache_tiles": 2, "contact_sheet": 1, "train_cell": 4,
+                                    "pipeline_table": 1, **AFTER_CELLS}
 
 
 def test_adding_a_patch_size_trains_only_the_new_cells(finished_run):
     result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
                        "--config", "grid={patch_sizes: [16, 32]}")
-    assert planned_jobs(result) == {"all": 1, "train_cell": 8}
+    assert planned_jobs(result) == {"all": 1, "train_cell": 8, **AFTER_CELLS}
 
 
 def test_changing_one_hardware_profile_reruns_only_its_cells(finished_run):
     result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
                        "--config", "hardware={local-cpu-b: {micro_batch: 1}}")
-    assert planned_jobs(result) == {"all": 1, "train_cell": 4}
+    assert planned_jobs(result) == {"all": 1, "train_cell": 4, **AFTER_CELLS}
     assert "local-cpu/" not in "".join(line for line in result.stdout.splitlines() if "output:" in line)
 
 
@@ -121,6 +123,75 @@ def test_changing_the_roi_rebuilds_the_views_and_everything_after(finished_run):
     jobs = planned_jobs(result)
     assert jobs["cache_views"] == 2 and jobs["cache_tiles"] == 4 and "manifest" not in jobs
     assert jobs["train_cell"] == 8  # every cell trains on the new tiles
+    assert jobs["pipeline_table"] == 1 and jobs["study_report"] == 1 and jobs["figure"] == 7
+
+
+@pytest.mark.parametrize("override", ["figures={dpi: 72}", "figures={reference: {variant: materialised}}",
+                                      "figures={tolerance: 0.3}"], ids=["dpi", "reference", "tolerance"])
+def test_a_figure_option_redraws_only_figures_and_report(finished_run, override):
+    result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml", "--config", override)
+    jobs = planned_jobs(result)
+    assert jobs.pop("study_report") == 1 and jobs.pop("all") == 1
+    assert set(jobs) <= {"figure"}  # the tolerance is the report's alone
+
+
+def test_the_tables_hold_what_the_cells_recorded(finished_run):
+    from mammoscale import aggregate
+
+    results = finished_run / "results"
+    runs = aggregate.read_runs(results / "tables" / "runs.csv")
+    assert len(runs) == 8 and set(runs["status"]) == {"ok"}
+    for _, row in runs.iterrows():
+        record = json.loads((finished_run / row["run_dir"] / "metrics.json").read_text())
+        for field in ("throughput_img_s", "peak_mem_bytes", "step_time_s", "achieved_tflops", "loader_img_s"):
+            assert row[field] == pytest.approx(record[field], rel=1e-12), field
+        assert row["env.git_commit"] == record["env"]["git_commit"]
+    pairs = pd.read_csv(results / "tables" / "speedups.csv")
+    assert len(pairs) == 4 and pairs["throughput_ratio"].notna().all()
+    row = pairs.iloc[0]
+    flash = runs[(runs["hardware"] == row["hardware"]) & (runs["variant"] == "flash")
+                 & (runs["image_size"] == row["image_size"])].iloc[0]
+    baseline = runs[(runs["hardware"] == row["hardware"]) & (runs["variant"] == "materialised")
+                    & (runs["image_size"] == row["image_size"])].iloc[0]
+    assert row["throughput_ratio"] == pytest.approx(flash["throughput_img_s"] / baseline["throughput_img_s"])
+    pipeline = pd.read_csv(results / "tables" / "pipeline.csv")
+    assert list(pipeline["stage"]) == ["decode + crop"] * 2 + ["tile img64"] * 2 + ["tile img128"] * 2
+    breasts = len(pd.read_csv(results / "manifest" / "breasts.csv"))
+    decoded = json.loads((results / "qc" / "preprocess_summary.json").read_text())["decoded"]
+    assert pipeline.groupby("stage", sort=False)["items"].sum().to_dict() == {
+        "decode + crop": decoded, "tile img64": breasts, "tile img128": breasts}
+
+
+def test_all_draws_every_figure_and_the_report(finished_run):
+    from mammoscale import captions
+
+    results = finished_run / "results"
+    for name in captions.FIGURES:
+        assert (results / "figures" / f"{name}.png").stat().st_size > 5000
+        assert (results / "figures" / f"{name}.svg").is_file()
+    page = (results / "report" / "report.html").read_text()
+    assert "Published claim vs this run" in page and "Provenance" in page
+    assert page.count('src="data:image/png;base64,') == len(captions.FIGURES) + 2  # + a contact sheet per size
+    for rule in ("aggregate", "pipeline_table", "study_report"):
+        assert (results / "benchmarks" / f"{rule}.tsv").is_file() and (results / "logs" / f"{rule}.log").is_file()
+
+
+def test_snakemakes_own_report_has_the_categories_and_captions(finished_run):
+    snakemake(finished_run, "--configfile", "config/test.yaml", "--report", "results/report/snakemake_report.html")
+    page = (finished_run / "results" / "report" / "snakemake_report.html").read_text()
+    for text in ("Data QC", "Performance", "Model quality", "Report", "fig4_flash_vs_baseline.png",
+                 "contact_sheet_img64.png", "Figure 4 (flash vs baseline)"):
+        assert text in page, text
+
+
+def test_a_snapshot_reports_while_cells_are_missing(finished_run, tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    shutil.copytree(finished_run / "results" / "runs" / "local-cpu", workdir / "results" / "runs" / "local-cpu")
+    snakemake(workdir, "--cores", "1", "--nolock", "--force", "snapshot", "--configfile", "config/test.yaml")
+    page = (workdir / "results" / "snapshot" / "report.html").read_text()
+    assert "8 cells configured: 4 ok, 4 not run." in page
+    runs = pd.read_csv(workdir / "results" / "snapshot" / "runs.csv")
+    assert (runs.loc[runs["hardware"] == "local-cpu-b", "status"] == "missing").all()
 
 
 def test_too_many_decode_failures_stop_the_cache_and_keep_the_errors(finished_run, tmp_path):
@@ -184,8 +255,12 @@ def test_a_missing_rsna_directory_fails_before_running(tmp_path):
         ("data={source: kaggle, root: x}", "kaggle"),
         ("typo_key=1", "typo_key"),
         ("synthetic={n_patients: 0, image_shape: [64, 64], cancer_rate: 0.1, seed: 1}", "n_patients"),
+        ("grid={patch_sizes: [7]}", "the grid has no cell: no patch size of [7] divides"),
+        ("figures={reference: {variant: eager}}", "figures.reference.variant 'eager' is not in grid.variants"),
+        ("figures={baseline: nope}", "figures.baseline is 'nope', not one of grid.variants"),
+        ("figures={vector_format: eps}", "eps"),
     ],
-    ids=["bad-source", "unknown-key", "zero-patients"],
+    ids=["bad-source", "unknown-key", "zero-patients", "no-cell", "bad-reference", "bad-baseline", "bad-format"],
 )
 def test_invalid_config_is_refused_with_the_offending_value(tmp_path, override, message):
     workdir = copy_workflow(tmp_path)

@@ -43,6 +43,14 @@ def run_dir(runs_root: Path | str, hardware: str, variant: str, image_size: int,
     return Path(runs_root) / hardware / variant / f"img{image_size}_p{patch_size}"
 
 
+def runs_root_of(metrics_files) -> Path:
+    """The directory above ``<hardware>/<variant>/img<S>_p<P>/metrics.json`` of the given files (one root)."""
+    roots = {Path(path).parents[3] for path in metrics_files}
+    if len(roots) != 1:
+        raise ValueError(f"expected the metrics files of one runs directory, got {sorted(map(str, roots)) or 'none'}")
+    return roots.pop()
+
+
 def read_cell(directory: Path) -> dict | None:
     """The cell's record: ``metrics.json``, else a failed run's ``metrics.failed.json``, else None."""
     for name in ("metrics.json", FAILED_RECORD):
