@@ -24,7 +24,7 @@ rule aggregate:
     benchmark:
         "results/benchmarks/aggregate.tsv"
     conda:
-        "../envs/figures.yaml"
+        "../envs/mammoscale.yaml"
     script:
         "../workflow/scripts/aggregate.py"
 
@@ -41,7 +41,7 @@ rule pipeline_table:
     benchmark:
         "results/benchmarks/pipeline_table.tsv"
     conda:
-        "../envs/figures.yaml"
+        "../envs/mammoscale.yaml"
     script:
         "../workflow/scripts/pipeline_table.py"
 
@@ -68,7 +68,7 @@ rule figure:
     benchmark:
         "results/benchmarks/figures/{figure}.tsv"
     conda:
-        "../envs/figures.yaml"
+        "../envs/mammoscale.yaml"
     script:
         "../workflow/scripts/figure.py"
 
@@ -89,7 +89,7 @@ rule study_report:
     benchmark:
         "results/benchmarks/study_report.tsv"
     conda:
-        "../envs/figures.yaml"
+        "../envs/mammoscale.yaml"
     script:
         "../workflow/scripts/study_report.py"
 
@@ -115,6 +115,6 @@ rule snapshot:
     log:
         "results/logs/snapshot.log",
     conda:
-        "../envs/figures.yaml"
+        "../envs/mammoscale.yaml"
     script:
         "../workflow/scripts/snapshot.py"

@@ -25,7 +25,7 @@ rule train_cell:
     benchmark:
         "results/benchmarks/train/{hardware}/{variant}/img{size}_p{patch}.tsv"
     conda:
-        "../envs/mammoscale.yaml"
+        "../envs/train.yaml"
     script:
         "../workflow/scripts/train_cell.py"
 

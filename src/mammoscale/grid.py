@@ -143,7 +143,12 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
     settings (a requeued job); one of other settings, or of a finished run, means the workflow
     asked for this cell anew (a changed config, ``--forcerun``), so it is removed first.
     """
-    from mammoscale import checkpoint, train
+    try:
+        from mammoscale import checkpoint, train
+    except ModuleNotFoundError as exc:
+        raise UserError(f"training needs {exc.name}, which this environment lacks: install the train extra "
+                        "(pip install -e '.[train]'; make run does) or run with --software-deployment-method "
+                        "conda (envs/train.yaml)") from exc
     from mammoscale.settings import Settings
 
     out_dir = Path(out_dir)
