@@ -80,8 +80,11 @@ def _plain_log(axis, subs=(1.0, 2.0, 5.0)) -> None:
 
 
 def _log_y(ax) -> None:
+    """Log y; ticks at 1, 2, 5 x 10^k, or 1, 2, 3, 5 when the data span less than about a decade."""
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    low, high = ax.dataLim.intervaly
+    narrow = low > 0 and high / low < 15
+    _plain_log(ax.yaxis, (1.0, 2.0, 3.0, 5.0) if narrow else (1.0, 2.0, 5.0))
 
 
 def _log_if_wide(ax, values) -> None:
@@ -284,8 +287,7 @@ def efficiency_figure(runs: pd.DataFrame, variants, profiles: dict) -> plt.Figur
                           ylabel="MFU (% of peak bf16, log)", title="Model FLOPs utilisation vs sequence length",
                           limit=False)
     return _by_tokens(runs, variants, profiles, value=lambda rows: rows["achieved_tflops"].astype(float),
-                      ylabel="achieved TFLOP/s (log)",
-                      title="Achieved TFLOP/s vs sequence length (MFU needs hardware.<name>.peak_tflops)",
+                      ylabel="achieved TFLOP/s (log)", title="Achieved TFLOP/s vs sequence length",
                       limit=False)
 
 
@@ -356,12 +358,13 @@ def quality_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
     if curves.empty:
         _note(right, f"no finished cell on {reference['hardware']}")
     else:
-        styles = dict(zip(variants, ["-", "--", ":", "-."] * len(variants)))  # identical curves stay visible
-        for variant, group in curves.groupby("variant"):
-            for i, text in enumerate(group["loss_curve"]):
+        # variants with the same weights and data give the same losses: later ones are drawn thinner and
+        # dashed over the earlier, so both stay visible
+        for k, variant in enumerate(v for v in variants if v in set(curves["variant"])):
+            for i, text in enumerate(curves.loc[curves["variant"] == variant, "loss_curve"]):
                 losses = json.loads(text) if isinstance(text, str) else []
-                right.plot(range(1, len(losses) + 1), losses, color=palette[variant], alpha=0.7, linewidth=1.2,
-                           linestyle=styles[variant], label=variant if i == 0 else None)
+                right.plot(range(1, len(losses) + 1), losses, color=palette[variant], linewidth=max(0.8, 2.6 - k),
+                           linestyle=["-", "--", ":", "-."][k % 4], label=variant if i == 0 else None)
         right.xaxis.set_major_locator(MaxNLocator(integer=True))
         right.set_xlabel("optimiser step")
         right.set_ylabel("training loss")
