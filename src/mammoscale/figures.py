@@ -161,14 +161,14 @@ def flash_figure(runs: pd.DataFrame, pairs: pd.DataFrame, reference: dict, varia
     hardware = reference["hardware"]
     at = runs[runs["hardware"] == hardware]
     patches = sorted(at["patch_size"].unique())
-    fig, axes = plt.subplots(1, max(1, len(patches)), figsize=(2.2 + 2.6 * max(1, len(patches)), 3.8),
+    fig, axes = plt.subplots(1, max(1, len(patches)), figsize=(max(6.0, 2.2 + 2.6 * len(patches)), 3.9),
                              layout="constrained", sharey=True, squeeze=False)
     if at.empty:
         _note(axes[0][0], f"no cell on {hardware}")
         return fig
     palette = colours(variants)
     present = [v for v in variants if v in set(at["variant"])]
-    width = 0.8 / len(present)
+    width = min(0.8 / len(present), 0.4)
     values = at.loc[_ok(at, "throughput_img_s"), "throughput_img_s"].astype(float)
     wide = len(values) > 0 and values.max() / values.min() > 20
     for ax, patch in zip(axes[0], patches):
@@ -188,13 +188,14 @@ def flash_figure(runs: pd.DataFrame, pairs: pd.DataFrame, reference: dict, varia
                                       & (pairs["patch_size"] == patch) & (pairs["baseline_variant"] == variant),
                                       "throughput_ratio"].dropna()
                     if len(ratio):
-                        ax.annotate(f"{ratio.iloc[0]:.1f}x", (x, height), ha="center", va="bottom", fontsize=6.5,
-                                    xytext=(0, 2), textcoords="offset points")
+                        ax.annotate(f"{ratio.iloc[0]:.1f}x", (x, height), ha="center", va="bottom", fontsize=7,
+                                    rotation=90, xytext=(0, 2), textcoords="offset points")
                 else:
                     _status_mark(ax, x, rows.loc[size, "status"], colour=STATUS_COLOUR.get(rows.loc[size, "status"]))
         if wide:
             _log_y(ax)
         ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
+        ax.set_xlim(-0.6 if len(sizes) > 1 else -0.9, len(sizes) - (0.4 if len(sizes) > 1 else 0.1))
         ax.set_xlabel("image size (px)")
         ax.set_title(f"patch {patch}", fontsize=9)
         ax.margins(y=0.25)
@@ -204,8 +205,9 @@ def flash_figure(runs: pd.DataFrame, pairs: pd.DataFrame, reference: dict, varia
     axes[0][0].set_ylabel("images/s")
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="variant", title_fontsize=8)
-    fig.suptitle(f"Flash vs baseline on {hardware}; over each baseline bar: flash images/s / its images/s", fontsize=9)
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=8)
+    fig.suptitle(f"Flash vs baseline on {hardware}\nover each baseline bar: the flash speed-up (flash images/s / its "
+                 "images/s)", fontsize=9)
     return fig
 
 
@@ -339,20 +341,23 @@ def pipeline_figure(runs: pd.DataFrame, pipeline: pd.DataFrame, variants) -> plt
 
 
 def quality_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6), layout="constrained")
-    palette = colours(variants)
     scored = runs[_ok(runs, "val_auc")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(9.5, 5.5 + 0.16 * len(scored)), 3.8), layout="constrained",
+                                      width_ratios=[max(1.0, len(scored) / 12), 1])
+    palette = colours(variants)
     if scored.empty:
         _note(left, "no validation AUC: cells ran in throughput mode\n(train.mode: full trains epochs and scores)")
     else:
-        labels = [f"{h}/{v}\nimg{s}_p{p}" for h, v, s, p in
-                  zip(scored["hardware"], scored["variant"], scored["image_size"], scored["patch_size"])]
+        labels = [f"{h} img{s}_p{p}" for h, s, p in zip(scored["hardware"], scored["image_size"], scored["patch_size"])]
         left.bar(range(len(scored)), scored["val_auc"].astype(float),
                  color=[palette[v] for v in scored["variant"]])
         left.axhline(0.5, linestyle=":", color="#444444", linewidth=1)
         left.set_xticks(range(len(scored)), labels, fontsize=6, rotation=90)
         left.set_ylim(0, 1)
+        left.set_xlim(-0.7, len(scored) - 0.3)
         left.set_ylabel("validation AUC (per breast)")
+        left.legend(handles=[Line2D([], [], color=palette[v], linewidth=6, label=v) for v in variants
+                             if v in set(scored["variant"])], fontsize=7, loc="lower right")
     left.set_title("Validation AUC", fontsize=9)
     curves = runs[(runs["hardware"] == reference["hardware"]) & (runs["status"] == "ok")]
     if curves.empty:
@@ -369,7 +374,7 @@ def quality_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
         right.set_xlabel("optimiser step")
         right.set_ylabel("training loss")
         right.legend(fontsize=8, title="variant", title_fontsize=8)
-    right.set_title(f"Training loss, every finished cell on {reference['hardware']}", fontsize=9)
+    right.set_title(f"Training loss of each finished cell, {reference['hardware']}", fontsize=9)
     return fig
 
 
