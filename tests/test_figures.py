@@ -109,3 +109,16 @@ def test_an_unknown_figure_is_named():
 def test_reference_hardware_defaults_to_the_first_in_the_grid():
     assert figures.resolve_reference({**REFERENCE, "hardware": None}, ["a", "b"])["hardware"] == "a"
     assert figures.resolve_reference(REFERENCE, ["a"])["hardware"] == "xe9680"
+
+
+def test_figure_2_shows_the_time_to_train_when_it_was_measured(tmp_path):
+    full = record("xe9680", "flash", 512, 16, throughput=50.0)
+    full.update(mode="full", train_time_s=600.0)
+    runs, pairs = tables(tmp_path, [full], sizes=(512,), patches=(16,), variants={"flash": VARIANTS["flash"]})
+    fig = figures.draw("fig2_hardware", runs=runs, pairs=pairs, pipeline=PIPELINE, reference=REFERENCE,
+                       variants=["flash"], profiles=PROFILES)
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "time to train (min)"
+    assert "10" in texts(fig) and "50" in texts(fig)
+    throughput_only = figures.draw("fig2_hardware", runs=runs.assign(mode="throughput"), pairs=pairs,
+                                   pipeline=PIPELINE, reference=REFERENCE, variants=["flash"], profiles=PROFILES)
+    assert len(throughput_only.axes) == 1

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "oom", "failed", "skipped", "missing")
 KEY = ["hardware", "variant", "image_size", "patch_size"]
-FIRST_COLUMNS = [*KEY, "status", "message", "role", "family", "model", "attention", "attention_backend", "tokens",
+FIRST_COLUMNS = [*KEY, "status", "message", "role", "family", "model", "attention", "attention_backend", "mode", "tokens",
                  "seq_len", "throughput_img_s", "step_time_s", "train_time_s", "peak_mem_bytes", "peak_mem_kind",
                  "achieved_tflops", "mfu", "val_auc", "val_pf1", "input_wait_fraction", "loader_img_s", "world_size",
                  "micro_batch", "grad_accum", "global_batch", "run_dir"]

@@ -96,7 +96,7 @@ def _log_if_wide(ax, values) -> None:
 def hardware_figure(runs: pd.DataFrame, reference: dict, profiles: dict) -> plt.Figure:
     at = runs[(runs["variant"] == reference["variant"]) & (runs["image_size"] == reference["image_size"])
               & (runs["patch_size"] == reference["patch_size"])]
-    timed = at[_ok(at, "train_time_s") & (at.get("mode", pd.Series(dtype=str)) == "full")]
+    timed = at[_ok(at, "train_time_s") & (at["mode"] == "full")]
     panels = ["throughput"] + (["time"] if not timed.empty else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 1.2, 3.4), layout="constrained",
                              squeeze=False)
