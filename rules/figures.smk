@@ -114,6 +114,8 @@ rule snapshot:
         vector_format=FIGURE_FORMAT,
     log:
         "results/logs/snapshot.log",
+    benchmark:
+        "results/benchmarks/snapshot.tsv"
     conda:
         "../envs/mammoscale.yaml"
     script:
