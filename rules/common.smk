@@ -3,7 +3,7 @@ import sys
 
 from snakemake.utils import validate
 
-from mammoscale import captions, grid
+from mammoscale import captions, code_version, grid
 from mammoscale.config import coerce_scalars
 
 
@@ -36,6 +36,7 @@ if grid.missing_cells(IMAGE_SIZES, PATCH_SIZES):
 RUNS_ROOT = "results/runs"
 RUN = f"{RUNS_ROOT}/{{hardware}}/{{variant}}/img{{size}}_p{{patch}}"
 FIGURE_FORMAT = config["figures"]["vector_format"]
+POST_CELL_CODE = code_version.digest()  # tables, figures and report redo when their code changes
 SHARDS = [f"{k:04d}" for k in range(config["cache"]["shards"])]
 CACHE = config["cache"]["root"].rstrip("/")
 

@@ -17,6 +17,7 @@ rule aggregate:
         runs=report("results/tables/runs.csv", caption="../workflow/report/runs.rst", category="Performance"),
         speedups="results/tables/speedups.csv",
     params:
+        code=POST_CELL_CODE,
         cells=CELLS,
         variants=VARIANTS,
     log:
@@ -35,6 +36,7 @@ rule pipeline_table:
     output:
         "results/tables/pipeline.csv",
     params:
+        code=POST_CELL_CODE,
         sizes=IMAGE_SIZES,
     log:
         "results/logs/pipeline_table.log",
@@ -58,6 +60,7 @@ rule figure:
         ),
         vector=f"results/figures/{{figure}}.{FIGURE_FORMAT}",
     params:
+        code=POST_CELL_CODE,
         caption=get_figure_caption,
         reference=get_reference(),
         variants=list(VARIANTS),
@@ -79,6 +82,7 @@ rule study_report:
     output:
         report("results/report/report.html", caption="../workflow/report/report.rst", category="Report"),
     params:
+        code=POST_CELL_CODE,
         run_config=get_run_config(),
         reference=get_reference(),
         baseline=get_baseline(),
