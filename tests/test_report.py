@@ -140,6 +140,7 @@ def test_data_qc_and_provenance(tmp_path, pngs):
     provenance = page[page.index('id="provenance"'):]
     assert "81234" in provenance and "81235" in provenance and "0123abc" in provenance
     assert "2.13.0" in provenance and "NVIDIA A100-SXM4-80GB" in provenance
+    assert "<td>0,1,2,3 / 0,1,2,3</td>" in provenance  # the job's GPUs from SLURM and CUDA
     target = str(tmp_path / "runs" / "xe9680" / "flash" / "img512_p16")
     assert (f"snakemake --profile slurm --configfile config/paper.yaml --force {target}/metrics.json"
             in provenance)
@@ -177,3 +178,9 @@ def test_snapshot_draws_the_report_of_what_finished_so_far(tmp_path):
     assert sorted(p.name for p in (out / "figures").glob("*.pdf")) == sorted(f"{n}.pdf" for n in captions.FIGURES)
     runs = aggregate.read_runs(out / "runs.csv")
     assert list(runs["status"]).count("ok") == 1 and list(runs["status"]).count("failed") == 1
+
+
+def test_commits_are_shortened_in_the_table_and_kept_whole_in_its_title():
+    commit = "f2eb32b748dc179ce3c5e575879cb61a3f4ec27d"
+    assert report._short(commit) == "f2eb32b748dc" and report._short(commit + "+dirty") == "f2eb32b748dc+dirty"
+    assert report._short(None) is None

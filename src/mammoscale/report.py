@@ -47,6 +47,7 @@ figcaption { font-size: 0.9rem; color: #333; max-width: 60rem; }
 .verdict-reproduced, .status-ok { background: #e3f1e6; } .verdict-not-reproduced, .status-oom,
 .status-failed { background: #f8e0e0; } .verdict-not-run, .status-missing, .status-skipped { background: #eeeeee; }
 code { font-size: 0.8rem; background: #f6f6f6; padding: 0 0.2rem; } ul { margin-top: 0.3rem; }
+td code { white-space: nowrap; }
 """
 
 
@@ -196,6 +197,19 @@ def rerun_commands(row: pd.Series, invocation: str) -> str:
             f"<code>python -m mammoscale.train --cell {esc(row['run_dir'])}/cell.yaml --out {esc(row['run_dir'])}</code>")
 
 
+def _gpus(row: pd.Series) -> str:
+    slurm, cuda = esc(row.get("env.slurm_job_gpus")), esc(row.get("env.cuda_visible_devices"))
+    return f"{slurm or '-'} / {cuda or '-'}" if slurm or cuda else ""
+
+
+def _short(commit) -> str | None:
+    """A commit as 12 hex digits (and ``+dirty``); the full one stays in the cell's title."""
+    if not isinstance(commit, str):
+        return None
+    head, plus, rest = commit.partition("+")
+    return head[:12] + plus + rest
+
+
 def section_provenance(runs: pd.DataFrame, invocation: str) -> str:
     ran = runs[runs["status"] != "missing"]
     versions = {}
@@ -214,8 +228,8 @@ def section_provenance(runs: pd.DataFrame, invocation: str) -> str:
     body = "".join(
         f"<tr><td>{esc(r['hardware'])}/{esc(r['variant'])}/img{r['image_size']}_p{r['patch_size']}</td>"
         f"<td>{esc(r['status'])}</td><td>{esc(r.get('env.slurm_job_id'))}</td>"
-        f"<td>{esc(r.get('env.slurm_job_gpus'))} / {esc(r.get('env.cuda_visible_devices'))}</td>"
-        f"<td>{esc(r.get('env.host'))}</td><td>{esc(r.get('env.git_commit'))}</td><td>{r['rerun']}</td></tr>"
+        f"<td>{_gpus(r)}</td><td>{esc(r.get('env.host'))}</td>"
+        f'<td title="{esc(r.get("env.git_commit"))}">{esc(_short(r.get("env.git_commit")))}</td><td>{r["rerun"]}</td></tr>'
         for _, r in rows.iterrows())
     return (("<p>Versions and devices of the cells that ran:</p>" + _items(versions)) if versions else
             "<p>No cell has run yet.</p>") + \
