@@ -25,7 +25,14 @@ PATCH_SIZES = sorted(config["grid"]["patch_sizes"])
 VARIANTS = config["grid"]["variants"]
 HARDWARE = config["hardware"]
 grid.check_hardware(config["grid"]["hardware"], HARDWARE)
-CELLS = grid.cells(IMAGE_SIZES, PATCH_SIZES, VARIANTS, config["grid"]["hardware"])
+CELLS = grid.with_extra_cells(
+    grid.cells(IMAGE_SIZES, PATCH_SIZES, VARIANTS, config["grid"]["hardware"]),
+    config["grid"]["extra_cells"],
+    image_sizes=IMAGE_SIZES,
+    variants=VARIANTS,
+    profiles=HARDWARE,
+)
+HARDWARE_USED = list(dict.fromkeys(hw for hw, _, _, _ in CELLS))  # grid.hardware, then extra cells' profiles
 if not CELLS:
     raise ValueError(
         f"the grid has no cell: no patch size of {PATCH_SIZES} divides an image size of {IMAGE_SIZES}"
@@ -122,8 +129,8 @@ def get_resource(key, default):
 
 
 def get_selected_hardware():
-    """The profiles of grid.hardware (the figures' labels and memory limits), in grid order."""
-    return {name: HARDWARE[name] for name in config["grid"]["hardware"]}
+    """The profiles of every cell's hardware (the figures' labels and memory limits), in grid order."""
+    return {name: HARDWARE[name] for name in HARDWARE_USED}
 
 
 def get_reference():
@@ -131,9 +138,9 @@ def get_reference():
     reference["hardware"] = reference["hardware"] or config["grid"]["hardware"][0]
     if reference["variant"] not in VARIANTS:
         raise ValueError(f"figures.reference.variant {reference['variant']!r} is not in grid.variants ({', '.join(VARIANTS)})")
-    if reference["hardware"] not in config["grid"]["hardware"]:
+    if reference["hardware"] not in HARDWARE_USED:
         raise ValueError(
-            f"figures.reference.hardware {reference['hardware']!r} is not in grid.hardware ({', '.join(config['grid']['hardware'])})"
+            f"figures.reference.hardware {reference['hardware']!r} runs no cell (hardware of the grid: {', '.join(HARDWARE_USED)})"
         )
     return reference
 

@@ -116,3 +116,20 @@ def test_the_snakefile_can_import_the_grid_without_torch():
 
     code = "import sys, mammoscale.grid; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_extra_cells_join_the_grid_once_and_are_checked():
+    variants = {"flash": {}, "eager": {}}
+    product = grid.cells([384, 512], [16], variants, ["a"])
+    extra = [{"hardware": "b", "variant": "flash", "image_size": 512, "patch_size": 16},
+             {"hardware": "a", "variant": "flash", "image_size": 512, "patch_size": 16}]  # already in the product
+    cells = grid.with_extra_cells(product, extra, image_sizes=[384, 512], variants=variants, profiles={"a": {}, "b": {}})
+    assert cells == product + [("b", "flash", 512, 16)]
+    bad = [({"hardware": "c"}, "no hardware profile 'c'"), ({"variant": "sdpa"}, "no variant 'sdpa'"),
+           ({"image_size": 1024}, "image size 1024 is not in grid.image_sizes"),
+           ({"patch_size": 24}, "patch size 24 does not divide 512")]
+    for change, message in bad:
+        cell = {**extra[0], **change}
+        with pytest.raises(UserError, match=message):
+            grid.with_extra_cells(product, [cell], image_sizes=[384, 512], variants=variants,
+                                  profiles={"a": {}, "b": {}})

@@ -104,6 +104,13 @@ def test_adding_a_patch_size_trains_only_the_new_cells(finished_run):
     assert planned_jobs(result) == {"all": 1, "train_cell": 8, **AFTER_CELLS}
 
 
+def test_an_extra_cell_trains_alone_and_joins_the_tables(finished_run):
+    extra = "grid={extra_cells: [{hardware: slurm-gpu, variant: flash, image_size: 128, patch_size: 32}]}"
+    result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml", "--config", extra)
+    assert planned_jobs(result) == {"all": 1, "train_cell": 1, **AFTER_CELLS}
+    assert "results/runs/slurm-gpu/flash/img128_p32/metrics.json" in result.stdout
+
+
 def test_changing_one_hardware_profile_reruns_only_its_cells(finished_run):
     result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
                        "--config", "hardware={local-cpu-b: {micro_batch: 1}}")
@@ -259,8 +266,11 @@ def test_a_missing_rsna_directory_fails_before_running(tmp_path):
         ("figures={reference: {variant: eager}}", "figures.reference.variant 'eager' is not in grid.variants"),
         ("figures={baseline: nope}", "figures.baseline is 'nope', not one of grid.variants"),
         ("figures={vector_format: eps}", "eps"),
+        ("grid={extra_cells: [{hardware: local-cpu, variant: flash, image_size: 512, patch_size: 24}]}",
+         "patch size 24 does not divide 512"),
     ],
-    ids=["bad-source", "unknown-key", "zero-patients", "no-cell", "bad-reference", "bad-baseline", "bad-format"],
+    ids=["bad-source", "unknown-key", "zero-patients", "no-cell", "bad-reference", "bad-baseline", "bad-format",
+         "bad-extra-cell"],
 )
 def test_invalid_config_is_refused_with_the_offending_value(tmp_path, override, message):
     workdir = copy_workflow(tmp_path)

@@ -39,6 +39,26 @@ def cells(image_sizes, patch_sizes, variants, hardware) -> list[tuple[str, str, 
             for patch in sorted(patch_sizes) if size % patch == 0]
 
 
+def with_extra_cells(cells: list[tuple], extra: list[dict], *, image_sizes, variants, profiles: dict) -> list[tuple]:
+    """``cells`` and then ``grid.extra_cells`` (cells outside the product, e.g. Figure 2's reference
+    cell on every server), each checked, none twice."""
+    result = list(cells)
+    for cell in extra:
+        key = (cell["hardware"], cell["variant"], cell["image_size"], cell["patch_size"])
+        where = f"grid.extra_cells: {cell['hardware']}/{cell['variant']}/img{cell['image_size']}_p{cell['patch_size']}"
+        if cell["hardware"] not in profiles:
+            raise UserError(f"{where}: no hardware profile {cell['hardware']!r} ({', '.join(profiles)})")
+        if cell["variant"] not in variants:
+            raise UserError(f"{where}: no variant {cell['variant']!r} in grid.variants ({', '.join(variants)})")
+        if cell["image_size"] not in image_sizes:
+            raise UserError(f"{where}: image size {cell['image_size']} is not in grid.image_sizes, so it has no cache")
+        if cell["image_size"] % cell["patch_size"]:
+            raise UserError(f"{where}: patch size {cell['patch_size']} does not divide {cell['image_size']}")
+        if key not in result:
+            result.append(key)
+    return result
+
+
 def missing_cells(image_sizes, patch_sizes) -> list[str]:
     return [f"img{size}_p{patch}" for size in sorted(image_sizes) for patch in sorted(patch_sizes) if size % patch]
 
