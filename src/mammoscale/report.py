@@ -321,7 +321,7 @@ def snapshot(out_dir: Path | str, *, cells, variants: dict, runs_root, pipeline:
         figures.save(fig, figure_files[name], out / "figures" / f"{name}.{vector_format}", dpi=dpi)
     counts, preprocess = _read_json(manifest_counts), _read_json(preprocess_summary)
     sheets = {size: path for size, path in contact_sheets.items() if Path(path).is_file()}
-    return build_page(out / "report.html", runs=aggregate.read_runs(out / "runs.csv"), pairs=pairs,
+    return build_page(out / "report.html", runs=runs, pairs=pairs,
                       figure_files=figure_files, contact_sheets=sheets, counts=counts, preprocess=preprocess,
                       run_config=run_config, reference=reference, baseline=baseline, tolerance=tolerance,
                       invocation=invocation, title="mammoscale study report (snapshot of the cells finished so far)")
