@@ -12,10 +12,10 @@ report: "workflow/report/workflow.rst"
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
+include: "rules/dataset.smk"
 include: "rules/preprocess.smk"
 include: "rules/train.smk"
-include: "rules/figures.smk"
+include: "rules/report.smk"
 
 
 rule all:

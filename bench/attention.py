@@ -22,7 +22,7 @@ import torch
 import x_transformers  # noqa: F401  (version below)
 from importlib.metadata import version
 
-from mammoscale.bench import measure_in_subprocess
+from mammoscale.train.bench import measure_in_subprocess
 
 SHAPES = {1024: (512, 16), 4096: (1024, 16)}
 

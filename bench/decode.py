@@ -20,7 +20,8 @@ import numpy as np
 import pydicom
 from pydicom.pixels import get_decoder
 
-from mammoscale import dicom, phantom, synthetic
+from mammoscale import dicom, synthetic
+from mammoscale.synthetic import phantom
 from mammoscale.synthetic import parse_shape
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from mammoscale import preprocess, synthetic, train
+from mammoscale import synthetic, train
+from mammoscale.preprocess.chain import build_cache
 
 
 def main() -> None:
@@ -37,11 +38,12 @@ def main() -> None:
     started = time.perf_counter()
     data = synthetic.generate(args.out / "rsna", n_patients=args.patients, image_shape=synthetic.parse_shape(args.shape),
                               seed=7, cancer_rate=0.5, workers=2)
-    root = preprocess.build_cache(data, args.out, image_sizes=(args.image_size,), n_shards=2, workers=2,
-                                  split_fractions={"train": 0.7, "val": 0.3, "test": 0.0})
+    root = build_cache(data, args.out, workers=2, config={
+        "grid": {"image_sizes": [args.image_size]}, "cache": {"shards": 2},
+        "manifest": {"split": {"train": 0.7, "val": 0.3, "test": 0.0}}})
     prepared = time.perf_counter() - started
     cell = {"cache_root": str(root), "image_size": args.image_size, "patch_size": args.patch_size,
-            "model_size": "vit-tiny", "epochs": args.epochs, "global_batch": 32, "micro_batch": 32, "lr": 1e-3,
+            "model_size": "vit-tiny", "mode": "full", "epochs": args.epochs, "global_batch": 32, "micro_batch": 32, "lr": 1e-3,
             "weight_decay": 0.05, "warmup_fraction": 0.1, "precision": "fp32", "loader_workers": 1,
             "checkpoint": False}
     result = train.run_cell(cell, args.out / "run")

@@ -31,10 +31,10 @@ def measure_decode(data: str, breasts_csv: str) -> dict:
     import pydicom
     from pydicom.pixels import get_decoder
 
-    from mammoscale.manifest import image_path
+    from mammoscale.files import image_path
 
     breasts = pd.read_csv(breasts_csv)
-    paths = [image_path(Path(data), str(b.patient_id), str(i)) for b in breasts.itertuples()
+    paths = [image_path(data, b.patient_id, i) for b in breasts.itertuples()
              for i in (b.cc_image_id, b.mlo_image_id)]
     started = time.perf_counter()
     for path in paths:
@@ -49,14 +49,15 @@ def measure_steps(data: str, breasts_csv: str, canonical: int) -> dict:
     import pydicom
     from pydicom.pixels import get_decoder
 
-    from mammoscale import dicom, roi, tiling
-    from mammoscale.manifest import image_path
+    from mammoscale import dicom
+    from mammoscale.files import image_path
+    from mammoscale.preprocess import roi, tiling
 
     breasts = pd.read_csv(breasts_csv)
     steps = dict.fromkeys(("codec", "decode()", "locate (flip + ROI)", "canonical_view"), 0.0)
     for b in breasts.itertuples():
         for image_id in (b.cc_image_id, b.mlo_image_id):
-            path = image_path(Path(data), str(b.patient_id), str(image_id))
+            path = image_path(data, b.patient_id, image_id)
             ds = pydicom.dcmread(path)
             t0 = time.perf_counter()
             get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, index=0)
@@ -73,17 +74,20 @@ def measure_steps(data: str, breasts_csv: str, canonical: int) -> dict:
 
 
 def measure_pipeline(data: str, breasts_csv: str, out: str, workers: int, canonical: int, sizes: list[int]) -> dict:
-    from mammoscale import preprocess
+    from mammoscale import files
+    from mammoscale.preprocess.tiles import build_tiles
+    from mammoscale.preprocess.views import ViewSettings, build_views
 
     out = Path(out)
-    settings = preprocess.ViewSettings(canonical_size=canonical)
+    views = {name: files.under(out, template, shard=0) for name, template in
+             (("npy", files.VIEWS_SHARD), ("csv", files.VIEWS_INDEX), ("images", files.VIEWS_IMAGES))}
     started = time.perf_counter()
-    preprocess.build_views(data, breasts_csv, 0, out / "views.npy", out / "views.csv", out / "images.csv",
-                           settings=settings, workers=workers)
+    build_views(data, breasts_csv, 0, views["npy"], views["csv"], views["images"],
+                settings=ViewSettings(canonical_size=canonical), workers=workers)
     stage1 = time.perf_counter() - started
     for size in sizes:
-        preprocess.build_tiles(out / "views.npy", out / "views.csv", out / f"img{size}.npy", out / f"img{size}.csv",
-                               image_size=size)
+        build_tiles(views["npy"], views["csv"], files.under(out, files.TILES_SHARD, image_size=size, shard=0),
+                    files.under(out, files.TILES_INDEX, image_size=size, shard=0), image_size=size)
     total = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -98,7 +102,8 @@ def in_fresh_process(function: str, *args) -> dict:
 
 
 def main() -> None:
-    from mammoscale import manifest, synthetic
+    from mammoscale import files, synthetic
+    from mammoscale.dataset import manifest
     from mammoscale.synthetic import parse_shape
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,7 +125,7 @@ def main() -> None:
         breasts_csv = Path(tmp) / "breasts.csv"
         breasts, _, _ = manifest.build(data, split_fractions={"train": 1.0, "val": 0.0, "test": 0.0}, seed=0,
                                        n_shards=1)
-        breasts.to_csv(breasts_csv, index=False)
+        files.BREAST_TABLE.write(breasts, breasts_csv)
         decodes, runs = [], {1: [], 2: []}
         for repeat in range(args.repeat):  # interleaved, so drifts in machine load hit every measurement alike
             decodes.append(in_fresh_process("measure_decode", str(data), str(breasts_csv)))

@@ -1,51 +1,46 @@
-# Configuration, validated before any job runs, and the input functions of every rule.
+# The study the config describes, checked whole before any job runs, and the input functions of every rule.
+# Paths are mammoscale.files' templates; the logic is mammoscale.plan's (tested without Snakemake).
 import sys
 
-from snakemake.utils import validate
+from mammoscale import files
+from mammoscale.plan.digest import digest
+from mammoscale.plan.study import Study
+from mammoscale.report.captions import CAPTIONS, CATEGORY, FIGURES
 
-from mammoscale import captions, code_version, grid
-from mammoscale.config import coerce_scalars
 
-
-config.update(coerce_scalars(config))
-validate(config, schema="../workflow/schemas/config.schema.yaml")
+STUDY = Study.from_config(config)
+config.update(STUDY.config)  # every default filled in, validated
 
 
 wildcard_constraints:
     shard=r"\d{4}",
-    size=r"\d+",
-    patch=r"\d+",
+    image_size=r"\d+",
+    patch_size=r"\d+",
     hardware=r"[A-Za-z0-9_-]+",
     variant=r"[A-Za-z0-9_-]+",
-    figure="|".join(captions.FIGURES),
+    figure="|".join(FIGURES),
 
 
-IMAGE_SIZES = sorted(config["grid"]["image_sizes"])
-PATCH_SIZES = sorted(config["grid"]["patch_sizes"])
-VARIANTS = config["grid"]["variants"]
-HARDWARE = config["hardware"]
-grid.check_hardware(config["grid"]["hardware"], HARDWARE)
-CELLS = grid.with_extra_cells(
-    grid.cells(IMAGE_SIZES, PATCH_SIZES, VARIANTS, config["grid"]["hardware"]),
-    config["grid"]["extra_cells"],
-    image_sizes=IMAGE_SIZES,
-    variants=VARIANTS,
-    profiles=HARDWARE,
-)
-HARDWARE_USED = list(dict.fromkeys(hw for hw, _, _, _ in CELLS))  # grid.hardware, then extra cells' profiles
-if not CELLS:
-    raise ValueError(
-        f"the grid has no cell: no patch size of {PATCH_SIZES} divides an image size of {IMAGE_SIZES}"
-    )
-if grid.missing_cells(IMAGE_SIZES, PATCH_SIZES):
-    print(f"note: no cell for {', '.join(grid.missing_cells(IMAGE_SIZES, PATCH_SIZES))}: the patch size does "
-          "not divide the image size", file=sys.stderr)
-RUNS_ROOT = "results/runs"
-RUN = f"{RUNS_ROOT}/{{hardware}}/{{variant}}/img{{size}}_p{{patch}}"
+if STUDY.missing_note:
+    print(f"note: {STUDY.missing_note}", file=sys.stderr)
+
+CACHE = STUDY.cache_root
+RUN = files.RUN
 FIGURE_FORMAT = config["figures"]["vector_format"]
-POST_CELL_CODE = code_version.digest()  # tables, figures and report redo when their code changes
-SHARDS = [f"{k:04d}" for k in range(config["cache"]["shards"])]
-CACHE = config["cache"]["root"].rstrip("/")
+REPORT_CODE = digest()  # tables, figures and report redo when the code that makes them changes
+
+
+def cache_path(template, **fields):
+    """A file of the cache: ``template`` under cache.root, ``fields`` filled, the others left wildcards."""
+    return f"{CACHE}/{files.partial(template, **fields)}"
+
+
+def log_of(name):
+    return files.log_file(name)
+
+
+def benchmark_of(name):
+    return files.benchmark_file(name)
 
 
 def get_data_root():
@@ -54,156 +49,137 @@ def get_data_root():
 
 
 def get_train_csv():
-    return f"{get_data_root()}/train.csv"
+    return f"{get_data_root()}/{files.TRAIN_CSV}"
 
 
 def is_synthetic():
     return config["data"]["source"] == "synthetic"
 
 
-def get_canonical_size():
-    """Size of the stored views: cache.canonical_size, or the largest image size of the grid."""
-    size = config["cache"]["canonical_size"] or IMAGE_SIZES[-1]
-    if size < IMAGE_SIZES[-1]:
-        raise ValueError(
-            f"cache.canonical_size ({size}) is smaller than the largest grid.image_sizes ({IMAGE_SIZES[-1]}): "
-            "raise it or set it to null"
-        )
-    return size
+def get_views(template):
+    """Every stage-1 shard's file of one kind (files.VIEWS_SHARD, VIEWS_INDEX or VIEWS_IMAGES)."""
+    return [cache_path(template, shard=shard) for shard in STUDY.shards]
 
 
-def get_view_shards(kind):
-    """Every stage-1 shard's file of one kind: npy, csv or images.csv."""
-    return expand(f"{CACHE}/views/shard{{shard}}.{kind}", shard=SHARDS)
+def get_tiles(template):
+    """Every stage-2 shard's file of one kind (files.TILES_SHARD or TILES_INDEX) at the job's image size."""
+    return lambda wildcards: [
+        cache_path(template, image_size=wildcards.image_size, shard=shard) for shard in STUDY.shards
+    ]
 
 
-def get_tile_shards(wildcards):
-    return expand(f"{CACHE}/img{wildcards.size}/shard{{shard}}.{{kind}}", shard=SHARDS, kind=("npy", "csv"))
+def get_contact_sheets():
+    return {size: files.fill(files.CONTACT_SHEET, image_size=size) for size in STUDY.image_sizes}
 
 
 def get_cache_output():
     return [
-        "results/manifest/breasts.csv",
-        "results/qc/decode_errors.csv",
-        *expand(f"{CACHE}/img{{size}}/index.csv", size=IMAGE_SIZES),
-        *expand("results/qc/contact_sheet_img{size}.png", size=IMAGE_SIZES),
+        files.BREASTS,
+        files.DECODE_ERRORS,
+        *[cache_path(files.TILE_INDEX, image_size=size) for size in STUDY.image_sizes],
+        *get_contact_sheets().values(),
     ]
 
 
 def get_run_outputs():
     """Every configured cell's metrics.json (patch sizes that do not divide an image size make no cell)."""
-    return [f"results/runs/{hw}/{variant}/img{size}_p{patch}/metrics.json" for hw, variant, size, patch in CELLS]
+    return [f"{cell.run_dir()}/{files.METRICS}" for cell in STUDY.cells]
 
 
-def get_profile(wildcards):
-    if wildcards.hardware not in HARDWARE:
-        raise ValueError(f"no hardware profile {wildcards.hardware!r}; profiles: {', '.join(HARDWARE)}")
-    return HARDWARE[wildcards.hardware]
+def cell_of(wildcards):
+    return STUDY.cell(wildcards.hardware, wildcards.variant, wildcards.image_size, wildcards.patch_size)
 
 
 def get_cell(wildcards):
     """The cell's own settings, and nothing else: a config change reruns only the cells it concerns."""
-    if wildcards.variant not in VARIANTS:
-        raise ValueError(f"no variant {wildcards.variant!r} in grid.variants ({', '.join(VARIANTS)})")
-    return grid.cell_settings(
-        hardware=wildcards.hardware,
-        profile=get_profile(wildcards),
-        variant=wildcards.variant,
-        variant_spec=VARIANTS[wildcards.variant],
-        image_size=int(wildcards.size),
-        patch_size=int(wildcards.patch),
-        train=config["train"],
-        cache_root=CACHE,
-        local_scratch=config["cache"]["local_scratch"],
-    )
+    return STUDY.cell_settings(cell_of(wildcards))
 
 
 def get_launch(wildcards):
-    profile = get_profile(wildcards)
-    return {key: profile.get(key, 0) for key in ("launcher", "nodes", "gpus_per_node")}
+    return STUDY.launch(cell_of(wildcards).hardware)
 
 
-def get_resource(key, default):
-    """A SLURM resource from the cell's hardware profile (snakemake-executor-plugin-slurm's names)."""
-    return lambda wildcards: get_profile(wildcards).get(key) or default
+def get_profile_value(key):
+    """A value of the cell's hardware profile, for a SLURM resource ("" for none)."""
+    return lambda wildcards: STUDY.profiles[cell_of(wildcards).hardware][key] or ""
 
 
-def get_selected_hardware():
-    """The profiles of every cell's hardware (the figures' labels and memory limits), in grid order."""
-    return {name: HARDWARE[name] for name in HARDWARE_USED}
+def get_cell_mem_mb(wildcards, attempt):
+    """The profile's memory, doubled on each retry."""
+    return STUDY.profiles[cell_of(wildcards).hardware]["mem_mb"] * attempt
 
 
-def get_reference():
-    reference = dict(config["figures"]["reference"])
-    reference["hardware"] = reference["hardware"] or config["grid"]["hardware"][0]
-    if reference["variant"] not in VARIANTS:
-        raise ValueError(f"figures.reference.variant {reference['variant']!r} is not in grid.variants ({', '.join(VARIANTS)})")
-    if reference["hardware"] not in HARDWARE_USED:
-        raise ValueError(
-            f"figures.reference.hardware {reference['hardware']!r} runs no cell (hardware of the grid: {', '.join(HARDWARE_USED)})"
-        )
-    return reference
+def grow_with_attempt(mem_mb):
+    """``mem_mb`` (per thread where the rule has threads), doubled on each retry."""
+    return lambda wildcards, threads, attempt: mem_mb * threads * attempt
 
 
-def get_baseline():
-    return grid.choose_baseline(VARIANTS, config["figures"]["baseline"])
+def get_cache_root(wildcards, input):
+    """cache.root, as the job's input names it."""
+    return str(files.root_of(input.index, files.TILE_INDEX, image_size=wildcards.image_size))
 
 
-def get_run_config():
-    """What the report says was run: data, grid, the chosen hardware profiles, training, config files."""
-    return {
-        "data": config["data"],
-        "grid": config["grid"],
-        "hardware": get_selected_hardware(),
-        "train": config["train"],
-        "configfiles": [str(path) for path in workflow.config_settings.configfiles],
-    }
+def get_runs_root(wildcards, input):
+    """results/runs, as the job's input (the first cell's metrics.json) names it."""
+    return str(files.root_of(input[0], f"{files.CELL}/{files.METRICS}", **STUDY.cells[0]._asdict()))
 
 
 def get_invocation():
     """The command line that reruns a target under this config ({profile} is filled in per cell)."""
-    return "snakemake {profile}" + "".join(f" --configfile {path}" for path in get_run_config()["configfiles"])
+    return "snakemake {profile}" + "".join(f" --configfile {path}" for path in workflow.config_settings.configfiles)
 
 
-def get_pipeline_inputs(wildcards):
-    """Stage-1 shard records and benchmarks, and stage-2 shards and benchmarks per image size."""
+def get_run_config():
+    return STUDY.run_config(workflow.config_settings.configfiles)
+
+
+def get_pipeline_jobs():
+    """Stage-1 jobs (shard, image table, benchmark) and stage-2 jobs (size, shard, tile table, benchmark)."""
     return {
-        "images": get_view_shards("images.csv"),
-        "views_benchmarks": expand("results/benchmarks/cache_views/shard{shard}.tsv", shard=SHARDS),
-        "tiles": expand(f"{CACHE}/img{{size}}/shard{{shard}}.csv", size=IMAGE_SIZES, shard=SHARDS),
-        "tiles_benchmarks": expand(
-            "results/benchmarks/cache_tiles/img{size}_shard{shard}.tsv", size=IMAGE_SIZES, shard=SHARDS
-        ),
+        "stage1": [
+            (shard, cache_path(files.VIEWS_IMAGES, shard=shard), benchmark_of(f"cache_views/shard{shard}"))
+            for shard in STUDY.shards
+        ],
+        "stage2": [
+            (
+                size,
+                shard,
+                cache_path(files.TILES_INDEX, image_size=size, shard=shard),
+                benchmark_of(f"cache_tiles/img{size}_shard{shard}"),
+            )
+            for size in STUDY.image_sizes
+            for shard in STUDY.shards
+        ],
     }
 
 
+def get_pipeline_inputs(wildcards):
+    return [path for jobs in get_pipeline_jobs().values() for job in jobs for path in job[-2:]]
+
+
 def get_figure_inputs(wildcards):
-    inputs = {"runs": "results/tables/runs.csv", "speedups": "results/tables/speedups.csv"}
+    inputs = {"runs": files.RUNS_CSV, "speedups": files.SPEEDUPS_CSV}
     if wildcards.figure == "data_pipeline":
-        inputs["pipeline"] = "results/tables/pipeline.csv"
+        inputs["pipeline"] = files.PIPELINE_CSV
     return inputs
 
 
 def get_figure_category(wildcards):
-    return captions.CATEGORY[wildcards.figure]
+    return CATEGORY[wildcards.figure]
 
 
 def get_figure_caption(wildcards):
-    return captions.CAPTIONS[wildcards.figure]
-
-
-def get_contact_sheets():
-    return {size: f"results/qc/contact_sheet_img{size}.png" for size in IMAGE_SIZES}
+    return CAPTIONS[wildcards.figure]
 
 
 def get_report_inputs(wildcards):
     return {
-        "runs": "results/tables/runs.csv",
-        "speedups": "results/tables/speedups.csv",
-        "figures": expand("results/figures/{figure}.png", figure=captions.FIGURES),
+        "runs": files.RUNS_CSV,
+        "speedups": files.SPEEDUPS_CSV,
+        "figures": [files.fill(files.FIGURE, figure=name, ext="png") for name in FIGURES],
         "contact_sheets": list(get_contact_sheets().values()),
-        "counts": "results/manifest/counts.json",
-        "preprocess": "results/qc/preprocess_summary.json",
+        "counts": files.MANIFEST_COUNTS,
+        "preprocess": files.PREPROCESS_SUMMARY,
     }
 
 
@@ -211,6 +187,6 @@ def get_final_output():
     return [
         *get_cache_output(),
         *get_run_outputs(),
-        *expand("results/figures/{figure}.{ext}", figure=captions.FIGURES, ext=("png", FIGURE_FORMAT)),
-        "results/report/report.html",
+        *[files.fill(files.FIGURE, figure=name, ext=ext) for name in FIGURES for ext in ("png", FIGURE_FORMAT)],
+        files.REPORT,
     ]

@@ -1,85 +1,62 @@
-# Manifest, stage 1 (canonical views per shard), stage 2 (tiles per shard and size), indexes, QC.
-
-
-rule manifest:
-    input:
-        csv=get_train_csv(),
-    output:
-        breasts="results/manifest/breasts.csv",
-        excluded="results/manifest/excluded.csv",
-        counts="results/manifest/counts.json",
-    params:
-        split=config["manifest"]["split"],
-        seed=config["manifest"]["seed"],
-        shards=config["cache"]["shards"],
-    log:
-        "results/logs/manifest.log",
-    benchmark:
-        "results/benchmarks/manifest.tsv"
-    conda:
-        "../envs/mammoscale.yaml"
-    script:
-        "../workflow/scripts/manifest.py"
+# Stage 1 (canonical views per shard), their summary, stage 2 (tiles per shard and size), indexes, contact sheets.
 
 
 rule cache_views:
     input:
         csv=get_train_csv(),
-        breasts="results/manifest/breasts.csv",
+        breasts=files.BREASTS,
     output:
-        npy=f"{CACHE}/views/shard{{shard}}.npy",
-        csv=f"{CACHE}/views/shard{{shard}}.csv",
-        images=f"{CACHE}/views/shard{{shard}}.images.csv",
+        npy=cache_path(files.VIEWS_SHARD),
+        csv=cache_path(files.VIEWS_INDEX),
+        images=cache_path(files.VIEWS_IMAGES),
     params:
-        canonical_size=get_canonical_size(),
-        roi=config["preprocess"]["roi"],
-        trust_pixels_for_flip=config["preprocess"]["trust_pixels_for_flip"],
-        resample=config["preprocess"]["resample"],
-        max_pixels=config["decode"]["max_pixels"],
+        canonical_size=STUDY.canonical_size,
+        preprocess=config["preprocess"],
+        decode=config["decode"],
     threads: 4
     resources:
-        mem_mb=lambda wildcards, threads: 1500 * threads,
+        mem_mb=grow_with_attempt(1500),
     log:
-        "results/logs/cache_views/shard{shard}.log",
+        log_of("cache_views/shard{shard}"),
     benchmark:
-        "results/benchmarks/cache_views/shard{shard}.tsv"
+        benchmark_of("cache_views/shard{shard}")
     conda:
         "../envs/mammoscale.yaml"
     script:
         "../workflow/scripts/cache_views.py"
 
 
-rule preprocess_qc:
+rule preprocess_summary:
     input:
-        images=get_view_shards("images.csv"),
+        images=get_views(files.VIEWS_IMAGES),
     output:
-        errors="results/qc/decode_errors.csv",
-        summary="results/qc/preprocess_summary.json",
+        errors=files.DECODE_ERRORS,
+        summary=files.PREPROCESS_SUMMARY,
     log:
-        "results/logs/preprocess_qc.log",
+        log_of("preprocess_summary"),
     benchmark:
-        "results/benchmarks/preprocess_qc.tsv"
+        benchmark_of("preprocess_summary")
     conda:
         "../envs/mammoscale.yaml"
     script:
-        "../workflow/scripts/preprocess_qc.py"
+        "../workflow/scripts/preprocess_summary.py"
 
 
 rule cache_tiles:
     input:
-        npy=f"{CACHE}/views/shard{{shard}}.npy",
-        csv=f"{CACHE}/views/shard{{shard}}.csv",
+        npy=cache_path(files.VIEWS_SHARD),
+        csv=cache_path(files.VIEWS_INDEX),
     output:
-        npy=f"{CACHE}/img{{size}}/shard{{shard}}.npy",
-        csv=f"{CACHE}/img{{size}}/shard{{shard}}.csv",
+        npy=cache_path(files.TILES_SHARD),
+        csv=cache_path(files.TILES_INDEX),
     params:
         resample=config["preprocess"]["resample"],
     resources:
-        mem_mb=2000,
+        mem_mb=grow_with_attempt(2000),
     log:
-        "results/logs/cache_tiles/img{size}_shard{shard}.log",
+        log_of("cache_tiles/img{image_size}_shard{shard}"),
     benchmark:
-        "results/benchmarks/cache_tiles/img{size}_shard{shard}.tsv"
+        benchmark_of("cache_tiles/img{image_size}_shard{shard}")
     conda:
         "../envs/mammoscale.yaml"
     script:
@@ -88,17 +65,18 @@ rule cache_tiles:
 
 rule cache_index:
     input:
-        shards=get_tile_shards,
-        summary="results/qc/preprocess_summary.json",
-        errors="results/qc/decode_errors.csv",
+        arrays=get_tiles(files.TILES_SHARD),
+        tables=get_tiles(files.TILES_INDEX),
+        summary=files.PREPROCESS_SUMMARY,
+        errors=files.DECODE_ERRORS,
     output:
-        index=f"{CACHE}/img{{size}}/index.csv",
+        index=cache_path(files.TILE_INDEX),
     params:
         max_failure_fraction=config["cache"]["max_failure_fraction"],
     log:
-        "results/logs/cache_index/img{size}.log",
+        log_of("cache_index/img{image_size}"),
     benchmark:
-        "results/benchmarks/cache_index/img{size}.tsv"
+        benchmark_of("cache_index/img{image_size}")
     conda:
         "../envs/mammoscale.yaml"
     script:
@@ -107,20 +85,21 @@ rule cache_index:
 
 rule contact_sheet:
     input:
-        index=f"{CACHE}/img{{size}}/index.csv",
+        index=cache_path(files.TILE_INDEX),
     output:
         report(
-            "results/qc/contact_sheet_img{size}.png",
+            files.CONTACT_SHEET,
             caption="../workflow/report/contact_sheet.rst",
             category="Data QC",
         ),
     params:
+        cache_root=get_cache_root,
         tiles=config["qc"]["contact_sheet_tiles"],
         seed=config["manifest"]["seed"],
     log:
-        "results/logs/contact_sheet/img{size}.log",
+        log_of("contact_sheet/img{image_size}"),
     benchmark:
-        "results/benchmarks/contact_sheet/img{size}.tsv"
+        benchmark_of("contact_sheet/img{image_size}")
     conda:
         "../envs/mammoscale.yaml"
     script:

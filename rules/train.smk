@@ -3,27 +3,27 @@
 
 rule train_cell:
     input:
-        index=f"{CACHE}/img{{size}}/index.csv",
+        index=cache_path(files.TILE_INDEX),
     output:
-        metrics=f"{RUN}/metrics.json",
+        metrics=f"{RUN}/{files.METRICS}",
     params:
         cell=get_cell,
         launch=get_launch,
-    threads: get_resource("cpus_per_task", 1)
+    threads: get_profile_value("cpus_per_task")
     resources:
-        mem_mb=get_resource("mem_mb", 4000),
-        runtime=get_resource("runtime_min", 60),
-        nodes=get_resource("nodes", 1),
-        tasks=lambda wildcards: get_profile(wildcards)["nodes"],
-        gpu=get_resource("gpus_per_node", 0),
-        gpu_model=get_resource("gpu_model", ""),
-        slurm_partition=get_resource("partition", ""),
-        slurm_account=get_resource("account", ""),
-        constraint=get_resource("constraint", ""),
+        mem_mb=get_cell_mem_mb,
+        runtime=get_profile_value("runtime_min"),
+        nodes=get_profile_value("nodes"),
+        tasks=get_profile_value("nodes"),
+        gpu=lambda wildcards: STUDY.profiles[cell_of(wildcards).hardware]["gpus_per_node"],
+        gpu_model=get_profile_value("gpu_model"),
+        slurm_partition=get_profile_value("partition"),
+        slurm_account=get_profile_value("account"),
+        constraint=get_profile_value("constraint"),
     log:
-        "results/logs/train/{hardware}/{variant}/img{size}_p{patch}.log",
+        log_of(f"train/{files.CELL}"),
     benchmark:
-        "results/benchmarks/train/{hardware}/{variant}/img{size}_p{patch}.tsv"
+        benchmark_of(f"train/{files.CELL}")
     conda:
         "../envs/train.yaml"
     script:

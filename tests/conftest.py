@@ -10,12 +10,12 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from mammoscale import preprocess, synthetic
+from mammoscale import synthetic
+from mammoscale.preprocess.chain import build_cache as build_chain
 from mammoscale.synthetic import mammogram_header
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (64, 128)
-VIEW_SETTINGS = preprocess.ViewSettings(canonical_size=128)
 
 
 def dataset_from_stored(
@@ -56,10 +56,13 @@ def ramp(rows: int = 32, cols: int = 64, top: int = 4095) -> np.ndarray:
     return np.tile(np.round(np.linspace(0, top, cols)).astype(np.int64), (rows, 1))
 
 
+CACHE_CONFIG = {"grid": {"image_sizes": list(SIZES)}, "manifest": {"split": {"train": 0.6, "val": 0.2, "test": 0.2},
+                                                                    "seed": 1}}
+
+
 def build_cache(data: Path, out: Path, *, n_shards: int = 2, workers: int = 1) -> Path:
     """The whole preprocessing chain through the library (the steps the Snakemake rules run)."""
-    return preprocess.build_cache(data, out, image_sizes=SIZES, n_shards=n_shards, workers=workers,
-                                  settings=VIEW_SETTINGS)
+    return build_chain(data, out, config={**CACHE_CONFIG, "cache": {"shards": n_shards}}, workers=workers)
 
 
 @pytest.fixture(scope="session")

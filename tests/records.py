@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-VARIANTS = {"flash": {"model": "xtransformers", "attention": "flash"},
-            "materialised": {"model": "xtransformers", "attention": "materialised"},
-            "hf-eager": {"model": "hf", "attention": "eager"}}
+VARIANTS = {"flash": {"family": "xtransformers", "attention": "flash"},
+            "materialised": {"family": "xtransformers", "attention": "materialised"},
+            "hf-eager": {"family": "hf", "attention": "eager"}}
 
 
 def record(hardware: str, variant: str, size: int, patch: int, status: str = "ok", *, throughput: float | None = 10.0,
@@ -19,12 +19,12 @@ def record(hardware: str, variant: str, size: int, patch: int, status: str = "ok
            message: str | None = None) -> dict:
     ok = status == "ok"
     spec = VARIANTS[variant]
-    tokens = (size // patch) ** 2 + (spec["model"] == "hf")
+    tokens = (size // patch) ** 2 + (spec["family"] == "hf")
     flops = 3 * 2 * tokens * 86_000_000 * 2
     tflops = flops / 1e12
     return {
         "schema_version": 1, "status": status, "message": message, "hardware": hardware, "variant": variant,
-        "model": f"{spec['model']}/vit-base", "attention": spec["attention"],
+        "model": f"{spec['family']}/vit-base", "attention": spec["attention"],
         "attention_backend": ("sdpa-flash" if spec["attention"] == "flash" else "materialised") if ok else None,
         "image_size": size, "patch_size": patch, "seq_len": tokens, "params": 86_000_000, "mode": "throughput",
         "epochs": 0, "steps": 4 if ok else 0, "global_batch": 64, "micro_batch": 8, "grad_accum": 2,

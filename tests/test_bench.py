@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import REPO
-from mammoscale import bench, cache
+from mammoscale import cache, files
+from mammoscale.train import bench
 
 
 def test_the_grid_script_runs_in_tiny_cpu_mode(tmp_path):
@@ -22,17 +22,18 @@ def test_the_grid_script_runs_in_tiny_cpu_mode(tmp_path):
     assert len(table) == 4 and set(table["status"]) == {"ok"}
     assert set(table["attention_backend"]) == {"sdpa-flash-cpu", "materialised"}
     assert (table["throughput_img_s"] > 0).all()
-    assert "| image_size | patch_size | flash/hf-eager |" in proc.stdout
+    assert "| image_size | patch_size | flash_variant | baseline_variant | throughput_ratio |" in proc.stdout
+    pairs = files.SPEEDUP_TABLE.read(tmp_path / "speedups.csv")
+    assert len(pairs) == 2 and pairs["throughput_ratio"].notna().all()
     assert sorted(p.parent.name for p in (tmp_path / "runs").rglob("metrics.json")) == ["img32_p16", "img32_p16",
                                                                                          "img32_p8", "img32_p8"]
 
 
-def test_a_cell_that_cannot_start_is_a_failed_row(tmp_path):
-    cells = bench.grid_cells(sizes=[32], patches=[12], variants=["flash"], model_size="vit-tiny", token_budget=64,
-                             global_batch=4, warmup_steps=1, timed_steps=1, device="cpu", peak_tflops=None,
-                             cache_root=tmp_path / "cache", hardware="cpu")
-    table = bench.run_grid(cells, tmp_path / "runs", log=lambda *_: None)
-    assert table.loc[0, "status"] == "failed" and pd.isna(table.loc[0, "throughput_img_s"])
+def test_a_cell_that_cannot_start_is_a_failed_record(tmp_path):
+    cell = {"cache_root": str(tmp_path / "cache"), "image_size": 32, "patch_size": 12, "device": "cpu"}
+    record = bench.run_in_process(cell, tmp_path / "run")
+    assert record["status"] == "failed" and "patch size 12 does not divide image size 32" in record["message"]
+    assert files.read_cell_record(tmp_path / "run")["status"] == "failed"
 
 
 def test_random_cache_is_a_valid_cache(tmp_path):
@@ -48,10 +49,7 @@ def test_micro_batches_hold_the_token_budget(tokens, budget, largest, micro):
     assert bench.micro_batch_for(tokens, budget, largest) == micro
 
 
-def test_speedups_over_the_baseline_and_markdown():
-    table = pd.DataFrame({"variant": ["flash", "hf-eager", "flash", "hf-eager"], "image_size": [384, 384, 2048, 2048],
-                          "patch_size": [16, 16, 16, 16], "throughput_img_s": [30.0, 10.0, 2.0, None]})
-    out = bench.speedups(table, "hf-eager")
-    assert out.loc[0, "flash/hf-eager"] == 3.0 and np.isnan(out.loc[1, "flash/hf-eager"])
-    text = bench.markdown(out)
+def test_markdown():
+    table = pd.DataFrame({"image_size": [384, 2048], "patch_size": [16, 16], "ratio": [3.0, float("nan")]})
+    text = bench.markdown(table)
     assert text.splitlines()[2] == "| 384 | 16 | 3 |" and text.splitlines()[3].endswith("| - |")

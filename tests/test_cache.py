@@ -15,7 +15,11 @@ import pytest
 from PIL import Image
 
 from conftest import SIZES, build_cache
-from mammoscale import cache, contact_sheet, manifest, preprocess, synthetic
+from mammoscale import cache, files, synthetic
+from mammoscale.dataset import manifest
+from mammoscale.preprocess import contact_sheet
+from mammoscale.preprocess.summary import check_failures
+from mammoscale.preprocess.tiles import PreprocessError, build_tiles
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
@@ -25,14 +29,19 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(data, tmp_path_factory) -> Path:
+    """The cache root; its working directory (the manifest, the QC) is ``workdir_of(built)``."""
     return build_cache(data, tmp_path_factory.mktemp("out"), workers=2)
+
+
+def workdir_of(cache_root: Path) -> Path:
+    return cache_root.parents[1]  # the default cache.root, results/cache
 
 
 # what the tiles show
 
 
 def test_every_breast_of_the_manifest_is_a_tile(built):
-    breasts = pd.read_csv(built.parent / "manifest" / "breasts.csv")
+    breasts = pd.read_csv(workdir_of(built) / files.BREASTS)
     for size in SIZES:
         tiles = cache.open_tiles(built, size)
         assert len(tiles) == len(breasts)
@@ -77,7 +86,7 @@ def test_aspect_ratio_of_each_crop_is_kept_within_one_pixel(built):
 def test_crc32_in_the_index_matches_each_tile(built):
     tiles = cache.open_tiles(built, 64, verify=True)
     for i in range(len(tiles)):
-        assert cache.crc32(tiles[i]) == tiles.index.iloc[i]["crc32"]
+        assert files.crc32(tiles[i]) == tiles.index.iloc[i]["crc32"]
 
 
 def test_random_access(built):
@@ -107,27 +116,26 @@ def test_a_corrupt_dicom_is_recorded_and_only_its_breast_is_lost(data, tmp_path)
     shutil.copytree(data, copy)
     breasts = manifest.build(copy, split_fractions={"train": 0.6, "val": 0.2, "test": 0.2}, seed=1, n_shards=2)[0]
     victim = breasts.iloc[0]
-    victim_path = manifest.image_path(copy, str(victim.patient_id), str(victim.cc_image_id))
+    victim_path = files.image_path(copy, victim.patient_id, victim.cc_image_id)
     victim_path.write_bytes(b"this is not a DICOM file" * 10)
     root = build_cache(copy, tmp_path / "out")
-    errors = pd.read_csv(tmp_path / "out" / "qc" / "decode_errors.csv")
+    errors = pd.read_csv(tmp_path / "out" / files.DECODE_ERRORS)
     assert list(errors.columns[:3]) == ["file", "error_kind", "message"]
     assert errors["breast_id"].tolist() == [victim.breast_id]
     assert errors["error_kind"].tolist() == ["not_dicom"]
     tiles = cache.open_tiles(root, 64)
     assert victim.breast_id not in set(tiles.index["breast_id"]) and len(tiles) == len(breasts) - 1
-    summary = json.loads((tmp_path / "out" / "qc" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / files.PREPROCESS_SUMMARY).read_text())
     assert summary["breasts_excluded_decode_error"] == 1 and summary["failed_images"] == 1
-    with pytest.raises(preprocess.PreprocessError, match=r"1 of \d+ images .* failed to decode.*decode_errors"):
-        preprocess.check_failures(tmp_path / "out" / "qc" / "summary.json", "decode_errors.csv",
-                                  max_failure_fraction=0.0)
-    preprocess.check_failures(tmp_path / "out" / "qc" / "summary.json", "decode_errors.csv", max_failure_fraction=0.5)
+    with pytest.raises(PreprocessError, match=r"1 of \d+ images .* failed to decode.*decode_errors"):
+        check_failures(tmp_path / "out" / files.PREPROCESS_SUMMARY, "decode_errors.csv", max_failure_fraction=0.0)
+    check_failures(tmp_path / "out" / files.PREPROCESS_SUMMARY, "decode_errors.csv", max_failure_fraction=0.5)
 
 
 def test_a_half_written_file_never_appears_under_its_name(tmp_path):
     target = tmp_path / "img64" / "shard0000.npy"
     with pytest.raises(RuntimeError, match="killed"):
-        with cache.atomic_array(target, (4, 64, 64)) as array:
+        with files.atomic_array(target, (4, 64, 64)) as array:
             array[0] = 7
             raise RuntimeError("killed mid-write")
     assert not target.exists() and list(target.parent.iterdir()) == []
@@ -154,14 +162,14 @@ def test_missing_truncated_or_altered_shards_are_refused(built, tmp_path):
 
 
 def test_a_size_above_the_canonical_views_is_refused(built, tmp_path):
-    with pytest.raises(preprocess.PreprocessError, match="canonical_size"):
-        preprocess.build_tiles(built / "views" / "shard0000.npy", built / "views" / "shard0000.csv",
-                               tmp_path / "x.npy", tmp_path / "x.csv", image_size=256)
+    with pytest.raises(PreprocessError, match="canonical_size"):
+        build_tiles(files.under(built, files.VIEWS_SHARD, shard=0), files.under(built, files.VIEWS_INDEX, shard=0),
+                    tmp_path / "x.npy", tmp_path / "x.csv", image_size=256)
 
 
 def test_more_shards_than_breasts_leaves_empty_shards_that_work(data, tmp_path):
     root = build_cache(data, tmp_path, n_shards=40)
-    breasts = pd.read_csv(tmp_path / "manifest" / "breasts.csv")
+    breasts = pd.read_csv(tmp_path / files.BREASTS)
     assert len(breasts) < 40
     assert len(cache.open_tiles(root, 64)) == len(breasts)
     assert np.load(root / "img64" / "shard0039.npy").shape == (0, 64, 64)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from records import VARIANTS, record, write
 
-from mammoscale import aggregate, claims, grid
+from mammoscale.plan import grid
+from mammoscale.report import claims, tables
 from mammoscale.errors import UserError
 
 SIZES, PATCHES = [384, 512, 1024, 2048], [8, 16, 32]
@@ -14,8 +15,8 @@ SIZES, PATCHES = [384, 512, 1024, 2048], [8, 16, 32]
 def judge(tmp_path, records, *, hardware=("xe9680",), baseline="hf-eager", tolerance=0.15, sizes=SIZES):
     for rec in records:
         write(tmp_path, rec)
-    runs = aggregate.runs_table(grid.cells(sizes, PATCHES, VARIANTS, list(hardware)), VARIANTS, tmp_path)
-    table = claims.evaluate(runs, aggregate.speedups(runs), hardware="xe9680", flash="flash", baseline=baseline,
+    runs = tables.runs_table(grid.cells(sizes, PATCHES, VARIANTS, list(hardware)), VARIANTS, tmp_path)
+    table = claims.evaluate(runs, tables.speedups(runs), hardware="xe9680", flash="flash", baseline=baseline,
                             tolerance=tolerance)
     return table.set_index("claim")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import hashlib
 
 import numpy as np
@@ -77,8 +79,9 @@ def test_jpeg_lossless_sv1_reference_file():
     assert path is not None, "pydicom-data is part of the test extra"
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == JPEGLosslessSV1
-    stored, clipped = dicom.stored_values(ds, path, max_pixels=dicom.DEFAULT_MAX_PIXELS)
+    stored, clipped, decoder = dicom.stored_values(ds, path, max_pixels=dicom.DEFAULT_MAX_PIXELS)
     assert stored.shape == (1024, 256) and clipped == 0
+    assert decoder == f"pylibjpeg-libjpeg {importlib.metadata.version('pylibjpeg-libjpeg')}"
     assert (int(stored.min()), int(stored.max()), int(stored.sum())) == (0, 278, 3596452)
     decoded = dicom.decode_with_report(path)
     assert decoded.report.voi == "minmax"
@@ -184,9 +187,9 @@ def test_signed_values_beyond_bits_stored_are_clipped_to_the_signed_range(write_
     stored = np.array([[-3000, -2048, 0, 2047, 3000]])
     path = write_dicom(stored, bits_stored=12, signed=True)
     ds = pydicom.dcmread(path)
-    values, clipped = dicom.stored_values(ds, path, max_pixels=100)
+    values, clipped, decoder = dicom.stored_values(ds, path, max_pixels=100)
     np.testing.assert_array_equal(values, [[-2048, -2048, 0, 2047, 2047]])
-    assert clipped == 2
+    assert clipped == 2 and decoder == dicom.NATIVE
 
 
 def test_constant_image_is_flagged_or_rejected(write_dicom):

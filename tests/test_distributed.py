@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mammoscale import distributed, train
+from mammoscale import train
 from mammoscale.errors import UserError
+from mammoscale.plan import launch
+from mammoscale.train import backends
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 BIN = Path(sys.executable).parent
@@ -31,12 +33,13 @@ def need_horovod() -> None:
 
 
 def cell(cache_root: Path, **overrides) -> dict:
-    base = {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "epochs": 2, "global_batch": 8,
-            "micro_batch": 4, "loader_workers": 0, "precision": "fp32", "lr": 1e-3, "checkpoint": False}
+    base = {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "mode": "full", "epochs": 2,
+            "global_batch": 8, "micro_batch": 4, "loader_workers": 0, "precision": "fp32", "lr": 1e-3,
+            "checkpoint": False}
     return {**base, **overrides}
 
 
-def launch(launcher: list[str], out: Path, settings: dict) -> dict:
+def run_launched(launcher: list[str], out: Path, settings: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [f"{key}={value}" for key, value in settings.items()]
     proc = subprocess.run([*launcher, "-m", "mammoscale.train", "--out", str(out), *args], capture_output=True,
@@ -59,7 +62,7 @@ def assert_same_training(result: dict, single: dict, world: int) -> None:
 
 def test_two_ddp_ranks_under_torchrun_match_one_process(train_cache, tmp_path, single):
     launcher = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2"]
-    result = launch(launcher, tmp_path, cell(train_cache, backend="ddp"))
+    result = run_launched(launcher, tmp_path, cell(train_cache, backend="ddp"))
     assert_same_training(result, single, world=2)
     assert result["grad_accum"] == 1 and result["backend"] == "ddp"
 
@@ -67,7 +70,7 @@ def test_two_ddp_ranks_under_torchrun_match_one_process(train_cache, tmp_path, s
 def test_two_horovod_ranks_under_horovodrun_match_one_process(train_cache, tmp_path, single):
     need_horovod()
     launcher = [str(BIN / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable]
-    result = launch(launcher, tmp_path, cell(train_cache, backend="horovod"))
+    result = run_launched(launcher, tmp_path, cell(train_cache, backend="horovod"))
     assert_same_training(result, single, world=2)
     assert result["backend"] == "horovod" and result["env"]["horovod"] == "0.28.1"
 
@@ -81,11 +84,11 @@ def test_a_backend_in_a_world_of_one_matches_no_backend(train_cache, tmp_path, s
 
 
 def test_ranks_from_torchrun_slurm_or_nothing():
-    assert distributed.ranks_from_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (3, 8, 1)
+    assert launch.ranks_from_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (3, 8, 1)
     slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}
-    assert distributed.ranks_from_env(slurm) == (5, 8, 1)
-    assert distributed.ranks_from_env({**slurm, "RANK": "0", "WORLD_SIZE": "2"}) == (0, 2, 0)  # torchrun wins
-    assert distributed.ranks_from_env({}) == (0, 1, 0)
+    assert launch.ranks_from_env(slurm) == (5, 8, 1)
+    assert launch.ranks_from_env({**slurm, "RANK": "0", "WORLD_SIZE": "2"}) == (0, 2, 0)  # torchrun wins
+    assert launch.ranks_from_env({}) == (0, 1, 0)
 
 
 @pytest.mark.parametrize("nodelist, hosts", [("gpu03", ["gpu03"]),
@@ -93,21 +96,21 @@ def test_ranks_from_torchrun_slurm_or_nothing():
                                              ("node[7,9]", ["node7", "node9"]), ("a1,b2", ["a1", "b2"])])
 def test_hosts_of_a_slurm_node_list(nodelist, hosts, monkeypatch):
     if shutil.which("scontrol"):
-        assert distributed.hostnames(nodelist) == hosts
-    monkeypatch.setattr(distributed.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError()))
-    assert distributed.hostnames(nodelist) == hosts
-    assert distributed.first_host(nodelist) == hosts[0]
+        assert launch.hostnames(nodelist) == hosts
+    monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    assert launch.hostnames(nodelist) == hosts
+    assert launch.first_host(nodelist) == hosts[0]
 
 
 def test_unknown_backend_and_missing_master_are_user_errors(monkeypatch):
     with pytest.raises(UserError, match="backend must be one of"):
-        distributed.init("mpi", "cpu")
+        backends.init("mpi", "cpu")
     for name in ("MASTER_ADDR", "SLURM_JOB_NODELIST", "RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "2")
     with pytest.raises(UserError, match="needs MASTER_ADDR"):
-        distributed.init("ddp", "cpu")
+        backends.init("ddp", "cpu")
 
 
 class Preempted(BaseException):
@@ -118,7 +121,7 @@ class Preempted(BaseException):
 def test_every_backend_resumes_to_the_uninterrupted_result(train_cache, tmp_path, monkeypatch, backend):
     if backend == "horovod":
         need_horovod()
-    from mammoscale import checkpoint
+    from mammoscale.train import checkpoint
 
     settings = cell(train_cache, backend=backend, epochs=3, checkpoint=True)
     reference = train.run_cell(settings, tmp_path / "reference")

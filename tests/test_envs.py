@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tomllib
 
 import yaml
@@ -37,15 +35,3 @@ def test_every_rule_uses_an_environment_that_exists_and_training_the_torch_one()
                 assert (REPO / "envs" / name).is_file(), f"{rules.name}: {name}"
                 assert (REPO / "envs" / name.replace(".yaml", ".post-deploy.sh")).is_file()
     assert '"../envs/train.yaml"' in (REPO / "rules" / "train.smk").read_text()
-
-
-def test_training_without_torch_says_what_to_install(tmp_path):
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from mammoscale import grid\n"
-            "from mammoscale.errors import UserError\n"
-            "try:\n"
-            "    grid.run_job({}, {'launcher': 'none', 'nodes': 1}, sys.argv[1])\n"
-            "except UserError as error:\n"
-            "    print(error)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
-    assert "training needs torch" in out.stdout and "pip install -e '.[train]'" in out.stdout

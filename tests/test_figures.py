@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 from records import VARIANTS, record, write
 
-from mammoscale import aggregate, figures, grid
+from mammoscale import files
+from mammoscale.plan import grid
+from mammoscale.report import figures, plots, tables
 
 REFERENCE = {"hardware": "xe9680", "variant": "flash", "image_size": 512, "patch_size": 16}
 PROFILES = {"xe8545": {"gpus_per_node": 4, "nodes": 1, "micro_batch": 24, "device_memory_gb": 40},
@@ -16,12 +18,12 @@ PIPELINE = pd.DataFrame([{"stage": "decode + crop", "image_size": None, "shard":
                           "item": "image", "seconds": 4.0, "cpu_seconds": 12.0, "items_per_s": 10.0}])
 
 
-def tables(tmp_path, records, sizes=(384, 512, 1024, 2048), patches=(8, 16, 32), hardware=("xe9680",),
+def tables_of(tmp_path, records, sizes=(384, 512, 1024, 2048), patches=(8, 16, 32), hardware=("xe9680",),
            variants=VARIANTS):
     for rec in records:
         write(tmp_path, rec)
-    runs = aggregate.runs_table(grid.cells(sizes, patches, variants, list(hardware)), variants, tmp_path)
-    return runs, aggregate.speedups(runs)
+    runs = tables.runs_table(grid.cells(sizes, patches, variants, list(hardware)), variants, tmp_path)
+    return runs, tables.speedups(runs)
 
 
 def texts(fig) -> list[str]:
@@ -34,7 +36,7 @@ def draw_all(tmp_path, runs, pairs, variants=VARIANTS, pipeline=PIPELINE):
         fig = figures.draw(name, runs=runs, pairs=pairs, pipeline=pipeline, reference=REFERENCE, variants=variants,
                            profiles=PROFILES)
         drawn[name] = texts(fig)
-        figures.save(fig, tmp_path / f"{name}.png", tmp_path / f"{name}.svg", dpi=60)
+        plots.save(fig, tmp_path / f"{name}.png", tmp_path / f"{name}.svg", dpi=60)
         with Image.open(tmp_path / f"{name}.png") as image:
             assert image.width > 200 and image.height > 150
         assert (tmp_path / f"{name}.svg").read_text().lstrip().startswith("<?xml")
@@ -42,14 +44,14 @@ def draw_all(tmp_path, runs, pairs, variants=VARIANTS, pipeline=PIPELINE):
 
 
 def test_one_cell(tmp_path):
-    runs, pairs = tables(tmp_path, [record("xe9680", "flash", 512, 16, throughput=50.0)], sizes=(512,),
+    runs, pairs = tables_of(tmp_path, [record("xe9680", "flash", 512, 16, throughput=50.0)], sizes=(512,),
                          patches=(16,), variants={"flash": VARIANTS["flash"]})
     drawn = draw_all(tmp_path, runs, pairs, variants={"flash": VARIANTS["flash"]})
     assert "50" in drawn["fig2_hardware"]
 
 
 def test_nothing_run_yet(tmp_path):
-    runs, pairs = tables(tmp_path, [])
+    runs, pairs = tables_of(tmp_path, [])
     drawn = draw_all(tmp_path, runs, pairs, pipeline=PIPELINE.iloc[0:0])
     assert drawn["fig2_hardware"] == ["not run"]
     assert drawn["fig4_flash_vs_baseline"].count("not run") == 36
@@ -67,7 +69,7 @@ def test_the_full_paper_grid_with_every_status(tmp_path):
                                       peak=tokens * 2 ** 20))
     records[1] = record("xe9680", "flash", 384, 16, "failed", message="nan")
     records += [record("xe8545", "flash", 512, 16, throughput=100.0)]
-    runs, pairs = tables(tmp_path, records, hardware=("xe8545", "xe9680"))
+    runs, pairs = tables_of(tmp_path, records, hardware=("xe8545", "xe9680"))
     drawn = draw_all(tmp_path, runs, pairs)
     # OOM baselines (img2048 p8 and p16, img1024 p8: 2 baselines each) are written, not dropped
     assert drawn["fig4_flash_vs_baseline"].count("OOM") == 6
@@ -88,14 +90,14 @@ def test_the_full_paper_grid_with_every_status(tmp_path):
 
 
 def test_a_partial_grid_says_what_has_not_run(tmp_path):
-    runs, pairs = tables(tmp_path, [record("xe9680", "flash", 512, 16), record("xe9680", "hf-eager", 512, 16, "oom")])
+    runs, pairs = tables_of(tmp_path, [record("xe9680", "flash", 512, 16), record("xe9680", "hf-eager", 512, 16, "oom")])
     drawn = draw_all(tmp_path, runs, pairs)
     assert "OOM" in drawn["fig4_flash_vs_baseline"] and "not run" in drawn["fig4_flash_vs_baseline"]
     assert "OOM" in drawn["fig3_patch_size"]
 
 
 def test_a_reference_cell_outside_the_grid_is_explained(tmp_path):
-    runs, pairs = tables(tmp_path, [record("xe9680", "flash", 384, 32)], sizes=(384,), patches=(32,))
+    runs, pairs = tables_of(tmp_path, [record("xe9680", "flash", 384, 32)], sizes=(384,), patches=(32,))
     drawn = draw_all(tmp_path, runs, pairs)
     assert any("is not in the grid" in t for t in drawn["fig2_hardware"])
     assert any("no cell at image size 512" in t for t in drawn["fig3_patch_size"])
@@ -106,15 +108,10 @@ def test_an_unknown_figure_is_named():
         figures.draw("fig9", runs=None, pairs=None, pipeline=None, reference=REFERENCE, variants=[], profiles={})
 
 
-def test_reference_hardware_defaults_to_the_first_in_the_grid():
-    assert figures.resolve_reference({**REFERENCE, "hardware": None}, ["a", "b"])["hardware"] == "a"
-    assert figures.resolve_reference(REFERENCE, ["a"])["hardware"] == "xe9680"
-
-
 def test_figure_2_shows_the_time_to_train_when_it_was_measured(tmp_path):
     full = record("xe9680", "flash", 512, 16, throughput=50.0)
     full.update(mode="full", train_time_s=600.0)
-    runs, pairs = tables(tmp_path, [full], sizes=(512,), patches=(16,), variants={"flash": VARIANTS["flash"]})
+    runs, pairs = tables_of(tmp_path, [full], sizes=(512,), patches=(16,), variants={"flash": VARIANTS["flash"]})
     fig = figures.draw("fig2_hardware", runs=runs, pairs=pairs, pipeline=PIPELINE, reference=REFERENCE,
                        variants=["flash"], profiles=PROFILES)
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "time to train (min)"

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mammoscale import flops, models
+from mammoscale.plan import flops, vit
+from mammoscale.train import models
 
 
 @pytest.mark.parametrize("family, attention, size, image, patch, channels", [
@@ -20,15 +21,15 @@ def test_forward_flops_match_torchs_counter(family, attention, size, image, patc
     with FlopCounterMode(display=False) as counter:
         model(torch.randn(batch, channels, image, image))
     measured = counter.get_total_flops() / batch
-    tokens = models.seq_len(family, image, patch)
-    analytic = flops.forward_flops_per_image(size, tokens=tokens, patch_size=patch, channels=channels)
+    tokens = vit.seq_len(family, image, patch)
+    analytic = flops.forward_flops_per_image(size, seq_len=tokens, patch_size=patch, channels=channels)
     assert measured == pytest.approx(analytic, rel=1e-3)
 
 
 def test_training_is_three_forward_passes_and_attention_grows_quadratically():
-    forward = flops.forward_flops_per_image("vit-base", tokens=4096, patch_size=16, channels=3)
-    assert flops.train_flops_per_image("vit-base", tokens=4096, patch_size=16, channels=3) == 3 * forward
-    short = flops.forward_flops_per_image("vit-base", tokens=1024, patch_size=16, channels=3)
+    forward = flops.forward_flops_per_image("vit-base", seq_len=4096, patch_size=16, channels=3)
+    assert flops.train_flops_per_image("vit-base", seq_len=4096, patch_size=16, channels=3) == 3 * forward
+    short = flops.forward_flops_per_image("vit-base", seq_len=1024, patch_size=16, channels=3)
     assert 4 < forward / short < 16
 
 

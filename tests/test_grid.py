@@ -7,14 +7,17 @@ import sys
 
 import pytest
 import torch
-import yaml
-from conftest import REPO
 
-from mammoscale import checkpoint, grid
+from mammoscale import files
+from mammoscale.config import defaults
 from mammoscale.errors import UserError
-from mammoscale.settings import Settings
+from mammoscale.plan import grid
+from mammoscale.plan.grid import Cell
+from mammoscale.plan.launch import launch_command
+from mammoscale.plan.settings import Settings
+from mammoscale.train import checkpoint, run_job
 
-TRAIN = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["train"]
+TRAIN = defaults()["train"]
 CPU = {"launcher": "none", "nodes": 1, "gpus_per_node": 0, "micro_batch": 1, "precision": "fp32"}
 GPU8 = {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8, "micro_batch": 64, "peak_tflops": 312.0}
 
@@ -32,57 +35,62 @@ def test_unknown_hardware_is_named():
 
 
 def test_a_cell_takes_its_profile_variant_and_train_settings():
-    cell = grid.cell_settings(hardware="xe9680", profile=GPU8, variant="hf-eager",
-                              variant_spec={"model": "hf", "attention": "eager"}, image_size=512, patch_size=16,
-                              train=TRAIN, cache_root="results/cache", local_scratch="/local")
+    cell = grid.cell_settings(Cell("xe9680", "hf-eager", 512, 16), profile=GPU8,
+                              variant={"family": "hf", "attention": "eager"}, train=TRAIN, cache_root="results/cache",
+                              local_scratch="/local")
     settings = Settings.from_dict(cell)
     assert settings.backend == "ddp" and settings.device == "cuda" and settings.micro_batch == 64
-    assert settings.model == "hf" and settings.peak_tflops == 312.0 and settings.local_scratch == "/local"
-    assert settings.precision == TRAIN["precision"]
-    cpu = grid.cell_settings(hardware="local-cpu", profile=CPU, variant="flash",
-                             variant_spec={"model": "xtransformers", "attention": "flash"}, image_size=256,
-                             patch_size=8, train=TRAIN, cache_root="c", local_scratch=None)
+    assert settings.family == "hf" and settings.peak_tflops == 312.0 and settings.local_scratch == "/local"
+    assert settings.precision == TRAIN["precision"] and settings.mode == TRAIN["mode"] == "throughput"
+    cpu = grid.cell_settings(Cell("local-cpu", "flash", 256, 8), profile=CPU,
+                             variant={"family": "xtransformers", "attention": "flash"}, train=TRAIN, cache_root="c",
+                             local_scratch=None)
     assert cpu["precision"] == "fp32" and cpu["device"] == "cpu" and cpu["backend"] == "none"
+    full = grid.cell_settings(Cell("local-cpu", "flash", 256, 8), profile=CPU,
+                              variant={"family": "xtransformers", "attention": "flash"},
+                              train={**TRAIN, "full_mode_at": [{"image_size": 256, "patch_size": 8}]},
+                              cache_root="c", local_scratch=None)
+    assert full["mode"] == "full" and "full_mode_at" not in full and Settings.from_dict(full).mode == "full"
 
 
 def test_launch_commands(tmp_path):
     target = ["-m", "mammoscale.train", "--cell", "c.yaml", "--out", "out"]
-    assert grid.launch_command(CPU, "c.yaml", "out") == [sys.executable, *target]
-    single = grid.launch_command(GPU8, "c.yaml", "out")
+    assert launch_command(CPU, "c.yaml", "out") == [sys.executable, *target]
+    single = launch_command(GPU8, "c.yaml", "out")
     assert single[0].endswith("torchrun") and single[1:3] == ["--standalone", "--nproc-per-node=8"]
-    multi = grid.launch_command({**GPU8, "nodes": 4}, "c.yaml", "out")
+    multi = launch_command({**GPU8, "nodes": 4}, "c.yaml", "out")
     assert multi[:3] == ["srun", "--ntasks=32", "--ntasks-per-node=8"] and multi[-6:] == target
-    horovod = grid.launch_command({"launcher": "horovod", "nodes": 1, "gpus_per_node": 0, "micro_batch": 1},
+    horovod = launch_command({"launcher": "horovod", "nodes": 1, "gpus_per_node": 0, "micro_batch": 1},
                                   "c.yaml", "out")
     assert horovod[0].endswith("horovodrun") and horovod[1:5] == ["-np", "1", "-H", "localhost:1"]
     assert "--gloo" in horovod
-    hosts = grid.launch_command({"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1},
+    hosts = launch_command({"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1},
                                 "c.yaml", "out", env={"SLURM_JOB_NODELIST": "gpu[1-2]"})
     assert hosts[1:5] == ["-np", "8", "-H", "gpu1:4,gpu2:4"] and "--gloo" not in hosts
     with pytest.raises(UserError, match="inside a SLURM allocation"):
-        grid.launch_command({"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1}, "c", "o",
+        launch_command({"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1}, "c", "o",
                             env={})
     with pytest.raises(UserError, match="launcher none runs one process"):
-        grid.launch_command({**CPU, "nodes": 2}, "c", "o")
+        launch_command({**CPU, "nodes": 2}, "c", "o")
 
 
 def job_cell(cache_root, **overrides):
-    return {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "epochs": 2, "global_batch": 8,
-            "micro_batch": 8, "loader_workers": 0, "precision": "fp32", **overrides}
+    return {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "mode": "full", "epochs": 2,
+            "global_batch": 8, "micro_batch": 8, "loader_workers": 0, "precision": "fp32", **overrides}
 
 
 def test_a_job_drops_a_finished_or_foreign_checkpoint_and_resumes_an_unfinished_one(train_cache, tmp_path):
     launch = {"launcher": "none", "nodes": 1, "gpus_per_node": 0}
-    first = grid.run_job(job_cell(train_cache), launch, tmp_path)
+    first = run_job(job_cell(train_cache), launch, tmp_path)
     assert first["status"] == "ok" and (tmp_path / "cell.yaml").is_file()
-    again = grid.run_job(job_cell(train_cache), launch, tmp_path)  # --forcerun of a finished cell: redo it
+    again = run_job(job_cell(train_cache), launch, tmp_path)  # --forcerun of a finished cell: redo it
     assert again["resumed_from_epoch"] is None and again["steps"] == first["steps"]
     state = torch_load(tmp_path)
     state["epoch"] = 1
     checkpoint.save(tmp_path, state)  # as if the job had been preempted after epoch 1
-    resumed = grid.run_job(job_cell(train_cache), launch, tmp_path)
+    resumed = run_job(job_cell(train_cache), launch, tmp_path)
     assert resumed["resumed_from_epoch"] == 1
-    changed = grid.run_job(job_cell(train_cache, lr=1e-4), launch, tmp_path)  # the config changed: start afresh
+    changed = run_job(job_cell(train_cache, lr=1e-4), launch, tmp_path)  # the config changed: start afresh
     assert changed["resumed_from_epoch"] is None
 
 
@@ -92,30 +100,22 @@ def torch_load(out_dir):
 
 def test_a_failed_cell_fails_the_job_and_keeps_its_record_apart(train_cache, tmp_path):
     with pytest.raises(UserError, match="failed: the training loss became nan"):
-        grid.run_job(job_cell(train_cache, lr=1e12, warmup_fraction=0, epochs=3),
+        run_job(job_cell(train_cache, lr=1e12, warmup_fraction=0, epochs=3),
                      {"launcher": "none", "nodes": 1, "gpus_per_node": 0}, tmp_path)
     # Snakemake removes a failed job's metrics.json; the record stays for the tables
     assert not (tmp_path / "metrics.json").exists()
-    record = json.loads((tmp_path / grid.FAILED_RECORD).read_text())
+    record = json.loads((tmp_path / files.FAILED_METRICS).read_text())
     assert record["status"] == "failed" and "nan" in record["message"]
     # the next attempt starts without it
-    grid.run_job(job_cell(train_cache, checkpoint=False), {"launcher": "none", "nodes": 1, "gpus_per_node": 0},
+    run_job(job_cell(train_cache, checkpoint=False), {"launcher": "none", "nodes": 1, "gpus_per_node": 0},
                  tmp_path)
-    assert (tmp_path / "metrics.json").is_file() and not (tmp_path / grid.FAILED_RECORD).exists()
+    assert (tmp_path / "metrics.json").is_file() and not (tmp_path / files.FAILED_METRICS).exists()
 
 
 def test_a_launched_job_reads_the_metrics_its_processes_wrote(train_cache, tmp_path):
-    result = grid.run_job(job_cell(train_cache, backend="ddp", checkpoint=False),
+    result = run_job(job_cell(train_cache, backend="ddp", checkpoint=False),
                           {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 0}, tmp_path)
     assert result["status"] == "ok" and result["backend"] == "ddp"
-
-
-def test_the_snakefile_can_import_the_grid_without_torch():
-    """Every SLURM job parses the Snakefile again: importing torch there would cost seconds per job."""
-    import subprocess
-
-    code = "import sys, mammoscale.grid; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_extra_cells_join_the_grid_once_and_are_checked():

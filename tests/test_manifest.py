@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mammoscale import manifest
+from mammoscale.files import BREAST_TABLE, image_path
+from mammoscale.dataset import manifest
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -17,7 +18,7 @@ def write_dataset(root, rows, *, files=True):
     frame.to_csv(root / "train.csv", index=False)
     if files:
         for r in rows:
-            path = manifest.image_path(root, str(r["patient_id"]), str(r["image_id"]))
+            path = image_path(root, str(r["patient_id"]), str(r["image_id"]))
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(b"")
@@ -38,7 +39,7 @@ def build(root, **kwargs):
 def test_one_row_per_complete_breast(tmp_path):
     rows = breast(1, "L") + breast(1, "R", cancer=1) + breast(2, "L")
     breasts, excluded, counts = build(write_dataset(tmp_path, rows))
-    assert list(breasts.columns) == list(manifest.BREAST_COLUMNS)
+    assert list(breasts.columns) == list(BREAST_TABLE.columns)
     assert breasts["breast_id"].tolist() == ["1_L", "1_R", "2_L"]
     assert breasts.loc[breasts["breast_id"] == "1_R", ["cc_image_id", "mlo_image_id", "label"]].values.tolist() == [
         [15, 16, 1]]
@@ -95,7 +96,7 @@ def test_duplicated_image_ids_exclude_every_copy(tmp_path):
 def test_missing_files_and_incomplete_breasts(tmp_path):
     rows = breast(1, "L") + breast(2, "L", views=("CC",)) + breast(3, "R", views=("MLO",)) + breast(4, "L")
     root = write_dataset(tmp_path, rows)
-    manifest.image_path(root, "4", str(rows[-1]["image_id"])).unlink()
+    image_path(root, "4", str(rows[-1]["image_id"])).unlink()
     breasts, excluded, counts = build(root)
     assert breasts["breast_id"].tolist() == ["1_L"]
     reasons = sorted(zip(excluded["reason"], excluded["patient_id"].astype(str), strict=True))

@@ -9,7 +9,10 @@ import jsonschema
 import pytest
 
 from conftest import REPO
-from mammoscale import metrics
+import torch
+
+from mammoscale import files
+from mammoscale.train import record as records
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,7 @@ def record(train_cache, tmp_path_factory) -> dict:
 
 
 def test_the_workflow_schema_is_the_package_schema():
-    assert json.loads((REPO / "workflow/schemas/metrics.schema.json").read_text()) == metrics.schema()
+    assert json.loads((REPO / "workflow/schemas/metrics.schema.json").read_text()) == files.metrics_schema()
 
 
 def test_every_field_of_the_design_contract_is_required():
@@ -30,7 +33,7 @@ def test_every_field_of_the_design_contract_is_required():
                 "epochs global_batch micro_batch grad_accum world_size throughput_img_s step_time_s epoch_times_s "
                 "train_time_s peak_mem_bytes flops_per_img achieved_tflops mfu val_auc val_pf1 loss_curve env "
                 "config").split()
-    assert set(contract) <= set(metrics.schema()["required"])
+    assert set(contract) <= set(files.metrics_schema()["required"])
 
 
 @pytest.mark.parametrize("change", [
@@ -46,15 +49,15 @@ def test_a_broken_record_is_refused(record, change):
     broken = copy.deepcopy(record)
     change(broken)
     with pytest.raises(jsonschema.ValidationError):
-        metrics.validate(broken)
+        files.validate_metrics(broken)
 
 
 def test_write_validates_first_and_leaves_no_temporary_file(record, tmp_path):
     broken = {**record, "status": "crashed"}
     with pytest.raises(jsonschema.ValidationError):
-        metrics.write(broken, tmp_path / "metrics.json")
+        files.write_metrics(broken, tmp_path / "metrics.json")
     assert list(tmp_path.iterdir()) == []
-    metrics.write(record, tmp_path / "deep" / "metrics.json")
+    files.write_metrics(record, tmp_path / "deep" / "metrics.json")
     assert [p.name for p in (tmp_path / "deep").iterdir()] == ["metrics.json"]
 
 
@@ -64,5 +67,5 @@ def test_provenance(record, monkeypatch):
     assert len(env["git_commit"].split("+")[0]) == 40
     monkeypatch.setenv("MAMMOSCALE_GIT_COMMIT", "abc123")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    env = metrics.environment(["cpu"], "cpu", "none")
+    env = records.environment(torch.device("cpu"), "none")
     assert env["git_commit"] == "abc123" and env["slurm_job_id"] == "4242" and env["device_count"] == 0

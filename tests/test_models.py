@@ -7,7 +7,8 @@ import contextlib
 import pytest
 import torch
 
-from mammoscale import models
+from mammoscale.plan import vit
+from mammoscale.train import models
 
 
 def pair(family: str, first: str, second: str, **shape):
@@ -97,15 +98,15 @@ def test_flash_attention_2_without_the_package_is_unavailable():
     ("xtransformers", "flash", "vit-tiny", 64, 8, 2, "channels must be 1 or 3"),
 ])
 def test_impossible_models_are_refused_with_a_sentence(family, attention, size, image, patch, channels, message):
-    with pytest.raises(models.ModelError, match=message):
+    with pytest.raises(vit.ModelError, match=message):
         models.build(family, attention, size, image_size=image, patch_size=patch, channels=channels)
 
 
 def test_three_channels_and_sequence_lengths():
     model = models.build("xtransformers", "flash", "vit-tiny", image_size=64, patch_size=16, channels=3)
-    assert model(torch.randn(2, 3, 64, 64)).shape == (2, models.NUM_CLASSES)
-    assert models.seq_len("xtransformers", 1024, 16) == 4096
-    assert models.seq_len("hf", 1024, 16) == 4097
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, vit.NUM_CLASSES)
+    assert vit.seq_len("xtransformers", 1024, 16) == 4096
+    assert vit.seq_len("hf", 1024, 16) == 4097
 
 
 def test_both_families_build_the_same_vit_base():

@@ -8,7 +8,11 @@ from html.parser import HTMLParser
 import pytest
 from records import VARIANTS, record, write
 
-from mammoscale import aggregate, captions, claims, grid, report
+from mammoscale import files
+from mammoscale.plan import grid
+from mammoscale.report import captions, claims, tables
+from mammoscale.report import page as report
+from mammoscale.report.snapshot import snapshot
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 REFERENCE = {"hardware": "xe9680", "variant": "flash", "image_size": 512, "patch_size": 16}
@@ -85,9 +89,9 @@ def build(tmp_path, pngs, records, failed=()):
     for rec in records:
         write(runs_root, rec)
     for rec in failed:
-        write(runs_root, rec, grid.FAILED_RECORD)
+        write(runs_root, rec, files.FAILED_METRICS)
     cells = grid.cells([384, 512], [16, 32], VARIANTS, ["xe9680"])
-    aggregate.write_tables(cells, VARIANTS, runs_root, tmp_path / "runs.csv", tmp_path / "speedups.csv")
+    tables.write_tables(cells, VARIANTS, runs_root, tmp_path / "runs.csv", tmp_path / "speedups.csv")
     (tmp_path / "counts.json").write_text(json.dumps(COUNTS))
     (tmp_path / "preprocess.json").write_text(json.dumps(PREPROCESS))
     verdicts = report.build(tmp_path / "report.html", runs_csv=tmp_path / "runs.csv",
@@ -161,13 +165,12 @@ def test_text_from_records_is_escaped(tmp_path, pngs):
 def test_snapshot_draws_the_report_of_what_finished_so_far(tmp_path):
     runs_root = tmp_path / "runs"
     write(runs_root, record("xe9680", "flash", 512, 16, throughput=300.0))
-    write(runs_root, record("xe9680", "hf-eager", 512, 16, "failed", message="loss nan"), grid.FAILED_RECORD)
+    write(runs_root, record("xe9680", "hf-eager", 512, 16, "failed", message="loss nan"), files.FAILED_METRICS)
     cells = grid.cells([384, 512], [16, 32], VARIANTS, ["xe9680"])
     out = tmp_path / "snapshot"
     missing = str(tmp_path / "nothing")
-    report.snapshot(out, cells=cells, variants=VARIANTS, runs_root=runs_root,
-                    pipeline={"images": [missing], "views_benchmarks": [missing], "tiles": [missing],
-                              "tiles_benchmarks": [missing]},
+    snapshot(out, cells=cells, variants=VARIANTS, runs_root=runs_root,
+                    pipeline={"stage1": [("0000", missing, missing)], "stage2": [(512, "0000", missing, missing)]},
                     contact_sheets={512: missing}, manifest_counts=missing, preprocess_summary=missing,
                     run_config=RUN_CONFIG, reference=REFERENCE, baseline=None, tolerance=0.15,
                     invocation="snakemake {profile}", dpi=40, vector_format="pdf")
@@ -176,7 +179,7 @@ def test_snapshot_draws_the_report_of_what_finished_so_far(tmp_path):
     assert "snapshot of the cells finished so far" in page
     assert "12 cells configured: 1 ok, 1 failed, 10 not run." in page and "loss nan" in page
     assert sorted(p.name for p in (out / "figures").glob("*.pdf")) == sorted(f"{n}.pdf" for n in captions.FIGURES)
-    runs = aggregate.read_runs(out / "runs.csv")
+    runs = files.read_runs(out / "runs.csv")
     assert list(runs["status"]).count("ok") == 1 and list(runs["status"]).count("failed") == 1
 
 

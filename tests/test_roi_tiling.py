@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mammoscale import phantom, roi, tiling
+from mammoscale.preprocess import roi, tiling
+from mammoscale.synthetic import phantom
 
 SHAPE = (400, 300)
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mammoscale import scores
+from mammoscale.train import scores
 
 
 def brute_auc(label, score) -> float:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 from mammoscale.errors import UserError
-from mammoscale.settings import Settings, SettingsError
+from mammoscale.config import defaults
+from mammoscale.plan.settings import Settings, SettingsError
 
 BASE = {"image_size": 64, "patch_size": 16, "cache_root": "results/cache"}
 
 
 def test_defaults_and_required():
     settings = Settings.from_dict(BASE)
-    assert settings.model == "xtransformers" and settings.attention == "flash" and settings.precision == "bf16"
+    assert settings.family == "xtransformers" and settings.attention == "flash" and settings.precision == "bf16"
     with pytest.raises(SettingsError, match="cache_root are required"):
         Settings.from_dict({"image_size": 64, "patch_size": 16})
 
@@ -64,3 +65,11 @@ def test_a_global_batch_that_does_not_divide_is_refused():
     settings = Settings.from_dict({**BASE, "global_batch": 100, "micro_batch": 24})
     with pytest.raises(SettingsError, match="global batch 100 is not a multiple of micro-batch 24 x 4"):
         settings.grad_accum(4)
+
+
+def test_the_train_defaults_are_the_configurations():
+    """One owner: a cell's ``train.*`` defaults are the config schema's, not a copy."""
+    settings = Settings.from_dict(BASE).as_dict()
+    shared = {key: value for key, value in defaults()["train"].items() if key in settings}
+    assert shared and {key: settings[key] for key in shared} == shared
+    assert set(defaults()["train"]) - set(shared) == {"full_mode_at"}  # a grid key, not a cell's

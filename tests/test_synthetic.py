@@ -10,7 +10,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from mammoscale import dicom, phantom, synthetic
+from mammoscale import dicom, files, synthetic
+from mammoscale.synthetic import phantom
 
 SHAPE = (256, 192)
 
@@ -65,7 +66,7 @@ def headers(dataset, table) -> pd.DataFrame:
 
 
 def test_rsna_layout_and_columns(dataset, table):
-    assert list(table.columns) == list(synthetic.RSNA_COLUMNS)
+    assert list(table.columns) == list(files.RSNA_COLUMNS)
     assert table["image_id"].is_unique
     for r in table.itertuples():
         assert (dataset / "train_images" / str(r.patient_id) / f"{r.image_id}.dcm").is_file()

@@ -20,15 +20,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from mammoscale import checkpoint, data, metrics, train
+from mammoscale import files, train
 from mammoscale.errors import UserError
+from mammoscale.train import batches, checkpoint, cli, loop, models, optim
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def cell(cache_root: Path, **overrides) -> dict:
-    base = {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "epochs": 1, "global_batch": 8,
-            "micro_batch": 4, "loader_workers": 0, "lr": 1e-3}
+    base = {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "mode": "full", "epochs": 1,
+            "global_batch": 8, "micro_batch": 4, "loader_workers": 0, "lr": 1e-3}
     return {**base, **overrides}
 
 
@@ -41,7 +42,7 @@ def run_cli(out: Path, settings: dict, **popen) -> subprocess.Popen:
 def test_a_cell_writes_schema_valid_metrics(train_cache, tmp_path):
     result = train.run_cell(cell(train_cache, epochs=2), tmp_path)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    metrics.validate(on_disk)
+    files.validate_metrics(on_disk)
     assert on_disk == json.loads(json.dumps(result))
     assert result["status"] == "ok" and result["message"] is None
     assert result["steps"] == 2 * (19 // 8) == len(result["loss_curve"])
@@ -92,16 +93,16 @@ def test_throughput_mode_runs_a_fixed_number_of_steps(train_cache, tmp_path):
 
 @pytest.mark.parametrize("attention, kernel", [("eager", "materialised"), ("sdpa", "sdpa-flash-cpu")])
 def test_hugging_face_vit_cells(train_cache, tmp_path, attention, kernel):
-    result = train.run_cell(cell(train_cache, model="hf", attention=attention, variant=f"hf-{attention}",
+    result = train.run_cell(cell(train_cache, family="hf", attention=attention, variant=f"hf-{attention}",
                                  channels=3, checkpoint=False), tmp_path)
     assert result["status"] == "ok" and result["attention_backend"] == kernel
     assert result["seq_len"] == 17 and result["model"] == "hf/vit-tiny"
 
 
 def test_a_kernel_this_machine_cannot_run_is_skipped(train_cache, tmp_path):
-    result = train.run_cell(cell(train_cache, model="hf", attention="flash_attention_2"), tmp_path)
+    result = train.run_cell(cell(train_cache, family="hf", attention="flash_attention_2"), tmp_path)
     assert result["status"] == "skipped" and "flash_attention_2" in result["message"]
-    metrics.validate(json.loads((tmp_path / "metrics.json").read_text()))
+    files.validate_metrics(json.loads((tmp_path / "metrics.json").read_text()))
 
 
 def test_cache_staged_to_local_scratch(train_cache, tmp_path):
@@ -113,7 +114,7 @@ def test_cache_staged_to_local_scratch(train_cache, tmp_path):
 
 def test_a_nan_loss_fails_the_cell_with_a_message(train_cache, tmp_path):
     settings = cell(train_cache, micro_batch=8, epochs=3, lr=1e12, warmup_fraction=0)
-    code = train.main(["--out", str(tmp_path), *[f"{k}={v}" for k, v in settings.items()]])
+    code = cli.main(["--out", str(tmp_path), *[f"{k}={v}" for k, v in settings.items()]])
     result = json.loads((tmp_path / "metrics.json").read_text())
     assert code == 1
     assert result["status"] == "failed" and "the training loss became nan" in result["message"]
@@ -194,7 +195,7 @@ def test_an_unexpected_error_still_leaves_a_failed_record(train_cache, tmp_path,
     def broken(*args, **kwargs):
         raise RuntimeError("broken input pipeline")
 
-    monkeypatch.setattr(train.data, "to_model_input", broken)
+    monkeypatch.setattr(batches, "to_model_input", broken)
     with pytest.raises(RuntimeError, match="broken input pipeline"):
         train.run_cell(cell(train_cache), tmp_path)
     result = json.loads((tmp_path / "metrics.json").read_text())
@@ -221,20 +222,20 @@ def test_a_bad_setting_on_the_command_line_is_one_line(tmp_path):
 
 def test_parse_cell_refuses_malformed_input(tmp_path):
     with pytest.raises(UserError, match="expected key=value"):
-        train.parse_cell(None, ["epochs"])
+        cli.parse_cell(None, ["epochs"])
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="must hold a mapping"):
-        train.parse_cell(str(tmp_path / "list.yaml"), [])
+        cli.parse_cell(str(tmp_path / "list.yaml"), [])
     with pytest.raises(UserError, match="cannot read cell file"):
-        train.parse_cell(str(tmp_path / "absent.yaml"), [])
+        cli.parse_cell(str(tmp_path / "absent.yaml"), [])
 
 
 def test_learning_rate_warms_up_then_decays():
-    lr = [train.learning_rate(s, total=100, warmup=10, base=1.0, min_fraction=0.1, scale=1) for s in range(100)]
+    lr = [optim.learning_rate(s, total=100, warmup=10, base=1.0, min_fraction=0.1, scale=1) for s in range(100)]
     assert lr[0] == pytest.approx(0.1) and lr[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
     assert lr[-1] == pytest.approx(0.1, abs=1e-3)
-    scaled = train.learning_rate(10, total=100, warmup=10, base=1.0, min_fraction=0.0, scale=4)
+    scaled = optim.learning_rate(10, total=100, warmup=10, base=1.0, min_fraction=0.0, scale=4)
     assert scaled == pytest.approx(4.0)
 
 
@@ -243,7 +244,7 @@ def test_the_forced_flash_context_of_cuda_holds_across_steps(train_cache, tmp_pa
     admits the CPU flash kernel, so the same code path (a fresh context per step) runs here."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    monkeypatch.setattr(train.models, "kernel_context", lambda attention, device: sdpa_kernel(
+    monkeypatch.setattr(models, "kernel_context", lambda attention, device: sdpa_kernel(
         [SDPBackend.FLASH_ATTENTION]))
     result = train.run_cell(cell(train_cache, epochs=2, checkpoint=False), tmp_path)
     assert result["status"] == "ok" and result["steps"] == 4 and result["val_auc"] is not None
@@ -251,7 +252,7 @@ def test_the_forced_flash_context_of_cuda_holds_across_steps(train_cache, tmp_pa
 
 
 def test_long_runs_report_progress_in_the_log(train_cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 0.0)
     train.run_cell(cell(train_cache, epochs=2, checkpoint=False), tmp_path)
     lines = [line for line in (tmp_path / "train.log").read_text().splitlines() if " step " in line]
     assert [line.split(" step ")[1].split(":")[0] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
@@ -262,15 +263,15 @@ def test_input_wait_is_measured_and_shows_a_slow_loader(train_cache, tmp_path, m
     settings = cell(train_cache, mode="throughput", timing_warmup_steps=1, timed_steps=2, data_on_device="no")
     fast = train.run_cell(settings, tmp_path / "fast")
     assert 0 <= fast["input_wait_fraction"] < 1 and fast["loader_img_s"] > 0
-    metrics.validate(fast)
+    files.validate_metrics(fast)
 
-    original = data.Split.__getitem__
+    original = batches.Split.__getitem__
 
     def slow(self, i):
         time.sleep(0.1)
         return original(self, i)
 
-    monkeypatch.setattr(data.Split, "__getitem__", slow)
+    monkeypatch.setattr(batches.Split, "__getitem__", slow)
     starved = train.run_cell(settings, tmp_path / "slow")
     # 8 images a step at >= 0.1 s each: the loop waits >= 0.8 s a step for input
     assert starved["loader_img_s"] < 10.5

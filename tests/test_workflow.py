@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,9 @@ WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs")
 AFTER_CELLS = {"aggregate": 1, "figure": 7, "study_report": 1}  # tables, figures and report: after any cell changes
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
-                            timeout=600)
+                            timeout=600, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -51,7 +52,7 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("wf"))
-    snakemake(workdir, "--cores", "2", "all", "decode_qc", "--configfile", "config/test.yaml")
+    snakemake(workdir, "--cores", "2", "all", "decode_audit", "--configfile", "config/test.yaml")
     return workdir
 
 
@@ -73,7 +74,7 @@ def test_all_builds_the_manifest_the_cache_and_its_qc(finished_run):
 
 
 def test_every_cell_of_the_grid_trained(finished_run):
-    from mammoscale import metrics
+    from mammoscale import files
 
     runs = sorted((finished_run / "results" / "runs").rglob("metrics.json"))
     cells = {p.relative_to(finished_run / "results" / "runs").parent.as_posix() for p in runs}
@@ -81,7 +82,7 @@ def test_every_cell_of_the_grid_trained(finished_run):
                      for variant in ("flash", "materialised") for size in (64, 128)}
     for path in runs:
         record = json.loads(path.read_text())
-        metrics.validate(record)
+        files.validate_metrics(record)
         assert record["status"] == "ok" and record["mode"] == "throughput" and record["throughput_img_s"] > 0
         hardware = path.parts[-4]
         assert record["hardware"] == hardware
@@ -143,10 +144,10 @@ def test_a_figure_option_redraws_only_figures_and_report(finished_run, override)
 
 
 def test_the_tables_hold_what_the_cells_recorded(finished_run):
-    from mammoscale import aggregate
+    from mammoscale import files
 
     results = finished_run / "results"
-    runs = aggregate.read_runs(results / "tables" / "runs.csv")
+    runs = files.read_runs(results / "tables" / "runs.csv")
     assert len(runs) == 8 and set(runs["status"]) == {"ok"}
     for _, row in runs.iterrows():
         record = json.loads((finished_run / row["run_dir"] / "metrics.json").read_text())
@@ -170,7 +171,7 @@ def test_the_tables_hold_what_the_cells_recorded(finished_run):
 
 
 def test_all_draws_every_figure_and_the_report(finished_run):
-    from mammoscale import captions
+    from mammoscale.report import captions
 
     results = finished_run / "results"
     for name in captions.FIGURES:
@@ -217,17 +218,18 @@ def test_too_many_decode_failures_stop_the_cache_and_keep_the_errors(finished_ru
     assert errors["file"].tolist() == [str(victim.relative_to(data))] and errors["error_kind"].tolist() == ["not_dicom"]
 
 
-def test_decode_qc_audits_every_listed_image(finished_run):
+def test_decode_audit_decodes_every_listed_image(finished_run):
     data = finished_run / "results" / "data" / "synthetic"
     table = pd.read_csv(data / "train.csv")
-    counts = json.loads((finished_run / "results" / "qc" / "decode_summary.json").read_text())
-    summary = pd.read_csv(finished_run / "results" / "qc" / "decode_summary.csv")
+    counts = json.loads((finished_run / "results" / "qc" / "decode_audit.json").read_text())
+    summary = pd.read_csv(finished_run / "results" / "qc" / "decode_audit.csv")
     assert counts["images"] == counts["decoded"] == len(table) == len(summary)
     assert counts["errors"] == 0 and counts["unlisted_files"] == 0
     assert len(counts["transfer_syntaxes"]) == 4
     assert (summary["rows"] == 160).all()
     assert "breasts of 6 patients" in (finished_run / "results" / "logs" / "manifest.log").read_text()
-    for rule in ("synthetic_data", "decode_qc"):
+    assert counts["decoders"] and sum(counts["decoders"].values()) == counts["decoded"]
+    for rule in ("synthetic_data", "decode_audit"):
         log = (finished_run / "results" / "logs" / f"{rule}.log").read_text()
         assert "100%" in log, f"{rule} reports progress in its log"
         assert (finished_run / "results" / "benchmarks" / f"{rule}.tsv").is_file()
@@ -244,8 +246,8 @@ def test_rsna_source_reads_an_existing_directory_without_generating(finished_run
     result = snakemake(workdir, "-n", "all", "--config", f"data={{source: rsna, root: {root}}}")
     jobs = planned_jobs(result)
     assert jobs["manifest"] == 1 and "synthetic_data" not in jobs
-    snakemake(workdir, "-c2", "decode_qc", "--config", f"data={{source: rsna, root: {root}}}")
-    counts = json.loads((workdir / "results" / "qc" / "decode_summary.json").read_text())
+    snakemake(workdir, "-c2", "decode_audit", "--config", f"data={{source: rsna, root: {root}}}")
+    counts = json.loads((workdir / "results" / "qc" / "decode_audit.json").read_text())
     assert counts["decoded"] == len(pd.read_csv(root / "train.csv"))
 
 

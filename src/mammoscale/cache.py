@@ -1,11 +1,12 @@
-"""The tile cache on disk: memory-mappable shards, an index with checksums, and staging.
+"""The tile cache: random access to the tiles of one image size, their checks, and staging to scratch.
 
-Layout under ``cache.root`` (default ``results/cache``)::
+The contract between preprocessing (which writes it) and training (which reads it). Layout
+under ``cache.root`` (default ``results/cache``; the templates are :mod:`mammoscale.files`'s)::
 
     views/shard0007.npy          uint8 (n, 2, C, C/2): a shard's canonical CC and MLO views at
                                  C = cache.canonical_size, top-left aligned, zero padded
     views/shard0007.csv          one row per breast: offset, the views' real shapes, crc32 ...
-    views/shard0007.images.csv   one row per image: decode report, flip check, ROI, or error
+    views/shard0007.images.csv   one row per image: decode report, decoder, flip check, ROI, or error
     img512/shard0007.npy         uint8 (n, 512, 512): tiles (CC | MLO) of the shard's breasts
     img512/shard0007.csv         one row per tile: offset, crc32 of the tile, sha256 of the file
     img512/index.csv             every shard's rows: what open_tiles reads
@@ -18,96 +19,26 @@ can be verified.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import logging
 import os
 import shutil
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mammoscale import files
 from mammoscale.errors import UserError
 
 log = logging.getLogger(__name__)
-
-TILE_INDEX_COLUMNS = (
-    "breast_id",
-    "patient_id",
-    "laterality",
-    "label",
-    "split",
-    "shard",
-    "file",
-    "offset",
-    "crc32",
-    "shard_sha256",
-)
 
 
 class CacheError(UserError, RuntimeError):
     """The cache is missing, incomplete or corrupt; the message says which file and how."""
 
-
-# writing
-
-
-def size_dir(cache_root: Path | str, image_size: int) -> Path:
-    return Path(cache_root) / f"img{image_size}"
-
-
-@contextlib.contextmanager
-def atomic_array(path: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
-    """A writable memory map of ``shape`` (uint8, zeros) that becomes ``path`` only if the block ends cleanly."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if 0 in shape:  # an empty file cannot be memory-mapped
-            yield np.zeros(shape, np.uint8)
-            with open(tmp, "wb") as handle:  # np.save(path) would append ".npy" to the name
-                np.save(handle, np.zeros(shape, np.uint8))
-        else:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-            yield array
-            array.flush()
-            del array
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_csv(tmp, index=False)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def crc32(array: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(array).data)
 
 
 # reading
@@ -160,7 +91,7 @@ class Tiles(Sequence):
     def verify(self) -> None:
         """Check every shard file against the sha256 in the index; raise CacheError on the first mismatch."""
         for name, expected in self.index.groupby("file")["shard_sha256"].first().items():
-            actual = sha256_file(self.directory / name)
+            actual = files.sha256_file(self.directory / name)
             if actual != expected:
                 raise CacheError(f"{self.directory / name}: sha256 {actual[:12]}... does not match the index "
                                  f"({expected[:12]}...)")
@@ -168,13 +99,12 @@ class Tiles(Sequence):
 
 def open_tiles(cache_root: Path | str, image_size: int, *, verify: bool = False) -> Tiles:
     """Open the tiles of ``image_size`` under ``cache_root`` (see the module docstring for the layout)."""
-    directory = size_dir(cache_root, image_size)
-    index_path = directory / "index.csv"
+    index_path = files.under(cache_root, files.TILE_INDEX, image_size=image_size)
+    directory = index_path.parent
     if not index_path.is_file():
         raise CacheError(f"{index_path} not found: build the cache for img{image_size} first (snakemake cache)")
-    index = pd.read_csv(index_path, dtype={"patient_id": np.int64, "breast_id": str, "file": str, "split": str,
-                                           "shard_sha256": str})
-    missing = [c for c in TILE_INDEX_COLUMNS if c not in index.columns]
+    index = files.TILE_TABLE.read(index_path)
+    missing = files.TILE_TABLE.missing(index)
     if missing:
         raise CacheError(f"{index_path} lacks column(s) {', '.join(missing)}: rebuild the cache")
     tiles = Tiles(directory, image_size, index)
@@ -193,28 +123,29 @@ def stage(cache_root: Path | str, image_size: int, scratch: Path | str) -> Path:
     wait and reuse). A copy is reused when its index matches the source's index; every file
     is checked against its sha256 as it is copied. Returns a root for :func:`open_tiles`.
     """
-    source = size_dir(cache_root, image_size)
-    source_index = source / "index.csv"
+    source_index = files.under(cache_root, files.TILE_INDEX, image_size=image_size)
+    source = source_index.parent
     if not source_index.is_file():
         raise CacheError(f"{source_index} not found: build the cache for img{image_size} first")
     key = hashlib.sha256(str(Path(cache_root).resolve()).encode()).hexdigest()[:12]
-    staged_root = Path(scratch) / f"mammoscale-cache-{key}"
-    target = size_dir(staged_root, image_size)
+    staged_root = files.under(scratch, files.STAGED, key=key)
+    target = files.under(staged_root, files.TILE_INDEX, image_size=image_size).parent
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".img{image_size}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / "index.csv").is_file() and (target / "index.csv").read_bytes() == source_index.read_bytes():
+        staged_index = target / source_index.name
+        if staged_index.is_file() and staged_index.read_bytes() == source_index.read_bytes():
             log.info("cache for img%d already staged at %s", image_size, target)
             return staged_root
         shutil.rmtree(target, ignore_errors=True)
         partial = target.with_name(f".{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        index = pd.read_csv(source_index, dtype=str)
+        index = files.TILE_TABLE.read(source_index)
         total = 0
         for name, expected in index.groupby("file")["shard_sha256"].first().items():
             total += _copy_verified(source / name, partial / name, expected)
-        shutil.copyfile(source_index, partial / "index.csv")
+        shutil.copyfile(source_index, partial / source_index.name)
         os.replace(partial, target)
         log.info("staged %d tiles of img%d (%.1f MB) to %s", len(index), image_size, total / 1e6, target)
     return staged_root

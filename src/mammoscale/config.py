@@ -1,17 +1,66 @@
-"""Configuration helpers used by the Snakefile before it validates the config.
+"""The configuration: its schema, its defaults, and the check that refuses a bad one in one line.
+
+The schema (``mammoscale/schemas/config.schema.yaml``, linked from ``workflow/schemas/``) owns
+every key's type, range, meaning and default. :func:`load` is what the Snakefile calls first:
+it types back ``--config`` strings, fills in every default the config files leave out, and
+validates, so that everything after it reads a complete config. Library code that needs a
+default (the synthetic set's command line, :func:`mammoscale.preprocess.chain.build_cache`)
+asks :func:`defaults`, never a copy of its own.
 
 Snakemake parses a nested ``--config`` value (``--config grid="{image_sizes: [64, 96]}"``)
-with YAML's base loader, which keeps every scalar a string: ``"64"``. Validation would then
-refuse the user's perfectly good override. :func:`coerce_scalars` gives back their types to
-strings that YAML reads as numbers, booleans or null, and leaves every other string alone,
-so paths and names stay strings.
+with YAML's base loader, which keeps every scalar a string: ``"64"``. :func:`coerce_scalars`
+gives back their types to strings that YAML reads as numbers, booleans or null, and leaves
+every other string alone, so paths and names stay strings.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
+import functools
+from importlib import resources
 from typing import Any
 
 import yaml
+
+from mammoscale.errors import UserError
+
+_MISSING = object()
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value that is unknown, of the wrong type or out of range."""
+
+
+@functools.cache
+def schema() -> dict:
+    return yaml.safe_load(resources.files("mammoscale").joinpath("schemas/config.schema.yaml").read_text())
+
+
+def defaults() -> dict:
+    """Every default of the schema, as a config (a fresh copy)."""
+    return with_defaults({})
+
+
+def with_defaults(config: dict) -> dict:
+    """A copy of ``config`` with every key it leaves out set to the schema's default."""
+    filled = _fill(schema(), copy.deepcopy(config))
+    return {} if filled is _MISSING else filled
+
+
+def _fill(node: dict, value: Any) -> Any:
+    if value is _MISSING and "default" in node:
+        return copy.deepcopy(node["default"])
+    if "properties" in node and (value is _MISSING or isinstance(value, dict)):
+        value = {} if value is _MISSING else value
+        for key, child in node["properties"].items():
+            filled = _fill(child, value.get(key, _MISSING))
+            if filled is not _MISSING:
+                value[key] = filled
+    elif isinstance(node.get("additionalProperties"), dict) and isinstance(value, dict):
+        for key, item in value.items():
+            value[key] = _fill(node["additionalProperties"], item)
+    return value
 
 
 def coerce_scalars(value: Any) -> Any:
@@ -28,3 +77,28 @@ def coerce_scalars(value: Any) -> Any:
         if parsed is None or isinstance(parsed, (bool, int, float)):
             return parsed
     return value
+
+
+def validate(config: dict) -> None:
+    """Raise :class:`ConfigError` naming the first bad key (and, for a typo, the closest valid one)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return
+    where = ".".join(str(part) for part in error.absolute_path) or "the top level"
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, allowed, n=1))
+                 else repr(key) for key in unknown]
+        raise ConfigError(f"config: unknown key(s) {', '.join(hints)} in {where}; valid: {', '.join(allowed)}")
+    raise ConfigError(f"config: {where}: {error.message}")
+
+
+def load(config: dict) -> dict:
+    """The complete, valid config from what the config files and ``--config`` gave."""
+    complete = with_defaults(coerce_scalars(config))
+    validate(complete)
+    return complete

@@ -9,6 +9,7 @@ else with its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -38,3 +39,24 @@ def _report(kind, error, trace) -> None:
     else:
         logging.getLogger("mammoscale").error("unexpected error", exc_info=(kind, error, trace))
         sys.__excepthook__(kind, error, trace)
+
+
+@contextlib.contextmanager
+def also_to(path: Path | str | None, logger: str = "mammoscale"):
+    """Copy ``logger``'s INFO records into the file ``path`` too while the block runs (None: nothing)."""
+    if path is None:
+        yield
+        return
+    package = logging.getLogger(logger)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    level = package.level
+    package.addHandler(handler)
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+        handler.close()

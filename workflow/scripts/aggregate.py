@@ -1,8 +1,8 @@
-"""Snakemake adapter: rule aggregate -> mammoscale.aggregate.write_tables (runs.csv, speedups.csv)."""
+"""Snakemake adapter: rule aggregate -> mammoscale.report.tables.write_tables (runs.csv, speedups.csv)."""
 
-from mammoscale.aggregate import runs_root_of, write_tables
 from mammoscale.logs import configure
+from mammoscale.report.tables import write_tables
 
 configure(snakemake.log[0])
-write_tables(snakemake.params.cells, snakemake.params.variants, runs_root_of(snakemake.input),
-             snakemake.output.runs, snakemake.output.speedups)
+params = snakemake.params
+write_tables(params.cells, params.variants, params.runs_root, snakemake.output.runs, snakemake.output.speedups)

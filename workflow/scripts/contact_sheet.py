@@ -1,11 +1,8 @@
-"""Snakemake adapter: rule contact_sheet -> mammoscale.contact_sheet.draw."""
+"""Snakemake adapter: rule contact_sheet -> mammoscale.preprocess.contact_sheet.draw."""
 
-from pathlib import Path
-
-from mammoscale.contact_sheet import draw
 from mammoscale.logs import configure
+from mammoscale.preprocess.contact_sheet import draw
 
 configure(snakemake.log[0])
-index = Path(snakemake.input.index)
-draw(index.parent.parent, int(snakemake.wildcards.size), snakemake.output[0],
+draw(snakemake.params.cache_root, int(snakemake.wildcards.image_size), snakemake.output[0],
      n=snakemake.params.tiles, seed=snakemake.params.seed)

@@ -1,15 +1,13 @@
-"""Snakemake adapter: rule figure -> mammoscale.figures.draw + save (one figure, PNG and vector)."""
+"""Snakemake adapter: rule figure -> mammoscale.report.figures.draw, then plots.save (PNG and vector)."""
 
-import pandas as pd
-
-from mammoscale import aggregate, figures
+from mammoscale import files
 from mammoscale.logs import configure
+from mammoscale.report import figures, plots
 
 configure(snakemake.log[0])
-given = snakemake.input
-fig = figures.draw(snakemake.wildcards.figure, runs=aggregate.read_runs(given.runs),
-                   pairs=pd.read_csv(given.speedups, dtype={"hardware": str}),
-                   pipeline=pd.read_csv(given.pipeline) if "pipeline" in given.keys() else None,
-                   reference=snakemake.params.reference, variants=snakemake.params.variants,
-                   profiles=snakemake.params.profiles)
-figures.save(fig, snakemake.output.png, snakemake.output.vector, dpi=snakemake.params.dpi)
+given, params = snakemake.input, snakemake.params
+fig = figures.draw(snakemake.wildcards.figure, runs=files.read_runs(given.runs),
+                   pairs=files.SPEEDUP_TABLE.read(given.speedups),
+                   pipeline=files.PIPELINE_TABLE.read(given.pipeline) if "pipeline" in given.keys() else None,
+                   reference=params.reference, variants=params.variants, profiles=params.profiles)
+plots.save(fig, snakemake.output.png, snakemake.output.vector, dpi=params.dpi)

@@ -1,17 +1,11 @@
-"""Snakemake adapter: rule manifest -> mammoscale.manifest.main."""
+"""Snakemake adapter: rule manifest -> mammoscale.dataset.manifest.main."""
 
 from pathlib import Path
 
+from mammoscale.dataset.manifest import main
 from mammoscale.logs import configure
-from mammoscale.manifest import main
 
 configure(snakemake.log[0])
-main(
-    Path(snakemake.input.csv).parent,
-    snakemake.output.breasts,
-    snakemake.output.excluded,
-    snakemake.output.counts,
-    split_fractions=snakemake.params.split,
-    seed=snakemake.params.seed,
-    n_shards=snakemake.params.shards,
-)
+output, params = snakemake.output, snakemake.params
+main(Path(snakemake.input.csv).parent, output.breasts, output.excluded, output.counts, split_fractions=params.split,
+     seed=params.seed, n_shards=params.shards)

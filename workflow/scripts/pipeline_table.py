@@ -1,9 +1,9 @@
-"""Snakemake adapter: rule pipeline_table -> mammoscale.aggregate.pipeline_table (pipeline.csv)."""
+"""Snakemake adapter: rule pipeline_table -> mammoscale.report.tables.pipeline_table (pipeline.csv)."""
 
-from mammoscale.aggregate import pipeline_table
+from mammoscale import files
 from mammoscale.logs import configure
+from mammoscale.report.tables import pipeline_table
 
 configure(snakemake.log[0])
-given = snakemake.input
-pipeline_table(list(zip(given.images, given.views_benchmarks)),
-               list(zip(given.tiles, given.tiles_benchmarks))).to_csv(snakemake.output[0], index=False)
+jobs = snakemake.params.jobs
+files.PIPELINE_TABLE.write(pipeline_table(jobs["stage1"], jobs["stage2"]), snakemake.output[0])

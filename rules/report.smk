@@ -1,0 +1,129 @@
+# After the cells: the tables, the figures and the standalone report (and a snapshot while cells still run).
+# All light (seconds): on a cluster they run where snakemake runs instead of waiting in the queue.
+
+
+localrules:
+    aggregate,
+    pipeline_table,
+    figure,
+    study_report,
+    snapshot,
+
+
+rule aggregate:
+    input:
+        get_run_outputs(),
+    output:
+        runs=report(files.RUNS_CSV, caption="../workflow/report/runs.rst", category="Performance"),
+        speedups=files.SPEEDUPS_CSV,
+    params:
+        code=REPORT_CODE,
+        cells=STUDY.cells,
+        variants=STUDY.variants,
+        runs_root=get_runs_root,
+    log:
+        log_of("aggregate"),
+    benchmark:
+        benchmark_of("aggregate")
+    conda:
+        "../envs/mammoscale.yaml"
+    script:
+        "../workflow/scripts/aggregate.py"
+
+
+rule pipeline_table:
+    input:
+        get_pipeline_inputs,
+    output:
+        files.PIPELINE_CSV,
+    params:
+        code=REPORT_CODE,
+        jobs=get_pipeline_jobs(),
+    log:
+        log_of("pipeline_table"),
+    benchmark:
+        benchmark_of("pipeline_table")
+    conda:
+        "../envs/mammoscale.yaml"
+    script:
+        "../workflow/scripts/pipeline_table.py"
+
+
+rule figure:
+    input:
+        unpack(get_figure_inputs),
+    output:
+        png=report(
+            files.partial(files.FIGURE, ext="png"),
+            caption="../workflow/report/figure.rst",
+            category=get_figure_category,
+            labels={"figure": "{figure}"},
+        ),
+        vector=files.partial(files.FIGURE, ext=FIGURE_FORMAT),
+    params:
+        code=REPORT_CODE,
+        caption=get_figure_caption,
+        reference=STUDY.reference,
+        variants=list(STUDY.variants),
+        profiles=STUDY.selected_profiles,
+        dpi=config["figures"]["dpi"],
+    log:
+        log_of("figures/{figure}"),
+    benchmark:
+        benchmark_of("figures/{figure}")
+    conda:
+        "../envs/mammoscale.yaml"
+    script:
+        "../workflow/scripts/figure.py"
+
+
+rule study_report:
+    input:
+        unpack(get_report_inputs),
+    output:
+        report(files.REPORT, caption="../workflow/report/report.rst", category="Report"),
+    params:
+        code=REPORT_CODE,
+        figures=FIGURES,
+        contact_sheets=get_contact_sheets(),
+        run_config=get_run_config(),
+        reference=STUDY.reference,
+        baseline=STUDY.baseline,
+        tolerance=config["figures"]["tolerance"],
+        invocation=lambda wildcards: get_invocation(),
+    log:
+        log_of("study_report"),
+    benchmark:
+        benchmark_of("study_report")
+    conda:
+        "../envs/mammoscale.yaml"
+    script:
+        "../workflow/scripts/study_report.py"
+
+
+rule snapshot:
+    output:
+        f"{files.SNAPSHOT}/report.html",
+    params:
+        cells=STUDY.cells,
+        variants=STUDY.variants,
+        runs_root=files.RUNS,
+        pipeline=get_pipeline_jobs(),
+        contact_sheets=get_contact_sheets(),
+        counts=files.MANIFEST_COUNTS,
+        preprocess=files.PREPROCESS_SUMMARY,
+        run_config=get_run_config(),
+        reference=STUDY.reference,
+        baseline=STUDY.baseline,
+        tolerance=config["figures"]["tolerance"],
+        invocation=lambda wildcards: get_invocation(),
+        dpi=config["figures"]["dpi"],
+        vector_format=FIGURE_FORMAT,
+    log:
+        log_of("snapshot"),
+    benchmark:
+        benchmark_of("snapshot")
+    conda:
+        "../envs/mammoscale.yaml"
+    script:
+        "../workflow/scripts/snapshot.py"

@@ -1,0 +1,9 @@
+"""The dataset as the study sees it: an RSNA-layout directory, turned into breasts, or audited.
+
+- :mod:`~mammoscale.dataset.manifest`: one row per breast (CC + MLO), the exclusions with their
+  reasons, the patient-level split and the shards;
+- :mod:`~mammoscale.dataset.audit`: every listed image decoded, and what was found (the
+  optional ``decode_audit`` target).
+
+Imports: pandas, numpy, and :mod:`~mammoscale.dicom`, :mod:`~mammoscale.files`; never torch.
+"""

@@ -1,0 +1,40 @@
+"""Decoding mammography DICOM files: from a file to the normalised 2-D image a model sees.
+
+- :mod:`~mammoscale.dicom.read`: the header checked, the stored values decoded;
+- :mod:`~mammoscale.dicom.grayscale`: modality LUT, VOI LUT or window, min-max;
+- :mod:`~mammoscale.dicom.decode`: the pipeline in the standard's order (:func:`decode`);
+- :mod:`~mammoscale.dicom.errors`: one :class:`DicomError` subclass per reason a file fails;
+- :mod:`~mammoscale.dicom.cli`: ``mammoscale-decode``.
+
+Imports: numpy, pydicom and its codec plugins, and :mod:`mammoscale.errors`; nothing else of
+mammoscale.
+"""
+
+from mammoscale.dicom.cli import cli
+from mammoscale.dicom.decode import DecodeReport, Decoded, decode, decode_with_report
+from mammoscale.dicom.errors import (
+    ERROR_KINDS,
+    ConstantImageError,
+    CorruptPixelDataError,
+    DicomError,
+    InvalidHeaderError,
+    MissingCodecError,
+    MissingFileError,
+    MissingPixelDataError,
+    NotDicomError,
+    ShapeMismatchError,
+    TooLargeError,
+    TruncatedError,
+    UnsupportedImageError,
+    UnsupportedTransferSyntaxError,
+)
+from mammoscale.dicom.grayscale import apply_voi, minmax, modality_lut, to_uint8, window
+from mammoscale.dicom.read import DEFAULT_MAX_PIXELS, NATIVE, Stored, codestream_shape, read_dataset, stored_values
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS", "ERROR_KINDS", "NATIVE", "ConstantImageError", "CorruptPixelDataError", "DecodeReport",
+    "Decoded", "DicomError", "InvalidHeaderError", "MissingCodecError", "MissingFileError", "MissingPixelDataError",
+    "NotDicomError", "ShapeMismatchError", "Stored", "TooLargeError", "TruncatedError", "UnsupportedImageError",
+    "UnsupportedTransferSyntaxError", "apply_voi", "cli", "codestream_shape", "decode", "decode_with_report",
+    "minmax", "modality_lut", "read_dataset", "stored_values", "to_uint8", "window",
+]

@@ -1,0 +1,88 @@
+"""Why a file cannot be turned into an image: one :class:`DicomError` subclass per reason.
+
+Each has a one-word ``kind``, used as a column of the QC tables, and a message a user can act on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DicomError(Exception):
+    """A file that cannot be turned into an image; ``kind`` names the reason in one word."""
+
+    kind = "dicom"
+
+    def __init__(self, path: Path | str, message: str):
+        self.path = str(path)
+        self.message = message
+        super().__init__(f"{path}: {message}")
+
+
+class MissingFileError(DicomError):
+    kind = "missing_file"
+
+
+class NotDicomError(DicomError):
+    kind = "not_dicom"
+
+
+class TruncatedError(DicomError):
+    kind = "truncated"
+
+
+class MissingPixelDataError(DicomError):
+    kind = "no_pixel_data"
+
+
+class UnsupportedTransferSyntaxError(DicomError):
+    kind = "unsupported_transfer_syntax"
+
+
+class MissingCodecError(DicomError):
+    kind = "missing_codec"
+
+
+class InvalidHeaderError(DicomError):
+    kind = "invalid_header"
+
+
+class UnsupportedImageError(DicomError):
+    kind = "unsupported_image"
+
+
+class ShapeMismatchError(DicomError):
+    kind = "shape_mismatch"
+
+
+class TooLargeError(DicomError):
+    kind = "too_large"
+
+
+class CorruptPixelDataError(DicomError):
+    kind = "corrupt_pixel_data"
+
+
+class ConstantImageError(DicomError):
+    kind = "constant_image"
+
+
+ERROR_KINDS = tuple(
+    cls.kind
+    for cls in (
+        MissingFileError,
+        NotDicomError,
+        TruncatedError,
+        MissingPixelDataError,
+        UnsupportedTransferSyntaxError,
+        MissingCodecError,
+        InvalidHeaderError,
+        UnsupportedImageError,
+        ShapeMismatchError,
+        TooLargeError,
+        CorruptPixelDataError,
+        ConstantImageError,
+    )
+)
+
+

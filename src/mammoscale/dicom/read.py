@@ -1,0 +1,267 @@
+"""From a file to its stored pixel values: the header checked, the pixel data decoded (or read as stored).
+
+Compressed pixel data goes through pydicom's decoder plugins; which plugin (and so which codec
+package) decoded a frame is recorded, for the provenance of the cache. Native data is read
+directly, so that values beyond BitsStored are seen, clipped and counted rather than masked.
+Codestream headers (JPEG 2000 SIZ, JPEG SOF) are read before any codec runs, so that a
+decompression bomb or a codestream that disagrees with Rows/Columns is refused first.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import re
+import struct
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_fragments
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.uid import JPEG2000TransferSyntaxes, RLELossless
+
+from mammoscale.dicom.errors import (
+    CorruptPixelDataError,
+    InvalidHeaderError,
+    MissingCodecError,
+    MissingFileError,
+    MissingPixelDataError,
+    NotDicomError,
+    ShapeMismatchError,
+    TooLargeError,
+    TruncatedError,
+    UnsupportedImageError,
+    UnsupportedTransferSyntaxError,
+)
+
+DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
+"""Largest Rows x Columns decoded by default: about 5x the largest mammogram (4096 x 3328)."""
+
+PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+"""(7FE0,0010) Pixel Data as it appears in a little-endian file."""
+
+PLUGIN_ORDER = ("pylibjpeg", "pyjpegls", "pydicom", "pillow", "gdcm")
+"""pydicom's decoder plugins in the order they are tried (pydicom's own order for those installed)."""
+NATIVE = "native"
+"""The decoder of uncompressed pixel data: read as stored, no codec."""
+
+
+class Stored(NamedTuple):
+    """Frame 1's stored values, how many were outside BitsStored (then clipped), and what decoded them."""
+
+    values: np.ndarray
+    clipped: int
+    decoder: str
+    """``native``, or the codec package and its version, e.g. ``pylibjpeg-openjpeg 2.6.0``."""
+
+
+def read_dataset(path: Path) -> Dataset:
+    """Read the header and the (still encoded) pixel data; check that an image is there."""
+    if not path.is_file():
+        raise MissingFileError(path, "no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise NotDicomError(path, "not a DICOM file (no 'DICM' prefix after the 128-byte preamble)")
+    except (EOFError, struct.error, OSError) as exc:
+        raise TruncatedError(path, f"file ends inside the header ({exc})") from None
+    except Exception as exc:
+        raise NotDicomError(path, f"unreadable DICOM header: {exc}") from None
+
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise TruncatedError(path, "file meta information has no TransferSyntaxUID (file cut short?)")
+    if "PixelData" not in ds:
+        if PIXEL_DATA_TAG in path.read_bytes():
+            raise TruncatedError(path, "file ends inside the Pixel Data element")
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise UnsupportedImageError(path, "float pixel data is not a mammogram")
+        raise MissingPixelDataError(path, "no Pixel Data element (7FE0,0010); the file may also be cut short before it")
+    for keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored", "PhotometricInterpretation"):
+        if ds.get(keyword) in (None, ""):
+            raise InvalidHeaderError(path, f"required attribute {keyword} is missing")
+    return ds
+
+
+def stored_values(ds: Dataset, path: Path, *, max_pixels: int) -> Stored:
+    """The stored pixel values of frame 1 (as decoded: uint16/int16 for 16-bit data), clipped to the
+    BitsStored range, how many were outside it, and the decoder that ran."""
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    bits_allocated, bits_stored = int(ds.BitsAllocated), int(ds.BitsStored)
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    photometric = str(ds.PhotometricInterpretation)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnsupportedImageError(path, f"PhotometricInterpretation {photometric} is not grayscale")
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise UnsupportedImageError(path, f"SamplesPerPixel is {ds.SamplesPerPixel}, expected 1")
+    if bits_allocated not in (8, 16):
+        raise UnsupportedImageError(path, f"BitsAllocated {bits_allocated}: only 8 and 16 are supported")
+    if not 1 <= bits_stored <= bits_allocated:
+        raise InvalidHeaderError(path, f"BitsStored {bits_stored} is not in 1..BitsAllocated ({bits_allocated})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise UnsupportedImageError(path, f"{frames} frames: a 2-D mammogram has one (tomosynthesis is not supported)")
+    if rows <= 0 or cols <= 0:
+        raise InvalidHeaderError(path, f"Rows x Columns is {rows} x {cols}")
+    if rows * cols > max_pixels:
+        raise TooLargeError(path, f"{rows} x {cols} pixels is over the limit of {max_pixels:,} (max_pixels)")
+
+    syntax = ds.file_meta.TransferSyntaxUID
+    try:
+        compressed = syntax.is_compressed
+    except ValueError:
+        raise UnsupportedTransferSyntaxError(path, f"{syntax} is not a transfer syntax UID") from None
+    if compressed:
+        raw, decoder = _decode_compressed(ds, path, rows=rows, cols=cols, max_pixels=max_pixels)
+    else:
+        raw = _read_native(ds, path, rows=rows, cols=cols, bits_allocated=bits_allocated, signed=signed)
+        decoder = NATIVE
+
+    low, high = stored_range(ds)
+    if raw.dtype.itemsize * 8 == bits_stored and raw.dtype.kind == ("i" if signed else "u"):
+        return Stored(raw, 0, decoder)  # the dtype cannot hold a value outside the range
+    raw_min, raw_max = int(raw.min()), int(raw.max())
+    if low <= raw_min and raw_max <= high:
+        return Stored(raw, 0, decoder)
+    outside = int(np.count_nonzero((raw < low) | (raw > high)))
+    return Stored(np.clip(raw, low, high).astype(raw.dtype), outside, decoder)
+
+
+def stored_range(ds: Dataset) -> tuple[int, int]:
+    """The values BitsStored can hold, signed (PixelRepresentation 1) or not."""
+    bits = int(ds.BitsStored)
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _read_native(ds: Dataset, path: Path, *, rows: int, cols: int, bits_allocated: int, signed: bool) -> np.ndarray:
+    """Native (uncompressed) pixel data, read as stored: pydicom would mask bits beyond BitsStored."""
+    syntax = ds.file_meta.TransferSyntaxUID
+    if not syntax.is_little_endian:
+        dtype = np.dtype(f">{'i' if signed else 'u'}{bits_allocated // 8}")
+    else:
+        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
+    data = ds.PixelData
+    expected = rows * cols * dtype.itemsize
+    if len(data) < expected:
+        raise ShapeMismatchError(
+            path, f"Pixel Data holds {len(data):,} bytes; Rows x Columns ({rows} x {cols}) needs {expected:,}"
+        )
+    if len(data) > expected + 1:
+        raise ShapeMismatchError(
+            path, f"Pixel Data holds {len(data):,} bytes; Rows x Columns ({rows} x {cols}) needs {expected:,}"
+        )
+    return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+
+
+def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int,
+                       max_pixels: int) -> tuple[np.ndarray, str]:
+    syntax = ds.file_meta.TransferSyntaxUID
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise UnsupportedTransferSyntaxError(path, f"no decoder for transfer syntax {syntax} ({syntax.name})") from None
+    if not decoder.is_available:
+        raise MissingCodecError(path, f"{syntax.name} needs {_missing_packages(decoder)}")
+
+    coded = None if syntax == RLELossless else codestream_shape(_first_fragment(ds, path))
+    if coded is not None:
+        coded_rows, coded_cols = coded
+        if coded_rows * coded_cols > max_pixels:
+            raise TooLargeError(
+                path, f"codestream is {coded_rows} x {coded_cols} pixels, over the limit of {max_pixels:,}"
+            )
+        if (coded_rows, coded_cols) != (rows, cols):
+            raise ShapeMismatchError(
+                path, f"codestream is {coded_rows} x {coded_cols} but Rows x Columns is {rows} x {cols}"
+            )
+    plugins = [name for name in PLUGIN_ORDER if name in decoder.available_plugins]
+    plugins += [name for name in decoder.available_plugins if name not in plugins]
+    failures = []
+    for plugin in plugins:  # as pydicom does: the first plugin that decodes the frame
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                array, _ = decoder.as_array(ds, index=0, decoding_plugin=plugin)
+        except Exception as exc:
+            failures.append(f"{plugin}: {exc}")
+            continue
+        if array.shape != (rows, cols):
+            raise ShapeMismatchError(path, f"decoded {array.shape} but Rows x Columns is {rows} x {cols}")
+        return array, codec_package(plugin, syntax)
+    raise CorruptPixelDataError(path, f"{syntax.name} decoding failed: {'; '.join(failures)}")
+
+
+@functools.cache
+def codec_package(plugin: str, syntax) -> str:
+    """The package (and its version) that a pydicom plugin decodes ``syntax`` with."""
+    if plugin == "pylibjpeg":
+        name = ("pylibjpeg-openjpeg" if syntax in JPEG2000TransferSyntaxes else
+                "pylibjpeg-rle" if syntax == RLELossless else "pylibjpeg-libjpeg")
+    else:
+        name = {"gdcm": "python-gdcm"}.get(plugin, plugin)
+    try:
+        return f"{name} {importlib.metadata.version(name)}"
+    except importlib.metadata.PackageNotFoundError:
+        return name
+
+
+def _first_fragment(ds: Dataset, path: Path) -> bytes:
+    """The first fragment after the Basic Offset Table: where a JPEG codestream's header is."""
+    try:
+        fragments = generate_fragments(ds.PixelData)
+        next(fragments, b"")
+        return next(fragments, b"")
+    except Exception as exc:
+        raise CorruptPixelDataError(path, f"encapsulated Pixel Data is malformed: {exc}") from None
+
+
+def codestream_shape(fragment: bytes) -> tuple[int, int] | None:
+    """(rows, columns) from a JPEG 2000 SIZ or JPEG / JPEG-LS SOF marker, without decoding.
+
+    Lets :func:`decode` refuse a decompression bomb, or a codestream that disagrees with
+    Rows/Columns, before handing it to a codec. ``None`` when the format has no such header
+    (RLE) or it cannot be found in the first fragment.
+    """
+    if fragment[:4] == b"\xff\x4f\xff\x51" and len(fragment) >= 24:
+        xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", fragment[8:24])
+        return ysiz - yosiz, xsiz - xosiz
+    if fragment[:2] == b"\xff\xd8":
+        sof = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
+        i = 2
+        while i + 9 <= len(fragment):
+            if fragment[i] != 0xFF:
+                return None
+            marker = fragment[i + 1]
+            if marker == 0xFF:
+                i += 1
+                continue
+            length = struct.unpack(">H", fragment[i + 2 : i + 4])[0]
+            if marker in sof:
+                height, width = struct.unpack(">HH", fragment[i + 5 : i + 9])
+                return height, width
+            i += 2 + length
+    return None
+
+
+def _missing_packages(decoder) -> str:
+    """The pip command for the first plugin pydicom lists as unavailable, and pydicom's own words.
+
+    pydicom says e.g. ``pylibjpeg - requires numpy, pylibjpeg>=2.0 and pylibjpeg-openjpeg>=2.0``.
+    """
+    wanted = decoder.missing_dependencies
+    if not wanted:
+        return "a decoding plugin, and none is registered"
+    listed = re.split(r", | and ", wanted[0].split(" - requires ", 1)[-1])
+    packages = [p for p in listed if p and not p.startswith("numpy") and " " not in p]
+    command = f"pip install {' '.join(repr(p) if '>' in p else p for p in packages)}" if packages else ""
+    return f"{' and '.join(packages) or 'a decoding plugin'} ({command}; pydicom: {'; '.join(wanted)})"
+
+

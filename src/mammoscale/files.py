@@ -1,0 +1,336 @@
+"""Every file the study reads or writes: where it lives, what it holds, and how it is written.
+
+The one owner of the on-disk contracts. A path template, a column list or a dtype is defined
+here once; the rules, the package and the tests ask for it instead of spelling it again, and
+nothing parses a fact back out of a file name.
+
+Paths come as templates whose ``{fields}`` are Snakemake's wildcards, so a rule can declare
+``RUN + "/metrics.json"`` and Python fills the same template with :func:`fill`:
+
+- the RSNA layout, under ``data.root``: :data:`TRAIN_CSV`, :data:`IMAGE`;
+- the results, under the working directory: :data:`BREASTS` ... :data:`REPORT`;
+- the tile cache, under ``cache.root``: :data:`VIEWS_SHARD` ... :data:`TILE_INDEX`.
+
+Tables are :class:`Table` objects: their columns in order, the dtypes a reader needs, and an
+atomic writer. Every file is written to a temporary name in its directory and renamed into
+place when complete (:func:`atomic_path`), so a half-written file never appears under its real
+name, whatever kills the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# the RSNA layout (data.root)
+
+TRAIN_CSV = "train.csv"
+IMAGES_DIR = "train_images"
+IMAGE = IMAGES_DIR + "/{patient_id}/{image_id}.dcm"
+SYNTHETIC_TRUTH = "synthetic_truth.csv"
+RSNA_COLUMNS = ("site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy", "invasive",
+                "BIRADS", "implant", "density", "machine_id", "difficult_negative_case")
+"""The competition's ``train.csv`` columns, in its order."""
+RSNA_REQUIRED = ("patient_id", "image_id", "laterality", "view", "cancer")
+"""The columns the study cannot do without; ``site_id`` and ``machine_id`` are kept when present."""
+
+# the results (relative to the directory snakemake runs in)
+
+RESULTS = "results"
+MANIFEST = "results/manifest"
+BREASTS = f"{MANIFEST}/breasts.csv"
+EXCLUDED = f"{MANIFEST}/excluded.csv"
+MANIFEST_COUNTS = f"{MANIFEST}/counts.json"
+QC = "results/qc"
+DECODE_ERRORS = f"{QC}/decode_errors.csv"
+PREPROCESS_SUMMARY = f"{QC}/preprocess_summary.json"
+CONTACT_SHEET = QC + "/contact_sheet_img{image_size}.png"
+DECODE_AUDIT = f"{QC}/decode_audit.csv"
+DECODE_AUDIT_COUNTS = f"{QC}/decode_audit.json"
+RUNS = "results/runs"
+CELL = "{hardware}/{variant}/img{image_size}_p{patch_size}"
+"""A grid cell's name: its run directory under :data:`RUNS`, its log and benchmark names."""
+RUN = f"{RUNS}/{CELL}"
+METRICS = "metrics.json"
+FAILED_METRICS = "metrics.failed.json"
+"""A failed cell's record: Snakemake deletes a failed job's outputs, so it is kept under this name."""
+CELL_SETTINGS = "cell.yaml"
+TRAIN_LOG = "train.log"
+CHECKPOINT = "checkpoint.pt"
+TABLES = "results/tables"
+RUNS_CSV = f"{TABLES}/runs.csv"
+SPEEDUPS_CSV = f"{TABLES}/speedups.csv"
+PIPELINE_CSV = f"{TABLES}/pipeline.csv"
+FIGURE = "results/figures/{figure}.{ext}"
+REPORT = "results/report/report.html"
+SNAPSHOT = "results/snapshot"
+LOG = "results/logs/{name}.log"
+BENCHMARK = "results/benchmarks/{name}.tsv"
+
+# the tile cache (cache.root)
+
+SHARD = "shard{shard}"
+VIEWS_SHARD = "views/shard{shard}.npy"
+VIEWS_INDEX = "views/shard{shard}.csv"
+VIEWS_IMAGES = "views/shard{shard}.images.csv"
+TILES_DIR = "img{image_size}"
+TILES_SHARD = "img{image_size}/shard{shard}.npy"
+TILES_INDEX = "img{image_size}/shard{shard}.csv"
+TILE_INDEX = "img{image_size}/index.csv"
+STAGED = "mammoscale-cache-{key}"
+"""A cache copied to node-local scratch, keyed by its source's location."""
+
+
+def fill(template: str, **fields) -> str:
+    """``template`` with its ``{fields}`` filled (a shard number becomes its four digits)."""
+    if "shard" in fields and not isinstance(fields["shard"], str):
+        fields["shard"] = shard_name(fields["shard"])
+    return template.format(**fields)
+
+
+def partial(template: str, **fields) -> str:
+    """``template`` with only ``fields`` filled; its other ``{fields}`` stay wildcards."""
+    for name, value in fields.items():
+        template = template.replace("{" + name + "}", fill("{" + name + "}", **{name: value}))
+    return template
+
+
+def under(root: Path | str, template: str, **fields) -> Path:
+    return Path(root) / fill(template, **fields)
+
+
+def root_of(path: Path | str, template: str, **fields) -> Path:
+    """The directory under which ``template`` (filled with ``fields``) names ``path``: :func:`under`'s inverse,
+    for a rule that must find a root from its input files (remote storage rewrites their prefix)."""
+    tail, path = Path(fill(template, **fields)).parts, Path(path)
+    if path.parts[-len(tail):] != tail:
+        raise ValueError(f"{path} is not a {template} file with {fields}")
+    return Path(*path.parts[: -len(tail)]) if len(path.parts) > len(tail) else Path(".")
+
+
+def shard_name(shard: int) -> str:
+    """A shard's number as it appears in file names: 7 -> ``0007``."""
+    return f"{int(shard):04d}"
+
+
+def shard_names(n_shards: int) -> list[str]:
+    return [shard_name(k) for k in range(n_shards)]
+
+
+def image_path(root: Path | str, patient_id, image_id) -> Path | None:
+    """``root/train_images/<patient_id>/<image_id>.dcm``, or None when an id is not a plain integer.
+
+    Integer ids cannot name a path outside ``root``, whatever the CSV says.
+    """
+    patient_id, image_id = str(patient_id), str(image_id)
+    if not (patient_id.isascii() and patient_id.isdigit() and image_id.isascii() and image_id.isdigit()):
+        return None
+    return under(root, IMAGE, patient_id=patient_id, image_id=image_id)
+
+
+def run_dir(hardware: str, variant: str, image_size: int, patch_size: int, runs_root: Path | str = RUNS) -> Path:
+    """Where one cell writes (DESIGN.md's path)."""
+    return under(runs_root, CELL, hardware=hardware, variant=variant, image_size=image_size, patch_size=patch_size)
+
+
+def log_file(name: str) -> str:
+    return fill(LOG, name=name)
+
+
+def benchmark_file(name: str) -> str:
+    return fill(BENCHMARK, name=name)
+
+
+# tables
+
+
+@dataclass(frozen=True)
+class Table:
+    """A CSV file's columns (in order) and the dtypes its readers rely on.
+
+    ``text=True`` reads every column as text, empty cells as ``""`` (tables of messages and
+    codes, where ``"NA"`` is a value, not a gap).
+    """
+
+    columns: tuple[str, ...]
+    dtypes: Mapping[str, str] = field(default_factory=dict)
+    text: bool = False
+
+    def frame(self, rows=()) -> pd.DataFrame:
+        """A frame of ``rows`` (dicts) with exactly this table's columns."""
+        return pd.DataFrame(list(rows), columns=list(self.columns))
+
+    def read(self, path: Path | str, *, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+        if self.text:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, usecols=columns)
+        dtypes = {name: kind for name, kind in self.dtypes.items() if columns is None or name in columns}
+        return pd.read_csv(path, dtype=dtypes, usecols=columns)
+
+    def missing(self, frame: pd.DataFrame) -> list[str]:
+        return [name for name in self.columns if name not in frame.columns]
+
+    def write(self, frame: pd.DataFrame, path: Path | str) -> None:
+        """Write ``frame``'s columns of this table, in order, atomically."""
+        write_csv(frame[list(self.columns)], path)
+
+
+_ID = {"breast_id": "str", "patient_id": "int64", "laterality": "str", "split": "str"}
+SPLITS = ("train", "val", "test")
+BREAST_TABLE = Table(
+    ("breast_id", "patient_id", "laterality", "cc_image_id", "mlo_image_id", "label", "site_id", "machine_id",
+     "split", "shard"),
+    {**_ID, "cc_image_id": "int64", "mlo_image_id": "int64", "label": "int64", "site_id": "str",
+     "machine_id": "str", "shard": "int64"})
+"""``breasts.csv``: one row per breast, the unit the study trains on."""
+EXCLUDED_TABLE = Table(("patient_id", "laterality", "image_id", "view", "reason", "detail"), text=True)
+AUDIT_TABLE = Table(
+    ("patient_id", "image_id", "path", "status", "error_kind", "message", "transfer_syntax", "photometric",
+     "bits_stored", "rows", "columns", "voi", "rescaled", "clipped_pixels", "constant", "laterality_header",
+     "view_header", "decoder", "mean_intensity"), text=True)
+"""One row per decoded (or failed) image: the decode audit, and the basis of a stage-1 image row."""
+IMAGE_TABLE = Table(
+    ("breast_id", "view", *AUDIT_TABLE.columns, "flipped", "flip_disagrees", "roi_fallback", "roi_box",
+     "tissue_fraction"), text=True)
+"""A stage-1 shard's ``.images.csv``: every image it decoded, what was found and done, or its error."""
+DECODE_ERROR_TABLE = Table(("file", "error_kind", "message", "breast_id", "view", "patient_id", "image_id"), text=True)
+VIEW_TABLE = Table(
+    ("breast_id", "patient_id", "laterality", "label", "split", "shard", "offset", "cc_rows", "cc_cols", "mlo_rows",
+     "mlo_cols", "crc32"),
+    {**_ID, "label": "int64", "shard": "int64", "offset": "int64"})
+"""A stage-1 shard's ``.csv``: where each breast's canonical views are in its ``.npy``."""
+TILE_TABLE = Table(
+    ("breast_id", "patient_id", "laterality", "label", "split", "shard", "file", "offset", "crc32", "shard_sha256"),
+    {**_ID, "label": "int64", "shard": "int64", "file": "str", "offset": "int64", "crc32": "int64",
+     "shard_sha256": "str"})
+"""A stage-2 shard's ``.csv`` and a size's ``index.csv``: one row per tile, with its checksums."""
+SPEEDUP_TABLE = Table(
+    ("hardware", "image_size", "patch_size", "seq_len", "flash_variant", "baseline_variant", "flash_status",
+     "baseline_status", "throughput_ratio", "memory_ratio", "throughput_img_s_flash", "throughput_img_s_baseline",
+     "peak_mem_bytes_flash", "peak_mem_bytes_baseline"),
+    {"hardware": "str", "flash_variant": "str", "baseline_variant": "str", "flash_status": "str",
+     "baseline_status": "str"})
+PIPELINE_TABLE = Table(("stage", "image_size", "shard", "items", "item", "seconds", "cpu_seconds", "items_per_s"),
+                       {"stage": "str", "shard": "str", "item": "str"})
+RUN_TEXT_COLUMNS = ("hardware", "variant", "status", "message", "attention_backend", "model", "run_dir")
+"""Columns of ``runs.csv`` that stay text whatever they hold (with every ``env.*`` column: job ids, commits)."""
+
+
+def read_runs(path: Path | str) -> pd.DataFrame:
+    """``runs.csv`` back; names and provenance stay text, not numbers."""
+    header = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, dtype={c: str for c in header if c in RUN_TEXT_COLUMNS or c.startswith("env.")})
+
+
+# cell records (metrics.json)
+
+METRICS_SCHEMA_VERSION = 1
+
+
+@functools.cache
+def metrics_schema() -> dict:
+    return json.loads(resources.files("mammoscale").joinpath("schemas/metrics.schema.json").read_text())
+
+
+def validate_metrics(record: dict) -> None:
+    """Raise ``jsonschema.ValidationError`` naming the field when ``record`` breaks the schema."""
+    import jsonschema
+
+    jsonschema.validate(record, metrics_schema())
+
+
+def write_metrics(record: dict, path: Path | str) -> None:
+    """Validate, then write atomically (a reader never sees half a record)."""
+    validate_metrics(record)
+    write_text(json.dumps(record, indent=2) + "\n", path)
+
+
+def read_cell_record(run: Path | str) -> dict | None:
+    """A cell's record in its run directory: ``metrics.json``, else a failed run's, else None."""
+    from mammoscale.errors import UserError
+
+    for name in (METRICS, FAILED_METRICS):
+        path = Path(run) / name
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path} is not valid JSON ({exc}); rerun the cell with --forcerun") from exc
+    return None
+
+
+# atomic writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary path beside ``path`` that becomes ``path`` (synced) only if the block ends cleanly."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_csv(frame: pd.DataFrame, path: Path | str) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def write_text(text: str, path: Path | str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(value, path: Path | str) -> None:
+    write_text(json.dumps(value, indent=2) + "\n", path)
+
+
+def read_json(path: Path | str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def atomic_array(path: Path | str, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """A writable memory map of ``shape`` (uint8, zeros) that becomes the ``.npy`` file ``path`` only
+    if the block ends cleanly."""
+    with atomic_path(path) as tmp:
+        if 0 in shape:  # an empty file cannot be memory-mapped
+            yield np.zeros(shape, np.uint8)
+            with open(tmp, "wb") as handle:  # np.save(path) would append ".npy" to the name
+                np.save(handle, np.zeros(shape, np.uint8))
+        else:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            yield array
+            array.flush()
+            del array
+
+
+# checksums
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def crc32(array: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(array).data)

@@ -1,0 +1,156 @@
+"""A grid cell's resolved settings: every knob of one training run, checked before anything runs.
+
+A cell arrives as a plain dict (from the Snakefile, a YAML file or ``key=value`` arguments).
+Unknown keys are errors, so a typo cannot fall back to a default; a global batch that the
+micro-batches and ranks cannot make up exactly is an error, so every hardware profile trains
+the same experiment. Torch-free: the Snakefile checks every cell's settings when it is parsed,
+long before a job starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+from mammoscale.config import defaults
+from mammoscale.errors import UserError
+from mammoscale.plan import vit
+from mammoscale.plan.launch import BACKENDS
+
+MODES = ("full", "throughput")
+PRECISIONS = ("bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class SettingsError(UserError, ValueError):
+    """A cell setting that is unknown, of the wrong type or out of range."""
+
+
+_TRAIN = defaults()["train"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One cell's settings. ``train.*`` keys default to the configuration's defaults; the rest are the
+    cell's place in the grid and what its hardware profile decides."""
+
+    image_size: int
+    patch_size: int
+    cache_root: str
+    hardware: str = "cpu"
+    variant: str = "flash"
+    family: str = "xtransformers"
+    attention: str = "flash"
+    model_size: str = _TRAIN["model_size"]
+    channels: int = _TRAIN["channels"]
+    mode: str = _TRAIN["mode"]
+    epochs: int = _TRAIN["epochs"]
+    timing_warmup_steps: int = _TRAIN["timing_warmup_steps"]
+    timed_steps: int = _TRAIN["timed_steps"]
+    global_batch: int = _TRAIN["global_batch"]
+    micro_batch: int = _TRAIN["global_batch"]
+    lr: float = _TRAIN["lr"]
+    weight_decay: float = _TRAIN["weight_decay"]
+    warmup_fraction: float = _TRAIN["warmup_fraction"]
+    min_lr_fraction: float = _TRAIN["min_lr_fraction"]
+    lr_scale_with_world_size: bool = _TRAIN["lr_scale_with_world_size"]
+    precision: str = _TRAIN["precision"]
+    seed: int = _TRAIN["seed"]
+    backend: str = "none"
+    device: str = "auto"
+    local_scratch: str | None = None
+    loader_workers: int = _TRAIN["loader_workers"]
+    pin_memory: bool = True
+    data_on_device: str = "auto"
+    peak_tflops: float | None = None
+    checkpoint: bool = _TRAIN["checkpoint"]
+
+    @classmethod
+    def from_dict(cls, cell: dict) -> "Settings":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(cell) - set(known))
+        if unknown:
+            raise SettingsError(f"unknown cell setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        missing = [name for name, f in known.items()
+                   if f.default is dataclasses.MISSING and name not in cell]
+        if missing:
+            raise SettingsError(f"cell setting(s) {', '.join(missing)} are required")
+        values = {name: _coerce(name, known[name].type, value) for name, value in cell.items()}
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        vit.check(self.family, self.attention, self.model_size, self.image_size, self.patch_size, self.channels)
+        _choice("mode", self.mode, MODES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("backend", self.backend, BACKENDS)
+        _choice("device", self.device, DEVICES)
+        _choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
+        for name in ("epochs", "global_batch", "micro_batch", "timed_steps"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("timing_warmup_steps", "loader_workers"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative, not {getattr(self, name)}")
+        if not self.lr > 0:
+            raise SettingsError(f"lr must be positive, not {self.lr}")
+        for name in ("warmup_fraction", "min_lr_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SettingsError(f"{name} must be within [0, 1], not {getattr(self, name)}")
+
+    def grad_accum(self, world: int) -> int:
+        """Micro-batches per rank per optimiser step that keep the global batch constant."""
+        per_step = self.micro_batch * world
+        if self.global_batch % per_step:
+            raise SettingsError(f"global batch {self.global_batch} is not a multiple of micro-batch "
+                                f"{self.micro_batch} x {world} rank(s) = {per_step}; change micro_batch or "
+                                "global_batch so that it divides")
+        return self.global_batch // per_step
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def training_identity(self) -> dict:
+        """The settings that decide what is trained; a checkpoint resumes only under the same ones."""
+        keys = ("family", "attention", "model_size", "image_size", "patch_size", "channels", "mode", "epochs",
+                "global_batch", "lr", "weight_decay", "warmup_fraction", "min_lr_fraction",
+                "lr_scale_with_world_size", "precision", "seed")
+        return {key: getattr(self, key) for key in keys}
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+_TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+
+
+def _coerce(name: str, annotation: str, value):
+    """Accept the natural spellings of ``key=value`` arguments and YAML; refuse anything else."""
+    kind = annotation.replace(" | None", "")
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none") and "None" in annotation):
+        if "None" in annotation:
+            return None
+        raise SettingsError(f"{name} must not be null")
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in _TRUE | _FALSE:
+                return str(value).lower() in _TRUE
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be {'an' if kind == 'int' else 'a'} {kind}, not {value!r}") from None

@@ -1,0 +1,154 @@
+"""The study a config describes, checked whole before any job runs: what the Snakefile plans with.
+
+:meth:`Study.from_config` completes and validates the config (:func:`mammoscale.config.load`),
+then refuses, one line each and naming the cell or key, whatever the config alone decides
+cannot work: an unknown hardware profile, an extra cell outside the grid, a grid with no cell,
+a canonical size below the largest image size, a reference or baseline variant not in the
+grid, and any cell whose settings cannot train (a global batch that its micro-batch and ranks
+cannot make up, say). A SLURM job never discovers these hours later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from mammoscale import config as configuration
+from mammoscale import files
+from mammoscale.errors import UserError
+from mammoscale.plan import grid
+from mammoscale.plan.grid import Cell
+from mammoscale.plan.launch import ranks
+from mammoscale.plan.settings import Settings
+
+
+@dataclass(frozen=True)
+class Study:
+    config: dict
+    """The complete config: every default filled in, validated."""
+
+    @classmethod
+    def from_config(cls, raw: dict) -> Study:
+        study = cls(configuration.load(raw))
+        study.check()
+        return study
+
+    # the grid
+
+    @property
+    def image_sizes(self) -> list[int]:
+        return sorted(self.config["grid"]["image_sizes"])
+
+    @property
+    def patch_sizes(self) -> list[int]:
+        return sorted(self.config["grid"]["patch_sizes"])
+
+    @property
+    def variants(self) -> dict:
+        return self.config["grid"]["variants"]
+
+    @property
+    def profiles(self) -> dict:
+        return self.config["hardware"]
+
+    @cached_property
+    def cells(self) -> list[Cell]:
+        """Every configured cell: the product, then the extra cells."""
+        product = grid.cells(self.image_sizes, self.patch_sizes, self.variants, self.config["grid"]["hardware"])
+        return grid.with_extra_cells(product, self.config["grid"]["extra_cells"], image_sizes=self.image_sizes,
+                                     variants=self.variants, profiles=self.profiles)
+
+    @property
+    def hardware_used(self) -> list[str]:
+        """The hardware of the cells: grid.hardware, then the extra cells' profiles."""
+        return list(dict.fromkeys(cell.hardware for cell in self.cells))
+
+    @property
+    def selected_profiles(self) -> dict:
+        """The profiles of every cell's hardware (the figures' labels and memory limits), in grid order."""
+        return {name: self.profiles[name] for name in self.hardware_used}
+
+    @property
+    def missing_note(self) -> str | None:
+        """Which image x patch pairs make no cell, or None."""
+        missing = grid.missing_cells(self.image_sizes, self.patch_sizes)
+        return f"no cell for {', '.join(missing)}: the patch size does not divide the image size" if missing else None
+
+    # one cell
+
+    def cell(self, hardware: str, variant: str, image_size, patch_size) -> Cell:
+        """A cell named by a rule's wildcards; its profile and variant must exist (the cell need not be
+        configured: a path can ask for any cell of the grid's variants and profiles)."""
+        if hardware not in self.profiles:
+            raise UserError(f"no hardware profile {hardware!r}; profiles: {', '.join(self.profiles)}")
+        if variant not in self.variants:
+            raise UserError(f"no variant {variant!r} in grid.variants ({', '.join(self.variants)})")
+        return Cell(hardware, variant, int(image_size), int(patch_size))
+
+    def cell_settings(self, cell: Cell) -> dict:
+        """The cell's own settings, and nothing else: a config change reruns only the cells it concerns."""
+        return grid.cell_settings(cell, profile=self.profiles[cell.hardware], variant=self.variants[cell.variant],
+                                  train=self.config["train"], cache_root=self.cache_root,
+                                  local_scratch=self.config["cache"]["local_scratch"])
+
+    def launch(self, hardware: str) -> dict:
+        """What the job needs to start a cell's ranks."""
+        profile = self.profiles[hardware]
+        return {key: profile[key] for key in ("launcher", "nodes", "gpus_per_node")}
+
+    # the cache
+
+    @property
+    def cache_root(self) -> str:
+        return self.config["cache"]["root"].rstrip("/")
+
+    @property
+    def shards(self) -> list[str]:
+        return files.shard_names(self.config["cache"]["shards"])
+
+    @property
+    def canonical_size(self) -> int:
+        """Size of the stored views: cache.canonical_size, or the largest image size of the grid."""
+        return self.config["cache"]["canonical_size"] or self.image_sizes[-1]
+
+    # the figures and the report
+
+    @property
+    def reference(self) -> dict:
+        """``figures.reference`` with its hardware filled in: null means the first of ``grid.hardware``."""
+        reference = dict(self.config["figures"]["reference"])
+        reference["hardware"] = reference["hardware"] or self.config["grid"]["hardware"][0]
+        return reference
+
+    @property
+    def baseline(self) -> str | None:
+        return grid.choose_baseline(self.variants, self.config["figures"]["baseline"])
+
+    def run_config(self, configfiles=()) -> dict:
+        """What the report says was run: data, grid, the chosen hardware profiles, training, config files."""
+        return {"data": self.config["data"], "grid": self.config["grid"], "hardware": self.selected_profiles,
+                "train": self.config["train"], "configfiles": [str(path) for path in configfiles]}
+
+    # checks
+
+    def check(self) -> None:
+        grid.check_hardware(self.config["grid"]["hardware"], self.profiles)
+        if not self.cells:
+            raise UserError(f"the grid has no cell: no patch size of {self.patch_sizes} divides an image size of "
+                            f"{self.image_sizes}")
+        if self.canonical_size < self.image_sizes[-1]:
+            raise UserError(f"cache.canonical_size ({self.canonical_size}) is smaller than the largest "
+                            f"grid.image_sizes ({self.image_sizes[-1]}): raise it or set it to null")
+        reference = self.reference
+        if reference["variant"] not in self.variants:
+            raise UserError(f"figures.reference.variant {reference['variant']!r} is not in grid.variants "
+                            f"({', '.join(self.variants)})")
+        if reference["hardware"] not in self.hardware_used:
+            raise UserError(f"figures.reference.hardware {reference['hardware']!r} runs no cell (hardware of the "
+                            f"grid: {', '.join(self.hardware_used)})")
+        self.baseline  # noqa: B018 (refuses an unknown figures.baseline)
+        for cell in self.cells:
+            try:
+                Settings.from_dict(self.cell_settings(cell)).grad_accum(ranks(self.profiles[cell.hardware]))
+            except UserError as exc:
+                raise UserError(f"cell {cell.name}: {exc}") from None

@@ -1,0 +1,77 @@
+"""The study's vision transformers as data: families, sizes, attention kernels, sequence length.
+
+Torch-free, so that a cell can be checked when the Snakefile is parsed; :mod:`mammoscale.train.models`
+builds the networks these names describe.
+
+- ``xtransformers``: x-transformers ``ViTransformerWrapper`` + ``Encoder`` (the study's flash model).
+  ``flash`` is PyTorch's fused scaled-dot-product attention; ``materialised`` the same
+  architecture with the (N x N) score matrix built explicitly.
+- ``hf``: Hugging Face ``ViTForImageClassification``: ``eager`` (the study's baseline, materialised),
+  ``sdpa`` (PyTorch's kernel) or ``flash_attention_2`` (the flash-attn package, CUDA only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mammoscale.errors import UserError
+
+
+@dataclass(frozen=True)
+class Size:
+    dim: int
+    depth: int
+    heads: int
+
+    @property
+    def mlp_dim(self) -> int:
+        return 4 * self.dim
+
+
+SIZES = {
+    "vit-tiny": Size(dim=192, depth=4, heads=3),
+    "vit-small": Size(dim=384, depth=6, heads=6),
+    "vit-base": Size(dim=768, depth=12, heads=12),
+}
+ATTENTIONS = {
+    "xtransformers": ("flash", "materialised"),
+    "hf": ("eager", "sdpa", "flash_attention_2"),
+}
+FLASH_ATTENTIONS = ("flash", "flash_attention_2")
+"""The attentions the study calls flash: x-transformers' switch and HF's flash_attention_2."""
+NUM_CLASSES = 2
+CHANNELS = (1, 3)
+
+
+class ModelError(UserError, ValueError):
+    """A model setting that cannot be built: an unknown name, a patch that does not divide the image."""
+
+
+def check(family: str, attention: str, size: str, image_size: int, patch_size: int, channels: int) -> None:
+    """Refuse settings that cannot make a model, with a sentence naming the bad value."""
+    if family not in ATTENTIONS:
+        raise ModelError(f"unknown model family {family!r}; choose one of {', '.join(ATTENTIONS)}")
+    if attention not in ATTENTIONS[family]:
+        raise ModelError(f"attention {attention!r} is not available for {family}; choose one of "
+                         f"{', '.join(ATTENTIONS[family])}")
+    if size not in SIZES:
+        raise ModelError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
+    if patch_size <= 0 or image_size % patch_size:
+        raise ModelError(f"patch size {patch_size} does not divide image size {image_size}")
+    if channels not in CHANNELS:
+        raise ModelError(f"channels must be 1 or 3, not {channels}")
+
+
+def patches(image_size: int, patch_size: int) -> int:
+    """Patches of an S x S image: (S / P)^2."""
+    return (image_size // patch_size) ** 2
+
+
+def seq_len(family: str, image_size: int, patch_size: int) -> int:
+    """Tokens the encoder attends over: the patches, plus the class token in Hugging Face's ViT."""
+    return patches(image_size, patch_size) + (1 if family == "hf" else 0)
+
+
+def role(attention: str) -> str:
+    """``flash`` for a flash kernel, else ``baseline``: the two sides of every speed-up."""
+    return "flash" if attention in FLASH_ATTENTIONS else "baseline"

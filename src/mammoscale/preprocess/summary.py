@@ -1,0 +1,65 @@
+"""What stage 1 found, gathered over its shards: the decode errors, the counts, and what decoded.
+
+Every shard's image table becomes ``results/qc/decode_errors.csv`` (the images that failed, with
+their kind) and ``results/qc/preprocess_summary.json``: counts for the report's data QC, the
+decoder (codec package and version) of every image, and the versions the preprocessing ran
+with. :func:`check_failures` then refuses to build the cache on a set where too many failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from mammoscale import files, provenance
+from mammoscale.preprocess.tiles import PreprocessError
+
+log = logging.getLogger(__name__)
+
+
+def summarise(images_csvs: list[Path | str], decode_errors_csv: Path | str, summary_json: Path | str) -> dict:
+    """Every shard's image rows -> decode_errors.csv and the preprocessing counts."""
+    images = pd.concat([files.IMAGE_TABLE.read(path) for path in images_csvs], ignore_index=True)
+    errors = images[images["status"] == "error"]
+    files.DECODE_ERROR_TABLE.write(errors.rename(columns={"path": "file"}), decode_errors_csv)
+    ok = images[images["status"] == "ok"]
+    failed_breasts = errors["breast_id"].nunique()
+    summary = {
+        "images": int(len(images)),
+        "decoded": int(len(ok)),
+        "failed_images": int(len(errors)),
+        "failed_fraction": round(len(errors) / len(images), 6) if len(images) else 0.0,
+        "errors_by_kind": dict(Counter(errors["error_kind"])),
+        "breasts": int(images["breast_id"].nunique()),
+        "breasts_cached": int(images["breast_id"].nunique() - failed_breasts),
+        "breasts_excluded_decode_error": int(failed_breasts),
+        "flip_disagreements": int((ok["flip_disagrees"] == "True").sum()),
+        "roi_fallbacks": int((ok["roi_fallback"] == "True").sum()),
+        "clipped_images": int((ok["clipped_pixels"].astype(int) > 0).sum()),
+        "constant_images": int((ok["constant"] == "True").sum()),
+        "transfer_syntaxes": dict(Counter(ok["transfer_syntax"])),
+        "photometric": dict(Counter(ok["photometric"])),
+        "voi": dict(Counter(ok["voi"])),
+        "decoders": dict(Counter(ok["decoder"])),
+        "versions": {**provenance.versions(provenance.PREPROCESSING_PACKAGES), **provenance.host()},
+    }
+    files.write_json(summary, summary_json)
+    log.info("%d of %d images decoded (%s); %d breast(s) excluded for decode errors; %d flip disagreement(s); "
+             "%d ROI fallback(s)", summary["decoded"], summary["images"],
+             ", ".join(f"{n} by {name}" for name, n in summary["decoders"].items()) or "none", failed_breasts,
+             summary["flip_disagreements"], summary["roi_fallbacks"])
+    return summary
+
+
+def check_failures(summary_json: Path | str, decode_errors_csv: Path | str, *, max_failure_fraction: float) -> None:
+    """Refuse to build on a set where too many images failed to decode."""
+    summary = files.read_json(summary_json)
+    if summary["failed_fraction"] > max_failure_fraction:
+        raise PreprocessError(
+            f"{summary['failed_images']} of {summary['images']} images ({100 * summary['failed_fraction']:.1f}%) failed "
+            f"to decode, more than cache.max_failure_fraction = {max_failure_fraction}: see {decode_errors_csv} "
+            f"(errors by kind: {summary['errors_by_kind']})"
+        )

@@ -1,0 +1,60 @@
+"""Stage 2 of preprocessing, one shard and image size at a time: S x S tiles, then the size's index.
+
+A tile is S x S uint8: the CC view in the left half, the MLO view in the right
+(:func:`mammoscale.preprocess.tiling.tile`). Each tile row carries the crc32 of the tile and
+the sha256 of its shard file, so a copy (or a suspect disk) can be verified
+(:mod:`mammoscale.cache`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammoscale import files
+from mammoscale.config import defaults
+from mammoscale.errors import UserError
+from mammoscale.preprocess import tiling
+
+log = logging.getLogger(__name__)
+
+
+class PreprocessError(UserError, RuntimeError):
+    """Preprocessing cannot go on; the message says why and what to look at."""
+
+
+def build_tiles(views_npy: Path | str, views_csv: Path | str, out_npy: Path | str, out_csv: Path | str, *,
+                image_size: int, resample: str = defaults()["preprocess"]["resample"]) -> int:
+    """Stage 2 for one shard and size: S x S tiles from the shard's canonical views."""
+    views_npy, out_npy = Path(views_npy), Path(out_npy)
+    index = files.VIEW_TABLE.read(views_csv)
+    views = np.load(views_npy, mmap_mode="r") if len(index) else None
+    if views is not None and image_size > views.shape[2]:
+        raise PreprocessError(f"image size {image_size} is larger than the canonical views ({views.shape[2]}): raise "
+                              "cache.canonical_size (or leave it unset: the largest grid size) and rebuild")
+    rows = []
+    with files.atomic_array(out_npy, (len(index), image_size, image_size)) as array:
+        for i, r in enumerate(index.itertuples(index=False)):
+            cc = views[r.offset, 0, : r.cc_rows, : r.cc_cols]
+            mlo = views[r.offset, 1, : r.mlo_rows, : r.mlo_cols]
+            array[i] = tiling.tile(np.ascontiguousarray(cc), np.ascontiguousarray(mlo), image_size, resample)
+            rows.append({"breast_id": r.breast_id, "patient_id": r.patient_id, "laterality": r.laterality,
+                         "label": r.label, "split": r.split, "shard": r.shard, "file": out_npy.name, "offset": i,
+                         "crc32": files.crc32(array[i])})
+    frame = files.TILE_TABLE.frame(rows)
+    frame["shard_sha256"] = files.sha256_file(out_npy)
+    files.TILE_TABLE.write(frame, out_csv)
+    log.info("%s: %d tiles of %d x %d", out_npy, len(rows), image_size, image_size)
+    return len(rows)
+
+
+def gather_index(shard_csvs: list[Path | str], index_csv: Path | str) -> int:
+    """Every shard's tile rows -> the size's index.csv, read by :func:`mammoscale.cache.open_tiles`."""
+    frames = [files.TILE_TABLE.read(path) for path in shard_csvs]
+    index = pd.concat(frames, ignore_index=True)
+    files.TILE_TABLE.write(index, index_csv)
+    log.info("%s: %d tiles in %d shards", index_csv, len(index), len(frames))
+    return len(index)

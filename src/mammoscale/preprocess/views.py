@@ -1,0 +1,142 @@
+"""Stage 1 of preprocessing, one shard at a time: each breast's canonical CC and MLO views.
+
+Stage 1 decodes each breast's CC and MLO once, orients them (tissue on the left), crops them
+to the breast and stores them fitted into a half tile of the canonical size C (the largest
+image size of the grid by default). Stage 2 (:mod:`mammoscale.preprocess.tiles`) turns them
+into S x S tiles for each image size S <= C; adding an image size runs stage 2 for it alone
+and decodes nothing.
+
+A breast whose view fails to decode is left out of the cache and counted: the shard's image
+table (``files.IMAGE_TABLE``) records every image, what was found and done to it, which
+decoder ran, or its error (:mod:`mammoscale.preprocess.summary` gathers them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from mammoscale import dicom, files
+from mammoscale.config import defaults
+from mammoscale.dataset.audit import report_fields
+from mammoscale.errors import UserError
+from mammoscale.preprocess import roi, tiling
+
+log = logging.getLogger(__name__)
+
+VIEWS = ("CC", "MLO")
+_PREPROCESS = defaults()["preprocess"]
+
+
+class PreprocessError(UserError, RuntimeError):
+    """Preprocessing cannot go on; the message says why and what to look at."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSettings:
+    """How stage 1 makes a view; everything but the canonical size defaults to the configuration's."""
+
+    canonical_size: int
+    roi: roi.RoiSettings = roi.RoiSettings()
+    trust_pixels_for_flip: bool = _PREPROCESS["trust_pixels_for_flip"]
+    resample: str = _PREPROCESS["resample"]
+    max_pixels: int = defaults()["decode"]["max_pixels"]
+
+    @classmethod
+    def from_config(cls, config: dict, canonical_size: int) -> ViewSettings:
+        """The settings of a complete config (:func:`mammoscale.config.load`)."""
+        preprocess = config["preprocess"]
+        return cls(canonical_size=canonical_size, roi=roi.RoiSettings(**preprocess["roi"]),
+                   trust_pixels_for_flip=preprocess["trust_pixels_for_flip"], resample=preprocess["resample"],
+                   max_pixels=config["decode"]["max_pixels"])
+
+    def __post_init__(self):
+        if self.canonical_size < 2 or self.canonical_size % 2:
+            raise ValueError(f"canonical size must be an even number >= 2, got {self.canonical_size}")
+        if self.resample not in tiling.RESAMPLE:
+            raise ValueError(f"resample must be one of {', '.join(tiling.RESAMPLE)}, not {self.resample!r}")
+
+
+# stage 1
+
+
+def process_breast(root: Path, breast: dict, settings: ViewSettings) -> tuple[list[np.ndarray] | None, list[dict]]:
+    """Decode, orient and crop both views of one breast; return the canonical views (None on failure) and a row per image."""
+    views, rows = [], []
+    for view in VIEWS:
+        image_id = breast[f"{view.lower()}_image_id"]
+        path = files.image_path(root, breast["patient_id"], image_id)
+        row = dict.fromkeys(files.IMAGE_TABLE.columns, "")
+        row.update(breast_id=breast["breast_id"], view=view, patient_id=breast["patient_id"], image_id=image_id,
+                   path=str(path.relative_to(root)))
+        try:
+            decoded = dicom.decode_with_report(path, max_pixels=settings.max_pixels)
+        except dicom.DicomError as exc:
+            row.update(status="error", error_kind=exc.kind, message=exc.message)
+            rows.append(row)
+            continue
+        row.update(report_fields(decoded))
+        located = roi.locate(decoded.image, breast["laterality"], settings.roi,
+                             trust_pixels=settings.trust_pixels_for_flip)
+        found = located.roi
+        mask = found.mask if settings.roi.mask_outside else None
+        views.append(tiling.canonical_view(decoded.image, mask, settings.canonical_size, settings.resample,
+                                           box=found.box, flip=located.flip))
+        row.update(flipped=located.flip, flip_disagrees=located.disagrees, roi_fallback=found.fallback,
+                   roi_box=" ".join(map(str, found.box)), tissue_fraction=round(found.tissue_fraction, 4))
+        rows.append(row)
+    return (views if len(views) == len(VIEWS) else None), rows
+
+
+def _process(job: tuple[Path, dict, ViewSettings]):
+    return process_breast(*job)
+
+
+def _map_breasts(jobs: list, workers: int):
+    """process_breast over ``jobs`` in order, in ``workers`` processes."""
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            yield from pool.map(_process, jobs, chunksize=max(1, len(jobs) // (4 * workers)))
+    else:
+        yield from map(_process, jobs)
+
+
+def build_views(root: Path | str, breasts_csv: Path | str, shard: int, out_npy: Path | str, out_csv: Path | str,
+                out_images_csv: Path | str, *, settings: ViewSettings, workers: int = 1) -> dict:
+    """Stage 1 for one shard: canonical views of its breasts, their index, and a row per image."""
+    root, out_npy = Path(root), Path(out_npy)
+    breasts = files.BREAST_TABLE.read(breasts_csv)
+    mine = breasts[breasts["shard"] == shard].to_dict("records")
+    size = settings.canonical_size
+    log.info("shard %d: %d breasts, canonical views %d x %d, %d worker(s)", shard, len(mine), size, size // 2, workers)
+    started, step = time.perf_counter(), max(1, len(mine) // 10)
+    index, images = [], []
+    with files.atomic_array(out_npy, (len(mine), 2, size, size // 2)) as array:
+        results = _map_breasts([(root, breast, settings) for breast in mine], workers)
+        for done, (breast, (views, rows)) in enumerate(zip(mine, results, strict=True), 1):
+            images.extend(rows)
+            if views is not None:
+                offset = len(index)
+                for k, view in enumerate(views):
+                    array[offset, k, : view.shape[0], : view.shape[1]] = view
+                index.append({
+                    **{c: breast[c] for c in ("breast_id", "patient_id", "laterality", "label", "split", "shard")},
+                    "offset": offset,
+                    "cc_rows": views[0].shape[0], "cc_cols": views[0].shape[1],
+                    "mlo_rows": views[1].shape[0], "mlo_cols": views[1].shape[1],
+                    "crc32": files.crc32(array[offset]),
+                })
+            if done % step == 0 or done == len(mine):
+                elapsed = time.perf_counter() - started
+                log.info("shard %d: %d/%d breasts (%.0f%%), %.2f breasts/s", shard, done, len(mine),
+                         100 * done / len(mine), done / max(elapsed, 1e-9))
+    files.IMAGE_TABLE.write(files.IMAGE_TABLE.frame(images), out_images_csv)
+    files.VIEW_TABLE.write(files.VIEW_TABLE.frame(index), out_csv)
+    failed = sum(1 for r in images if r["status"] == "error")
+    log.info("shard %d: %d of %d breasts cached, %d image(s) failed to decode", shard, len(index), len(mine), failed)
+    return {"breasts": len(mine), "cached": len(index), "failed_images": failed}

@@ -1,0 +1,101 @@
+"""The figures' common hand: palette, status marks, log axes, and saving as PNG plus a vector copy.
+
+The palette is seaborn's ``colorblind``; markers, not colour alone, tell patch sizes apart. A
+cell without a number is written where its bar or point would be (:func:`status_mark`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from mammoscale.report.tables import STATUS_LABEL  # noqa: E402
+
+STATUS_COLOUR = {"oom": "#b2182b", "failed": "#b2182b", "skipped": "#555555", "missing": "#555555"}
+MARKERS = ["o", "s", "^", "D", "v", "P", "*", "h"]
+GB = 1e9
+
+
+
+def setup() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.0)
+
+
+def colours(variants) -> dict:
+    """One colour per variant, the same in every figure."""
+    return dict(zip(variants, sns.color_palette("colorblind", max(3, len(variants)))))
+
+
+def note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def status_mark(ax, x, status: str, *, colour=None, rotation=90) -> None:
+    """The status of a cell without a number, written at the foot of where its bar would stand."""
+    ax.text(x, 0.02, STATUS_LABEL.get(status, status), transform=ax.get_xaxis_transform(), ha="center",
+            va="bottom", rotation=rotation, fontsize=7, color=colour or STATUS_COLOUR.get(status, "#555555"),
+            fontweight="bold" if status == "oom" else "normal")
+
+
+def ranks(row: pd.Series, profile: dict | None) -> str:
+    gpus = profile.get("gpus_per_node", 0) if profile else 0
+    nodes = profile.get("nodes", 1) if profile else 1
+    if pd.notna(row.get("world_size")):
+        world = int(row["world_size"])
+    else:
+        world = nodes * max(1, gpus)
+    unit = "GPU" if gpus else "CPU rank"
+    micro = int(row["micro_batch"]) if pd.notna(row.get("micro_batch")) else (profile or {}).get("micro_batch", "?")
+    return f"{world} {unit}{'s' if world > 1 else ''} x {micro}"
+
+
+def ok(frame: pd.DataFrame, column: str) -> pd.Series:
+    return (frame["status"] == "ok") & frame[column].notna()
+
+
+def plain_log(axis, subs=(1.0, 2.0, 5.0)) -> None:
+    """Log ticks at ``subs`` x 10^k written as plain numbers (``200``, ``0.05``), no minor labels."""
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def log_y(ax) -> None:
+    """Log y; ticks at 1, 2, 5 x 10^k, or 1, 2, 3, 5 when the data span less than about a decade."""
+    ax.set_yscale("log")
+    low, high = ax.dataLim.intervaly
+    narrow = low > 0 and high / low < 15
+    plain_log(ax.yaxis, (1.0, 2.0, 3.0, 5.0) if narrow else (1.0, 2.0, 5.0))
+
+
+def log_if_wide(ax, values) -> None:
+    values = [v for v in values if v and v > 0]
+    if values and max(values) / min(values) > 20:
+        log_y(ax)
+
+
+def device_limit(profile: dict | None) -> tuple[float | None, str]:
+    if not profile:
+        return None, ""
+    if profile.get("device_memory_gb"):
+        return float(profile["device_memory_gb"]), "device memory"
+    if not profile.get("gpus_per_node") and profile.get("mem_mb"):
+        return profile["mem_mb"] / 1000, "job memory (mem_mb)"
+    return None, ""
+
+
+def save(fig: plt.Figure, png: Path | str, vector: Path | str, *, dpi: int) -> None:
+    """The PNG (for the reports) and the vector copy (for a paper), then free the figure."""
+    for path in (png, vector):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi, metadata={"Software": None} if str(path).endswith(".png") else None)
+    plt.close(fig)

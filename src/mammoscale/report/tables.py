@@ -1,0 +1,138 @@
+"""The study's tables: one row per configured cell, flash-vs-baseline ratios, and the data pipeline.
+
+Every configured cell gets a row in ``runs.csv`` whatever its state: its ``metrics.json`` when it
+finished (``ok``, ``oom``, ``skipped``), the record a failed run left (``metrics.failed.json``,
+see :func:`mammoscale.train.job.run_job`), or ``missing`` when it has not run yet. The tables,
+and the figures drawn from them, can so be made while SLURM jobs are still running, and a cell
+absent from a figure is absent for a stated reason.
+
+``speedups.csv`` pairs every flash variant with every baseline at each hardware, image size and
+patch size: throughput ratio (flash / baseline) and memory ratio (baseline / flash), defined
+only where both ran (``ok``), with both statuses kept so an OOM baseline stays visible.
+
+``pipeline.csv`` holds what the preprocessing jobs measured: items and seconds per shard, from
+Snakemake's benchmark files and the shards' own records.
+
+This module reads files and writes CSV; it imports neither torch nor matplotlib.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from mammoscale import files
+from mammoscale.errors import UserError
+from mammoscale.files import read_runs  # noqa: F401 (the tables' reader, beside their writer)
+from mammoscale.plan.grid import Cell
+from mammoscale.plan.vit import role, seq_len
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("ok", "oom", "failed", "skipped", "missing")
+STATUS_LABEL = {"oom": "OOM", "failed": "failed", "skipped": "skipped", "missing": "not run"}
+"""How a status without a number is written in the figures and the report."""
+KEY = list(Cell._fields)
+FIRST_COLUMNS = [*KEY, "status", "message", "role", "family", "model", "attention", "attention_backend", "mode",
+                 "seq_len", "throughput_img_s", "step_time_s", "train_time_s", "peak_mem_bytes", "peak_mem_kind",
+                 "achieved_tflops", "mfu", "val_auc", "val_pf1", "input_wait_fraction", "loader_img_s", "world_size",
+                 "micro_batch", "grad_accum", "global_batch", "run_dir"]
+PAIR = ["hardware", "image_size", "patch_size"]
+
+
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested dicts become dotted columns (``env.torch``); lists become JSON text in one column."""
+    flat: dict = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def runs_table(cells, variants: dict, runs_root: Path | str = files.RUNS) -> pd.DataFrame:
+    """One row per configured cell ``(hardware, variant, image size, patch size)``, in grid order."""
+    rows = []
+    for cell in map(Cell._make, cells):
+        spec = variants[cell.variant]
+        directory = cell.run_dir(runs_root)
+        row = {**cell._asdict(), "status": "missing", "family": spec["family"], "attention": spec["attention"],
+               "role": role(spec["attention"]), "seq_len": seq_len(spec["family"], cell.image_size, cell.patch_size),
+               "run_dir": str(directory)}
+        record = files.read_cell_record(directory)
+        if record is not None:
+            found = tuple(record.get(key) for key in KEY)
+            if found != tuple(cell):
+                raise UserError(f"{directory} holds the record of cell {found}, not of {tuple(cell)}; "
+                                "remove it and rerun the cell")
+            row.update(flatten(record))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for column in FIRST_COLUMNS:
+        if column not in table:
+            table[column] = None
+    rest = sorted(column for column in table.columns if column not in FIRST_COLUMNS)
+    return table[FIRST_COLUMNS + rest]
+
+
+def speedups(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each flash variant against each baseline at the same hardware, image size and patch size
+    (``seq_len`` is the flash variant's)."""
+    columns = ["variant", "status", "throughput_img_s", "peak_mem_bytes"]
+    flash = runs.loc[runs["role"] == "flash", PAIR + ["seq_len"] + columns]
+    baseline = runs.loc[runs["role"] == "baseline", PAIR + columns]
+    pairs = flash.merge(baseline, on=PAIR, suffixes=("_flash", "_baseline"))
+    both = (pairs["status_flash"] == "ok") & (pairs["status_baseline"] == "ok")
+    pairs["throughput_ratio"] = (pairs["throughput_img_s_flash"].astype(float)
+                                 / pairs["throughput_img_s_baseline"].astype(float)).where(both)
+    pairs["memory_ratio"] = (pairs["peak_mem_bytes_baseline"].astype(float)
+                             / pairs["peak_mem_bytes_flash"].astype(float)).where(both)
+    pairs = pairs.rename(columns={"variant_flash": "flash_variant", "variant_baseline": "baseline_variant",
+                                  "status_flash": "flash_status", "status_baseline": "baseline_status"})
+    return pairs[list(files.SPEEDUP_TABLE.columns)].sort_values(PAIR + ["flash_variant", "baseline_variant"],
+                                                                ignore_index=True)
+
+
+def read_benchmark(path: Path | str) -> dict:
+    """Wall seconds and CPU seconds of one job from Snakemake's benchmark file."""
+    table = pd.read_csv(path, sep="\t")
+    if table.empty or "s" not in table:
+        raise UserError(f"{path} is not a Snakemake benchmark file (no 's' column)")
+    return {"seconds": float(table["s"].iloc[-1]), "cpu_seconds": float(table["cpu_time"].iloc[-1])}
+
+
+def pipeline_table(stage1: list[tuple], stage2: list[tuple]) -> pd.DataFrame:
+    """One row per preprocessing job with its items per second.
+
+    ``stage1``: ``(shard, images_csv, benchmark)`` per views shard (items: images decoded);
+    ``stage2``: ``(image_size, shard, tiles_csv, benchmark)`` per tiled shard (items: tiles written).
+    """
+    rows = []
+    for shard, images_csv, benchmark in stage1:
+        images = files.IMAGE_TABLE.read(images_csv, columns=("status",))
+        rows.append({"stage": "decode + crop", "image_size": None, "shard": files.fill(files.SHARD, shard=shard),
+                     "items": int((images["status"] == "ok").sum()), "item": "image", **read_benchmark(benchmark)})
+    for size, shard, tiles_csv, benchmark in stage2:
+        rows.append({"stage": f"tile img{size}", "image_size": int(size), "shard": files.fill(files.SHARD, shard=shard),
+                     "items": len(files.TILE_TABLE.read(tiles_csv)), "item": "tile", **read_benchmark(benchmark)})
+    table = files.PIPELINE_TABLE.frame(rows)
+    table["items_per_s"] = table["items"] / table["seconds"].where(table["seconds"] > 0)
+    return table
+
+
+def write_tables(cells, variants: dict, runs_root: Path | str, runs_csv: Path | str,
+                 speedups_csv: Path | str) -> pd.DataFrame:
+    """Write ``runs.csv`` and ``speedups.csv``; log the count of cells per status."""
+    runs = runs_table(cells, variants, runs_root)
+    files.write_csv(runs, runs_csv)
+    files.SPEEDUP_TABLE.write(speedups(runs), speedups_csv)
+    counts = runs["status"].value_counts()
+    log.info("%d cells: %s", len(runs), ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts))
+    return runs

@@ -1,0 +1,216 @@
+"""Data-parallel training behind one interface: :class:`Backend` (one process), :class:`DDP`, :class:`Horovod`.
+
+The training loop asks its backend to wrap the model and optimiser, to tell it when gradients
+must be synchronised, to average a number over ranks and to gather predictions. It never
+branches on the backend itself; each backend is a small class that says only how it differs
+from one process.
+
+Ranks come from the launcher's environment (:func:`mammoscale.plan.launch.ranks_from_env`:
+torchrun's or SLURM's variables), or from ``horovodrun``/``mpirun`` for Horovod. With none of
+them a backend runs as a world of one, which is how the single-process tests exercise the
+``ddp`` and ``horovod`` code paths.
+
+Gradient accumulation: DDP skips the all-reduce on all but the last micro-batch of a step
+(``no_sync``); Horovod's ``DistributedOptimizer`` counts ``backward_passes_per_step``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from mammoscale.errors import UserError
+from mammoscale.plan.launch import BACKENDS, first_host, ranks_from_env
+from mammoscale.train import devices
+
+log = logging.getLogger(__name__)
+
+
+class Backend:
+    """One process, and the interface every backend implements."""
+
+    name = "none"
+
+    def __init__(self, device: torch.device, rank: int = 0, world: int = 1, local_rank: int = 0):
+        self.device, self.rank, self.world, self.local_rank = device, rank, world, local_rank
+
+    @classmethod
+    def start(cls, device_request: str) -> Backend:
+        return cls(devices.choose(device_request, 0))
+
+    @property
+    def primary(self) -> bool:
+        return self.rank == 0
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device)
+
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module,
+                       grad_accum: int) -> torch.optim.Optimizer:
+        return optimizer
+
+    def broadcast_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
+        """Rank 0's optimiser state to every rank, after a resume."""
+
+    def sync_gradients(self, model: nn.Module, last_micro_batch: bool):
+        """The context of one micro-batch's backward pass."""
+        return contextlib.nullcontext()
+
+    def mean(self, value: float) -> float:
+        """``value`` averaged over the ranks."""
+        return float(value) if self.world == 1 else self._mean(float(value))
+
+    def gather(self, obj) -> list:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        return [obj] if self.world == 1 else self._gather(obj)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self._barrier()
+
+    def close(self) -> None:
+        """Leave the process group."""
+
+    # the collectives of a world of several ranks; a single process is its own world
+
+    def _mean(self, value: float) -> float:
+        return value
+
+    def _gather(self, obj) -> list:
+        return [obj]
+
+    def _barrier(self) -> None:
+        pass
+
+
+class DDP(Backend):
+    """torch DistributedDataParallel: NCCL on GPUs, Gloo on CPUs."""
+
+    name = "ddp"
+
+    @classmethod
+    def start(cls, device_request: str) -> DDP:
+        rank, world, local_rank = ranks_from_env()
+        if "MASTER_ADDR" not in os.environ:
+            if "SLURM_JOB_NODELIST" in os.environ and world > 1:
+                os.environ["MASTER_ADDR"] = first_host(os.environ["SLURM_JOB_NODELIST"])
+                os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", 0)) % 20000))
+            elif world == 1:
+                os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(_free_port())
+            else:
+                raise UserError("backend ddp with several ranks needs MASTER_ADDR/MASTER_PORT (torchrun sets them) "
+                                "or SLURM_JOB_NODELIST (srun sets it)")
+        os.environ.setdefault("MASTER_PORT", "29500")
+        device = devices.choose(device_request, local_rank)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
+                                             world_size=world)
+        log.info("ddp: rank %d of %d (local rank %d) on %s", rank, world, local_rank, device)
+        return cls(device, rank, world, local_rank)
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        """Wrapping broadcasts rank 0's weights."""
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model.to(self.device), device_ids=ids)
+
+    def sync_gradients(self, model: nn.Module, last_micro_batch: bool):
+        """All-reduce only on the last micro-batch of a step."""
+        return contextlib.nullcontext() if last_micro_batch else model.no_sync()
+
+    def close(self) -> None:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    def _mean(self, value: float) -> float:
+        on = self.device if self.device.type == "cuda" else torch.device("cpu")
+        tensor = torch.tensor([value], dtype=torch.float64, device=on)
+        torch.distributed.all_reduce(tensor)
+        return float(tensor.item()) / self.world
+
+    def _gather(self, obj) -> list:
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def _barrier(self) -> None:
+        torch.distributed.barrier()
+
+
+class Horovod(Backend):
+    """Horovod: rank 0's weights broadcast, gradients averaged by its DistributedOptimizer."""
+
+    name = "horovod"
+
+    @classmethod
+    def start(cls, device_request: str) -> Horovod:
+        hvd = _horovod()
+        hvd.init()
+        return cls(devices.choose(device_request, hvd.local_rank()), hvd.rank(), hvd.size(), hvd.local_rank())
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        _horovod().broadcast_parameters(model.state_dict(), root_rank=0)
+        return model
+
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module,
+                       grad_accum: int) -> torch.optim.Optimizer:
+        """A new optimiser over the same parameters: a checkpoint loads into it, not into ``optimizer``."""
+        hvd = _horovod()
+        return hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
+                                        backward_passes_per_step=grad_accum, op=hvd.Average)
+
+    def broadcast_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
+        """After a resume only: a fresh optimiser has no state, and Horovod would create it with a
+        zero-gradient step, which shifts Adam's step count."""
+        if optimizer.state_dict()["state"]:
+            _horovod().broadcast_optimizer_state(optimizer, root_rank=0)
+
+    def close(self) -> None:
+        _horovod().shutdown()
+
+    def _mean(self, value: float) -> float:
+        hvd = _horovod()
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        return float(hvd.allreduce(tensor, op=hvd.Average).item())
+
+    def _gather(self, obj) -> list:
+        return _horovod().allgather_object(obj)
+
+    def _barrier(self) -> None:
+        _horovod().join()
+
+
+BACKEND_CLASSES = {cls.name: cls for cls in (Backend, DDP, Horovod)}
+assert tuple(BACKEND_CLASSES) == BACKENDS, "mammoscale.plan.launch.BACKENDS names every backend"
+
+
+def init(backend: str, device_request: str) -> Backend:
+    """Join the job's process group (if any) and choose this rank's device."""
+    if backend not in BACKEND_CLASSES:
+        raise UserError(f"distributed backend must be one of {', '.join(BACKEND_CLASSES)}, not {backend!r}")
+    return BACKEND_CLASSES[backend].start(device_request)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself, outside a DistributedDataParallel wrapper."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _horovod():
+    try:
+        import horovod.torch as hvd
+    except ImportError:
+        raise UserError("backend horovod needs Horovod built against this torch: run `make horovod` "
+                        "(docs/training.md, 'Horovod')") from None
+    return hvd
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

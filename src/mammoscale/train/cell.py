@@ -1,0 +1,186 @@
+"""Train one grid cell from the tile cache and record what it measured in ``metrics.json``.
+
+``run_cell(cell, out_dir)`` is the one entry: the command line (``python -m mammoscale.train``)
+and the workflow's job (:func:`mammoscale.train.job.run_job`) call it. A cell is a ViT (family,
+attention kernel, size) at one image and patch size, trained with AdamW (linear warm-up, then
+cosine), bf16 autocast, a constant global batch made of micro-batches x ranks x accumulation
+steps, on one of the data-parallel backends of :mod:`mammoscale.train.backends`.
+
+Two modes: ``full`` trains ``epochs`` epochs and evaluates per breast on the validation split
+(the study's 20-epoch runs); ``throughput`` runs ``timing_warmup_steps + timed_steps`` optimiser
+steps and stops (2048 px with patch 8 for 20 epochs is days of GPU time; its speed is not).
+
+What a cell can end as (``status``): ``ok``; ``oom`` (an allocation failed: a result for the
+figures, exit code 0); ``skipped`` (the kernel asked for cannot run on this machine, exit 0);
+``failed`` (the loss became NaN or infinite, or an unexpected error; exit 1). Every status writes
+a schema-valid metrics.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mammoscale import cache, files, logs
+from mammoscale.errors import UserError
+from mammoscale.plan.settings import Settings
+from mammoscale.plan.vit import seq_len
+from mammoscale.train import batches, checkpoint, devices, loop, models, record
+from mammoscale.train.backends import Backend, init, unwrap
+from mammoscale.train.loop import NonFiniteLoss, Progress
+from mammoscale.train.optim import autocast_for, optimizer_for
+
+log = logging.getLogger("mammoscale.train")
+
+EXIT_CODES = {"ok": 0, "oom": 0, "skipped": 0, "failed": 1}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How many optimiser steps a run takes, and how many of them warm the learning rate up."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def of(cls, s: Settings, train_tiles: int) -> Schedule:
+        per_epoch = train_tiles // s.global_batch
+        total = per_epoch * s.epochs if s.mode == "full" else s.timing_warmup_steps + s.timed_steps
+        return cls(per_epoch, total, math.ceil(s.warmup_fraction * total))
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything one rank trains with, made whole by :func:`prepare` before the first step."""
+
+    settings: Settings
+    backend: Backend
+    out_dir: Path
+    fingerprint: str
+    val: batches.Split | None
+    schedule: Schedule
+    grad_accum: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: batches.Batches
+    autocast: Callable
+    kernel: Callable
+    """A fresh kernel-forcing context for each use (``sdpa_kernel`` contexts cannot be re-entered)."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+
+def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, peak: devices.PeakMemory) -> Run:
+    """Open the data, build and wrap the model and optimiser, resume from a checkpoint: a :class:`Run`."""
+    device = backend.device
+    root = cache.stage(s.cache_root, s.image_size, s.local_scratch) if s.local_scratch else s.cache_root
+    train_split = batches.open_split(root, s.image_size, "train", min_size=s.global_batch)
+    val = batches.open_split(root, s.image_size, "val") if s.mode == "full" else None
+    schedule = Schedule.of(s, len(train_split))
+    grad_accum = s.grad_accum(backend.world)
+
+    torch.manual_seed(s.seed)
+    np.random.seed(s.seed)
+    model = models.build(s.family, s.attention, s.model_size, image_size=s.image_size, patch_size=s.patch_size,
+                         channels=s.channels)
+    progress.params = models.params(model)
+    kernel = functools.partial(models.kernel_context, s.attention, device)
+    kernel()  # refuses a kernel this machine cannot run before any work
+    peak.reset()
+    model = backend.wrap_model(model)
+    # Horovod's wrapper is a new optimiser over the same parameters: load a checkpoint into it, not before
+    optimizer = backend.wrap_optimizer(optimizer_for(unwrap(model), s.lr, s.weight_decay), model, grad_accum)
+    fingerprint = checkpoint.fingerprint(s.training_identity())
+    if s.mode == "full" and s.checkpoint:
+        _resume(checkpoint.load(out_dir, fingerprint), model, optimizer, progress)
+    backend.broadcast_optimizer_state(optimizer)
+
+    on_device = {"yes": True, "no": False}.get(s.data_on_device)
+    if on_device is None:
+        on_device = batches.fits_on_device(train_split.nbytes(), device)
+    sampler = batches.train_sampler(train_split, world=backend.world, rank=backend.rank, seed=s.seed)
+    feed = batches.Batches(train_split, sampler, micro_batch=s.micro_batch, device=device, on_device=on_device,
+                           workers=s.loader_workers, pin_memory=s.pin_memory)
+    log.info("cell %s/%s img%d p%d: %s %s, %d tokens, %.1fM parameters; global batch %d = %d micro x %d "
+             "rank(s) x %d accumulation; %d steps (%d per epoch)", s.hardware, s.variant, s.image_size, s.patch_size,
+             s.family, s.attention, seq_len(s.family, s.image_size, s.patch_size), progress.params / 1e6,
+             s.global_batch, s.micro_batch, backend.world, grad_accum, schedule.total_steps, schedule.steps_per_epoch)
+    return Run(settings=s, backend=backend, out_dir=out_dir, fingerprint=fingerprint, val=val, schedule=schedule,
+               grad_accum=grad_accum, model=model, optimizer=optimizer, batches=feed,
+               autocast=autocast_for(s.precision, device), kernel=kernel)
+
+
+def _resume(state: dict | None, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
+    if state is None:
+        return
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    progress.resume(state)
+    log.info("resuming from the checkpoint of epoch %d (step %d)", progress.epochs_done, progress.steps_done)
+
+
+def run_cell(cell: dict, out_dir: Path | str) -> dict:
+    """Run one cell from its resolved settings; write ``metrics.json`` (and ``train.log``, checkpoints)
+    into ``out_dir`` from rank 0; return the metrics (on every rank)."""
+    settings = Settings.from_dict(cell)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backend = init(settings.backend, settings.device)
+    if not backend.primary:
+        logging.getLogger("mammoscale").setLevel(logging.WARNING)
+    result = None
+    try:
+        with logs.also_to(out_dir / files.TRAIN_LOG if backend.primary else None):
+            settings.grad_accum(backend.world)
+            result = _outcome(settings, backend, out_dir)
+            if backend.primary:
+                files.write_metrics(result, out_dir / files.METRICS)
+                log.info("%s: status %s%s", out_dir / files.METRICS, result["status"],
+                         f" ({result['message']})" if result["message"] else "")
+        return result
+    finally:
+        # after an OOM, other ranks may be gone: do not wait for them in a collective shutdown
+        if not (result and result["status"] == "oom" and backend.world > 1):
+            backend.close()
+
+
+def _outcome(settings: Settings, backend: Backend, out_dir: Path) -> dict:
+    """Train and evaluate; the record of how it ended, whatever the status."""
+    progress = Progress()
+    peak = devices.PeakMemory(backend.device)
+    grad_accum = settings.grad_accum(backend.world)
+
+    def result(status: str, message: str | None = None, quality: dict | None = None) -> dict:
+        return record.metrics(settings, backend, progress, status=status, message=message, peak=peak,
+                              grad_accum=grad_accum, quality=quality)
+
+    try:
+        run = prepare(settings, backend, out_dir, progress, peak)
+        loop.train(run, progress)
+        quality = loop.evaluate(run)
+    except models.KernelUnavailable as exc:
+        log.warning("skipped: %s", exc)
+        return result("skipped", str(exc))
+    except NonFiniteLoss as exc:
+        log.error("%s", exc)
+        return result("failed", str(exc))
+    except Exception as exc:
+        if not devices.is_oom(exc):
+            if not isinstance(exc, UserError) and backend.primary:
+                files.write_metrics(result("failed", f"{type(exc).__name__}: {exc}"), out_dir / files.METRICS)
+            raise
+        message = str(exc).splitlines()[0][:500]
+        log.warning("out of memory after %d step(s): %s", progress.steps_done, message)
+        return result("oom", message)
+    return result("ok", None, quality)

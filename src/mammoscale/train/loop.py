@@ -1,0 +1,165 @@
+"""The training loop of one prepared cell: optimiser steps, epochs with checkpoints, and validation.
+
+Everything a run has done lives in its :class:`Progress` (what a checkpoint saves and a resume
+restores); everything it trains with lives in its :class:`~mammoscale.train.cell.Run`, made
+whole before the first step. The loop never branches on the backend or the precision: it asks
+the run's backend and enters the run's autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from mammoscale.train import batches, checkpoint, devices, models, scores
+from mammoscale.train.backends import unwrap
+from mammoscale.train.optim import learning_rate
+
+log = logging.getLogger("mammoscale.train")
+
+PROGRESS_EVERY_S = 60.0
+"""A progress line in the log at most this often, during long epochs."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: the cell cannot continue."""
+
+
+@dataclass
+class Progress:
+    """What a run has done and found so far; a checkpoint holds the part that a resume needs."""
+
+    params: int | None = None
+    kernel: str | None = None
+    """The attention kernel(s) observed during the first step."""
+    epochs_done: int = 0
+    steps_done: int = 0
+    resumed_from: int | None = None
+    loss_curve: list[float] = field(default_factory=list)
+    epoch_times: list[float] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+    wait_times: list[float] = field(default_factory=list)
+    last_report: float = field(default_factory=time.monotonic)
+
+    def state(self) -> dict:
+        return {"epoch": self.epochs_done, "step": self.steps_done, "loss_curve": self.loss_curve,
+                "epoch_times": self.epoch_times}
+
+    def resume(self, state: dict) -> None:
+        self.epochs_done = self.resumed_from = int(state["epoch"])
+        self.steps_done = int(state["step"])
+        self.loss_curve = [float(x) for x in state["loss_curve"]]
+        self.epoch_times = [float(x) for x in state["epoch_times"]]
+
+
+def train(run, progress: Progress) -> None:
+    """Throughput mode: the planned steps; full mode: the remaining epochs, a checkpoint after each."""
+    s = run.settings
+    if s.mode == "throughput":
+        _steps(run, progress, _forever(run.batches), run.schedule.total_steps)
+        return
+    for epoch in range(progress.epochs_done, s.epochs):
+        started = time.perf_counter()
+        _steps(run, progress, iter(run.batches.epoch(epoch)), run.schedule.steps_per_epoch)
+        progress.epoch_times.append(devices.now(run.device) - started)
+        progress.epochs_done = epoch + 1
+        log.info("epoch %d/%d: %.1f s, last loss %.4f", epoch + 1, s.epochs, progress.epoch_times[-1],
+                 progress.loss_curve[-1])
+        if s.checkpoint and run.backend.primary:
+            checkpoint.save(run.out_dir, {"fingerprint": run.fingerprint, **progress.state(),
+                                          "model": unwrap(run.model).state_dict(),
+                                          "optimizer": run.optimizer.state_dict()})
+        run.backend.barrier()
+
+
+def _forever(source: batches.Batches):
+    epoch = 0
+    while True:
+        yield from source.epoch(epoch)
+        epoch += 1
+
+
+def _steps(run, progress: Progress, stream, steps: int) -> None:
+    s, schedule, backend = run.settings, run.schedule, run.backend
+    criterion = nn.CrossEntropyLoss()
+    run.model.train()
+    for _ in range(steps):
+        lr = learning_rate(progress.steps_done, total=schedule.total_steps, warmup=schedule.warmup_steps, base=s.lr,
+                           min_fraction=s.min_lr_fraction, scale=backend.world if s.lr_scale_with_world_size else 1)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        started = devices.now(run.device)
+        step_loss, waited = 0.0, 0.0
+        for micro in range(run.grad_accum):
+            asked = time.perf_counter()
+            tiles, labels = next(stream)
+            waited += time.perf_counter() - asked
+            labels = labels.to(run.device, non_blocking=True)
+            observe = _observe_kernel(progress) if progress.kernel is None else contextlib.nullcontext()
+            with observe, run.kernel(), backend.sync_gradients(run.model, micro == run.grad_accum - 1):
+                with run.autocast():
+                    logits = run.model(batches.to_model_input(tiles, s.channels, run.device))
+                loss = criterion(logits.float(), labels) / run.grad_accum
+                loss.backward()
+            step_loss += loss.detach()
+        run.optimizer.step()
+        run.optimizer.zero_grad()
+        value = backend.mean(float(step_loss))
+        progress.step_times.append(devices.now(run.device) - started)
+        progress.wait_times.append(waited)
+        progress.steps_done += 1
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"the training loss became {value} at step {progress.steps_done} (lr {lr:.3g}); "
+                                "lower lr or use fp32 to find the cause")
+        progress.loss_curve.append(value)
+        _report(run, progress)
+
+
+@contextlib.contextmanager
+def _observe_kernel(progress: Progress):
+    record: dict = {}
+    with models.attention_kernels(record):
+        yield
+    progress.kernel = record["kernel"]
+
+
+def _report(run, progress: Progress) -> None:
+    if time.monotonic() - progress.last_report < PROGRESS_EVERY_S:
+        return
+    progress.last_report = time.monotonic()
+    recent = progress.step_times[-20:]
+    log.info("step %d/%d: loss %.4f, %.2f img/s over the last %d step(s)", progress.steps_done,
+             run.schedule.total_steps, progress.loss_curve[-1], run.settings.global_batch * len(recent) / sum(recent),
+             len(recent))
+
+
+def evaluate(run) -> dict:
+    """Per-breast val AUC and pF1 of the final model, each rank scoring a partition of the split."""
+    if run.val is None:
+        return {"val_auc": None, "val_pf1": None}
+    model = unwrap(run.model).eval()
+    backend, micro = run.backend, run.settings.micro_batch
+    rows = batches.eval_rows(len(run.val), world=backend.world, rank=backend.rank)
+    probabilities: list[float] = []
+    with torch.no_grad(), run.kernel():
+        for start in range(0, len(rows), micro):
+            tiles = torch.stack([run.val[i][0] for i in rows[start:start + micro]])
+            with run.autocast():
+                logits = model(batches.to_model_input(tiles, run.settings.channels, run.device))
+            probabilities += torch.softmax(logits.float(), dim=1)[:, 1].cpu().tolist()
+    gathered = backend.gather((rows, probabilities))
+    order = [i for part, _ in gathered for i in part]
+    probs = [p for _, part in gathered for p in part]
+    index = run.val.index.iloc[order]
+    breasts = scores.per_breast(index["patient_id"].to_numpy(), index["laterality"].to_numpy(),
+                                index["label"].to_numpy(), np.asarray(probs))
+    result = scores.evaluate(breasts)
+    log.info("validation: %d breasts, AUC %s, pF1 %s", len(breasts), result["val_auc"], result["val_pf1"])
+    return result

@@ -1,0 +1,128 @@
+"""The study's vision transformers, built from settings, and a record of the attention kernel that ran.
+
+The catalogue (families, sizes, attentions) is :mod:`mammoscale.plan.vit`; this module builds it.
+Each family has a switch that changes only the attention kernel:
+
+- ``xtransformers``: x-transformers ``ViTransformerWrapper`` + ``Encoder`` (the study's flash model).
+  ``attention="flash"`` sets ``attn_flash=True`` (PyTorch scaled-dot-product attention);
+  ``"materialised"`` the same architecture and weights with the (N x N) score matrix built
+  explicitly. Comparing the two isolates the kernel.
+- ``hf``: Hugging Face ``ViTForImageClassification`` from a ``ViTConfig`` (no download).
+  ``"eager"`` is the study's baseline (materialised attention); ``"sdpa"`` PyTorch's kernel;
+  ``"flash_attention_2"`` the flash-attn package's kernel (CUDA only, where installed).
+
+Which kernel actually ran is observed, not assumed: :func:`attention_kernels` records the operators
+dispatched during a real training step (a ``TorchDispatchMode``, the mechanism of torch's own
+``FlopCounterMode``). On CUDA, ``attention="flash"`` is enforced with
+``torch.nn.attention.sdpa_kernel``, so a shape or dtype the flash kernel cannot take fails
+loudly instead of silently falling back to another kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mammoscale.errors import UserError
+from mammoscale.plan.vit import NUM_CLASSES, SIZES, Size, check
+
+
+# profiler operator name -> the kernel it stands for
+KERNEL_OPS = {
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "sdpa-flash-cpu",
+    "aten::_scaled_dot_product_flash_attention": "sdpa-flash",
+    "aten::_scaled_dot_product_efficient_attention": "sdpa-mem-efficient",
+    "aten::_scaled_dot_product_cudnn_attention": "sdpa-cudnn",
+    "aten::_scaled_dot_product_attention_math": "sdpa-math",
+    "aten::_scaled_dot_product_fused_attention_overrideable": "sdpa-overrideable",
+    "flash_attn::_flash_attn_forward": "flash-attn-2",
+}
+MATERIALISED = "materialised"
+
+
+class KernelUnavailable(UserError, RuntimeError):
+    """The requested attention kernel cannot run here (no GPU, package missing): the cell is skipped."""
+
+
+def build(family: str, attention: str, size: str, *, image_size: int, patch_size: int, channels: int) -> nn.Module:
+    """A freshly initialised classifier taking (B, channels, S, S) floats and returning (B, 2) logits."""
+    check(family, attention, size, image_size, patch_size, channels)
+    shape = SIZES[size]
+    if family == "xtransformers":
+        from x_transformers import Encoder, ViTransformerWrapper
+
+        encoder = Encoder(dim=shape.dim, depth=shape.depth, heads=shape.heads, attn_flash=attention == "flash")
+        return ViTransformerWrapper(image_size=image_size, patch_size=patch_size, channels=channels,
+                                    num_classes=NUM_CLASSES, attn_layers=encoder)
+    return _HuggingFaceViT(attention, shape, image_size=image_size, patch_size=patch_size, channels=channels)
+
+
+class _HuggingFaceViT(nn.Module):
+    """``ViTForImageClassification`` returning logits, so both families share one call signature."""
+
+    def __init__(self, attention: str, shape: Size, *, image_size: int, patch_size: int, channels: int):
+        super().__init__()
+        if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            raise KernelUnavailable("attention flash_attention_2 needs the flash-attn package (pip install "
+                                    "'mammoscale[flash-attn]' on a CUDA machine)")
+        from transformers import ViTConfig, ViTForImageClassification
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        config = ViTConfig(hidden_size=shape.dim, num_hidden_layers=shape.depth, num_attention_heads=shape.heads,
+                           intermediate_size=shape.mlp_dim, image_size=image_size, patch_size=patch_size,
+                           num_channels=channels, num_labels=NUM_CLASSES)
+        self.vit = ViTForImageClassification._from_config(config, attn_implementation=attention)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vit(pixel_values=images).logits
+
+
+def params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def kernel_context(attention: str, device: torch.device):
+    """Force the flash SDPA kernel on CUDA when flash was asked for; elsewhere, leave dispatch alone.
+
+    Wrap every forward and backward in it: a flash request that cannot be honoured then raises
+    ``RuntimeError: No available kernel`` instead of running another kernel.
+    """
+    if attention == "flash" and device.type == "cuda":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+    if attention == "flash_attention_2" and device.type != "cuda":
+        raise KernelUnavailable("attention flash_attention_2 runs on CUDA only")
+    return contextlib.nullcontext()
+
+
+def kernels_in(op_names) -> str:
+    """Name the attention kernel(s) among profiler operator names; ``materialised`` when no fused one ran."""
+    seen = sorted({KERNEL_OPS[name] for name in op_names if name in KERNEL_OPS})
+    return "+".join(seen) if seen else MATERIALISED
+
+
+@contextlib.contextmanager
+def attention_kernels(record: dict):
+    """Watch the operators the enclosed code dispatches; store the attention kernel(s) in ``record["kernel"]``."""
+    watcher = _OperatorNames()
+    with watcher:
+        yield
+    record["kernel"] = kernels_in(watcher.names)
+
+
+class _OperatorNames(TorchDispatchMode):
+    """Collects the name of every ATen (or custom) operator dispatched while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func._schema.name)
+        return func(*args, **(kwargs or {}))

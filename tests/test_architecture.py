@@ -1,0 +1,102 @@
+"""The house's rules, checked: only the training subpackage imports torch, and the Snakefile parses without it.
+
+Every SLURM job parses the Snakefile again, and a laptop plans a cluster's study: importing
+torch there would cost seconds per job, or fail where only the core environment is installed.
+"""
+
+from __future__ import annotations
+
+import ast
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mammoscale
+from conftest import REPO
+from test_workflow import copy_workflow, snakemake
+
+PACKAGE = Path(mammoscale.__file__).parent
+TORCH_SIDE = ("torch", "x_transformers", "transformers", "horovod", "flash_attn", "einops")
+BLOCK = ("import sys\n"
+         "class _Blocked:\n"
+         "    def find_spec(self, name, path=None, target=None):\n"
+         f"        if name.split('.')[0] in {TORCH_SIDE!r}:\n"
+         "            raise ModuleNotFoundError(f'No module named {name!r} (blocked by the test)', name=name)\n"
+         "sys.meta_path.insert(0, _Blocked())\n")
+"""Code that makes torch and its kin unimportable, as in an environment without the train extra."""
+
+
+def modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.walk_packages([str(PACKAGE)], "mammoscale.") if not m.name.endswith("__main__"))
+
+
+def imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_training_subpackage_names_torch_and_its_kin():
+    outside = {str(p.relative_to(PACKAGE)): sorted(imported(p) & set(TORCH_SIDE))
+               for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] != "train"}
+    assert len(outside) > 30
+    assert {name: found for name, found in outside.items() if found} == {}
+
+
+def test_every_module_outside_training_imports_with_torch_blocked():
+    names = [name for name in modules() if not name.startswith("mammoscale.train")]
+    code = (BLOCK + "import importlib\n"
+            f"for name in {names!r}: importlib.import_module(name)\n"
+            f"assert not set(sys.modules) & set({TORCH_SIDE!r})\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "mammoscale.report.figures" in names and "mammoscale.plan.study" in names
+
+
+def test_training_without_torch_says_what_to_install():
+    code = (BLOCK + "from mammoscale.errors import UserError\n"
+            "try:\n"
+            "    import mammoscale.train\n"
+            "except UserError as error:\n"
+            "    print(error)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "training needs torch" in out.stdout and "pip install -e '.[train]'" in out.stdout
+
+
+def test_the_snakefile_plans_the_study_without_torch(tmp_path):
+    """A dry run of the whole study with torch and its kin unimportable (a ``sitecustomize`` blocks them)."""
+    workdir = copy_workflow(tmp_path / "wf")
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(BLOCK)
+    result = snakemake(workdir, "-n", "all", "--configfile", "config/test.yaml", env={"PYTHONPATH": str(blocker)})
+    assert "train_cell" in result.stdout
+
+
+def test_every_subpackage_says_what_it_holds_and_may_import():
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert "Imports:" in doc and len(doc.splitlines()) >= 4, init
+
+
+def test_no_module_over_400_lines_and_no_function_over_60():
+    long_modules, long_functions = [], []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        if len(text.splitlines()) > 400:
+            long_modules.append(str(path.relative_to(PACKAGE)))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long_functions.append(f"{path.relative_to(PACKAGE)}:{node.name}")
+    assert long_modules == [] and long_functions == []
+
+
+def test_the_adapters_are_thin():
+    for script in sorted((REPO / "workflow" / "scripts").glob("*.py")):
+        lines = [line for line in script.read_text().splitlines() if line.strip()]
+        assert len(lines) <= 14, script.name

@@ -1,0 +1,81 @@
+"""The study a config describes, checked whole when the Snakefile is parsed: defaults, cells, refusals."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import REPO
+from mammoscale import config as configuration
+from mammoscale.errors import UserError
+from mammoscale.plan.grid import Cell
+from mammoscale.plan.study import Study
+
+EMBEDDED = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+
+
+def study(**overrides) -> Study:
+    raw = {**EMBEDDED, **overrides}
+    return Study.from_config(raw)
+
+
+def test_the_embedded_default_is_the_schemas_defaults_and_the_local_machine():
+    s = study()
+    assert s.config["train"] == configuration.defaults()["train"]
+    assert s.config["hardware"]["local-cpu"]["runtime_min"] == 60  # a profile's defaults are filled in too
+    assert s.image_sizes == [384, 512] and len(s.cells) == 2 * 2 * 3
+    assert s.cells[0] == Cell("local-cpu", "flash", 384, 8) and s.cells[0].name == "local-cpu/flash/img384_p8"
+    assert s.canonical_size == 512 and s.shards == ["0000", "0001", "0002", "0003"]
+
+
+def test_the_paper_study_plans_its_cells_and_their_settings():
+    s = Study.from_config({**EMBEDDED, **PAPER, "hardware": {**EMBEDDED["hardware"], **PAPER["hardware"]}})
+    assert len(s.cells) == 3 * 4 * 3 + 2  # variants x sizes x patches, and 2 extra cells for Figure 2
+    assert s.hardware_used == ["xe9680", "xe8545", "r750xa"] and s.reference["hardware"] == "xe9680"
+    settings = s.cell_settings(Cell("xe9680", "hf-eager", 512, 16))
+    assert settings["family"] == "hf" and settings["mode"] == "full" and settings["micro_batch"] == 64
+    assert s.launch("xe9680") == {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8}
+
+
+def test_reference_hardware_defaults_to_the_first_in_the_grid():
+    s = study(grid={"hardware": ["local-cpu", "other"]},
+              hardware={**EMBEDDED["hardware"], "other": EMBEDDED["hardware"]["local-cpu"]})
+    assert s.reference["hardware"] == "local-cpu"
+    assert study(figures={"reference": {"hardware": "local-cpu"}}).reference["variant"] == "flash"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"grid": {"hardware": ["local-cpu", "h100"]}}, "grid.hardware names h100, not among the hardware profiles"),
+    ({"grid": {"patch_sizes": [7]}}, r"the grid has no cell: no patch size of \[7\] divides"),
+    ({"cache": {"canonical_size": 256}}, r"cache.canonical_size \(256\) is smaller than the largest"),
+    ({"figures": {"reference": {"variant": "eager"}}}, "figures.reference.variant 'eager' is not in grid.variants"),
+    ({"figures": {"reference": {"hardware": "elsewhere"}}}, "figures.reference.hardware 'elsewhere' runs no cell"),
+    ({"figures": {"baseline": "nope"}}, "figures.baseline is 'nope', not one of grid.variants"),
+    ({"train": {"global_batch": 3}, "hardware": {"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], "micro_batch": 2}}},
+     "cell local-cpu/flash/img384_p8: global batch 3 is not a multiple of micro-batch 2 x 1"),
+    ({"typo_key": 1}, "unknown key.*'typo_key'"),
+    ({"grid": {"image_sizes": [384, 512], "patch_sizess": [8]}}, r"'patch_sizess' \(did you mean 'patch_sizes'\?\)"),
+    ({"train": {"mode": "fast"}}, "config: train.mode: 'fast' is not one of"),
+])
+def test_what_the_config_alone_decides_is_refused_when_planning(overrides, message):
+    """Each one line, naming the key or the cell, before any job runs (not inside a SLURM job)."""
+    raw = {**EMBEDDED}
+    for key, value in overrides.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) and key in raw else value
+    with pytest.raises(UserError, match=message):
+        Study.from_config(raw)
+
+
+def test_a_wildcard_cell_needs_its_profile_and_variant():
+    s = study()
+    assert s.cell("local-cpu", "flash", "512", "16") == Cell("local-cpu", "flash", 512, 16)
+    with pytest.raises(UserError, match="no hardware profile 'gpu'"):
+        s.cell("gpu", "flash", 512, 16)
+    with pytest.raises(UserError, match="no variant 'sdpa'"):
+        s.cell("local-cpu", "sdpa", 512, 16)
+
+
+def test_a_missing_pair_is_noted():
+    assert study(grid={"hardware": ["local-cpu"], "image_sizes": [384], "patch_sizes": [16, 256]}).missing_note == (
+        "no cell for img384_p256: the patch size does not divide the image size")
