@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: run test setup setup-test horovod lint clean
+.PHONY: run test setup setup-test horovod lint format clean
 
 run: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) all
@@ -17,8 +17,18 @@ setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
 horovod: $(VENV)/.installed-horovod
 
+# Python: ruff (lint, then the formatter's check); Snakefiles: snakefmt's check, then snakemake's own linter.
 lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
+
+# Apply the formatters.
+format: $(VENV)/.installed-test
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile rules
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'" >&2; exit 1; }

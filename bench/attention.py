@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+from importlib.metadata import version
 
 import torch
 import x_transformers  # noqa: F401  (version below)
-from importlib.metadata import version
 
 from mammoscale.train.bench import measure_in_subprocess
 
@@ -33,14 +33,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, x-transformers {version('x-transformers')}, python {platform.python_version()}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"torch {torch.__version__}, x-transformers {version('x-transformers')}, python {platform.python_version()}, "
+        f"{torch.get_num_threads()} threads"
+    )
     results: dict[tuple[int, str], list[dict]] = {}
     for _ in range(args.repeat):
         for tokens, (image_size, patch_size) in SHAPES.items():
             for attention in ("flash", "materialised"):
-                r = measure_in_subprocess(attention=attention, image_size=image_size, patch_size=patch_size,
-                                          steps=args.steps, warmup=args.warmup)
+                r = measure_in_subprocess(
+                    attention=attention,
+                    image_size=image_size,
+                    patch_size=patch_size,
+                    steps=args.steps,
+                    warmup=args.warmup,
+                )
                 print(f"  {tokens} tokens, {attention}: {r}", flush=True)
                 results.setdefault((tokens, attention), []).append(r)
     print("| tokens | attention | kernel | step, s | peak memory, MB | flash speed-up | flash memory saving |")
@@ -52,7 +59,9 @@ def main() -> None:
         for a in rows:
             ratio = f"{step['materialised'] / step['flash']:.2f}x" if a == "flash" else ""
             saving = f"{mem['materialised'] / mem['flash']:.1f}x" if a == "flash" else ""
-            print(f"| {tokens} | {a} | {rows[a][0]['kernel']} | {step[a]:.2f} | {mem[a] / 1e6:.0f} | {ratio} | {saving} |")
+            print(
+                f"| {tokens} | {a} | {rows[a][0]['kernel']} | {step[a]:.2f} | {mem[a] / 1e6:.0f} | {ratio} | {saving} |"
+            )
 
 
 if __name__ == "__main__":

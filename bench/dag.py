@@ -37,8 +37,17 @@ def rsna_like_csv(path: Path) -> None:
     frame.insert(0, "site_id", 1 + frame["patient"] % 2)
     frame.insert(1, "patient_id", 10_000 + frame.pop("patient"))
     frame.insert(2, "image_id", range(1_000_000, 1_000_000 + len(frame)))
-    frame = frame.assign(age=60, cancer=0, biopsy=0, invasive=0, BIRADS="", implant=0, density="", machine_id=49,
-                         difficult_negative_case=False)
+    frame = frame.assign(
+        age=60,
+        cancer=0,
+        biopsy=0,
+        invasive=0,
+        BIRADS="",
+        implant=0,
+        density="",
+        machine_id=49,
+        difficult_negative_case=False,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
 
@@ -61,8 +70,17 @@ def main() -> None:
             args.target = "all (--profile slurm, config/paper.yaml)"
             command = [sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", "all", "--config", data]
         else:
-            command = [sys.executable, "-m", "snakemake", "-n", args.target, "--config", data,
-                       f"grid={{image_sizes: [{args.sizes}]}}", f"cache={{shards: {args.shards}}}"]
+            command = [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-n",
+                args.target,
+                "--config",
+                data,
+                f"grid={{image_sizes: [{args.sizes}]}}",
+                f"cache={{shards: {args.shards}}}",
+            ]
         times, output = [], ""
         for _ in range(3):
             started = time.perf_counter()
@@ -71,8 +89,10 @@ def main() -> None:
             output = result.stdout + result.stderr
     jobs = [line for line in output.splitlines() if line.strip().startswith("total")]
     print(f"train.csv: {IMAGES} rows, {PATIENTS} patients; shards {args.shards}; sizes {args.sizes}")
-    print(f"snakemake -n {args.target}: {jobs[-1].split()[-1] if jobs else '?'} jobs; "
-          f"wall seconds {', '.join(f'{t:.2f}' for t in times)} (median {sorted(times)[1]:.2f})")
+    print(
+        f"snakemake -n {args.target}: {jobs[-1].split()[-1] if jobs else '?'} jobs; "
+        f"wall seconds {', '.join(f'{t:.2f}' for t in times)} (median {sorted(times)[1]:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ import pydicom
 from pydicom.pixels import get_decoder
 
 from mammoscale import dicom, synthetic
-from mammoscale.synthetic import phantom
-from mammoscale.synthetic import parse_shape
+from mammoscale.synthetic import parse_shape, phantom
 
 
 def main() -> None:
@@ -42,8 +41,9 @@ def main() -> None:
                     rng = np.random.default_rng(i)
                     started = time.perf_counter()
                     breast = phantom.random_breast(rng, cancer=i % 2 == 0)
-                    image, _ = phantom.draw_view(shape, breast, view=("CC", "MLO")[i % 2], laterality="LR"[i % 2],
-                                                 artefact="frame", rng=rng)
+                    image, _ = phantom.draw_view(
+                        shape, breast, view=("CC", "MLO")[i % 2], laterality="LR"[i % 2], artefact="frame", rng=rng
+                    )
                     ds = synthetic.make_dataset(image, bits_stored=12, transfer_syntax=syntax, image_id=i)
                     path = Path(tmp) / f"{syntax}-{i}.dcm"
                     ds.save_as(path, enforce_file_format=True)
@@ -63,8 +63,10 @@ def main() -> None:
                     full.append(time.perf_counter() - started)
                 size = statistics.mean(p.stat().st_size for p in paths) / 1e6
                 c, f = statistics.median(codec), statistics.median(full)
-                print(f"| {shape[0]}x{shape[1]} | {syntax.name} | {size:.1f} | {statistics.median(write_times):.2f} "
-                      f"| {c:.3f} | {f:.3f} | {f / c:.2f} |")
+                print(
+                    f"| {shape[0]}x{shape[1]} | {syntax.name} | {size:.1f} | {statistics.median(write_times):.2f} "
+                    f"| {c:.3f} | {f:.3f} | {f / c:.2f} |"
+                )
                 for p in paths:
                     p.unlink()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -37,17 +37,37 @@ HARDWARE = "bench"
 def cells(args, variants: dict) -> list[tuple[grid.Cell, dict]]:
     """Every cell of the grid with its settings, as the workflow resolves them, micro-batch by token budget."""
     paper = config.with_defaults(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
-    train = {**paper["train"], "mode": "throughput", "model_size": args.model_size, "global_batch": args.global_batch,
-             "timing_warmup_steps": args.warmup_steps, "timed_steps": args.timed_steps, "loader_workers": 0,
-             "checkpoint": False, "full_mode_at": []}
+    train = {
+        **paper["train"],
+        "mode": "throughput",
+        "model_size": args.model_size,
+        "global_batch": args.global_batch,
+        "timing_warmup_steps": args.warmup_steps,
+        "timed_steps": args.timed_steps,
+        "loader_workers": 0,
+        "checkpoint": False,
+        "full_mode_at": [],
+    }
     chosen = []
     for cell in grid.cells(args.sizes, args.patches, {name: variants[name] for name in args.variants}, [HARDWARE]):
         tokens = seq_len(variants[cell.variant]["family"], cell.image_size, cell.patch_size)
-        profile = {"launcher": "none", "nodes": 1, "gpus_per_node": 0 if args.tiny else 1, "peak_tflops": args.peak_tflops,
-                   "micro_batch": bench.micro_batch_for(tokens, args.token_budget, args.global_batch),
-                   "data_on_device": "yes", "device": args.device}
-        settings = grid.cell_settings(cell, profile=profile, variant=variants[cell.variant], train=train,
-                                      cache_root=str(args.out / "cache"), local_scratch=None)
+        profile = {
+            "launcher": "none",
+            "nodes": 1,
+            "gpus_per_node": 0 if args.tiny else 1,
+            "peak_tflops": args.peak_tflops,
+            "micro_batch": bench.micro_batch_for(tokens, args.token_budget, args.global_batch),
+            "data_on_device": "yes",
+            "device": args.device,
+        }
+        settings = grid.cell_settings(
+            cell,
+            profile=profile,
+            variant=variants[cell.variant],
+            train=train,
+            cache_root=str(args.out / "cache"),
+            local_scratch=None,
+        )
         chosen.append((cell, settings))
     return chosen
 
@@ -72,8 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         args.model_size, args.device, sizes, patches = "vit-tiny", "cpu", [32, 64], [8, 16]
         args.global_batch, args.token_budget, args.warmup_steps, args.timed_steps = 4, 64, 1, 2
     args.sizes, args.patches = args.sizes or sizes, args.patches or patches
-    print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), x-transformers {version('x-transformers')}, "
-          f"transformers {version('transformers')}, python {platform.python_version()}")
+    print(
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}), x-transformers {version('x-transformers')}, "
+        f"transformers {version('transformers')}, python {platform.python_version()}"
+    )
     if torch.cuda.is_available():
         print(f"device: {torch.cuda.get_device_name(0)}")
     planned = cells(args, variants)
@@ -84,14 +106,29 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{cell.name}: {record['status']} {record.get('throughput_img_s')}", flush=True)
     runs = tables.runs_table([cell for cell, _ in planned], variants, runs_root)
     runs.to_csv(args.out / "grid.csv", index=False)
-    shown = runs[["variant", "image_size", "patch_size", "seq_len", "micro_batch", "status", "throughput_img_s",
-                  "peak_mem_bytes", "mfu", "attention_backend"]].assign(peak_mem_bytes=runs["peak_mem_bytes"] / 1e9)
+    shown = runs[
+        [
+            "variant",
+            "image_size",
+            "patch_size",
+            "seq_len",
+            "micro_batch",
+            "status",
+            "throughput_img_s",
+            "peak_mem_bytes",
+            "mfu",
+            "attention_backend",
+        ]
+    ].assign(peak_mem_bytes=runs["peak_mem_bytes"] / 1e9)
     print(bench.markdown(shown.rename(columns={"peak_mem_bytes": "peak_mem_gb"})))
     print()
     pairs = tables.speedups(runs)
     files.SPEEDUP_TABLE.write(pairs, args.out / "speedups.csv")
-    print(bench.markdown(pairs[["image_size", "patch_size", "flash_variant", "baseline_variant", "throughput_ratio",
-                                "memory_ratio"]]))
+    print(
+        bench.markdown(
+            pairs[["image_size", "patch_size", "flash_variant", "baseline_variant", "throughput_ratio", "memory_ratio"]]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -36,20 +36,61 @@ def main() -> None:
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     started = time.perf_counter()
-    data = synthetic.generate(args.out / "rsna", n_patients=args.patients, image_shape=synthetic.parse_shape(args.shape),
-                              seed=7, cancer_rate=0.5, workers=2)
-    root = build_cache(data, args.out, workers=2, config={
-        "grid": {"image_sizes": [args.image_size]}, "cache": {"shards": 2},
-        "manifest": {"split": {"train": 0.7, "val": 0.3, "test": 0.0}}})
+    data = synthetic.generate(
+        args.out / "rsna",
+        n_patients=args.patients,
+        image_shape=synthetic.parse_shape(args.shape),
+        seed=7,
+        cancer_rate=0.5,
+        workers=2,
+    )
+    root = build_cache(
+        data,
+        args.out,
+        workers=2,
+        config={
+            "grid": {"image_sizes": [args.image_size]},
+            "cache": {"shards": 2},
+            "manifest": {"split": {"train": 0.7, "val": 0.3, "test": 0.0}},
+        },
+    )
     prepared = time.perf_counter() - started
-    cell = {"cache_root": str(root), "image_size": args.image_size, "patch_size": args.patch_size,
-            "model_size": "vit-tiny", "mode": "full", "epochs": args.epochs, "global_batch": 32, "micro_batch": 32, "lr": 1e-3,
-            "weight_decay": 0.05, "warmup_fraction": 0.1, "precision": "fp32", "loader_workers": 1,
-            "checkpoint": False}
+    cell = {
+        "cache_root": str(root),
+        "image_size": args.image_size,
+        "patch_size": args.patch_size,
+        "model_size": "vit-tiny",
+        "mode": "full",
+        "epochs": args.epochs,
+        "global_batch": 32,
+        "micro_batch": 32,
+        "lr": 1e-3,
+        "weight_decay": 0.05,
+        "warmup_fraction": 0.1,
+        "precision": "fp32",
+        "loader_workers": 1,
+        "checkpoint": False,
+    }
     result = train.run_cell(cell, args.out / "run")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; data + cache {prepared:.0f} s")
-    print(json.dumps({key: result[key] for key in ("status", "epochs", "steps", "train_time_s", "throughput_img_s",
-                                                   "val_auc", "val_pf1", "attention_backend")}, indent=1))
+    print(
+        json.dumps(
+            {
+                key: result[key]
+                for key in (
+                    "status",
+                    "epochs",
+                    "steps",
+                    "train_time_s",
+                    "throughput_img_s",
+                    "val_auc",
+                    "val_pf1",
+                    "attention_backend",
+                )
+            },
+            indent=1,
+        )
+    )
     print(f"loss: first {result['loss_curve'][0]:.3f}, last {result['loss_curve'][-1]:.3f}")
     verdict = result["val_auc"] is not None and result["val_auc"] >= 0.8 and result["train_time_s"] <= 300
     print(f"target val AUC >= 0.8 within 300 s: {'met' if verdict else 'NOT met'}")

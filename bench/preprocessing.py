@@ -22,8 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-SYNTAXES = {"j2k": "1.2.840.10008.1.2.4.90", "rle": "1.2.840.10008.1.2.5", "jls": "1.2.840.10008.1.2.4.80",
-            "native": "1.2.840.10008.1.2.1"}
+SYNTAXES = {
+    "j2k": "1.2.840.10008.1.2.4.90",
+    "rle": "1.2.840.10008.1.2.5",
+    "jls": "1.2.840.10008.1.2.4.80",
+    "native": "1.2.840.10008.1.2.1",
+}
 
 
 def measure_decode(data: str, breasts_csv: str) -> dict:
@@ -34,8 +38,7 @@ def measure_decode(data: str, breasts_csv: str) -> dict:
     from mammoscale.files import image_path
 
     breasts = pd.read_csv(breasts_csv)
-    paths = [image_path(data, b.patient_id, i) for b in breasts.itertuples()
-             for i in (b.cc_image_id, b.mlo_image_id)]
+    paths = [image_path(data, b.patient_id, i) for b in breasts.itertuples() for i in (b.cc_image_id, b.mlo_image_id)]
     started = time.perf_counter()
     for path in paths:
         ds = pydicom.dcmread(path)
@@ -79,15 +82,30 @@ def measure_pipeline(data: str, breasts_csv: str, out: str, workers: int, canoni
     from mammoscale.preprocess.views import ViewSettings, build_views
 
     out = Path(out)
-    views = {name: files.under(out, template, shard=0) for name, template in
-             (("npy", files.VIEWS_SHARD), ("csv", files.VIEWS_INDEX), ("images", files.VIEWS_IMAGES))}
+    views = {
+        name: files.under(out, template, shard=0)
+        for name, template in (("npy", files.VIEWS_SHARD), ("csv", files.VIEWS_INDEX), ("images", files.VIEWS_IMAGES))
+    }
     started = time.perf_counter()
-    build_views(data, breasts_csv, 0, views["npy"], views["csv"], views["images"],
-                settings=ViewSettings(canonical_size=canonical), workers=workers)
+    build_views(
+        data,
+        breasts_csv,
+        0,
+        views["npy"],
+        views["csv"],
+        views["images"],
+        settings=ViewSettings(canonical_size=canonical),
+        workers=workers,
+    )
     stage1 = time.perf_counter() - started
     for size in sizes:
-        build_tiles(views["npy"], views["csv"], files.under(out, files.TILES_SHARD, image_size=size, shard=0),
-                    files.under(out, files.TILES_INDEX, image_size=size, shard=0), image_size=size)
+        build_tiles(
+            views["npy"],
+            views["csv"],
+            files.under(out, files.TILES_SHARD, image_size=size, shard=0),
+            files.under(out, files.TILES_INDEX, image_size=size, shard=0),
+            image_size=size,
+        )
     total = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -95,8 +113,10 @@ def measure_pipeline(data: str, breasts_csv: str, out: str, workers: int, canoni
 
 
 def in_fresh_process(function: str, *args) -> dict:
-    code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import preprocessing as b; " \
-           f"print(json.dumps(b.{function}(*{args!r})))"
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import preprocessing as b; "
+        f"print(json.dumps(b.{function}(*{args!r})))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -119,12 +139,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         started = time.perf_counter()
-        synthetic.generate(data, n_patients=args.patients, image_shape=args.shape, seed=1, workers=2,
-                           transfer_syntaxes=syntaxes)
+        synthetic.generate(
+            data, n_patients=args.patients, image_shape=args.shape, seed=1, workers=2, transfer_syntaxes=syntaxes
+        )
         generated = time.perf_counter() - started
         breasts_csv = Path(tmp) / "breasts.csv"
-        breasts, _, _ = manifest.build(data, split_fractions={"train": 1.0, "val": 0.0, "test": 0.0}, seed=0,
-                                       n_shards=1)
+        breasts, _, _ = manifest.build(
+            data, split_fractions={"train": 1.0, "val": 0.0, "test": 0.0}, seed=0, n_shards=1
+        )
         files.BREAST_TABLE.write(breasts, breasts_csv)
         decodes, runs = [], {1: [], 2: []}
         for repeat in range(args.repeat):  # interleaved, so drifts in machine load hit every measurement alike
@@ -132,35 +154,52 @@ def main() -> None:
             for workers in (1, 2):
                 out = Path(tmp) / f"out{workers}-{repeat}"
                 out.mkdir()
-                runs[workers].append(in_fresh_process("measure_pipeline", str(data), str(breasts_csv), str(out),
-                                                      workers, args.canonical, sizes))
+                runs[workers].append(
+                    in_fresh_process(
+                        "measure_pipeline", str(data), str(breasts_csv), str(out), workers, args.canonical, sizes
+                    )
+                )
                 shutil.rmtree(out)
         steps = in_fresh_process("measure_steps", str(data), str(breasts_csv), args.canonical)
     decode = min(decodes, key=lambda d: d["seconds"])
     one = {k: min(r[k] for r in runs[1]) for k in runs[1][0]}
     two = {k: min(r[k] for r in runs[2]) for k in runs[2][0]}
     n = decode["images"]
-    print(f"shape {args.shape[0]}x{args.shape[1]}, syntaxes {args.syntaxes}, {len(breasts)} breasts / {n} images "
-          f"(generated in {generated:.0f} s), canonical {args.canonical}, tiles {sizes}")
+    print(
+        f"shape {args.shape[0]}x{args.shape[1]}, syntaxes {args.syntaxes}, {len(breasts)} breasts / {n} images "
+        f"(generated in {generated:.0f} s), canonical {args.canonical}, tiles {sizes}"
+    )
     print("| measurement | seconds | images/s | ratio |")
     print("|---|---|---|---|")
     print(f"| pure decode (codec only), 1 process | {decode['seconds']:.2f} | {n / decode['seconds']:.2f} | 1.00 |")
-    print(f"| stage 1, 1 worker | {one['stage1']:.2f} | {n / one['stage1']:.2f} | "
-          f"{one['stage1'] / decode['seconds']:.2f} x decode |")
-    print(f"| stage 1 + stage 2, 1 worker | {one['total']:.2f} | {n / one['total']:.2f} | "
-          f"{one['total'] / decode['seconds']:.2f} x decode |")
-    print(f"| stage 1, 2 workers | {two['stage1']:.2f} | {n / two['stage1']:.2f} | "
-          f"{one['stage1'] / two['stage1']:.2f} x 1 worker |")
-    print(f"| stage 1 + stage 2, 2 workers | {two['total']:.2f} | {n / two['total']:.2f} | "
-          f"{one['total'] / two['total']:.2f} x 1 worker |")
+    print(
+        f"| stage 1, 1 worker | {one['stage1']:.2f} | {n / one['stage1']:.2f} | "
+        f"{one['stage1'] / decode['seconds']:.2f} x decode |"
+    )
+    print(
+        f"| stage 1 + stage 2, 1 worker | {one['total']:.2f} | {n / one['total']:.2f} | "
+        f"{one['total'] / decode['seconds']:.2f} x decode |"
+    )
+    print(
+        f"| stage 1, 2 workers | {two['stage1']:.2f} | {n / two['stage1']:.2f} | "
+        f"{one['stage1'] / two['stage1']:.2f} x 1 worker |"
+    )
+    print(
+        f"| stage 1 + stage 2, 2 workers | {two['total']:.2f} | {n / two['total']:.2f} | "
+        f"{one['total'] / two['total']:.2f} x 1 worker |"
+    )
     all_decode = ", ".join(f"{d['seconds']:.2f}" for d in decodes)
     all_one = ", ".join(f"{r['total']:.2f}" for r in runs[1])
     all_two = ", ".join(f"{r['total']:.2f}" for r in runs[2])
-    print(f"(minimum of {args.repeat} interleaved runs each; all runs: decode {all_decode} s; "
-          f"stage 1+2, 1 worker {all_one} s; 2 workers {all_two} s)")
+    print(
+        f"(minimum of {args.repeat} interleaved runs each; all runs: decode {all_decode} s; "
+        f"stage 1+2, 1 worker {all_one} s; 2 workers {all_two} s)"
+    )
     print("stage 1 per image, ms: " + ", ".join(f"{k} {1000 * v / n:.0f}" for k, v in steps.items()))
-    print(f"peak RSS: 1 worker (in-process) {one['rss_mb_worker']:.0f} MB; 2 workers: largest worker "
-          f"{two['rss_mb_worker']:.0f} MB, main process {two['rss_mb_main']:.0f} MB")
+    print(
+        f"peak RSS: 1 worker (in-process) {one['rss_mb_worker']:.0f} MB; 2 workers: largest worker "
+        f"{two['rss_mb_worker']:.0f} MB, main process {two['rss_mb_main']:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -39,13 +39,16 @@ def main() -> None:
     print("|---|---|---|")
     candidates = {
         "scikit-image resize, anti_aliasing=True": lambda shape: resize(
-            crop, shape, anti_aliasing=True, preserve_range=True).astype(np.uint8),
+            crop, shape, anti_aliasing=True, preserve_range=True
+        ).astype(np.uint8),
         "scikit-image resize, order 1, no anti-aliasing": lambda shape: resize(
-            crop, shape, order=1, anti_aliasing=False, preserve_range=True).astype(np.uint8),
+            crop, shape, order=1, anti_aliasing=False, preserve_range=True
+        ).astype(np.uint8),
         "Pillow LANCZOS": lambda shape: np.asarray(image.resize(shape[::-1], Image.Resampling.LANCZOS)),
         "Pillow BILINEAR": lambda shape: np.asarray(image.resize(shape[::-1], Image.Resampling.BILINEAR)),
         "Pillow BOX (area; mammoscale's default)": lambda shape: np.asarray(
-            image.resize(shape[::-1], Image.Resampling.BOX)),
+            image.resize(shape[::-1], Image.Resampling.BOX)
+        ),
     }
     for name, function in candidates.items():
         big = timed(lambda f=function: f((2048, 1229)), args.repeat)

@@ -7,7 +7,6 @@ from mammoscale.plan.digest import digest
 from mammoscale.plan.study import Study
 from mammoscale.report.captions import CAPTIONS, CATEGORY, FIGURES
 
-
 STUDY = Study.from_config(config)
 config.update(STUDY.config)  # every default filled in, validated
 

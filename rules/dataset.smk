@@ -8,18 +8,18 @@ if is_synthetic():
             csv=get_train_csv(),
             truth=f"{get_data_root()}/{files.SYNTHETIC_TRUTH}",
             images=directory(f"{get_data_root()}/{files.IMAGES_DIR}"),
-        params:
-            n_patients=config["synthetic"]["n_patients"],
-            image_shape=config["synthetic"]["image_shape"],
-            cancer_rate=config["synthetic"]["cancer_rate"],
-            seed=config["synthetic"]["seed"],
-        threads: 2
         log:
             log_of("synthetic_data"),
         benchmark:
             benchmark_of("synthetic_data")
         conda:
             "../envs/mammoscale.yaml"
+        threads: 2
+        params:
+            n_patients=config["synthetic"]["n_patients"],
+            image_shape=config["synthetic"]["image_shape"],
+            cancer_rate=config["synthetic"]["cancer_rate"],
+            seed=config["synthetic"]["seed"],
         script:
             "../workflow/scripts/synthetic_data.py"
 
@@ -31,16 +31,16 @@ rule manifest:
         breasts=files.BREASTS,
         excluded=files.EXCLUDED,
         counts=files.MANIFEST_COUNTS,
-    params:
-        split=config["manifest"]["split"],
-        seed=config["manifest"]["seed"],
-        shards=config["cache"]["shards"],
     log:
         log_of("manifest"),
     benchmark:
         benchmark_of("manifest")
     conda:
         "../envs/mammoscale.yaml"
+    params:
+        split=config["manifest"]["split"],
+        seed=config["manifest"]["seed"],
+        shards=config["cache"]["shards"],
     script:
         "../workflow/scripts/manifest.py"
 
@@ -51,16 +51,16 @@ rule decode_audit:
     output:
         audit=files.DECODE_AUDIT,
         counts=files.DECODE_AUDIT_COUNTS,
-    params:
-        max_pixels=config["decode"]["max_pixels"],
-    threads: 2
-    resources:
-        mem_mb=grow_with_attempt(2000),
     log:
         log_of("decode_audit"),
     benchmark:
         benchmark_of("decode_audit")
     conda:
         "../envs/mammoscale.yaml"
+    threads: 2
+    resources:
+        mem_mb=grow_with_attempt(2000),
+    params:
+        max_pixels=config["decode"]["max_pixels"],
     script:
         "../workflow/scripts/decode_audit.py"

@@ -9,19 +9,19 @@ rule cache_views:
         npy=cache_path(files.VIEWS_SHARD),
         csv=cache_path(files.VIEWS_INDEX),
         images=cache_path(files.VIEWS_IMAGES),
-    params:
-        canonical_size=STUDY.canonical_size,
-        preprocess=config["preprocess"],
-        decode=config["decode"],
-    threads: 4
-    resources:
-        mem_mb=grow_with_attempt(1500),
     log:
         log_of("cache_views/shard{shard}"),
     benchmark:
         benchmark_of("cache_views/shard{shard}")
     conda:
         "../envs/mammoscale.yaml"
+    threads: 4
+    resources:
+        mem_mb=grow_with_attempt(1500),
+    params:
+        canonical_size=STUDY.canonical_size,
+        preprocess=config["preprocess"],
+        decode=config["decode"],
     script:
         "../workflow/scripts/cache_views.py"
 
@@ -49,16 +49,16 @@ rule cache_tiles:
     output:
         npy=cache_path(files.TILES_SHARD),
         csv=cache_path(files.TILES_INDEX),
-    params:
-        resample=config["preprocess"]["resample"],
-    resources:
-        mem_mb=grow_with_attempt(2000),
     log:
         log_of("cache_tiles/img{image_size}_shard{shard}"),
     benchmark:
         benchmark_of("cache_tiles/img{image_size}_shard{shard}")
     conda:
         "../envs/mammoscale.yaml"
+    resources:
+        mem_mb=grow_with_attempt(2000),
+    params:
+        resample=config["preprocess"]["resample"],
     script:
         "../workflow/scripts/cache_tiles.py"
 
@@ -71,14 +71,14 @@ rule cache_index:
         errors=files.DECODE_ERRORS,
     output:
         index=cache_path(files.TILE_INDEX),
-    params:
-        max_failure_fraction=config["cache"]["max_failure_fraction"],
     log:
         log_of("cache_index/img{image_size}"),
     benchmark:
         benchmark_of("cache_index/img{image_size}")
     conda:
         "../envs/mammoscale.yaml"
+    params:
+        max_failure_fraction=config["cache"]["max_failure_fraction"],
     script:
         "../workflow/scripts/cache_index.py"
 
@@ -92,21 +92,21 @@ rule contact_sheet:
             caption="../workflow/report/contact_sheet.rst",
             category="Data QC",
         ),
-    params:
-        cache_root=get_cache_root,
-        tiles=config["qc"]["contact_sheet_tiles"],
-        seed=config["manifest"]["seed"],
     log:
         log_of("contact_sheet/img{image_size}"),
     benchmark:
         benchmark_of("contact_sheet/img{image_size}")
     conda:
         "../envs/mammoscale.yaml"
+    params:
+        cache_root=get_cache_root,
+        tiles=config["qc"]["contact_sheet_tiles"],
+        seed=config["manifest"]["seed"],
     script:
         "../workflow/scripts/contact_sheet.py"
 
 
 rule cache:
+    default_target: False
     input:
         get_cache_output(),
-    default_target: False

@@ -16,17 +16,17 @@ rule aggregate:
     output:
         runs=report(files.RUNS_CSV, caption="../workflow/report/runs.rst", category="Performance"),
         speedups=files.SPEEDUPS_CSV,
-    params:
-        code=REPORT_CODE,
-        cells=STUDY.cells,
-        variants=STUDY.variants,
-        runs_root=get_runs_root,
     log:
         log_of("aggregate"),
     benchmark:
         benchmark_of("aggregate")
     conda:
         "../envs/mammoscale.yaml"
+    params:
+        code=REPORT_CODE,
+        cells=STUDY.cells,
+        variants=STUDY.variants,
+        runs_root=get_runs_root,
     script:
         "../workflow/scripts/aggregate.py"
 
@@ -36,15 +36,15 @@ rule pipeline_table:
         get_pipeline_inputs,
     output:
         files.PIPELINE_CSV,
-    params:
-        code=REPORT_CODE,
-        jobs=get_pipeline_jobs(),
     log:
         log_of("pipeline_table"),
     benchmark:
         benchmark_of("pipeline_table")
     conda:
         "../envs/mammoscale.yaml"
+    params:
+        code=REPORT_CODE,
+        jobs=get_pipeline_jobs(),
     script:
         "../workflow/scripts/pipeline_table.py"
 
@@ -60,6 +60,12 @@ rule figure:
             labels={"figure": "{figure}"},
         ),
         vector=files.partial(files.FIGURE, ext=FIGURE_FORMAT),
+    log:
+        log_of("figures/{figure}"),
+    benchmark:
+        benchmark_of("figures/{figure}")
+    conda:
+        "../envs/mammoscale.yaml"
     params:
         code=REPORT_CODE,
         caption=get_figure_caption,
@@ -67,12 +73,6 @@ rule figure:
         variants=list(STUDY.variants),
         profiles=STUDY.selected_profiles,
         dpi=config["figures"]["dpi"],
-    log:
-        log_of("figures/{figure}"),
-    benchmark:
-        benchmark_of("figures/{figure}")
-    conda:
-        "../envs/mammoscale.yaml"
     script:
         "../workflow/scripts/figure.py"
 
@@ -82,6 +82,12 @@ rule study_report:
         unpack(get_report_inputs),
     output:
         report(files.REPORT, caption="../workflow/report/report.rst", category="Report"),
+    log:
+        log_of("study_report"),
+    benchmark:
+        benchmark_of("study_report")
+    conda:
+        "../envs/mammoscale.yaml"
     params:
         code=REPORT_CODE,
         figures=FIGURES,
@@ -91,12 +97,6 @@ rule study_report:
         baseline=STUDY.baseline,
         tolerance=config["figures"]["tolerance"],
         invocation=lambda wildcards: get_invocation(),
-    log:
-        log_of("study_report"),
-    benchmark:
-        benchmark_of("study_report")
-    conda:
-        "../envs/mammoscale.yaml"
     script:
         "../workflow/scripts/study_report.py"
 
@@ -104,6 +104,12 @@ rule study_report:
 rule snapshot:
     output:
         f"{files.SNAPSHOT}/report.html",
+    log:
+        log_of("snapshot"),
+    benchmark:
+        benchmark_of("snapshot")
+    conda:
+        "../envs/mammoscale.yaml"
     params:
         cells=STUDY.cells,
         variants=STUDY.variants,
@@ -119,11 +125,5 @@ rule snapshot:
         invocation=lambda wildcards: get_invocation(),
         dpi=config["figures"]["dpi"],
         vector_format=FIGURE_FORMAT,
-    log:
-        log_of("snapshot"),
-    benchmark:
-        benchmark_of("snapshot")
-    conda:
-        "../envs/mammoscale.yaml"
     script:
         "../workflow/scripts/snapshot.py"

@@ -6,9 +6,12 @@ rule train_cell:
         index=cache_path(files.TILE_INDEX),
     output:
         metrics=f"{RUN}/{files.METRICS}",
-    params:
-        cell=get_cell,
-        launch=get_launch,
+    log:
+        log_of(f"train/{files.CELL}"),
+    benchmark:
+        benchmark_of(f"train/{files.CELL}")
+    conda:
+        "../envs/train.yaml"
     threads: get_profile_value("cpus_per_task")
     resources:
         mem_mb=get_cell_mem_mb,
@@ -20,12 +23,9 @@ rule train_cell:
         slurm_partition=get_profile_value("partition"),
         slurm_account=get_profile_value("account"),
         constraint=get_profile_value("constraint"),
-    log:
-        log_of(f"train/{files.CELL}"),
-    benchmark:
-        benchmark_of(f"train/{files.CELL}")
-    conda:
-        "../envs/train.yaml"
+    params:
+        cell=get_cell,
+        launch=get_launch,
     script:
         "../workflow/scripts/train_cell.py"
 

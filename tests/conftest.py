@@ -28,8 +28,9 @@ def dataset_from_stored(
     **attributes,
 ) -> Dataset:
     """A minimal MG dataset holding ``stored`` as its pixel values, plus any ``attributes``."""
-    ds = mammogram_header(np.asarray(stored).astype(np.int16 if signed else np.uint16), bits_stored=bits_stored,
-                          photometric=photometric)
+    ds = mammogram_header(
+        np.asarray(stored).astype(np.int16 if signed else np.uint16), bits_stored=bits_stored, photometric=photometric
+    )
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
     if transfer_syntax != ExplicitVRLittleEndian:
@@ -56,8 +57,10 @@ def ramp(rows: int = 32, cols: int = 64, top: int = 4095) -> np.ndarray:
     return np.tile(np.round(np.linspace(0, top, cols)).astype(np.int64), (rows, 1))
 
 
-CACHE_CONFIG = {"grid": {"image_sizes": list(SIZES)}, "manifest": {"split": {"train": 0.6, "val": 0.2, "test": 0.2},
-                                                                    "seed": 1}}
+CACHE_CONFIG = {
+    "grid": {"image_sizes": list(SIZES)},
+    "manifest": {"split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 1},
+}
 
 
 def build_cache(data: Path, out: Path, *, n_shards: int = 2, workers: int = 1) -> Path:

@@ -61,8 +61,9 @@ def start_munge() -> subprocess.Popen | None:
     subprocess.run(["chown", "-R", "munge:munge", "/etc/munge"], check=True)
     Path("/run/munge").mkdir(parents=True, exist_ok=True)
     subprocess.run(["chown", "munge:munge", "/run/munge"], check=True)
-    proc = subprocess.Popen(["runuser", "-u", "munge", "--", "munged", "--foreground"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["runuser", "-u", "munge", "--", "munged", "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     _wait(lambda: subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0, "munged")
     return proc
 
@@ -123,11 +124,17 @@ def cluster(state: Path):
     munge = start_munge()
     conf = write_config(state)
     env = {**os.environ, "SLURM_CONF": str(conf)}
-    daemons = [subprocess.Popen([daemon, "-D", "-f", str(conf)], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for daemon in ("/usr/sbin/slurmctld", "/usr/sbin/slurmd")]
+    daemons = [
+        subprocess.Popen([daemon, "-D", "-f", str(conf)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for daemon in ("/usr/sbin/slurmctld", "/usr/sbin/slurmd")
+    ]
     try:
-        _wait(lambda: "idle" in subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True,
-                                               text=True).stdout, "the SLURM node")
+        _wait(
+            lambda: (
+                "idle" in subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True).stdout
+            ),
+            "the SLURM node",
+        )
         yield env
     finally:
         for proc in [*daemons, *([munge] if munge else [])]:

@@ -9,39 +9,82 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-VARIANTS = {"flash": {"family": "xtransformers", "attention": "flash"},
-            "materialised": {"family": "xtransformers", "attention": "materialised"},
-            "hf-eager": {"family": "hf", "attention": "eager"}}
+VARIANTS = {
+    "flash": {"family": "xtransformers", "attention": "flash"},
+    "materialised": {"family": "xtransformers", "attention": "materialised"},
+    "hf-eager": {"family": "hf", "attention": "eager"},
+}
 
 
-def record(hardware: str, variant: str, size: int, patch: int, status: str = "ok", *, throughput: float | None = 10.0,
-           peak: int | None = 2 ** 30, auc: float | None = None, wait: float | None = 0.05, job: str | None = None,
-           message: str | None = None) -> dict:
+def record(
+    hardware: str,
+    variant: str,
+    size: int,
+    patch: int,
+    status: str = "ok",
+    *,
+    throughput: float | None = 10.0,
+    peak: int | None = 2**30,
+    auc: float | None = None,
+    wait: float | None = 0.05,
+    job: str | None = None,
+    message: str | None = None,
+) -> dict:
     ok = status == "ok"
     spec = VARIANTS[variant]
     tokens = (size // patch) ** 2 + (spec["family"] == "hf")
     flops = 3 * 2 * tokens * 86_000_000 * 2
     tflops = flops / 1e12
     return {
-        "schema_version": 1, "status": status, "message": message, "hardware": hardware, "variant": variant,
-        "model": f"{spec['family']}/vit-base", "attention": spec["attention"],
+        "schema_version": 1,
+        "status": status,
+        "message": message,
+        "hardware": hardware,
+        "variant": variant,
+        "model": f"{spec['family']}/vit-base",
+        "attention": spec["attention"],
         "attention_backend": ("sdpa-flash" if spec["attention"] == "flash" else "materialised") if ok else None,
-        "image_size": size, "patch_size": patch, "seq_len": tokens, "params": 86_000_000, "mode": "throughput",
-        "epochs": 0, "steps": 4 if ok else 0, "global_batch": 64, "micro_batch": 8, "grad_accum": 2,
-        "world_size": 4, "backend": "ddp", "throughput_img_s": throughput if ok else None,
+        "image_size": size,
+        "patch_size": patch,
+        "seq_len": tokens,
+        "params": 86_000_000,
+        "mode": "throughput",
+        "epochs": 0,
+        "steps": 4 if ok else 0,
+        "global_batch": 64,
+        "micro_batch": 8,
+        "grad_accum": 2,
+        "world_size": 4,
+        "backend": "ddp",
+        "throughput_img_s": throughput if ok else None,
         "step_time_s": 64 / throughput if ok and throughput else None,
         "input_wait_fraction": wait if ok else None,
         "loader_img_s": (throughput / wait if wait else None) if ok and throughput else None,
-        "epoch_times_s": [], "train_time_s": 12.5 if ok else None, "peak_mem_bytes": peak if ok else None,
-        "peak_mem_kind": "cuda_max_allocated", "flops_per_img": flops,
+        "epoch_times_s": [],
+        "train_time_s": 12.5 if ok else None,
+        "peak_mem_bytes": peak if ok else None,
+        "peak_mem_kind": "cuda_max_allocated",
+        "flops_per_img": flops,
         "achieved_tflops": tflops * throughput if ok and throughput else None,
         "mfu": tflops * throughput / (4 * 312) if ok and throughput else None,
-        "val_auc": auc if ok else None, "val_pf1": (auc / 2 if auc else None) if ok else None,
-        "loss_curve": [0.7, 0.6, 0.5, 0.4] if ok else [], "resumed_from_epoch": None,
-        "env": {"devices": ["NVIDIA A100-SXM4-80GB"] * 4, "device_count": 4, "device_type": "cuda",
-                "torch": "2.13.0", "cuda": "12.8", "python": "3.11.7", "x_transformers": "2.31.10",
-                "git_commit": "0123abc", "host": "node01", "slurm_job_id": job, "slurm_job_gpus": "0,1,2,3",
-                "cuda_visible_devices": "0,1,2,3"},
+        "val_auc": auc if ok else None,
+        "val_pf1": (auc / 2 if auc else None) if ok else None,
+        "loss_curve": [0.7, 0.6, 0.5, 0.4] if ok else [],
+        "resumed_from_epoch": None,
+        "env": {
+            "devices": ["NVIDIA A100-SXM4-80GB"] * 4,
+            "device_count": 4,
+            "device_type": "cuda",
+            "torch": "2.13.0",
+            "cuda": "12.8",
+            "python": "3.11.7",
+            "x_transformers": "2.31.10",
+            "git_commit": "0123abc",
+            "host": "node01",
+            "slurm_job_id": job,
+            "slurm_job_gpus": "0,1,2,3",
+            "cuda_visible_devices": "0,1,2,3",
+        },
         "config": {"image_size": size, "patch_size": patch, "lr": 3e-4, "hardware": hardware, "variant": variant},
     }
 

@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from mammoscale import files, synthetic
+from mammoscale import synthetic
 from mammoscale.dataset import audit
 from mammoscale.dataset.manifest import ManifestError
 
@@ -17,8 +17,9 @@ from mammoscale.dataset.manifest import ManifestError
 def broken_dataset(tmp_path):
     root = synthetic.generate(tmp_path / "data", n_patients=3, image_shape=(96, 80), seed=5)
     table = pd.read_csv(root / "train.csv")
-    first, second, third = (root / "train_images" / str(r.patient_id) / f"{r.image_id}.dcm"
-                            for r in table.iloc[:3].itertuples())
+    first, second, third = (
+        root / "train_images" / str(r.patient_id) / f"{r.image_id}.dcm" for r in table.iloc[:3].itertuples()
+    )
     first.write_bytes(b"garbage" * 40)
     second.unlink()
     third.write_bytes(third.read_bytes()[:150])

@@ -8,15 +8,33 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import REPO
 from mammoscale import cache, files
 from mammoscale.train import bench
 
+from conftest import REPO
+
 
 def test_the_grid_script_runs_in_tiny_cpu_mode(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "grid.py"), "--tiny", "--sizes", "32",
-                           "--patches", "16", "8", "--variants", "flash", "hf-eager", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "grid.py"),
+            "--tiny",
+            "--sizes",
+            "32",
+            "--patches",
+            "16",
+            "8",
+            "--variants",
+            "flash",
+            "hf-eager",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "grid.csv")
     assert len(table) == 4 and set(table["status"]) == {"ok"}
@@ -25,8 +43,12 @@ def test_the_grid_script_runs_in_tiny_cpu_mode(tmp_path):
     assert "| image_size | patch_size | flash_variant | baseline_variant | throughput_ratio |" in proc.stdout
     pairs = files.SPEEDUP_TABLE.read(tmp_path / "speedups.csv")
     assert len(pairs) == 2 and pairs["throughput_ratio"].notna().all()
-    assert sorted(p.parent.name for p in (tmp_path / "runs").rglob("metrics.json")) == ["img32_p16", "img32_p16",
-                                                                                         "img32_p8", "img32_p8"]
+    assert sorted(p.parent.name for p in (tmp_path / "runs").rglob("metrics.json")) == [
+        "img32_p16",
+        "img32_p16",
+        "img32_p8",
+        "img32_p8",
+    ]
 
 
 def test_a_cell_that_cannot_start_is_a_failed_record(tmp_path):
@@ -42,9 +64,16 @@ def test_random_cache_is_a_valid_cache(tmp_path):
     assert len(tiles) == 6 and tiles[5].shape == (32, 32) and set(tiles.index["split"]) == {"train"}
 
 
-@pytest.mark.parametrize("tokens, budget, largest, micro", [(4096, 1 << 16, 64, 16), (65536, 1 << 16, 64, 1),
-                                                           (144, 1 << 16, 64, 64), (1024, 3000, 64, 2),
-                                                           (10**6, 1 << 16, 64, 1)])
+@pytest.mark.parametrize(
+    "tokens, budget, largest, micro",
+    [
+        (4096, 1 << 16, 64, 16),
+        (65536, 1 << 16, 64, 1),
+        (144, 1 << 16, 64, 64),
+        (1024, 3000, 64, 2),
+        (10**6, 1 << 16, 64, 1),
+    ],
+)
 def test_micro_batches_hold_the_token_budget(tokens, budget, largest, micro):
     assert bench.micro_batch_for(tokens, budget, largest) == micro
 

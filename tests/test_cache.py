@@ -14,17 +14,20 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import SIZES, build_cache
 from mammoscale import cache, files, synthetic
 from mammoscale.dataset import manifest
 from mammoscale.preprocess import contact_sheet
 from mammoscale.preprocess.summary import check_failures
 from mammoscale.preprocess.tiles import PreprocessError, build_tiles
 
+from conftest import SIZES, build_cache
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return synthetic.generate(tmp_path_factory.mktemp("data") / "rsna", n_patients=8, image_shape=(192, 144), seed=9,
-                              cancer_rate=0.25)
+    return synthetic.generate(
+        tmp_path_factory.mktemp("data") / "rsna", n_patients=8, image_shape=(192, 144), seed=9, cancer_rate=0.25
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +51,10 @@ def test_every_breast_of_the_manifest_is_a_tile(built):
         assert sorted(tiles.index["breast_id"]) == sorted(breasts["breast_id"])
         assert {"patient_id", "laterality", "label", "split"} <= set(tiles.index.columns)
         assert tiles[0].shape == (size, size) and tiles[0].dtype == np.uint8
-        assert tiles.index["label"].tolist() == breasts.set_index("breast_id").loc[tiles.index["breast_id"],
-                                                                                    "label"].tolist()
+        assert (
+            tiles.index["label"].tolist()
+            == breasts.set_index("breast_id").loc[tiles.index["breast_id"], "label"].tolist()
+        )
 
 
 def test_tiles_have_tissue_on_the_left_of_each_half(built):
@@ -99,8 +104,11 @@ def test_random_access(built):
 
 
 def digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_cache_bytes_are_identical_across_runs(data, built, tmp_path):
@@ -134,10 +142,9 @@ def test_a_corrupt_dicom_is_recorded_and_only_its_breast_is_lost(data, tmp_path)
 
 def test_a_half_written_file_never_appears_under_its_name(tmp_path):
     target = tmp_path / "img64" / "shard0000.npy"
-    with pytest.raises(RuntimeError, match="killed"):
-        with files.atomic_array(target, (4, 64, 64)) as array:
-            array[0] = 7
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError, match="killed"), files.atomic_array(target, (4, 64, 64)) as array:
+        array[0] = 7
+        raise RuntimeError("killed mid-write")
     assert not target.exists() and list(target.parent.iterdir()) == []
 
 
@@ -163,8 +170,13 @@ def test_missing_truncated_or_altered_shards_are_refused(built, tmp_path):
 
 def test_a_size_above_the_canonical_views_is_refused(built, tmp_path):
     with pytest.raises(PreprocessError, match="canonical_size"):
-        build_tiles(files.under(built, files.VIEWS_SHARD, shard=0), files.under(built, files.VIEWS_INDEX, shard=0),
-                    tmp_path / "x.npy", tmp_path / "x.csv", image_size=256)
+        build_tiles(
+            files.under(built, files.VIEWS_SHARD, shard=0),
+            files.under(built, files.VIEWS_INDEX, shard=0),
+            tmp_path / "x.npy",
+            tmp_path / "x.csv",
+            image_size=256,
+        )
 
 
 def test_more_shards_than_breasts_leaves_empty_shards_that_work(data, tmp_path):
@@ -217,8 +229,10 @@ def test_contact_sheet_shows_positives_and_negatives(built, tmp_path):
     shown = contact_sheet.draw(built, 64, out, n=6, seed=0)
     assert shown == 6
     with Image.open(out) as image:
-        assert image.size == (4 * (64 + contact_sheet.GAP) + contact_sheet.GAP,
-                              2 * (64 + contact_sheet.CAPTION + contact_sheet.GAP) + contact_sheet.GAP)
+        assert image.size == (
+            4 * (64 + contact_sheet.GAP) + contact_sheet.GAP,
+            2 * (64 + contact_sheet.CAPTION + contact_sheet.GAP) + contact_sheet.GAP,
+        )
     labels = np.array([0, 0, 0, 1, 0, 1, 0, 0])
     chosen = contact_sheet.choose(labels, 4, seed=1)
     assert len(chosen) == 4 and {3, 5} <= set(chosen)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from records import VARIANTS, record, write
 
+from mammoscale.errors import UserError
 from mammoscale.plan import grid
 from mammoscale.report import claims, tables
-from mammoscale.errors import UserError
+
+from records import VARIANTS, record, write
 
 SIZES, PATCHES = [384, 512, 1024, 2048], [8, 16, 32]
 
@@ -16,8 +17,9 @@ def judge(tmp_path, records, *, hardware=("xe9680",), baseline="hf-eager", toler
     for rec in records:
         write(tmp_path, rec)
     runs = tables.runs_table(grid.cells(sizes, PATCHES, VARIANTS, list(hardware)), VARIANTS, tmp_path)
-    table = claims.evaluate(runs, tables.speedups(runs), hardware="xe9680", flash="flash", baseline=baseline,
-                            tolerance=tolerance)
+    table = claims.evaluate(
+        runs, tables.speedups(runs), hardware="xe9680", flash="flash", baseline=baseline, tolerance=tolerance
+    )
     return table.set_index("claim")
 
 
@@ -27,8 +29,10 @@ def verdict(table, start):
 
 
 def pair(size, patch, ratio, *, memory=1.0, baseline_status="ok", hardware="xe9680"):
-    return [record(hardware, "flash", size, patch, throughput=10.0 * ratio, peak=2 ** 30),
-            record(hardware, "hf-eager", size, patch, baseline_status, throughput=10.0, peak=int(memory * 2 ** 30))]
+    return [
+        record(hardware, "flash", size, patch, throughput=10.0 * ratio, peak=2**30),
+        record(hardware, "hf-eager", size, patch, baseline_status, throughput=10.0, peak=int(memory * 2**30)),
+    ]
 
 
 def test_speedups_inside_the_published_range_are_reproduced(tmp_path):
@@ -43,10 +47,13 @@ def test_speedups_inside_the_published_range_are_reproduced(tmp_path):
 
 def test_tolerance_decides_the_edge(tmp_path):
     records = pair(512, 16, 2.5)  # 2.8 x (1 - 0.15) = 2.38 <= 2.5 < 2.8
-    assert verdict(judge(tmp_path, records), "flash speed-up over the baseline, patch 16")["verdict"] == \
-        claims.REPRODUCED
-    assert verdict(judge(tmp_path, records, tolerance=0.05), "flash speed-up over the baseline, patch 16")[
-        "verdict"] == claims.NOT_REPRODUCED
+    assert (
+        verdict(judge(tmp_path, records), "flash speed-up over the baseline, patch 16")["verdict"] == claims.REPRODUCED
+    )
+    assert (
+        verdict(judge(tmp_path, records, tolerance=0.05), "flash speed-up over the baseline, patch 16")["verdict"]
+        == claims.NOT_REPRODUCED
+    )
 
 
 def test_an_oom_baseline_gives_no_speedup_and_says_why(tmp_path):
@@ -60,8 +67,9 @@ def test_cells_outside_the_study_sizes_do_not_count(tmp_path):
     assert verdict(table, "flash speed-up over the baseline, patch 16")["verdict"] == claims.NOT_RUN
 
 
-@pytest.mark.parametrize(("ratio", "expected"), [(2.3, claims.REPRODUCED), (2.6, claims.REPRODUCED),
-                                                 (1.5, claims.NOT_REPRODUCED)])
+@pytest.mark.parametrize(
+    ("ratio", "expected"), [(2.3, claims.REPRODUCED), (2.6, claims.REPRODUCED), (1.5, claims.NOT_REPRODUCED)]
+)
 def test_memory_ratio_at_384_p16(tmp_path, ratio, expected):
     row = verdict(judge(tmp_path, pair(384, 16, 3.0, memory=ratio)), "peak memory, baseline / flash")
     assert row["verdict"] == expected and row["measured"] == f"{ratio:.2f}x"
@@ -73,8 +81,12 @@ def test_memory_ratio_not_run_when_the_cell_is_missing(tmp_path):
 
 
 def test_which_cells_fit_as_published(tmp_path):
-    records = [*pair(2048, 32, 1.5), *pair(2048, 16, 1.0, baseline_status="oom"),
-               *pair(2048, 8, 1.0, baseline_status="oom"), *pair(512, 16, 3.0)]
+    records = [
+        *pair(2048, 32, 1.5),
+        *pair(2048, 16, 1.0, baseline_status="oom"),
+        *pair(2048, 8, 1.0, baseline_status="oom"),
+        *pair(512, 16, 3.0),
+    ]
     table = judge(tmp_path, records)
     assert verdict(table, "which cells fit in memory, flash")["verdict"] == claims.REPRODUCED
     baseline = verdict(table, "which cells fit in memory, baseline")
@@ -96,8 +108,10 @@ def test_hardware_ordering(tmp_path):
     row = verdict(judge(tmp_path / "a", rising, hardware=hardware), "hardware ordering")
     assert row["verdict"] == claims.REPRODUCED and row["measured"] == "100.0 < 150.0 < 300.0"
     swapped = [record(hw, "flash", 512, 16, throughput=t) for hw, t in zip(hardware, (160.0, 150.0, 300.0))]
-    assert verdict(judge(tmp_path / "b", swapped, hardware=hardware), "hardware ordering")["verdict"] == \
-        claims.NOT_REPRODUCED
+    assert (
+        verdict(judge(tmp_path / "b", swapped, hardware=hardware), "hardware ordering")["verdict"]
+        == claims.NOT_REPRODUCED
+    )
     row = verdict(judge(tmp_path / "c", rising[2:], hardware=("xe9680",)), "hardware ordering")
     assert row["verdict"] == claims.NOT_RUN and "xe8545: not in the grid" in row["detail"]
 

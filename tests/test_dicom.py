@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import hashlib
+import importlib.metadata
 
 import numpy as np
 import pydicom
@@ -21,9 +20,10 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from conftest import dataset_from_stored, ramp
 from mammoscale import dicom
 from mammoscale.synthetic import make_dataset
+
+from conftest import dataset_from_stored, ramp
 
 SYNTAXES = [JPEG2000Lossless, RLELossless, ExplicitVRLittleEndian, JPEGLSLossless]
 
@@ -44,8 +44,7 @@ def linear(x, center, width):
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
 def test_known_stored_values_decode_through_the_window(write_dicom, syntax, photometric):
     stored = ramp()
-    path = write_dicom(stored, transfer_syntax=syntax, photometric=photometric,
-                       WindowCenter="2048", WindowWidth="2048")
+    path = write_dicom(stored, transfer_syntax=syntax, photometric=photometric, WindowCenter="2048", WindowWidth="2048")
     decoded = dicom.decode_with_report(path, output="float32")
     expected = linear(stored[0], 2048, 2048)
     if photometric == "MONOCHROME1":
@@ -64,8 +63,7 @@ def test_known_stored_values_decode_through_the_window(write_dicom, syntax, phot
 @pytest.mark.parametrize("bits", [12, 16])
 def test_synthetic_writer_and_decoder_round_trip_brightness(tmp_path, syntax, photometric, bits):
     brightness = np.tile(np.linspace(0.0, 1.0, 97, dtype=np.float32), (64, 1))
-    ds = make_dataset(brightness, bits_stored=bits, photometric=photometric, voi="linear_exact",
-                      transfer_syntax=syntax)
+    ds = make_dataset(brightness, bits_stored=bits, photometric=photometric, voi="linear_exact", transfer_syntax=syntax)
     path = tmp_path / "x.dcm"
     ds.save_as(path, enforce_file_format=True)
     got = dicom.decode(path, output="float32")
@@ -113,10 +111,12 @@ def test_linear_exact_and_sigmoid_follow_the_standard(write_dicom):
     x = stored[0].astype(float)
     exact = write_dicom(stored, WindowCenter="2000", WindowWidth="1000", VOILUTFunction="LINEAR_EXACT")
     sigmoid = write_dicom(stored, WindowCenter="2000", WindowWidth="1000", VOILUTFunction="SIGMOID")
-    np.testing.assert_allclose(dicom.decode(exact, output="float32")[0], np.clip((x - 2000) / 1000 + 0.5, 0, 1),
-                               atol=1e-6)
-    np.testing.assert_allclose(dicom.decode(sigmoid, output="float32")[0], 1 / (1 + np.exp(-4 * (x - 2000) / 1000)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        dicom.decode(exact, output="float32")[0], np.clip((x - 2000) / 1000 + 0.5, 0, 1), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        dicom.decode(sigmoid, output="float32")[0], 1 / (1 + np.exp(-4 * (x - 2000) / 1000)), atol=1e-6
+    )
     assert dicom.decode_with_report(sigmoid).report.voi == "window:SIGMOID"
 
 
@@ -144,14 +144,16 @@ def test_no_window_uses_min_max(write_dicom):
 def test_monochrome1_inverts_against_the_output_range_not_the_image_max(write_dicom):
     """A MONOCHROME1 image whose values never reach the window's top still maps as the window says."""
     stored = np.array([[1000, 2000]])
-    got = dicom.decode(write_dicom(stored, photometric="MONOCHROME1", WindowCenter="2048", WindowWidth="4096"),
-                       output="float32")
+    got = dicom.decode(
+        write_dicom(stored, photometric="MONOCHROME1", WindowCenter="2048", WindowWidth="4096"), output="float32"
+    )
     np.testing.assert_allclose(got, 1 - linear(stored, 2048, 4096), atol=1e-6)
 
 
 def test_invalid_window_falls_back_to_min_max_and_says_so(write_dicom):
-    got = dicom.decode_with_report(write_dicom(np.array([[0, 10, 20]]), WindowCenter="10", WindowWidth="0"),
-                                   output="float32")
+    got = dicom.decode_with_report(
+        write_dicom(np.array([[0, 10, 20]]), WindowCenter="10", WindowWidth="0"), output="float32"
+    )
     np.testing.assert_allclose(got.image, [[0, 0.5, 1]])
     assert got.report.voi == "minmax"
     assert any("window ignored" in note for note in got.report.notes)

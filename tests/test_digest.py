@@ -13,8 +13,15 @@ def test_the_digest_covers_the_report_subpackage_and_what_it_imports(tmp_path):
     before = digest.digest(package=package)
     assert before == digest.digest() and len(before) == 16
     covered = digest.closure("mammoscale.report", package)
-    assert {"mammoscale.report.figures", "mammoscale.report.page", "mammoscale.report.tables", "mammoscale.files",
-            "mammoscale.plan.grid", "mammoscale.plan.vit", "mammoscale.errors"} <= set(covered)
+    assert {
+        "mammoscale.report.figures",
+        "mammoscale.report.page",
+        "mammoscale.report.tables",
+        "mammoscale.files",
+        "mammoscale.plan.grid",
+        "mammoscale.plan.vit",
+        "mammoscale.errors",
+    } <= set(covered)
     assert not [name for name in covered if name.startswith("mammoscale.train")]
 
     def changed(relative: str) -> bool:

@@ -27,23 +27,39 @@ def need_horovod() -> None:
         import horovod.torch  # noqa: F401
     except ImportError:
         if os.environ.get("MAMMOSCALE_REQUIRE_HOROVOD") == "1":
-            pytest.fail("Horovod is required here (MAMMOSCALE_REQUIRE_HOROVOD=1) but does not import: "
-                        "run `make horovod`")
+            pytest.fail(
+                "Horovod is required here (MAMMOSCALE_REQUIRE_HOROVOD=1) but does not import: run `make horovod`"
+            )
         pytest.skip("Horovod is not installed (make horovod)")
 
 
 def cell(cache_root: Path, **overrides) -> dict:
-    base = {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "mode": "full", "epochs": 2,
-            "global_batch": 8, "micro_batch": 4, "loader_workers": 0, "precision": "fp32", "lr": 1e-3,
-            "checkpoint": False}
+    base = {
+        "cache_root": str(cache_root),
+        "image_size": 64,
+        "patch_size": 16,
+        "mode": "full",
+        "epochs": 2,
+        "global_batch": 8,
+        "micro_batch": 4,
+        "loader_workers": 0,
+        "precision": "fp32",
+        "lr": 1e-3,
+        "checkpoint": False,
+    }
     return {**base, **overrides}
 
 
 def run_launched(launcher: list[str], out: Path, settings: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [f"{key}={value}" for key, value in settings.items()]
-    proc = subprocess.run([*launcher, "-m", "mammoscale.train", "--out", str(out), *args], capture_output=True,
-                          text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [*launcher, "-m", "mammoscale.train", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads((out / "metrics.json").read_text())
 
@@ -91,9 +107,15 @@ def test_ranks_from_torchrun_slurm_or_nothing():
     assert launch.ranks_from_env({}) == (0, 1, 0)
 
 
-@pytest.mark.parametrize("nodelist, hosts", [("gpu03", ["gpu03"]),
-                                             ("gpu[03-05,07],cpu1", ["gpu03", "gpu04", "gpu05", "gpu07", "cpu1"]),
-                                             ("node[7,9]", ["node7", "node9"]), ("a1,b2", ["a1", "b2"])])
+@pytest.mark.parametrize(
+    "nodelist, hosts",
+    [
+        ("gpu03", ["gpu03"]),
+        ("gpu[03-05,07],cpu1", ["gpu03", "gpu04", "gpu05", "gpu07", "cpu1"]),
+        ("node[7,9]", ["node7", "node9"]),
+        ("a1,b2", ["a1", "b2"]),
+    ],
+)
 def test_hosts_of_a_slurm_node_list(nodelist, hosts, monkeypatch):
     if shutil.which("scontrol"):
         assert launch.hostnames(nodelist) == hosts

@@ -5,21 +5,36 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from PIL import Image
-from records import VARIANTS, record, write
 
-from mammoscale import files
 from mammoscale.plan import grid
 from mammoscale.report import figures, plots, tables
 
+from records import VARIANTS, record, write
+
 REFERENCE = {"hardware": "xe9680", "variant": "flash", "image_size": 512, "patch_size": 16}
-PROFILES = {"xe8545": {"gpus_per_node": 4, "nodes": 1, "micro_batch": 24, "device_memory_gb": 40},
-            "xe9680": {"gpus_per_node": 8, "nodes": 1, "micro_batch": 64, "device_memory_gb": 80}}
-PIPELINE = pd.DataFrame([{"stage": "decode + crop", "image_size": None, "shard": "shard0000", "items": 40,
-                          "item": "image", "seconds": 4.0, "cpu_seconds": 12.0, "items_per_s": 10.0}])
+PROFILES = {
+    "xe8545": {"gpus_per_node": 4, "nodes": 1, "micro_batch": 24, "device_memory_gb": 40},
+    "xe9680": {"gpus_per_node": 8, "nodes": 1, "micro_batch": 64, "device_memory_gb": 80},
+}
+PIPELINE = pd.DataFrame(
+    [
+        {
+            "stage": "decode + crop",
+            "image_size": None,
+            "shard": "shard0000",
+            "items": 40,
+            "item": "image",
+            "seconds": 4.0,
+            "cpu_seconds": 12.0,
+            "items_per_s": 10.0,
+        }
+    ]
+)
 
 
-def tables_of(tmp_path, records, sizes=(384, 512, 1024, 2048), patches=(8, 16, 32), hardware=("xe9680",),
-           variants=VARIANTS):
+def tables_of(
+    tmp_path, records, sizes=(384, 512, 1024, 2048), patches=(8, 16, 32), hardware=("xe9680",), variants=VARIANTS
+):
     for rec in records:
         write(tmp_path, rec)
     runs = tables.runs_table(grid.cells(sizes, patches, variants, list(hardware)), variants, tmp_path)
@@ -33,8 +48,9 @@ def texts(fig) -> list[str]:
 def draw_all(tmp_path, runs, pairs, variants=VARIANTS, pipeline=PIPELINE):
     drawn = {}
     for name in figures.FIGURES:
-        fig = figures.draw(name, runs=runs, pairs=pairs, pipeline=pipeline, reference=REFERENCE, variants=variants,
-                           profiles=PROFILES)
+        fig = figures.draw(
+            name, runs=runs, pairs=pairs, pipeline=pipeline, reference=REFERENCE, variants=variants, profiles=PROFILES
+        )
         drawn[name] = texts(fig)
         plots.save(fig, tmp_path / f"{name}.png", tmp_path / f"{name}.svg", dpi=60)
         with Image.open(tmp_path / f"{name}.png") as image:
@@ -44,8 +60,13 @@ def draw_all(tmp_path, runs, pairs, variants=VARIANTS, pipeline=PIPELINE):
 
 
 def test_one_cell(tmp_path):
-    runs, pairs = tables_of(tmp_path, [record("xe9680", "flash", 512, 16, throughput=50.0)], sizes=(512,),
-                         patches=(16,), variants={"flash": VARIANTS["flash"]})
+    runs, pairs = tables_of(
+        tmp_path,
+        [record("xe9680", "flash", 512, 16, throughput=50.0)],
+        sizes=(512,),
+        patches=(16,),
+        variants={"flash": VARIANTS["flash"]},
+    )
     drawn = draw_all(tmp_path, runs, pairs, variants={"flash": VARIANTS["flash"]})
     assert "50" in drawn["fig2_hardware"]
 
@@ -65,8 +86,9 @@ def test_the_full_paper_grid_with_every_status(tmp_path):
                 tokens = (size // patch) ** 2
                 status = "oom" if variant != "flash" and tokens > 4096 else "ok"
                 speed = 3.0 if variant == "flash" else 1.0
-                records.append(record("xe9680", variant, size, patch, status, throughput=speed * 1e5 / tokens,
-                                      peak=tokens * 2 ** 20))
+                records.append(
+                    record("xe9680", variant, size, patch, status, throughput=speed * 1e5 / tokens, peak=tokens * 2**20)
+                )
     records[1] = record("xe9680", "flash", 384, 16, "failed", message="nan")
     records += [record("xe8545", "flash", 512, 16, throughput=100.0)]
     runs, pairs = tables_of(tmp_path, records, hardware=("xe8545", "xe9680"))
@@ -78,19 +100,39 @@ def test_the_full_paper_grid_with_every_status(tmp_path):
     shown = sorted(t for t in drawn["fig4_flash_vs_baseline"] if t.endswith("x"))
     expected = sorted(f"{r:.1f}x" for r in pairs.loc[pairs["hardware"] == "xe9680", "throughput_ratio"].dropna())
     assert shown == expected and len(shown) == 16
-    assert "out of memory" in [t.get_text() for t in figures.draw(
-        "memory", runs=runs, pairs=pairs, pipeline=PIPELINE, reference=REFERENCE, variants=VARIANTS,
-        profiles=PROFILES).legends[0].get_texts()]
+    assert "out of memory" in [
+        t.get_text()
+        for t in figures.draw(
+            "memory",
+            runs=runs,
+            pairs=pairs,
+            pipeline=PIPELINE,
+            reference=REFERENCE,
+            variants=VARIANTS,
+            profiles=PROFILES,
+        )
+        .legends[0]
+        .get_texts()
+    ]
     assert "device memory: 80 GB" in drawn["memory"]
     # Figure 2 labels each profile with its ranks and micro-batch
-    fig2 = figures.draw("fig2_hardware", runs=runs, pairs=pairs, pipeline=PIPELINE, reference=REFERENCE,
-                        variants=VARIANTS, profiles=PROFILES)
+    fig2 = figures.draw(
+        "fig2_hardware",
+        runs=runs,
+        pairs=pairs,
+        pipeline=PIPELINE,
+        reference=REFERENCE,
+        variants=VARIANTS,
+        profiles=PROFILES,
+    )
     labels = [t.get_text() for t in fig2.axes[0].get_xticklabels()]
     assert labels == ["xe8545\n4 GPUs x 8", "xe9680\n4 GPUs x 8"]  # the records' world size and micro-batch
 
 
 def test_a_partial_grid_says_what_has_not_run(tmp_path):
-    runs, pairs = tables_of(tmp_path, [record("xe9680", "flash", 512, 16), record("xe9680", "hf-eager", 512, 16, "oom")])
+    runs, pairs = tables_of(
+        tmp_path, [record("xe9680", "flash", 512, 16), record("xe9680", "hf-eager", 512, 16, "oom")]
+    )
     drawn = draw_all(tmp_path, runs, pairs)
     assert "OOM" in drawn["fig4_flash_vs_baseline"] and "not run" in drawn["fig4_flash_vs_baseline"]
     assert "OOM" in drawn["fig3_patch_size"]
@@ -112,10 +154,24 @@ def test_figure_2_shows_the_time_to_train_when_it_was_measured(tmp_path):
     full = record("xe9680", "flash", 512, 16, throughput=50.0)
     full.update(mode="full", train_time_s=600.0)
     runs, pairs = tables_of(tmp_path, [full], sizes=(512,), patches=(16,), variants={"flash": VARIANTS["flash"]})
-    fig = figures.draw("fig2_hardware", runs=runs, pairs=pairs, pipeline=PIPELINE, reference=REFERENCE,
-                       variants=["flash"], profiles=PROFILES)
+    fig = figures.draw(
+        "fig2_hardware",
+        runs=runs,
+        pairs=pairs,
+        pipeline=PIPELINE,
+        reference=REFERENCE,
+        variants=["flash"],
+        profiles=PROFILES,
+    )
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "time to train (min)"
     assert "10" in texts(fig) and "50" in texts(fig)
-    throughput_only = figures.draw("fig2_hardware", runs=runs.assign(mode="throughput"), pairs=pairs,
-                                   pipeline=PIPELINE, reference=REFERENCE, variants=["flash"], profiles=PROFILES)
+    throughput_only = figures.draw(
+        "fig2_hardware",
+        runs=runs.assign(mode="throughput"),
+        pairs=pairs,
+        pipeline=PIPELINE,
+        reference=REFERENCE,
+        variants=["flash"],
+        profiles=PROFILES,
+    )
     assert len(throughput_only.axes) == 1

@@ -10,11 +10,14 @@ from mammoscale.plan import flops, vit
 from mammoscale.train import models
 
 
-@pytest.mark.parametrize("family, attention, size, image, patch, channels", [
-    ("xtransformers", "materialised", "vit-tiny", 64, 8, 1),
-    ("xtransformers", "materialised", "vit-small", 128, 16, 3),
-    ("hf", "eager", "vit-tiny", 64, 8, 1),
-])
+@pytest.mark.parametrize(
+    "family, attention, size, image, patch, channels",
+    [
+        ("xtransformers", "materialised", "vit-tiny", 64, 8, 1),
+        ("xtransformers", "materialised", "vit-small", 128, 16, 3),
+        ("hf", "eager", "vit-tiny", 64, 8, 1),
+    ],
+)
 def test_forward_flops_match_torchs_counter(family, attention, size, image, patch, channels):
     model = models.build(family, attention, size, image_size=image, patch_size=patch, channels=channels)
     batch = 2

@@ -35,21 +35,35 @@ def test_unknown_hardware_is_named():
 
 
 def test_a_cell_takes_its_profile_variant_and_train_settings():
-    cell = grid.cell_settings(Cell("xe9680", "hf-eager", 512, 16), profile=GPU8,
-                              variant={"family": "hf", "attention": "eager"}, train=TRAIN, cache_root="results/cache",
-                              local_scratch="/local")
+    cell = grid.cell_settings(
+        Cell("xe9680", "hf-eager", 512, 16),
+        profile=GPU8,
+        variant={"family": "hf", "attention": "eager"},
+        train=TRAIN,
+        cache_root="results/cache",
+        local_scratch="/local",
+    )
     settings = Settings.from_dict(cell)
     assert settings.backend == "ddp" and settings.device == "cuda" and settings.micro_batch == 64
     assert settings.family == "hf" and settings.peak_tflops == 312.0 and settings.local_scratch == "/local"
     assert settings.precision == TRAIN["precision"] and settings.mode == TRAIN["mode"] == "throughput"
-    cpu = grid.cell_settings(Cell("local-cpu", "flash", 256, 8), profile=CPU,
-                             variant={"family": "xtransformers", "attention": "flash"}, train=TRAIN, cache_root="c",
-                             local_scratch=None)
+    cpu = grid.cell_settings(
+        Cell("local-cpu", "flash", 256, 8),
+        profile=CPU,
+        variant={"family": "xtransformers", "attention": "flash"},
+        train=TRAIN,
+        cache_root="c",
+        local_scratch=None,
+    )
     assert cpu["precision"] == "fp32" and cpu["device"] == "cpu" and cpu["backend"] == "none"
-    full = grid.cell_settings(Cell("local-cpu", "flash", 256, 8), profile=CPU,
-                              variant={"family": "xtransformers", "attention": "flash"},
-                              train={**TRAIN, "full_mode_at": [{"image_size": 256, "patch_size": 8}]},
-                              cache_root="c", local_scratch=None)
+    full = grid.cell_settings(
+        Cell("local-cpu", "flash", 256, 8),
+        profile=CPU,
+        variant={"family": "xtransformers", "attention": "flash"},
+        train={**TRAIN, "full_mode_at": [{"image_size": 256, "patch_size": 8}]},
+        cache_root="c",
+        local_scratch=None,
+    )
     assert full["mode"] == "full" and "full_mode_at" not in full and Settings.from_dict(full).mode == "full"
 
 
@@ -60,23 +74,35 @@ def test_launch_commands(tmp_path):
     assert single[0].endswith("torchrun") and single[1:3] == ["--standalone", "--nproc-per-node=8"]
     multi = launch_command({**GPU8, "nodes": 4}, "c.yaml", "out")
     assert multi[:3] == ["srun", "--ntasks=32", "--ntasks-per-node=8"] and multi[-6:] == target
-    horovod = launch_command({"launcher": "horovod", "nodes": 1, "gpus_per_node": 0, "micro_batch": 1},
-                                  "c.yaml", "out")
+    horovod = launch_command({"launcher": "horovod", "nodes": 1, "gpus_per_node": 0, "micro_batch": 1}, "c.yaml", "out")
     assert horovod[0].endswith("horovodrun") and horovod[1:5] == ["-np", "1", "-H", "localhost:1"]
     assert "--gloo" in horovod
-    hosts = launch_command({"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1},
-                                "c.yaml", "out", env={"SLURM_JOB_NODELIST": "gpu[1-2]"})
+    hosts = launch_command(
+        {"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1},
+        "c.yaml",
+        "out",
+        env={"SLURM_JOB_NODELIST": "gpu[1-2]"},
+    )
     assert hosts[1:5] == ["-np", "8", "-H", "gpu1:4,gpu2:4"] and "--gloo" not in hosts
     with pytest.raises(UserError, match="inside a SLURM allocation"):
-        launch_command({"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1}, "c", "o",
-                            env={})
+        launch_command({"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1}, "c", "o", env={})
     with pytest.raises(UserError, match="launcher none runs one process"):
         launch_command({**CPU, "nodes": 2}, "c", "o")
 
 
 def job_cell(cache_root, **overrides):
-    return {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "mode": "full", "epochs": 2,
-            "global_batch": 8, "micro_batch": 8, "loader_workers": 0, "precision": "fp32", **overrides}
+    return {
+        "cache_root": str(cache_root),
+        "image_size": 64,
+        "patch_size": 16,
+        "mode": "full",
+        "epochs": 2,
+        "global_batch": 8,
+        "micro_batch": 8,
+        "loader_workers": 0,
+        "precision": "fp32",
+        **overrides,
+    }
 
 
 def test_a_job_drops_a_finished_or_foreign_checkpoint_and_resumes_an_unfinished_one(train_cache, tmp_path):
@@ -100,36 +126,49 @@ def torch_load(out_dir):
 
 def test_a_failed_cell_fails_the_job_and_keeps_its_record_apart(train_cache, tmp_path):
     with pytest.raises(UserError, match="failed: the training loss became nan"):
-        run_job(job_cell(train_cache, lr=1e12, warmup_fraction=0, epochs=3),
-                     {"launcher": "none", "nodes": 1, "gpus_per_node": 0}, tmp_path)
+        run_job(
+            job_cell(train_cache, lr=1e12, warmup_fraction=0, epochs=3),
+            {"launcher": "none", "nodes": 1, "gpus_per_node": 0},
+            tmp_path,
+        )
     # Snakemake removes a failed job's metrics.json; the record stays for the tables
     assert not (tmp_path / "metrics.json").exists()
     record = json.loads((tmp_path / files.FAILED_METRICS).read_text())
     assert record["status"] == "failed" and "nan" in record["message"]
     # the next attempt starts without it
-    run_job(job_cell(train_cache, checkpoint=False), {"launcher": "none", "nodes": 1, "gpus_per_node": 0},
-                 tmp_path)
+    run_job(job_cell(train_cache, checkpoint=False), {"launcher": "none", "nodes": 1, "gpus_per_node": 0}, tmp_path)
     assert (tmp_path / "metrics.json").is_file() and not (tmp_path / files.FAILED_METRICS).exists()
 
 
 def test_a_launched_job_reads_the_metrics_its_processes_wrote(train_cache, tmp_path):
-    result = run_job(job_cell(train_cache, backend="ddp", checkpoint=False),
-                          {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 0}, tmp_path)
+    result = run_job(
+        job_cell(train_cache, backend="ddp", checkpoint=False),
+        {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 0},
+        tmp_path,
+    )
     assert result["status"] == "ok" and result["backend"] == "ddp"
 
 
 def test_extra_cells_join_the_grid_once_and_are_checked():
     variants = {"flash": {}, "eager": {}}
     product = grid.cells([384, 512], [16], variants, ["a"])
-    extra = [{"hardware": "b", "variant": "flash", "image_size": 512, "patch_size": 16},
-             {"hardware": "a", "variant": "flash", "image_size": 512, "patch_size": 16}]  # already in the product
-    cells = grid.with_extra_cells(product, extra, image_sizes=[384, 512], variants=variants, profiles={"a": {}, "b": {}})
+    extra = [
+        {"hardware": "b", "variant": "flash", "image_size": 512, "patch_size": 16},
+        {"hardware": "a", "variant": "flash", "image_size": 512, "patch_size": 16},
+    ]  # already in the product
+    cells = grid.with_extra_cells(
+        product, extra, image_sizes=[384, 512], variants=variants, profiles={"a": {}, "b": {}}
+    )
     assert cells == product + [("b", "flash", 512, 16)]
-    bad = [({"hardware": "c"}, "no hardware profile 'c'"), ({"variant": "sdpa"}, "no variant 'sdpa'"),
-           ({"image_size": 1024}, "image size 1024 is not in grid.image_sizes"),
-           ({"patch_size": 24}, "patch size 24 does not divide 512")]
+    bad = [
+        ({"hardware": "c"}, "no hardware profile 'c'"),
+        ({"variant": "sdpa"}, "no variant 'sdpa'"),
+        ({"image_size": 1024}, "image size 1024 is not in grid.image_sizes"),
+        ({"patch_size": 24}, "patch size 24 does not divide 512"),
+    ]
     for change, message in bad:
         cell = {**extra[0], **change}
         with pytest.raises(UserError, match=message):
-            grid.with_extra_cells(product, [cell], image_sizes=[384, 512], variants=variants,
-                                  profiles={"a": {}, "b": {}})
+            grid.with_extra_cells(
+                product, [cell], image_sizes=[384, 512], variants=variants, profiles={"a": {}, "b": {}}
+            )

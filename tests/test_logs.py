@@ -6,8 +6,10 @@ import sys
 
 def run(tmp_path, raise_statement):
     log = tmp_path / "step.log"
-    code = ("from mammoscale.logs import configure; from mammoscale.dataset.manifest import ManifestError; "
-            f"configure({str(log)!r}); {raise_statement}")
+    code = (
+        "from mammoscale.logs import configure; from mammoscale.dataset.manifest import ManifestError; "
+        f"configure({str(log)!r}); {raise_statement}"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     return result, log.read_text()
 

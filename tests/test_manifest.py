@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mammoscale.files import BREAST_TABLE, image_path
 from mammoscale.dataset import manifest
+from mammoscale.files import BREAST_TABLE, image_path
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -27,8 +27,18 @@ def write_dataset(root, rows, *, files=True):
 
 def breast(patient, side, cancer=0, views=("CC", "MLO"), first_id=None):
     first_id = first_id or patient * 10 + (0 if side == "L" else 5)
-    return [{"site_id": 1, "patient_id": patient, "image_id": first_id + k, "laterality": side, "view": v,
-             "cancer": cancer, "machine_id": 49} for k, v in enumerate(views)]
+    return [
+        {
+            "site_id": 1,
+            "patient_id": patient,
+            "image_id": first_id + k,
+            "laterality": side,
+            "view": v,
+            "cancer": cancer,
+            "machine_id": 49,
+        }
+        for k, v in enumerate(views)
+    ]
 
 
 def build(root, **kwargs):
@@ -42,7 +52,8 @@ def test_one_row_per_complete_breast(tmp_path):
     assert list(breasts.columns) == list(BREAST_TABLE.columns)
     assert breasts["breast_id"].tolist() == ["1_L", "1_R", "2_L"]
     assert breasts.loc[breasts["breast_id"] == "1_R", ["cc_image_id", "mlo_image_id", "label"]].values.tolist() == [
-        [15, 16, 1]]
+        [15, 16, 1]
+    ]
     assert excluded.empty and counts["breasts"] == 3 and counts["positive_breasts"] == 1
 
 
@@ -154,5 +165,12 @@ def test_missing_column_is_a_clear_error(tmp_path):
 def test_main_refuses_a_set_with_no_usable_breast(tmp_path):
     root = write_dataset(tmp_path, breast(1, "L", views=("CC",)))
     with pytest.raises(manifest.ManifestError, match="no usable breast.*missing_mlo"):
-        manifest.main(root, tmp_path / "b.csv", tmp_path / "e.csv", tmp_path / "c.json", split_fractions=FRACTIONS,
-                      seed=0, n_shards=1)
+        manifest.main(
+            root,
+            tmp_path / "b.csv",
+            tmp_path / "e.csv",
+            tmp_path / "c.json",
+            split_fractions=FRACTIONS,
+            seed=0,
+            n_shards=1,
+        )

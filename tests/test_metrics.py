@@ -7,20 +7,25 @@ import json
 
 import jsonschema
 import pytest
-
-from conftest import REPO
 import torch
 
 from mammoscale import files
 from mammoscale.train import record as records
+
+from conftest import REPO
 
 
 @pytest.fixture(scope="module")
 def record(train_cache, tmp_path_factory) -> dict:
     from mammoscale import train
 
-    settings = {"cache_root": str(train_cache), "image_size": 64, "patch_size": 16, "loader_workers": 0,
-                "checkpoint": False}
+    settings = {
+        "cache_root": str(train_cache),
+        "image_size": 64,
+        "patch_size": 16,
+        "loader_workers": 0,
+        "checkpoint": False,
+    }
     return train.run_cell(settings, tmp_path_factory.mktemp("cell"))
 
 
@@ -29,22 +34,51 @@ def test_the_workflow_schema_is_the_package_schema():
 
 
 def test_every_field_of_the_design_contract_is_required():
-    contract = ("status hardware variant model attention attention_backend image_size patch_size seq_len params "
-                "epochs global_batch micro_batch grad_accum world_size throughput_img_s step_time_s epoch_times_s "
-                "train_time_s peak_mem_bytes flops_per_img achieved_tflops mfu val_auc val_pf1 loss_curve env "
-                "config").split()
+    contract = [
+        "status",
+        "hardware",
+        "variant",
+        "model",
+        "attention",
+        "attention_backend",
+        "image_size",
+        "patch_size",
+        "seq_len",
+        "params",
+        "epochs",
+        "global_batch",
+        "micro_batch",
+        "grad_accum",
+        "world_size",
+        "throughput_img_s",
+        "step_time_s",
+        "epoch_times_s",
+        "train_time_s",
+        "peak_mem_bytes",
+        "flops_per_img",
+        "achieved_tflops",
+        "mfu",
+        "val_auc",
+        "val_pf1",
+        "loss_curve",
+        "env",
+        "config",
+    ]
     assert set(contract) <= set(files.metrics_schema()["required"])
 
 
-@pytest.mark.parametrize("change", [
-    lambda r: r.pop("throughput_img_s"),
-    lambda r: r.update(status="crashed"),
-    lambda r: r.update(surprise=1),
-    lambda r: r.update(mfu=1.5),
-    lambda r: r.update(val_auc="high"),
-    lambda r: r.update(hardware="a100 x8"),
-    lambda r: r["env"].pop("git_commit"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.pop("throughput_img_s"),
+        lambda r: r.update(status="crashed"),
+        lambda r: r.update(surprise=1),
+        lambda r: r.update(mfu=1.5),
+        lambda r: r.update(val_auc="high"),
+        lambda r: r.update(hardware="a100 x8"),
+        lambda r: r["env"].pop("git_commit"),
+    ],
+)
 def test_a_broken_record_is_refused(record, change):
     broken = copy.deepcopy(record)
     change(broken)

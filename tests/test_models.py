@@ -20,8 +20,7 @@ def pair(family: str, first: str, second: str, **shape):
     return a.eval(), b.eval()
 
 
-@pytest.mark.parametrize("family, first, second", [("xtransformers", "flash", "materialised"),
-                                                   ("hf", "sdpa", "eager")])
+@pytest.mark.parametrize("family, first, second", [("xtransformers", "flash", "materialised"), ("hf", "sdpa", "eager")])
 def test_the_attention_switch_keeps_outputs_and_gradients(family, first, second):
     a, b = pair(family, first, second, image_size=64, patch_size=8, channels=1)
     x = torch.randn(3, 1, 64, 64)
@@ -60,8 +59,10 @@ def test_hugging_face_eager_is_materialised_and_sdpa_is_not():
 def test_kernel_names_from_operator_names():
     assert models.kernels_in(["aten::mm", "aten::_softmax"]) == "materialised"
     assert models.kernels_in(["aten::_scaled_dot_product_flash_attention", "aten::mm"]) == "sdpa-flash"
-    assert models.kernels_in(["aten::_scaled_dot_product_efficient_attention",
-                              "aten::_scaled_dot_product_attention_math"]) == "sdpa-math+sdpa-mem-efficient"
+    assert (
+        models.kernels_in(["aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_attention_math"])
+        == "sdpa-math+sdpa-mem-efficient"
+    )
 
 
 def test_flash_is_forced_on_cuda_and_left_alone_elsewhere():
@@ -88,15 +89,18 @@ def test_flash_attention_2_without_the_package_is_unavailable():
         models.build("hf", "flash_attention_2", "vit-tiny", image_size=32, patch_size=8, channels=1)
 
 
-@pytest.mark.parametrize("family, attention, size, image, patch, channels, message", [
-    ("timm", "flash", "vit-tiny", 64, 8, 1, "unknown model family"),
-    ("xtransformers", "eager", "vit-tiny", 64, 8, 1, "not available for xtransformers"),
-    ("hf", "flash", "vit-tiny", 64, 8, 1, "not available for hf"),
-    ("xtransformers", "flash", "vit-huge", 64, 8, 1, "unknown model size"),
-    ("xtransformers", "flash", "vit-tiny", 64, 12, 1, "does not divide"),
-    ("xtransformers", "flash", "vit-tiny", 64, 0, 1, "does not divide"),
-    ("xtransformers", "flash", "vit-tiny", 64, 8, 2, "channels must be 1 or 3"),
-])
+@pytest.mark.parametrize(
+    "family, attention, size, image, patch, channels, message",
+    [
+        ("timm", "flash", "vit-tiny", 64, 8, 1, "unknown model family"),
+        ("xtransformers", "eager", "vit-tiny", 64, 8, 1, "not available for xtransformers"),
+        ("hf", "flash", "vit-tiny", 64, 8, 1, "not available for hf"),
+        ("xtransformers", "flash", "vit-huge", 64, 8, 1, "unknown model size"),
+        ("xtransformers", "flash", "vit-tiny", 64, 12, 1, "does not divide"),
+        ("xtransformers", "flash", "vit-tiny", 64, 0, 1, "does not divide"),
+        ("xtransformers", "flash", "vit-tiny", 64, 8, 2, "channels must be 1 or 3"),
+    ],
+)
 def test_impossible_models_are_refused_with_a_sentence(family, attention, size, image, patch, channels, message):
     with pytest.raises(vit.ModelError, match=message):
         models.build(family, attention, size, image_size=image, patch_size=patch, channels=channels)

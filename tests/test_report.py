@@ -6,27 +6,56 @@ import json
 from html.parser import HTMLParser
 
 import pytest
-from records import VARIANTS, record, write
 
 from mammoscale import files
 from mammoscale.plan import grid
-from mammoscale.report import captions, claims, tables
+from mammoscale.report import captions, claims, sections, tables
 from mammoscale.report import page as report
 from mammoscale.report.snapshot import snapshot
 
+from records import VARIANTS, record, write
+
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 REFERENCE = {"hardware": "xe9680", "variant": "flash", "image_size": 512, "patch_size": 16}
-PROFILES = {"xe9680": {"description": "8x A100", "launcher": "torchrun", "nodes": 1, "gpus_per_node": 8,
-                       "micro_batch": 64, "device_memory_gb": 80, "peak_tflops": 312}}
-RUN_CONFIG = {"data": {"source": "rsna", "root": "/data/rsna"},
-              "grid": {"image_sizes": [384, 512], "patch_sizes": [16, 32], "variants": VARIANTS, "hardware": ["xe9680"]},
-              "hardware": PROFILES, "train": {"model_size": "vit-base", "seed": 2023, "precision": "bf16"},
-              "configfiles": ["config/paper.yaml"]}
-COUNTS = {"rows": 54706, "patients": 11913, "breasts": 23000, "positive_breasts": 480,
-          "excluded_by_reason": {"missing_cc": 12, "missing_mlo": 7}, "breasts_by_split": {"train": 16000},
-          "positive_by_split": {"train": 330}, "other_views_not_used": {"AT": 3}}
-PREPROCESS = {"decoded": 46000, "failed_images": 2, "errors_by_kind": {"truncated": 2}, "breasts_cached": 22998,
-              "breasts_excluded_decode_error": 2, "flip_disagreements": 5, "roi_fallbacks": 1}
+PROFILES = {
+    "xe9680": {
+        "description": "8x A100",
+        "launcher": "torchrun",
+        "nodes": 1,
+        "gpus_per_node": 8,
+        "micro_batch": 64,
+        "device_memory_gb": 80,
+        "peak_tflops": 312,
+    }
+}
+RUN_CONFIG = {
+    "data": {"source": "rsna", "root": "/data/rsna"},
+    "grid": {"image_sizes": [384, 512], "patch_sizes": [16, 32], "variants": VARIANTS, "hardware": ["xe9680"]},
+    "hardware": PROFILES,
+    "train": {"model_size": "vit-base", "seed": 2023, "precision": "bf16"},
+    "configfiles": ["config/paper.yaml"],
+}
+COUNTS = {
+    "rows": 54706,
+    "patients": 11913,
+    "breasts": 23000,
+    "positive_breasts": 480,
+    "excluded_by_reason": {"missing_cc": 12, "missing_mlo": 7},
+    "breasts_by_split": {"train": 16000},
+    "positive_by_split": {"train": 330},
+    "other_views_not_used": {"AT": 3},
+}
+PREPROCESS = {
+    "decoded": 46000,
+    "failed_images": 2,
+    "errors_by_kind": {"truncated": 2},
+    "breasts_cached": 22998,
+    "breasts_excluded_decode_error": 2,
+    "flip_disagreements": 5,
+    "roi_fallbacks": 1,
+    "decoders": {"pylibjpeg-openjpeg 2.6.0": 25000, "pylibjpeg-libjpeg 2.5.0": 21000},
+    "versions": {"pydicom": "3.0.2", "numpy": "2.4.6", "git_commit": "4567def", "platform": "Linux"},
+}
 
 
 class Checker(HTMLParser):
@@ -78,10 +107,18 @@ def pngs(tmp_path):
 
 
 def grid_records():
-    return [*(record("xe9680", v, 512, 16, throughput=t, peak=p, job="81234") for v, t, p in
-              (("flash", 300.0, 2 * 10 ** 9), ("materialised", 100.0, 5 * 10 ** 9), ("hf-eager", 90.0, 6 * 10 ** 9))),
-            record("xe9680", "hf-eager", 512, 32, "oom", message="CUDA out of memory"),
-            record("xe9680", "flash", 512, 32, throughput=900.0, job="81235")]
+    return [
+        *(
+            record("xe9680", v, 512, 16, throughput=t, peak=p, job="81234")
+            for v, t, p in (
+                ("flash", 300.0, 2 * 10**9),
+                ("materialised", 100.0, 5 * 10**9),
+                ("hf-eager", 90.0, 6 * 10**9),
+            )
+        ),
+        record("xe9680", "hf-eager", 512, 32, "oom", message="CUDA out of memory"),
+        record("xe9680", "flash", 512, 32, throughput=900.0, job="81235"),
+    ]
 
 
 def build(tmp_path, pngs, records, failed=()):
@@ -94,11 +131,20 @@ def build(tmp_path, pngs, records, failed=()):
     tables.write_tables(cells, VARIANTS, runs_root, tmp_path / "runs.csv", tmp_path / "speedups.csv")
     (tmp_path / "counts.json").write_text(json.dumps(COUNTS))
     (tmp_path / "preprocess.json").write_text(json.dumps(PREPROCESS))
-    verdicts = report.build(tmp_path / "report.html", runs_csv=tmp_path / "runs.csv",
-                            speedups_csv=tmp_path / "speedups.csv", figure_files=pngs[0], contact_sheets=pngs[1],
-                            manifest_counts=tmp_path / "counts.json", preprocess_summary=tmp_path / "preprocess.json",
-                            run_config=RUN_CONFIG, reference=REFERENCE, baseline="hf-eager", tolerance=0.15,
-                            invocation="snakemake {profile} --configfile config/paper.yaml")
+    verdicts = report.build(
+        tmp_path / "report.html",
+        runs_csv=tmp_path / "runs.csv",
+        speedups_csv=tmp_path / "speedups.csv",
+        figure_files=pngs[0],
+        contact_sheets=pngs[1],
+        manifest_counts=tmp_path / "counts.json",
+        preprocess_summary=tmp_path / "preprocess.json",
+        run_config=RUN_CONFIG,
+        reference=REFERENCE,
+        baseline="hf-eager",
+        tolerance=0.15,
+        invocation="snakemake {profile} --configfile config/paper.yaml",
+    )
     return (tmp_path / "report.html").read_text(), verdicts
 
 
@@ -117,17 +163,17 @@ def test_the_report_is_well_formed_self_contained_and_has_every_section(tmp_path
 
 def test_the_numbers_are_the_recorded_ones(tmp_path, pngs):
     page, verdicts = build(tmp_path, pngs, grid_records())
-    cells = page[page.index('id="cells"'):page.index('id="data-qc"')]
+    cells = page[page.index('id="cells"') : page.index('id="data-qc"')]
     assert cells.count("<tr") == 1 + 12  # header + every configured cell
     assert ">300</td>" in cells and ">900</td>" in cells  # images/s of the two flash cells
     assert cells.count(">OOM</td>") == 1 and cells.count(">not run</td>") == 7
     assert "CUDA out of memory" in cells
-    headline = page[page.index('id="headline"'):page.index('id="claims"')]
+    headline = page[page.index('id="headline"') : page.index('id="claims"')]
     assert "12 cells configured: 4 ok, 1 OOM, 7 not run." in headline
     assert "3.00x (img512_p16 vs materialised" in headline and "3.33x (img512_p16 vs hf-eager" in headline
     assert "3.00x the peak memory of flash at img512_p16" in headline
     # every claim row with the verdict claims.evaluate gave
-    table = page[page.index('id="claims"'):page.index('id="figures"')]
+    table = page[page.index('id="claims"') : page.index('id="figures"')]
     assert table.count("<tr") == 1 + len(verdicts)
     for verdict in verdicts["verdict"]:
         assert f"verdict-{verdict.replace(' ', '-')}" in table
@@ -137,22 +183,29 @@ def test_the_numbers_are_the_recorded_ones(tmp_path, pngs):
 
 def test_data_qc_and_provenance(tmp_path, pngs):
     page, _ = build(tmp_path, pngs, grid_records())
-    qc = page[page.index('id="data-qc"'):page.index('id="provenance"')]
-    for text in ("breasts (CC + MLO pairs): 23,000", "missing_cc: 12", "truncated: 2",
-                 "flip disagreements (CSV laterality vs tissue side): 5", "images listed: 54,706"):
+    qc = page[page.index('id="data-qc"') : page.index('id="provenance"')]
+    for text in (
+        "breasts (CC + MLO pairs): 23,000",
+        "missing_cc: 12",
+        "truncated: 2",
+        "flip disagreements (CSV laterality vs tissue side): 5",
+        "images listed: 54,706",
+    ):
         assert text in qc
-    provenance = page[page.index('id="provenance"'):]
+    provenance = page[page.index('id="provenance"') :]
     assert "81234" in provenance and "81235" in provenance and "0123abc" in provenance
     assert "2.13.0" in provenance and "NVIDIA A100-SXM4-80GB" in provenance
     assert "<td>0,1,2,3 / 0,1,2,3</td>" in provenance  # the job's GPUs from SLURM and CUDA
+    # the preprocessing's versions beside the training's: pydicom and every codec that ran
+    assert "pydicom: 3.0.2" in provenance and "git_commit: 4567def" in provenance
+    assert "pylibjpeg-libjpeg 2.5.0 (21,000 images), pylibjpeg-openjpeg 2.6.0 (25,000 images)" in provenance
     target = str(tmp_path / "runs" / "xe9680" / "flash" / "img512_p16")
-    assert (f"snakemake --profile slurm --configfile config/paper.yaml --force {target}/metrics.json"
-            in provenance)
+    assert f"snakemake --profile slurm --configfile config/paper.yaml --force {target}/metrics.json" in provenance
     assert f"python -m mammoscale.train --cell {target}/cell.yaml --out {target}" in provenance
     # a cell without a SLURM job reruns locally
     local = str(tmp_path / "runs" / "xe9680" / "materialised" / "img384_p16")
     assert f"snakemake --cores all --configfile config/paper.yaml --force {local}/metrics.json" in provenance
-    run = page[page.index('id="run"'):page.index('id="headline"')]
+    run = page[page.index('id="run"') : page.index('id="headline"')]
     assert "seed: 2023" in run and "config/paper.yaml" in run and "8x A100" in run
 
 
@@ -169,11 +222,23 @@ def test_snapshot_draws_the_report_of_what_finished_so_far(tmp_path):
     cells = grid.cells([384, 512], [16, 32], VARIANTS, ["xe9680"])
     out = tmp_path / "snapshot"
     missing = str(tmp_path / "nothing")
-    snapshot(out, cells=cells, variants=VARIANTS, runs_root=runs_root,
-                    pipeline={"stage1": [("0000", missing, missing)], "stage2": [(512, "0000", missing, missing)]},
-                    contact_sheets={512: missing}, manifest_counts=missing, preprocess_summary=missing,
-                    run_config=RUN_CONFIG, reference=REFERENCE, baseline=None, tolerance=0.15,
-                    invocation="snakemake {profile}", dpi=40, vector_format="pdf")
+    snapshot(
+        out,
+        cells=cells,
+        variants=VARIANTS,
+        runs_root=runs_root,
+        pipeline={"stage1": [("0000", missing, missing)], "stage2": [(512, "0000", missing, missing)]},
+        contact_sheets={512: missing},
+        manifest_counts=missing,
+        preprocess_summary=missing,
+        run_config=RUN_CONFIG,
+        reference=REFERENCE,
+        baseline=None,
+        tolerance=0.15,
+        invocation="snakemake {profile}",
+        dpi=40,
+        vector_format="pdf",
+    )
     page = (out / "report.html").read_text()
     check(page)
     assert "snapshot of the cells finished so far" in page
@@ -185,5 +250,5 @@ def test_snapshot_draws_the_report_of_what_finished_so_far(tmp_path):
 
 def test_commits_are_shortened_in_the_table_and_kept_whole_in_its_title():
     commit = "f2eb32b748dc179ce3c5e575879cb61a3f4ec27d"
-    assert report._short(commit) == "f2eb32b748dc" and report._short(commit + "+dirty") == "f2eb32b748dc+dirty"
-    assert report._short(None) is None
+    assert sections._short(commit) == "f2eb32b748dc" and sections._short(commit + "+dirty") == "f2eb32b748dc+dirty"
+    assert sections._short(None) is None

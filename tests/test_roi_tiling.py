@@ -80,8 +80,9 @@ def test_label_inside_the_box_is_masked_out():
     r0, c0, r1, c1 = found.box
     image = image.copy()
     image[r0 + 5 : r0 + 15, c1 - 20 : c1 - 5] = 255  # a blob in the box's corner, outside the tissue
-    masked = tiling.canonical_view(image[r0:r1, c0:c1], roi.find_roi(image).mask, r1 - r0 if (r1 - r0) % 2 == 0
-                                   else r1 - r0 + 1)
+    masked = tiling.canonical_view(
+        image[r0:r1, c0:c1], roi.find_roi(image).mask, r1 - r0 if (r1 - r0) % 2 == 0 else r1 - r0 + 1
+    )
     assert masked.max() < 250
 
 

@@ -37,7 +37,8 @@ def test_probabilistic_f1_by_hand():
     # pTP = 0.8, pFP = 0.2 + 0.4 = 0.6, positives = 2: P = 0.8/1.4, R = 0.4
     precision, recall = 0.8 / 1.4, 0.4
     assert scores.probabilistic_f1([1, 1, 0, 0], [0.8, 0.0, 0.2, 0.4]) == pytest.approx(
-        2 * precision * recall / (precision + recall))
+        2 * precision * recall / (precision + recall)
+    )
     assert scores.probabilistic_f1([1, 0], [1.0, 0.0]) == 1.0
     assert scores.probabilistic_f1([1, 0], [0.0, 0.7]) == 0.0
     assert scores.probabilistic_f1([0, 0], [0.5, 0.5]) is None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mammoscale.errors import UserError
 from mammoscale.config import defaults
+from mammoscale.errors import UserError
 from mammoscale.plan.settings import Settings, SettingsError
 
 BASE = {"image_size": 64, "patch_size": 16, "cache_root": "results/cache"}
@@ -24,37 +24,51 @@ def test_a_typo_is_an_error_not_a_default():
 
 
 def test_command_line_strings_are_read_as_their_types():
-    settings = Settings.from_dict({**BASE, "epochs": "3", "lr": "1e-3", "checkpoint": "false",
-                                   "local_scratch": "null", "peak_tflops": "312", "data_on_device": True})
+    settings = Settings.from_dict(
+        {
+            **BASE,
+            "epochs": "3",
+            "lr": "1e-3",
+            "checkpoint": "false",
+            "local_scratch": "null",
+            "peak_tflops": "312",
+            "data_on_device": True,
+        }
+    )
     assert settings.epochs == 3 and settings.lr == 1e-3 and settings.checkpoint is False
     assert settings.local_scratch is None and settings.peak_tflops == 312.0 and settings.data_on_device == "yes"
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("epochs", "many", "epochs must be an int"),
-    ("epochs", 2.5, "epochs must be an int"),
-    ("epochs", True, "epochs must be an int"),
-    ("checkpoint", "maybe", "checkpoint must be a bool"),
-    ("lr", "fast", "lr must be a float"),
-    ("image_size", None, "image_size must not be null"),
-    ("epochs", 0, "epochs must be at least 1"),
-    ("timing_warmup_steps", -1, "must not be negative"),
-    ("lr", 0, "lr must be positive"),
-    ("warmup_fraction", 1.5, "within"),
-    ("mode", "fast", "mode must be one of full, throughput"),
-    ("precision", "fp16", "precision must be one of"),
-    ("backend", "mpi", "backend must be one of none, ddp, horovod"),
-    ("device", "tpu", "device must be one of"),
-    ("attention", "eager", "not available for xtransformers"),
-    ("patch_size", 24, "does not divide"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("epochs", "many", "epochs must be an int"),
+        ("epochs", 2.5, "epochs must be an int"),
+        ("epochs", True, "epochs must be an int"),
+        ("checkpoint", "maybe", "checkpoint must be a bool"),
+        ("lr", "fast", "lr must be a float"),
+        ("image_size", None, "image_size must not be null"),
+        ("epochs", 0, "epochs must be at least 1"),
+        ("timing_warmup_steps", -1, "must not be negative"),
+        ("lr", 0, "lr must be positive"),
+        ("warmup_fraction", 1.5, "within"),
+        ("mode", "fast", "mode must be one of full, throughput"),
+        ("precision", "fp16", "precision must be one of"),
+        ("backend", "mpi", "backend must be one of none, ddp, horovod"),
+        ("device", "tpu", "device must be one of"),
+        ("attention", "eager", "not available for xtransformers"),
+        ("patch_size", 24, "does not divide"),
+    ],
+)
 def test_bad_values_are_refused(key, value, message):
     with pytest.raises(UserError, match=message):
         Settings.from_dict({**BASE, key: value})
 
 
-@pytest.mark.parametrize("global_batch, micro, world, accum", [(128, 32, 1, 4), (128, 32, 4, 1), (128, 16, 2, 4),
-                                                               (96, 24, 4, 1), (192, 24, 4, 2)])
+@pytest.mark.parametrize(
+    "global_batch, micro, world, accum",
+    [(128, 32, 1, 4), (128, 32, 4, 1), (128, 16, 2, 4), (96, 24, 4, 1), (192, 24, 4, 2)],
+)
 def test_accumulation_keeps_the_global_batch(global_batch, micro, world, accum):
     settings = Settings.from_dict({**BASE, "global_batch": global_batch, "micro_batch": micro})
     assert settings.grad_accum(world) == accum

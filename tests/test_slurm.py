@@ -34,11 +34,30 @@ def test_the_study_runs_through_slurm_with_a_gpu_per_cell(slurm, tmp_path, monke
         monkeypatch.setenv(key, value)
     workdir = copy_workflow(tmp_path / "wf")
     shutil.copytree(REPO / "slurm", workdir / "slurm")
-    snakemake(workdir, "--profile", "slurm", "--configfile", "config/test.yaml", "--config",
-              "grid={hardware: [slurm-gpu]}", "--slurm-status-command", "squeue", "--slurm-no-account",
-              "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
-              "--default-resources", "mem_mb=500", "runtime=10", "--set-threads", "cache_views=1",
-              "--latency-wait", "5", "all")
+    snakemake(
+        workdir,
+        "--profile",
+        "slurm",
+        "--configfile",
+        "config/test.yaml",
+        "--config",
+        "grid={hardware: [slurm-gpu]}",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-no-account",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "2",
+        "--default-resources",
+        "mem_mb=500",
+        "runtime=10",
+        "--set-threads",
+        "cache_views=1",
+        "--latency-wait",
+        "5",
+        "all",
+    )
     runs = sorted((workdir / "results" / "runs" / "slurm-gpu").rglob("metrics.json"))
     assert len(runs) == 4
     jobs = set()
@@ -50,6 +69,16 @@ def test_the_study_runs_through_slurm_with_a_gpu_per_cell(slurm, tmp_path, monke
         assert env["cuda_visible_devices"] is not None and len(env["cuda_visible_devices"].split(",")) == 1
         jobs.add(env["slurm_job_id"])
     assert len(jobs) == 4, "every cell ran as its own SLURM job"
-    again = snakemake(workdir, "--profile", "slurm", "--configfile", "config/test.yaml", "--config",
-                      "grid={hardware: [slurm-gpu]}", "--slurm-no-account", "-n", "all")
+    again = snakemake(
+        workdir,
+        "--profile",
+        "slurm",
+        "--configfile",
+        "config/test.yaml",
+        "--config",
+        "grid={hardware: [slurm-gpu]}",
+        "--slurm-no-account",
+        "-n",
+        "all",
+    )
     assert planned_jobs(again) == {}

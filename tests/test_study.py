@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import REPO
 from mammoscale import config as configuration
 from mammoscale.errors import UserError
 from mammoscale.plan.grid import Cell
 from mammoscale.plan.study import Study
+
+from conftest import REPO
 
 EMBEDDED = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
@@ -39,25 +40,38 @@ def test_the_paper_study_plans_its_cells_and_their_settings():
 
 
 def test_reference_hardware_defaults_to_the_first_in_the_grid():
-    s = study(grid={"hardware": ["local-cpu", "other"]},
-              hardware={**EMBEDDED["hardware"], "other": EMBEDDED["hardware"]["local-cpu"]})
+    s = study(
+        grid={"hardware": ["local-cpu", "other"]},
+        hardware={**EMBEDDED["hardware"], "other": EMBEDDED["hardware"]["local-cpu"]},
+    )
     assert s.reference["hardware"] == "local-cpu"
     assert study(figures={"reference": {"hardware": "local-cpu"}}).reference["variant"] == "flash"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"grid": {"hardware": ["local-cpu", "h100"]}}, "grid.hardware names h100, not among the hardware profiles"),
-    ({"grid": {"patch_sizes": [7]}}, r"the grid has no cell: no patch size of \[7\] divides"),
-    ({"cache": {"canonical_size": 256}}, r"cache.canonical_size \(256\) is smaller than the largest"),
-    ({"figures": {"reference": {"variant": "eager"}}}, "figures.reference.variant 'eager' is not in grid.variants"),
-    ({"figures": {"reference": {"hardware": "elsewhere"}}}, "figures.reference.hardware 'elsewhere' runs no cell"),
-    ({"figures": {"baseline": "nope"}}, "figures.baseline is 'nope', not one of grid.variants"),
-    ({"train": {"global_batch": 3}, "hardware": {"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], "micro_batch": 2}}},
-     "cell local-cpu/flash/img384_p8: global batch 3 is not a multiple of micro-batch 2 x 1"),
-    ({"typo_key": 1}, "unknown key.*'typo_key'"),
-    ({"grid": {"image_sizes": [384, 512], "patch_sizess": [8]}}, r"'patch_sizess' \(did you mean 'patch_sizes'\?\)"),
-    ({"train": {"mode": "fast"}}, "config: train.mode: 'fast' is not one of"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"grid": {"hardware": ["local-cpu", "h100"]}}, "grid.hardware names h100, not among the hardware profiles"),
+        ({"grid": {"patch_sizes": [7]}}, r"the grid has no cell: no patch size of \[7\] divides"),
+        ({"cache": {"canonical_size": 256}}, r"cache.canonical_size \(256\) is smaller than the largest"),
+        ({"figures": {"reference": {"variant": "eager"}}}, "figures.reference.variant 'eager' is not in grid.variants"),
+        ({"figures": {"reference": {"hardware": "elsewhere"}}}, "figures.reference.hardware 'elsewhere' runs no cell"),
+        ({"figures": {"baseline": "nope"}}, "figures.baseline is 'nope', not one of grid.variants"),
+        (
+            {
+                "train": {"global_batch": 3},
+                "hardware": {"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], "micro_batch": 2}},
+            },
+            "cell local-cpu/flash/img384_p8: global batch 3 is not a multiple of micro-batch 2 x 1",
+        ),
+        ({"typo_key": 1}, "unknown key.*'typo_key'"),
+        (
+            {"grid": {"image_sizes": [384, 512], "patch_sizess": [8]}},
+            r"'patch_sizess' \(did you mean 'patch_sizes'\?\)",
+        ),
+        ({"train": {"mode": "fast"}}, "config: train.mode: 'fast' is not one of"),
+    ],
+)
 def test_what_the_config_alone_decides_is_refused_when_planning(overrides, message):
     """Each one line, naming the key or the cell, before any job runs (not inside a SLURM job)."""
     raw = {**EMBEDDED}
@@ -78,4 +92,5 @@ def test_a_wildcard_cell_needs_its_profile_and_variant():
 
 def test_a_missing_pair_is_noted():
     assert study(grid={"hardware": ["local-cpu"], "image_sizes": [384], "patch_sizes": [16, 256]}).missing_note == (
-        "no cell for img384_p256: the patch size does not divide the image size")
+        "no cell for img384_p256: the patch size does not divide the image size"
+    )

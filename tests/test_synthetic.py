@@ -22,8 +22,9 @@ def box(text: str) -> tuple[int, int, int, int]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return synthetic.generate(tmp_path_factory.mktemp("syn") / "data", n_patients=14, image_shape=SHAPE, seed=7,
-                              cancer_rate=0.1, workers=2)
+    return synthetic.generate(
+        tmp_path_factory.mktemp("syn") / "data", n_patients=14, image_shape=SHAPE, seed=7, cancer_rate=0.1, workers=2
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +43,26 @@ def headers(dataset, table) -> pd.DataFrame:
     for r in table.itertuples():
         ds = pydicom.dcmread(dataset / "train_images" / str(r.patient_id) / f"{r.image_id}.dcm")
         window = ds.get("WindowCenter")
-        rows.append({
-            "image_id": r.image_id,
-            "transfer_syntax": str(ds.file_meta.TransferSyntaxUID),
-            "bits_stored": int(ds.BitsStored),
-            "bits_allocated": int(ds.BitsAllocated),
-            "photometric": ds.PhotometricInterpretation,
-            "window_values": 0 if window is None else (len(window) if isinstance(window, pydicom.multival.MultiValue)
-                                                        else 1),
-            "voi_function": ds.get("VOILUTFunction", ""),
-            "voi_lut": "VOILUTSequence" in ds,
-            "rescale": "RescaleSlope" in ds,
-            "modality": ds.Modality,
-            "laterality": ds.ImageLaterality,
-            "view": ds.ViewPosition,
-            "patient_id": ds.PatientID,
-            "shape": (ds.Rows, ds.Columns),
-        })
+        rows.append(
+            {
+                "image_id": r.image_id,
+                "transfer_syntax": str(ds.file_meta.TransferSyntaxUID),
+                "bits_stored": int(ds.BitsStored),
+                "bits_allocated": int(ds.BitsAllocated),
+                "photometric": ds.PhotometricInterpretation,
+                "window_values": 0
+                if window is None
+                else (len(window) if isinstance(window, pydicom.multival.MultiValue) else 1),
+                "voi_function": ds.get("VOILUTFunction", ""),
+                "voi_lut": "VOILUTSequence" in ds,
+                "rescale": "RescaleSlope" in ds,
+                "modality": ds.Modality,
+                "laterality": ds.ImageLaterality,
+                "view": ds.ViewPosition,
+                "patient_id": ds.PatientID,
+                "shape": (ds.Rows, ds.Columns),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -90,8 +94,12 @@ def test_headers_agree_with_the_table(table, headers):
 
 def test_every_variation_is_present_in_the_headers(headers):
     syntaxes = set(headers["transfer_syntax"])
-    assert syntaxes == {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1",
-                        "1.2.840.10008.1.2.4.80"}
+    assert syntaxes == {
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.5",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.4.80",
+    }
     assert set(headers["bits_stored"]) == {12, 14, 16}
     assert set(headers["photometric"]) == {"MONOCHROME1", "MONOCHROME2"}
     assert {1, 2} <= set(headers["window_values"]), "single and multi-valued windows"
@@ -201,7 +209,7 @@ def test_edge_artefacts_touch_the_borders(dataset, truth):
     assert kinds == {"none", "frame", "edge"}
     for row in truth.itertuples():
         image = decoded(dataset, row)
-        top, left_right = image[:2].mean(), (image[:, :2].mean() + image[:, -2:].mean()) / 2
+        top = image[:2].mean()
         if row.artefact == "frame":
             assert top > 0.8 and image[-2:].mean() > 0.8
         if row.artefact == "edge":
@@ -221,7 +229,9 @@ def test_lesions_are_in_every_view_of_a_positive_breast_and_nowhere_else(dataset
         image = decoded(dataset, row)
         r, c, radius = int(row.lesion_row), int(row.lesion_col), row.lesion_radius
         core = image[r - 1 : r + 2, c - 1 : c + 2].mean()
-        ring = np.concatenate([image[r - 1 : r + 2, int(c + 2.5 * radius)], image[r - 1 : r + 2, int(c - 2.5 * radius)]])
+        ring = np.concatenate(
+            [image[r - 1 : r + 2, int(c + 2.5 * radius)], image[r - 1 : r + 2, int(c - 2.5 * radius)]]
+        )
         assert core > ring.mean() + 0.15, (row.image_id, core, ring.mean())
 
 
@@ -236,8 +246,14 @@ def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="cancer_rate"):
         synthetic.generate(tmp_path / "x", n_patients=1, cancer_rate=1.5)
     with pytest.raises(ValueError, match="artefact"):
-        phantom.draw_view((64, 64), phantom.random_breast(np.random.default_rng(0), cancer=False), view="CC",
-                          laterality="L", artefact="smudge", rng=np.random.default_rng(0))
+        phantom.draw_view(
+            (64, 64),
+            phantom.random_breast(np.random.default_rng(0), cancer=False),
+            view="CC",
+            laterality="L",
+            artefact="smudge",
+            rng=np.random.default_rng(0),
+        )
 
 
 def test_an_existing_dataset_is_kept_unless_overwrite(tmp_path):

@@ -6,19 +6,20 @@ import json
 
 import pandas as pd
 import pytest
-import records
-from records import VARIANTS, record, write
 
 from mammoscale import files
+from mammoscale.errors import UserError
 from mammoscale.plan import grid
 from mammoscale.report import tables
-from mammoscale.errors import UserError
+
+import records
+from records import VARIANTS, record, write
 
 CELLS = grid.cells([384, 512], [16, 32], VARIANTS, ["xe9680"])
 
 
 def test_every_configured_cell_has_a_row_with_its_status(tmp_path):
-    write(tmp_path, record("xe9680", "flash", 512, 16, throughput=123.5, peak=3 * 2 ** 30, job="4711"))
+    write(tmp_path, record("xe9680", "flash", 512, 16, throughput=123.5, peak=3 * 2**30, job="4711"))
     write(tmp_path, record("xe9680", "hf-eager", 512, 16, "oom", message="CUDA out of memory"))
     write(tmp_path, record("xe9680", "materialised", 512, 16, "failed", message="loss nan"), files.FAILED_METRICS)
     write(tmp_path, record("xe9680", "flash", 384, 32, "skipped", message="no flash-attn"))
@@ -38,13 +39,26 @@ def test_every_configured_cell_has_a_row_with_its_status(tmp_path):
 
 
 def test_the_numbers_in_runs_csv_are_the_recorded_ones(tmp_path):
-    rec = record("xe9680", "flash", 512, 16, throughput=123.5, peak=3 * 2 ** 30, auc=0.8125, job="4711")
+    rec = record("xe9680", "flash", 512, 16, throughput=123.5, peak=3 * 2**30, auc=0.8125, job="4711")
     write(tmp_path, rec)
     tables.write_tables(CELLS, VARIANTS, tmp_path, tmp_path / "runs.csv", tmp_path / "speedups.csv")
     runs = files.read_runs(tmp_path / "runs.csv")
     row = runs[(runs["variant"] == "flash") & (runs["image_size"] == 512) & (runs["patch_size"] == 16)].iloc[0]
-    for field in ("throughput_img_s", "step_time_s", "peak_mem_bytes", "achieved_tflops", "mfu", "val_auc", "val_pf1",
-                  "input_wait_fraction", "loader_img_s", "seq_len", "world_size", "micro_batch", "grad_accum"):
+    for field in (
+        "throughput_img_s",
+        "step_time_s",
+        "peak_mem_bytes",
+        "achieved_tflops",
+        "mfu",
+        "val_auc",
+        "val_pf1",
+        "input_wait_fraction",
+        "loader_img_s",
+        "seq_len",
+        "world_size",
+        "micro_batch",
+        "grad_accum",
+    ):
         assert row[field] == pytest.approx(rec[field], rel=1e-12), field
     # nested blocks flattened, lists kept as JSON
     assert str(row["env.slurm_job_id"]) == "4711" and row["env.torch"] == "2.13.0"
@@ -54,9 +68,9 @@ def test_the_numbers_in_runs_csv_are_the_recorded_ones(tmp_path):
 
 
 def test_speedups_pair_flash_with_each_baseline(tmp_path):
-    write(tmp_path, record("xe9680", "flash", 512, 16, throughput=120.0, peak=2 * 2 ** 30))
-    write(tmp_path, record("xe9680", "hf-eager", 512, 16, throughput=40.0, peak=5 * 2 ** 30))
-    write(tmp_path, record("xe9680", "materialised", 512, 16, throughput=60.0, peak=4 * 2 ** 30))
+    write(tmp_path, record("xe9680", "flash", 512, 16, throughput=120.0, peak=2 * 2**30))
+    write(tmp_path, record("xe9680", "hf-eager", 512, 16, throughput=40.0, peak=5 * 2**30))
+    write(tmp_path, record("xe9680", "materialised", 512, 16, throughput=60.0, peak=4 * 2**30))
     write(tmp_path, record("xe9680", "flash", 512, 32, throughput=300.0))
     write(tmp_path, record("xe9680", "hf-eager", 512, 32, "oom"))
     pairs = tables.speedups(tables.runs_table(CELLS, VARIANTS, tmp_path))
@@ -96,14 +110,19 @@ def test_no_records_yet_gives_a_table_of_missing_cells(tmp_path):
 
 
 def test_pipeline_table_counts_items_per_second(tmp_path):
-    bench = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n{}\t0:00:02\t1\t1\t1\t1\t0\t0\t50\t{}\n"
+    bench = (
+        "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+        "{}\t0:00:02\t1\t1\t1\t1\t0\t0\t50\t{}\n"
+    )
     (tmp_path / "b1.tsv").write_text(bench.format(2.0, 3.5))
     (tmp_path / "b2.tsv").write_text(bench.format(0.5, 0.4))
     (tmp_path / "shard0000.images.csv").write_text("status,image_id\nok,1\nok,2\nerror,3\nok,4\n")
     (tmp_path / "img512").mkdir()
     (tmp_path / "img512" / "shard0000.csv").write_text("breast_id\na\nb\n")
-    table = tables.pipeline_table([("0000", tmp_path / "shard0000.images.csv", tmp_path / "b1.tsv")],
-                                  [(512, "0000", tmp_path / "img512" / "shard0000.csv", tmp_path / "b2.tsv")])
+    table = tables.pipeline_table(
+        [("0000", tmp_path / "shard0000.images.csv", tmp_path / "b1.tsv")],
+        [(512, "0000", tmp_path / "img512" / "shard0000.csv", tmp_path / "b2.tsv")],
+    )
     decode, tile = table.iloc[0], table.iloc[1]
     assert decode["items"] == 3 and decode["items_per_s"] == pytest.approx(1.5) and decode["cpu_seconds"] == 3.5
     assert tile["stage"] == "tile img512" and tile["image_size"] == 512 and tile["items"] == 2

@@ -28,15 +28,29 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def cell(cache_root: Path, **overrides) -> dict:
-    base = {"cache_root": str(cache_root), "image_size": 64, "patch_size": 16, "mode": "full", "epochs": 1,
-            "global_batch": 8, "micro_batch": 4, "loader_workers": 0, "lr": 1e-3}
+    base = {
+        "cache_root": str(cache_root),
+        "image_size": 64,
+        "patch_size": 16,
+        "mode": "full",
+        "epochs": 1,
+        "global_batch": 8,
+        "micro_batch": 4,
+        "loader_workers": 0,
+        "lr": 1e-3,
+    }
     return {**base, **overrides}
 
 
 def run_cli(out: Path, settings: dict, **popen) -> subprocess.Popen:
     args = [f"{key}={'null' if value is None else value}" for key, value in settings.items()]
-    return subprocess.Popen([sys.executable, "-m", "mammoscale.train", "--out", str(out), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mammoscale.train", "--out", str(out), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def test_a_cell_writes_schema_valid_metrics(train_cache, tmp_path):
@@ -73,10 +87,15 @@ def test_a_cell_is_deterministic_on_the_cpu(train_cache, tmp_path):
 
 def test_accumulation_and_on_device_data_train_the_same_model(train_cache, tmp_path):
     curves = {}
-    for name, overrides in {"8x1": {"micro_batch": 8}, "4x2": {"micro_batch": 4}, "2x4": {"micro_batch": 2},
-                            "on-device": {"micro_batch": 4, "data_on_device": "yes"}}.items():
-        result = train.run_cell(cell(train_cache, precision="fp32", epochs=2, checkpoint=False, **overrides),
-                                tmp_path / name)
+    for name, overrides in {
+        "8x1": {"micro_batch": 8},
+        "4x2": {"micro_batch": 4},
+        "2x4": {"micro_batch": 2},
+        "on-device": {"micro_batch": 4, "data_on_device": "yes"},
+    }.items():
+        result = train.run_cell(
+            cell(train_cache, precision="fp32", epochs=2, checkpoint=False, **overrides), tmp_path / name
+        )
         curves[name] = result["loss_curve"]
         assert result["grad_accum"] == 8 // overrides["micro_batch"]
     for name in ("4x2", "2x4"):
@@ -93,8 +112,10 @@ def test_throughput_mode_runs_a_fixed_number_of_steps(train_cache, tmp_path):
 
 @pytest.mark.parametrize("attention, kernel", [("eager", "materialised"), ("sdpa", "sdpa-flash-cpu")])
 def test_hugging_face_vit_cells(train_cache, tmp_path, attention, kernel):
-    result = train.run_cell(cell(train_cache, family="hf", attention=attention, variant=f"hf-{attention}",
-                                 channels=3, checkpoint=False), tmp_path)
+    result = train.run_cell(
+        cell(train_cache, family="hf", attention=attention, variant=f"hf-{attention}", channels=3, checkpoint=False),
+        tmp_path,
+    )
     assert result["status"] == "ok" and result["attention_backend"] == kernel
     assert result["seq_len"] == 17 and result["model"] == "hf/vit-tiny"
 
@@ -106,8 +127,9 @@ def test_a_kernel_this_machine_cannot_run_is_skipped(train_cache, tmp_path):
 
 
 def test_cache_staged_to_local_scratch(train_cache, tmp_path):
-    result = train.run_cell(cell(train_cache, local_scratch=str(tmp_path / "scratch"), checkpoint=False),
-                            tmp_path / "run")
+    result = train.run_cell(
+        cell(train_cache, local_scratch=str(tmp_path / "scratch"), checkpoint=False), tmp_path / "run"
+    )
     assert result["status"] == "ok"
     assert list((tmp_path / "scratch").glob("mammoscale-cache-*/img64/index.csv"))
 
@@ -205,16 +227,42 @@ def test_an_unexpected_error_still_leaves_a_failed_record(train_cache, tmp_path,
 def test_the_command_line_takes_a_cell_file_and_overrides(train_cache, tmp_path):
     cell_file = tmp_path / "cell.yaml"
     cell_file.write_text("\n".join(f"{k}: {v}" for k, v in cell(train_cache, epochs=3).items()))
-    proc = subprocess.run([sys.executable, "-m", "mammoscale.train", "--cell", str(cell_file), "--out",
-                           str(tmp_path / "out"), "epochs=1", "checkpoint=false"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mammoscale.train",
+            "--cell",
+            str(cell_file),
+            "--out",
+            str(tmp_path / "out"),
+            "epochs=1",
+            "checkpoint=false",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert result["epochs"] == 1 and result["config"]["checkpoint"] is False
 
 
 def test_a_bad_setting_on_the_command_line_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mammoscale.train", "--out", str(tmp_path), "image_size=64",
-                           "patch_size=16", "cache_root=x", "epoch=3"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mammoscale.train",
+            "--out",
+            str(tmp_path),
+            "image_size=64",
+            "patch_size=16",
+            "cache_root=x",
+            "epoch=3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown cell setting(s) epoch")
     assert "Traceback" not in proc.stderr
@@ -244,8 +292,7 @@ def test_the_forced_flash_context_of_cuda_holds_across_steps(train_cache, tmp_pa
     admits the CPU flash kernel, so the same code path (a fresh context per step) runs here."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    monkeypatch.setattr(models, "kernel_context", lambda attention, device: sdpa_kernel(
-        [SDPBackend.FLASH_ATTENTION]))
+    monkeypatch.setattr(models, "kernel_context", lambda attention, device: sdpa_kernel([SDPBackend.FLASH_ATTENTION]))
     result = train.run_cell(cell(train_cache, epochs=2, checkpoint=False), tmp_path)
     assert result["status"] == "ok" and result["steps"] == 4 and result["val_auc"] is not None
     assert result["attention_backend"] == "sdpa-flash-cpu"

@@ -20,8 +20,14 @@ AFTER_CELLS = {"aggregate": 1, "figure": 7, "study_report": 1}  # tables, figure
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -78,8 +84,12 @@ def test_every_cell_of_the_grid_trained(finished_run):
 
     runs = sorted((finished_run / "results" / "runs").rglob("metrics.json"))
     cells = {p.relative_to(finished_run / "results" / "runs").parent.as_posix() for p in runs}
-    assert cells == {f"{hw}/{variant}/img{size}_p32" for hw in ("local-cpu", "local-cpu-b")
-                     for variant in ("flash", "materialised") for size in (64, 128)}
+    assert cells == {
+        f"{hw}/{variant}/img{size}_p32"
+        for hw in ("local-cpu", "local-cpu-b")
+        for variant in ("flash", "materialised")
+        for size in (64, 128)
+    }
     for path in runs:
         record = json.loads(path.read_text())
         files.validate_metrics(record)
@@ -93,15 +103,24 @@ def test_every_cell_of_the_grid_trained(finished_run):
 
 
 def test_adding_an_image_size_tiles_it_alone_and_trains_its_cells(finished_run):
-    result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
-                       "--config", "grid={image_sizes: [64, 96, 128]}")
-    assert planned_jobs(result) == {"all": 1, "cache_index": 1, "cache_tiles": 2, "contact_sheet": 1, "train_cell": 4,
-                                    "pipeline_table": 1, **AFTER_CELLS}
+    result = snakemake(
+        finished_run, "-n", "all", "--configfile", "config/test.yaml", "--config", "grid={image_sizes: [64, 96, 128]}"
+    )
+    assert planned_jobs(result) == {
+        "all": 1,
+        "cache_index": 1,
+        "cache_tiles": 2,
+        "contact_sheet": 1,
+        "train_cell": 4,
+        "pipeline_table": 1,
+        **AFTER_CELLS,
+    }
 
 
 def test_adding_a_patch_size_trains_only_the_new_cells(finished_run):
-    result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
-                       "--config", "grid={patch_sizes: [16, 32]}")
+    result = snakemake(
+        finished_run, "-n", "all", "--configfile", "config/test.yaml", "--config", "grid={patch_sizes: [16, 32]}"
+    )
     assert planned_jobs(result) == {"all": 1, "train_cell": 8, **AFTER_CELLS}
 
 
@@ -113,8 +132,15 @@ def test_an_extra_cell_trains_alone_and_joins_the_tables(finished_run):
 
 
 def test_changing_one_hardware_profile_reruns_only_its_cells(finished_run):
-    result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
-                       "--config", "hardware={local-cpu-b: {micro_batch: 1}}")
+    result = snakemake(
+        finished_run,
+        "-n",
+        "all",
+        "--configfile",
+        "config/test.yaml",
+        "--config",
+        "hardware={local-cpu-b: {micro_batch: 1}}",
+    )
     assert planned_jobs(result) == {"all": 1, "train_cell": 4, **AFTER_CELLS}
     assert "local-cpu/" not in "".join(line for line in result.stdout.splitlines() if "output:" in line)
 
@@ -126,16 +152,20 @@ def test_one_cell_reruns_alone_on_request(finished_run):
 
 
 def test_changing_the_roi_rebuilds_the_views_and_everything_after(finished_run):
-    result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml",
-                       "--config", "preprocess={roi: {border: 0.03}}")
+    result = snakemake(
+        finished_run, "-n", "all", "--configfile", "config/test.yaml", "--config", "preprocess={roi: {border: 0.03}}"
+    )
     jobs = planned_jobs(result)
     assert jobs["cache_views"] == 2 and jobs["cache_tiles"] == 4 and "manifest" not in jobs
     assert jobs["train_cell"] == 8  # every cell trains on the new tiles
     assert jobs["pipeline_table"] == 1 and jobs["study_report"] == 1 and jobs["figure"] == 7
 
 
-@pytest.mark.parametrize("override", ["figures={dpi: 72}", "figures={reference: {variant: materialised}}",
-                                      "figures={tolerance: 0.3}"], ids=["dpi", "reference", "tolerance"])
+@pytest.mark.parametrize(
+    "override",
+    ["figures={dpi: 72}", "figures={reference: {variant: materialised}}", "figures={tolerance: 0.3}"],
+    ids=["dpi", "reference", "tolerance"],
+)
 def test_a_figure_option_redraws_only_figures_and_report(finished_run, override):
     result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml", "--config", override)
     jobs = planned_jobs(result)
@@ -157,17 +187,24 @@ def test_the_tables_hold_what_the_cells_recorded(finished_run):
     pairs = pd.read_csv(results / "tables" / "speedups.csv")
     assert len(pairs) == 4 and pairs["throughput_ratio"].notna().all()
     row = pairs.iloc[0]
-    flash = runs[(runs["hardware"] == row["hardware"]) & (runs["variant"] == "flash")
-                 & (runs["image_size"] == row["image_size"])].iloc[0]
-    baseline = runs[(runs["hardware"] == row["hardware"]) & (runs["variant"] == "materialised")
-                    & (runs["image_size"] == row["image_size"])].iloc[0]
+    flash = runs[
+        (runs["hardware"] == row["hardware"]) & (runs["variant"] == "flash") & (runs["image_size"] == row["image_size"])
+    ].iloc[0]
+    baseline = runs[
+        (runs["hardware"] == row["hardware"])
+        & (runs["variant"] == "materialised")
+        & (runs["image_size"] == row["image_size"])
+    ].iloc[0]
     assert row["throughput_ratio"] == pytest.approx(flash["throughput_img_s"] / baseline["throughput_img_s"])
     pipeline = pd.read_csv(results / "tables" / "pipeline.csv")
     assert list(pipeline["stage"]) == ["decode + crop"] * 2 + ["tile img64"] * 2 + ["tile img128"] * 2
     breasts = len(pd.read_csv(results / "manifest" / "breasts.csv"))
     decoded = json.loads((results / "qc" / "preprocess_summary.json").read_text())["decoded"]
     assert pipeline.groupby("stage", sort=False)["items"].sum().to_dict() == {
-        "decode + crop": decoded, "tile img64": breasts, "tile img128": breasts}
+        "decode + crop": decoded,
+        "tile img64": breasts,
+        "tile img128": breasts,
+    }
 
 
 def test_all_draws_every_figure_and_the_report(finished_run):
@@ -180,6 +217,8 @@ def test_all_draws_every_figure_and_the_report(finished_run):
     page = (results / "report" / "report.html").read_text()
     assert "Published claim vs this run" in page and "Provenance" in page
     assert page.count('src="data:image/png;base64,') == len(captions.FIGURES) + 2  # + a contact sheet per size
+    for decoder in json.loads((results / "qc" / "preprocess_summary.json").read_text())["decoders"]:
+        assert decoder in page  # the codecs that ran, with their versions, in the provenance
     for rule in ("aggregate", "pipeline_table", "study_report"):
         assert (results / "benchmarks" / f"{rule}.tsv").is_file() and (results / "logs" / f"{rule}.log").is_file()
 
@@ -187,8 +226,15 @@ def test_all_draws_every_figure_and_the_report(finished_run):
 def test_snakemakes_own_report_has_the_categories_and_captions(finished_run):
     snakemake(finished_run, "--configfile", "config/test.yaml", "--report", "results/report/snakemake_report.html")
     page = (finished_run / "results" / "report" / "snakemake_report.html").read_text()
-    for text in ("Data QC", "Performance", "Model quality", "Report", "fig4_flash_vs_baseline.png",
-                 "contact_sheet_img64.png", "Figure 4 (flash vs baseline)"):
+    for text in (
+        "Data QC",
+        "Performance",
+        "Model quality",
+        "Report",
+        "fig4_flash_vs_baseline.png",
+        "contact_sheet_img64.png",
+        "Figure 4 (flash vs baseline)",
+    ):
         assert text in page, text
 
 
@@ -209,8 +255,17 @@ def test_too_many_decode_failures_stop_the_cache_and_keep_the_errors(finished_ru
     victim = data / "train_images" / str(breasts.iloc[0]["patient_id"]) / f"{breasts.iloc[0]['mlo_image_id']}.dcm"
     victim.write_bytes(b"broken")
     workdir = copy_workflow(tmp_path / "wf")
-    result = snakemake(workdir, "-c2", "cache", "--configfile", "config/test.yaml", "--config",
-                       f"data={{source: rsna, root: {data}}}", "cache={max_failure_fraction: 0.0}", check=False)
+    result = snakemake(
+        workdir,
+        "-c2",
+        "cache",
+        "--configfile",
+        "config/test.yaml",
+        "--config",
+        f"data={{source: rsna, root: {data}}}",
+        "cache={max_failure_fraction: 0.0}",
+        check=False,
+    )
     assert result.returncode != 0
     log = (workdir / "results" / "logs" / "cache_index" / "img64.log").read_text()
     assert "failed to decode, more than cache.max_failure_fraction" in log and "Traceback" not in log
@@ -268,11 +323,21 @@ def test_a_missing_rsna_directory_fails_before_running(tmp_path):
         ("figures={reference: {variant: eager}}", "figures.reference.variant 'eager' is not in grid.variants"),
         ("figures={baseline: nope}", "figures.baseline is 'nope', not one of grid.variants"),
         ("figures={vector_format: eps}", "eps"),
-        ("grid={extra_cells: [{hardware: local-cpu, variant: flash, image_size: 512, patch_size: 24}]}",
-         "patch size 24 does not divide 512"),
+        (
+            "grid={extra_cells: [{hardware: local-cpu, variant: flash, image_size: 512, patch_size: 24}]}",
+            "patch size 24 does not divide 512",
+        ),
     ],
-    ids=["bad-source", "unknown-key", "zero-patients", "no-cell", "bad-reference", "bad-baseline", "bad-format",
-         "bad-extra-cell"],
+    ids=[
+        "bad-source",
+        "unknown-key",
+        "zero-patients",
+        "no-cell",
+        "bad-reference",
+        "bad-baseline",
+        "bad-format",
+        "bad-extra-cell",
+    ],
 )
 def test_invalid_config_is_refused_with_the_offending_value(tmp_path, override, message):
     workdir = copy_workflow(tmp_path)

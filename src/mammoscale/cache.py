@@ -40,7 +40,6 @@ class CacheError(UserError, RuntimeError):
     """The cache is missing, incomplete or corrupt; the message says which file and how."""
 
 
-
 # reading
 
 
@@ -74,8 +73,9 @@ class Tiles(Sequence):
         if name not in self._maps:
             path = self.directory / name
             if not path.is_file():
-                raise CacheError(f"{path} is missing: the cache for img{self.image_size} is incomplete; rebuild it "
-                                 "(snakemake cache)")
+                raise CacheError(
+                    f"{path} is missing: the cache for img{self.image_size} is incomplete; rebuild it (snakemake cache)"
+                )
             try:
                 array = np.load(path, mmap_mode="r")
             except (ValueError, OSError, EOFError) as exc:
@@ -83,8 +83,9 @@ class Tiles(Sequence):
             expected = (self.image_size, self.image_size)
             needed = int(self.index.loc[self.index["file"] == name, "offset"].max()) + 1
             if array.dtype != np.uint8 or array.shape[1:] != expected or array.shape[0] < needed:
-                raise CacheError(f"{path} holds {array.dtype} {array.shape}; the index needs >= {needed} tiles of "
-                                 f"{expected}")
+                raise CacheError(
+                    f"{path} holds {array.dtype} {array.shape}; the index needs >= {needed} tiles of {expected}"
+                )
             self._maps[name] = array
         return self._maps[name]
 
@@ -93,8 +94,9 @@ class Tiles(Sequence):
         for name, expected in self.index.groupby("file")["shard_sha256"].first().items():
             actual = files.sha256_file(self.directory / name)
             if actual != expected:
-                raise CacheError(f"{self.directory / name}: sha256 {actual[:12]}... does not match the index "
-                                 f"({expected[:12]}...)")
+                raise CacheError(
+                    f"{self.directory / name}: sha256 {actual[:12]}... does not match the index ({expected[:12]}...)"
+                )
 
 
 def open_tiles(cache_root: Path | str, image_size: int, *, verify: bool = False) -> Tiles:
@@ -159,6 +161,8 @@ def _copy_verified(src: Path, dst: Path, expected: str, chunk: int = 1 << 22) ->
             fout.write(block)
             size += len(block)
     if digest.hexdigest() != expected:
-        raise CacheError(f"{src}: sha256 {digest.hexdigest()[:12]}... does not match the index ({expected[:12]}...); "
-                         "the source cache is corrupt: rebuild it")
+        raise CacheError(
+            f"{src}: sha256 {digest.hexdigest()[:12]}... does not match the index ({expected[:12]}...); "
+            "the source cache is corrupt: rebuild it"
+        )
     return size

@@ -91,8 +91,12 @@ def validate(config: dict) -> None:
     if error.validator == "additionalProperties":
         allowed = list(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
-        hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, allowed, n=1))
-                 else repr(key) for key in unknown]
+        hints = [
+            f"{key!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(key, allowed, n=1))
+            else repr(key)
+            for key in unknown
+        ]
         raise ConfigError(f"config: unknown key(s) {', '.join(hints)} in {where}; valid: {', '.join(allowed)}")
     raise ConfigError(f"config: {where}: {error.message}")
 

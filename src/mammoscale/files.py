@@ -39,8 +39,22 @@ TRAIN_CSV = "train.csv"
 IMAGES_DIR = "train_images"
 IMAGE = IMAGES_DIR + "/{patient_id}/{image_id}.dcm"
 SYNTHETIC_TRUTH = "synthetic_truth.csv"
-RSNA_COLUMNS = ("site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy", "invasive",
-                "BIRADS", "implant", "density", "machine_id", "difficult_negative_case")
+RSNA_COLUMNS = (
+    "site_id",
+    "patient_id",
+    "image_id",
+    "laterality",
+    "view",
+    "age",
+    "cancer",
+    "biopsy",
+    "invasive",
+    "BIRADS",
+    "implant",
+    "density",
+    "machine_id",
+    "difficult_negative_case",
+)
 """The competition's ``train.csv`` columns, in its order."""
 RSNA_REQUIRED = ("patient_id", "image_id", "laterality", "view", "cancer")
 """The columns the study cannot do without; ``site_id`` and ``machine_id`` are kept when present."""
@@ -114,7 +128,7 @@ def root_of(path: Path | str, template: str, **fields) -> Path:
     """The directory under which ``template`` (filled with ``fields``) names ``path``: :func:`under`'s inverse,
     for a rule that must find a root from its input files (remote storage rewrites their prefix)."""
     tail, path = Path(fill(template, **fields)).parts, Path(path)
-    if path.parts[-len(tail):] != tail:
+    if path.parts[-len(tail) :] != tail:
         raise ValueError(f"{path} is not a {template} file with {fields}")
     return Path(*path.parts[: -len(tail)]) if len(path.parts) > len(tail) else Path(".")
 
@@ -167,6 +181,12 @@ class Table:
     dtypes: Mapping[str, str] = field(default_factory=dict)
     text: bool = False
 
+    @classmethod
+    def of(cls, spec: str, *, text: bool = False) -> Table:
+        """A table from ``"column[:dtype] ..."``: its columns in order, with the dtypes given."""
+        columns = [item.partition(":") for item in spec.split()]
+        return cls(tuple(name for name, _, _ in columns), {name: kind for name, _, kind in columns if kind}, text)
+
     def frame(self, rows=()) -> pd.DataFrame:
         """A frame of ``rows`` (dicts) with exactly this table's columns."""
         return pd.DataFrame(list(rows), columns=list(self.columns))
@@ -185,43 +205,37 @@ class Table:
         write_csv(frame[list(self.columns)], path)
 
 
-_ID = {"breast_id": "str", "patient_id": "int64", "laterality": "str", "split": "str"}
 SPLITS = ("train", "val", "test")
-BREAST_TABLE = Table(
-    ("breast_id", "patient_id", "laterality", "cc_image_id", "mlo_image_id", "label", "site_id", "machine_id",
-     "split", "shard"),
-    {**_ID, "cc_image_id": "int64", "mlo_image_id": "int64", "label": "int64", "site_id": "str",
-     "machine_id": "str", "shard": "int64"})
+_ID = "breast_id:str patient_id:int64 laterality:str"
+BREAST_TABLE = Table.of(
+    f"{_ID} cc_image_id:int64 mlo_image_id:int64 label:int64 site_id:str machine_id:str split:str shard:int64"
+)
 """``breasts.csv``: one row per breast, the unit the study trains on."""
-EXCLUDED_TABLE = Table(("patient_id", "laterality", "image_id", "view", "reason", "detail"), text=True)
-AUDIT_TABLE = Table(
-    ("patient_id", "image_id", "path", "status", "error_kind", "message", "transfer_syntax", "photometric",
-     "bits_stored", "rows", "columns", "voi", "rescaled", "clipped_pixels", "constant", "laterality_header",
-     "view_header", "decoder", "mean_intensity"), text=True)
+EXCLUDED_TABLE = Table.of("patient_id laterality image_id view reason detail", text=True)
+AUDIT_TABLE = Table.of(
+    "patient_id image_id path status error_kind message transfer_syntax photometric bits_stored rows columns voi "
+    "rescaled clipped_pixels constant laterality_header view_header decoder mean_intensity",
+    text=True,
+)
 """One row per decoded (or failed) image: the decode audit, and the basis of a stage-1 image row."""
-IMAGE_TABLE = Table(
-    ("breast_id", "view", *AUDIT_TABLE.columns, "flipped", "flip_disagrees", "roi_fallback", "roi_box",
-     "tissue_fraction"), text=True)
+IMAGE_TABLE = Table.of(
+    f"breast_id view {' '.join(AUDIT_TABLE.columns)} flipped flip_disagrees roi_fallback roi_box tissue_fraction",
+    text=True,
+)
 """A stage-1 shard's ``.images.csv``: every image it decoded, what was found and done, or its error."""
-DECODE_ERROR_TABLE = Table(("file", "error_kind", "message", "breast_id", "view", "patient_id", "image_id"), text=True)
-VIEW_TABLE = Table(
-    ("breast_id", "patient_id", "laterality", "label", "split", "shard", "offset", "cc_rows", "cc_cols", "mlo_rows",
-     "mlo_cols", "crc32"),
-    {**_ID, "label": "int64", "shard": "int64", "offset": "int64"})
+DECODE_ERROR_TABLE = Table.of("file error_kind message breast_id view patient_id image_id", text=True)
+VIEW_TABLE = Table.of(f"{_ID} label:int64 split:str shard:int64 offset:int64 cc_rows cc_cols mlo_rows mlo_cols crc32")
 """A stage-1 shard's ``.csv``: where each breast's canonical views are in its ``.npy``."""
-TILE_TABLE = Table(
-    ("breast_id", "patient_id", "laterality", "label", "split", "shard", "file", "offset", "crc32", "shard_sha256"),
-    {**_ID, "label": "int64", "shard": "int64", "file": "str", "offset": "int64", "crc32": "int64",
-     "shard_sha256": "str"})
+TILE_TABLE = Table.of(f"{_ID} label:int64 split:str shard:int64 file:str offset:int64 crc32:int64 shard_sha256:str")
 """A stage-2 shard's ``.csv`` and a size's ``index.csv``: one row per tile, with its checksums."""
-SPEEDUP_TABLE = Table(
-    ("hardware", "image_size", "patch_size", "seq_len", "flash_variant", "baseline_variant", "flash_status",
-     "baseline_status", "throughput_ratio", "memory_ratio", "throughput_img_s_flash", "throughput_img_s_baseline",
-     "peak_mem_bytes_flash", "peak_mem_bytes_baseline"),
-    {"hardware": "str", "flash_variant": "str", "baseline_variant": "str", "flash_status": "str",
-     "baseline_status": "str"})
-PIPELINE_TABLE = Table(("stage", "image_size", "shard", "items", "item", "seconds", "cpu_seconds", "items_per_s"),
-                       {"stage": "str", "shard": "str", "item": "str"})
+SPEEDUP_TABLE = Table.of(
+    "hardware:str image_size patch_size seq_len flash_variant:str baseline_variant:str flash_status:str "
+    "baseline_status:str throughput_ratio memory_ratio throughput_img_s_flash throughput_img_s_baseline "
+    "peak_mem_bytes_flash peak_mem_bytes_baseline"
+)
+"""``speedups.csv``: each flash variant against each baseline, at each hardware, image size and patch size."""
+PIPELINE_TABLE = Table.of("stage:str image_size shard:str items item:str seconds cpu_seconds items_per_s")
+"""``pipeline.csv``: items and seconds of each preprocessing job."""
 RUN_TEXT_COLUMNS = ("hardware", "variant", "status", "message", "attention_backend", "model", "run_dir")
 """Columns of ``runs.csv`` that stay text whatever they hold (with every ``env.*`` column: job ids, commits)."""
 

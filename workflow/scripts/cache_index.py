@@ -5,6 +5,7 @@ from mammoscale.preprocess.summary import check_failures
 from mammoscale.preprocess.tiles import gather_index
 
 configure(snakemake.log[0])
-check_failures(snakemake.input.summary, snakemake.input.errors,
-               max_failure_fraction=snakemake.params.max_failure_fraction)
+check_failures(
+    snakemake.input.summary, snakemake.input.errors, max_failure_fraction=snakemake.params.max_failure_fraction
+)
 gather_index(snakemake.input.tables, snakemake.output.index)

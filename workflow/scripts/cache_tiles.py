@@ -4,5 +4,11 @@ from mammoscale.logs import configure
 from mammoscale.preprocess.tiles import build_tiles
 
 configure(snakemake.log[0])
-build_tiles(snakemake.input.npy, snakemake.input.csv, snakemake.output.npy, snakemake.output.csv,
-            image_size=int(snakemake.wildcards.image_size), resample=snakemake.params.resample)
+build_tiles(
+    snakemake.input.npy,
+    snakemake.input.csv,
+    snakemake.output.npy,
+    snakemake.output.csv,
+    image_size=int(snakemake.wildcards.image_size),
+    resample=snakemake.params.resample,
+)

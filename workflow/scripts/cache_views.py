@@ -8,6 +8,13 @@ from mammoscale.preprocess.views import ViewSettings, build_views
 configure(snakemake.log[0])
 params = snakemake.params
 settings = ViewSettings.from_config({"preprocess": params.preprocess, "decode": params.decode}, params.canonical_size)
-build_views(Path(snakemake.input.csv).parent, snakemake.input.breasts, int(snakemake.wildcards.shard),
-            snakemake.output.npy, snakemake.output.csv, snakemake.output.images, settings=settings,
-            workers=snakemake.threads)
+build_views(
+    Path(snakemake.input.csv).parent,
+    snakemake.input.breasts,
+    int(snakemake.wildcards.shard),
+    snakemake.output.npy,
+    snakemake.output.csv,
+    snakemake.output.images,
+    settings=settings,
+    workers=snakemake.threads,
+)

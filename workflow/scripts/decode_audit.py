@@ -6,5 +6,10 @@ from mammoscale.dataset.audit import main
 from mammoscale.logs import configure
 
 configure(snakemake.log[0])
-main(Path(snakemake.input.csv).parent, snakemake.output.audit, snakemake.output.counts, workers=snakemake.threads,
-     max_pixels=snakemake.params.max_pixels)
+main(
+    Path(snakemake.input.csv).parent,
+    snakemake.output.audit,
+    snakemake.output.counts,
+    workers=snakemake.threads,
+    max_pixels=snakemake.params.max_pixels,
+)

@@ -7,7 +7,20 @@ from mammoscale.report.snapshot import snapshot
 
 configure(snakemake.log[0])
 p = snakemake.params
-snapshot(Path(snakemake.output[0]).parent, cells=p.cells, variants=p.variants, runs_root=p.runs_root,
-         pipeline=p.pipeline, contact_sheets=p.contact_sheets, manifest_counts=p.counts, preprocess_summary=p.preprocess,
-         run_config=p.run_config, reference=p.reference, baseline=p.baseline, tolerance=p.tolerance,
-         invocation=p.invocation, dpi=p.dpi, vector_format=p.vector_format)
+snapshot(
+    Path(snakemake.output[0]).parent,
+    cells=p.cells,
+    variants=p.variants,
+    runs_root=p.runs_root,
+    pipeline=p.pipeline,
+    contact_sheets=p.contact_sheets,
+    manifest_counts=p.counts,
+    preprocess_summary=p.preprocess,
+    run_config=p.run_config,
+    reference=p.reference,
+    baseline=p.baseline,
+    tolerance=p.tolerance,
+    invocation=p.invocation,
+    dpi=p.dpi,
+    vector_format=p.vector_format,
+)

@@ -5,7 +5,17 @@ from mammoscale.report.page import build
 
 configure(snakemake.log[0])
 given, params = snakemake.input, snakemake.params
-build(snakemake.output[0], runs_csv=given.runs, speedups_csv=given.speedups,
-      figure_files=dict(zip(params.figures, given.figures, strict=True)), contact_sheets=params.contact_sheets,
-      manifest_counts=given.counts, preprocess_summary=given.preprocess, run_config=params.run_config,
-      reference=params.reference, baseline=params.baseline, tolerance=params.tolerance, invocation=params.invocation)
+build(
+    snakemake.output[0],
+    runs_csv=given.runs,
+    speedups_csv=given.speedups,
+    figure_files=dict(zip(params.figures, given.figures, strict=True)),
+    contact_sheets=params.contact_sheets,
+    manifest_counts=given.counts,
+    preprocess_summary=given.preprocess,
+    run_config=params.run_config,
+    reference=params.reference,
+    baseline=params.baseline,
+    tolerance=params.tolerance,
+    invocation=params.invocation,
+)

@@ -7,5 +7,12 @@ from mammoscale.synthetic import generate
 
 configure(snakemake.log[0])
 params = snakemake.params
-generate(Path(snakemake.output.csv).parent, n_patients=params.n_patients, image_shape=tuple(params.image_shape),
-         seed=params.seed, cancer_rate=params.cancer_rate, workers=snakemake.threads, overwrite=True)
+generate(
+    Path(snakemake.output.csv).parent,
+    n_patients=params.n_patients,
+    image_shape=tuple(params.image_shape),
+    seed=params.seed,
+    cancer_rate=params.cancer_rate,
+    workers=snakemake.threads,
+    overwrite=True,
+)

@@ -22,6 +22,7 @@ from mammoscale.dataset.manifest import read_train_csv
 
 log = logging.getLogger(__name__)
 
+
 def summarise_dataset(
     root: Path | str, *, workers: int = 1, max_pixels: int = dicom.DEFAULT_MAX_PIXELS
 ) -> tuple[pd.DataFrame, dict]:
@@ -47,8 +48,13 @@ def summarise_dataset(
     counts = count(summary)
     counts["seconds"] = round(time.perf_counter() - started, 3)
     counts["unlisted_files"] = _unlisted_files(root, summary)
-    log.info("decoded %d of %d images in %.1f s; errors by kind: %s",
-             counts["decoded"], counts["images"], counts["seconds"], counts["errors_by_kind"] or "none")
+    log.info(
+        "decoded %d of %d images in %.1f s; errors by kind: %s",
+        counts["decoded"],
+        counts["images"],
+        counts["seconds"],
+        counts["errors_by_kind"] or "none",
+    )
     return summary, counts
 
 
@@ -58,8 +64,11 @@ def _summarise_one(job: tuple[Path, str, str, int]) -> dict:
     row.update(patient_id=patient_id, image_id=image_id)
     path = files.image_path(root, patient_id, image_id)
     if path is None:
-        row.update(status="error", error_kind="invalid_id",
-                   message=f"patient_id {patient_id!r} / image_id {image_id!r} must be integers")
+        row.update(
+            status="error",
+            error_kind="invalid_id",
+            message=f"patient_id {patient_id!r} / image_id {image_id!r} must be integers",
+        )
         return row
     row["path"] = str(path.relative_to(root))
     try:

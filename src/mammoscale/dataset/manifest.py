@@ -50,8 +50,9 @@ def read_train_csv(root: Path | str, *, required: tuple[str, ...] = files.RSNA_R
     """Read ``root/train.csv`` as strings (values are validated row by row, not coerced)."""
     csv = Path(root) / files.TRAIN_CSV
     if not csv.is_file():
-        raise ManifestError(f"{csv} not found: data.root must be a directory in the RSNA layout "
-                            f"({files.TRAIN_CSV} + {files.IMAGE})")
+        raise ManifestError(
+            f"{csv} not found: data.root must be a directory in the RSNA layout ({files.TRAIN_CSV} + {files.IMAGE})"
+        )
     try:
         table = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -85,8 +86,13 @@ def build(
     other_views = table[~table["view"].isin(USED_VIEWS)]
     table = table[table["view"].isin(USED_VIEWS)]
     if check_files:
-        exists = np.array([files.image_path(root, p, i).is_file()
-                           for p, i in zip(table["patient_id"], table["image_id"], strict=True)], dtype=bool)
+        exists = np.array(
+            [
+                files.image_path(root, p, i).is_file()
+                for p, i in zip(table["patient_id"], table["image_id"], strict=True)
+            ],
+            dtype=bool,
+        )
         _exclude(excluded, table[~exists], "missing_file", f"{files.IMAGE} does not exist")
         table = table[exists]
 
@@ -96,9 +102,14 @@ def build(
     breasts["shard"] = np.arange(len(breasts)) % n_shards
     excluded_frame = files.EXCLUDED_TABLE.frame(excluded)
     counts = _counts(breasts, excluded_frame, other_views, rows=n_rows, n_shards=n_shards)
-    log.info("%d breasts of %d patients (%d positive); excluded: %s; other views not used: %s",
-             counts["breasts"], counts["patients"], counts["positive_breasts"], counts["excluded_by_reason"] or "none",
-             counts["other_views_not_used"] or "none")
+    log.info(
+        "%d breasts of %d patients (%d positive); excluded: %s; other views not used: %s",
+        counts["breasts"],
+        counts["patients"],
+        counts["positive_breasts"],
+        counts["excluded_by_reason"] or "none",
+        counts["other_views_not_used"] or "none",
+    )
     return breasts[list(files.BREAST_TABLE.columns)], excluded_frame, counts
 
 
@@ -118,18 +129,27 @@ def _normalised(table: pd.DataFrame) -> pd.DataFrame:
 
 def _exclude(excluded: list[dict], rows: pd.DataFrame, reason: str, detail: str) -> None:
     for r in rows.itertuples(index=False):
-        excluded.append({"patient_id": r.patient_id, "laterality": r.laterality, "image_id": r.image_id,
-                         "view": r.view, "reason": reason, "detail": detail})
+        excluded.append(
+            {
+                "patient_id": r.patient_id,
+                "laterality": r.laterality,
+                "image_id": r.image_id,
+                "view": r.view,
+                "reason": reason,
+                "detail": detail,
+            }
+        )
 
 
 def _valid_rows(table: pd.DataFrame, excluded: list[dict]) -> pd.DataFrame:
     """The rows with integer ids, a unique image id, a known laterality and a 0/1 label; the rest excluded."""
     bad_id = ~(table["patient_id"].str.fullmatch(r"[0-9]+") & table["image_id"].str.fullmatch(r"[0-9]+"))
-    checks = [(lambda t: bad_id.loc[t.index], "invalid_id", "patient_id and image_id must be non-negative integers"),
-              (lambda t: t["image_id"].duplicated(keep=False), "duplicate_image_id",
-               "image_id appears in more than one row"),
-              (lambda t: ~t["laterality"].isin(["L", "R"]), "unknown_laterality", "laterality must be L or R"),
-              (lambda t: ~t["cancer"].isin(["0", "1"]), "invalid_label", "cancer must be 0 or 1")]
+    checks = [
+        (lambda t: bad_id.loc[t.index], "invalid_id", "patient_id and image_id must be non-negative integers"),
+        (lambda t: t["image_id"].duplicated(keep=False), "duplicate_image_id", "image_id appears in more than one row"),
+        (lambda t: ~t["laterality"].isin(["L", "R"]), "unknown_laterality", "laterality must be L or R"),
+        (lambda t: ~t["cancer"].isin(["0", "1"]), "invalid_label", "cancer must be 0 or 1"),
+    ]
     for bad, reason, detail in checks:
         mask = bad(table)
         _exclude(excluded, table[mask], reason, detail)
@@ -137,8 +157,9 @@ def _valid_rows(table: pd.DataFrame, excluded: list[dict]) -> pd.DataFrame:
     return table
 
 
-def _counts(breasts: pd.DataFrame, excluded: pd.DataFrame, other_views: pd.DataFrame, *, rows: int,
-            n_shards: int) -> dict:
+def _counts(
+    breasts: pd.DataFrame, excluded: pd.DataFrame, other_views: pd.DataFrame, *, rows: int, n_shards: int
+) -> dict:
     return {
         "rows": int(rows),
         "breasts": int(len(breasts)),
@@ -154,8 +175,9 @@ def _counts(breasts: pd.DataFrame, excluded: pd.DataFrame, other_views: pd.DataF
 
 def _pair_views(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
     """One row per breast with both views (smallest image_id of each), and the breasts that have not."""
-    table = table.assign(image_number=table["image_id"].astype(np.int64), patient_number=table["patient_id"].astype(
-        np.int64))
+    table = table.assign(
+        image_number=table["image_id"].astype(np.int64), patient_number=table["patient_id"].astype(np.int64)
+    )
     table = table.sort_values(["patient_number", "laterality", "view", "image_number"])
     rows, excluded = [], []
     for (patient, laterality), images in table.groupby(["patient_number", "laterality"], sort=True):
@@ -169,21 +191,30 @@ def _pair_views(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
         elif len(labels) > 1:
             reason, detail = "conflicting_labels", "the breast's images disagree on cancer"
         if reason:
-            excluded.append({"patient_id": first["patient_id"], "laterality": laterality,
-                             "image_id": " ".join(images["image_id"]), "view": " ".join(images["view"]),
-                             "reason": reason, "detail": detail})
+            excluded.append(
+                {
+                    "patient_id": first["patient_id"],
+                    "laterality": laterality,
+                    "image_id": " ".join(images["image_id"]),
+                    "view": " ".join(images["view"]),
+                    "reason": reason,
+                    "detail": detail,
+                }
+            )
             continue
         cc, mlo = views["CC"].iloc[0], views["MLO"].iloc[0]
-        rows.append({
-            "breast_id": f"{patient}_{laterality}",
-            "patient_id": int(patient),
-            "laterality": laterality,
-            "cc_image_id": int(cc["image_id"]),
-            "mlo_image_id": int(mlo["image_id"]),
-            "label": int(labels.pop()),
-            "site_id": cc["site_id"],
-            "machine_id": cc["machine_id"],
-        })
+        rows.append(
+            {
+                "breast_id": f"{patient}_{laterality}",
+                "patient_id": int(patient),
+                "laterality": laterality,
+                "cc_image_id": int(cc["image_id"]),
+                "mlo_image_id": int(mlo["image_id"]),
+                "label": int(labels.pop()),
+                "site_id": cc["site_id"],
+                "machine_id": cc["machine_id"],
+            }
+        )
     columns = [c for c in files.BREAST_TABLE.columns if c not in ("split", "shard")]
     return pd.DataFrame(rows, columns=columns), excluded
 
@@ -222,8 +253,16 @@ def _check_fractions(fractions: dict[str, float]) -> dict[str, float]:
     return {s: float(fractions[s]) for s in SPLITS}
 
 
-def main(root: Path | str, breasts_csv: Path | str, excluded_csv: Path | str, counts_json: Path | str, *,
-         split_fractions: dict[str, float], seed: int, n_shards: int) -> dict:
+def main(
+    root: Path | str,
+    breasts_csv: Path | str,
+    excluded_csv: Path | str,
+    counts_json: Path | str,
+    *,
+    split_fractions: dict[str, float],
+    seed: int,
+    n_shards: int,
+) -> dict:
     """Write breasts.csv, excluded.csv and the counts; the Snakemake rule ``manifest`` calls this."""
     breasts, excluded, counts = build(root, split_fractions=split_fractions, seed=seed, n_shards=n_shards)
     if breasts.empty:

@@ -11,7 +11,7 @@ mammoscale.
 """
 
 from mammoscale.dicom.cli import cli
-from mammoscale.dicom.decode import DecodeReport, Decoded, decode, decode_with_report
+from mammoscale.dicom.decode import Decoded, DecodeReport, decode, decode_with_report
 from mammoscale.dicom.errors import (
     ERROR_KINDS,
     ConstantImageError,
@@ -32,9 +32,34 @@ from mammoscale.dicom.grayscale import apply_voi, minmax, modality_lut, to_uint8
 from mammoscale.dicom.read import DEFAULT_MAX_PIXELS, NATIVE, Stored, codestream_shape, read_dataset, stored_values
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "ERROR_KINDS", "NATIVE", "ConstantImageError", "CorruptPixelDataError", "DecodeReport",
-    "Decoded", "DicomError", "InvalidHeaderError", "MissingCodecError", "MissingFileError", "MissingPixelDataError",
-    "NotDicomError", "ShapeMismatchError", "Stored", "TooLargeError", "TruncatedError", "UnsupportedImageError",
-    "UnsupportedTransferSyntaxError", "apply_voi", "cli", "codestream_shape", "decode", "decode_with_report",
-    "minmax", "modality_lut", "read_dataset", "stored_values", "to_uint8", "window",
+    "DEFAULT_MAX_PIXELS",
+    "ERROR_KINDS",
+    "NATIVE",
+    "ConstantImageError",
+    "CorruptPixelDataError",
+    "DecodeReport",
+    "Decoded",
+    "DicomError",
+    "InvalidHeaderError",
+    "MissingCodecError",
+    "MissingFileError",
+    "MissingPixelDataError",
+    "NotDicomError",
+    "ShapeMismatchError",
+    "Stored",
+    "TooLargeError",
+    "TruncatedError",
+    "UnsupportedImageError",
+    "UnsupportedTransferSyntaxError",
+    "apply_voi",
+    "cli",
+    "codestream_shape",
+    "decode",
+    "decode_with_report",
+    "minmax",
+    "modality_lut",
+    "read_dataset",
+    "stored_values",
+    "to_uint8",
+    "window",
 ]

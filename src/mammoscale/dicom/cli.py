@@ -26,8 +26,10 @@ def cli(argv: list[str] | None = None) -> int:
             print(f"{path}\tERROR {exc.kind}\t{exc.message}")
             continue
         r = decoded.report
-        print(f"{path}\t{r.shape[0]}x{r.shape[1]}\t{r.photometric}\t{r.bits_stored} bits\t{r.voi}\t"
-              f"{'; '.join(r.notes) or 'ok'}")
+        print(
+            f"{path}\t{r.shape[0]}x{r.shape[1]}\t{r.photometric}\t{r.bits_stored} bits\t{r.voi}\t"
+            f"{'; '.join(r.notes) or 'ok'}"
+        )
         if args.png_dir:
             from PIL import Image
 

@@ -64,7 +64,6 @@ class Decoded:
     report: DecodeReport
 
 
-
 # public API
 
 

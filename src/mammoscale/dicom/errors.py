@@ -84,5 +84,3 @@ ERROR_KINDS = tuple(
         ConstantImageError,
     )
 )
-
-

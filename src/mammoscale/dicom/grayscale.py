@@ -123,5 +123,3 @@ def minmax(values: np.ndarray, image_range: tuple[float, float] | None = None) -
 def to_uint8(unit: np.ndarray) -> np.ndarray:
     """[0, 1] -> 0..255, rounded to nearest."""
     return np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-

@@ -69,7 +69,7 @@ def read_dataset(path: Path) -> Dataset:
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path)
     except InvalidDicomError:
-        raise NotDicomError(path, "not a DICOM file (no 'DICM' prefix after the 128-byte preamble)")
+        raise NotDicomError(path, "not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from None
     except (EOFError, struct.error, OSError) as exc:
         raise TruncatedError(path, f"file ends inside the header ({exc})") from None
     except Exception as exc:
@@ -161,8 +161,7 @@ def _read_native(ds: Dataset, path: Path, *, rows: int, cols: int, bits_allocate
     return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
 
 
-def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int,
-                       max_pixels: int) -> tuple[np.ndarray, str]:
+def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int, max_pixels: int) -> tuple[np.ndarray, str]:
     syntax = ds.file_meta.TransferSyntaxUID
     try:
         decoder = get_decoder(syntax)
@@ -203,8 +202,13 @@ def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int,
 def codec_package(plugin: str, syntax) -> str:
     """The package (and its version) that a pydicom plugin decodes ``syntax`` with."""
     if plugin == "pylibjpeg":
-        name = ("pylibjpeg-openjpeg" if syntax in JPEG2000TransferSyntaxes else
-                "pylibjpeg-rle" if syntax == RLELossless else "pylibjpeg-libjpeg")
+        name = (
+            "pylibjpeg-openjpeg"
+            if syntax in JPEG2000TransferSyntaxes
+            else "pylibjpeg-rle"
+            if syntax == RLELossless
+            else "pylibjpeg-libjpeg"
+        )
     else:
         name = {"gdcm": "python-gdcm"}.get(plugin, plugin)
     try:
@@ -263,5 +267,3 @@ def _missing_packages(decoder) -> str:
     packages = [p for p in listed if p and not p.startswith("numpy") and " " not in p]
     command = f"pip install {' '.join(repr(p) if '>' in p else p for p in packages)}" if packages else ""
     return f"{' and '.join(packages) or 'a decoding plugin'} ({command}; pydicom: {'; '.join(wanted)})"
-
-

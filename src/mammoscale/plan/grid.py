@@ -39,8 +39,14 @@ class Cell(NamedTuple):
 
 def cells(image_sizes, patch_sizes, variants, hardware) -> list[Cell]:
     """Every (hardware, variant, image size, patch size) to run, patches that divide the size only."""
-    return [Cell(hw, variant, size, patch) for hw in hardware for variant in variants for size in sorted(image_sizes)
-            for patch in sorted(patch_sizes) if size % patch == 0]
+    return [
+        Cell(hw, variant, size, patch)
+        for hw in hardware
+        for variant in variants
+        for size in sorted(image_sizes)
+        for patch in sorted(patch_sizes)
+        if size % patch == 0
+    ]
 
 
 def with_extra_cells(product: list[Cell], extra: list[dict], *, image_sizes, variants, profiles: dict) -> list[Cell]:
@@ -70,12 +76,14 @@ def missing_cells(image_sizes, patch_sizes) -> list[str]:
 def check_hardware(chosen, profiles: dict) -> None:
     unknown = [name for name in chosen if name not in profiles]
     if unknown:
-        raise UserError(f"grid.hardware names {', '.join(unknown)}, not among the hardware profiles "
-                        f"({', '.join(profiles)})")
+        raise UserError(
+            f"grid.hardware names {', '.join(unknown)}, not among the hardware profiles ({', '.join(profiles)})"
+        )
 
 
-def cell_settings(cell: Cell, *, profile: dict, variant: dict, train: dict, cache_root: str,
-                  local_scratch: str | None) -> dict:
+def cell_settings(
+    cell: Cell, *, profile: dict, variant: dict, train: dict, cache_root: str, local_scratch: str | None
+) -> dict:
     """One cell's resolved settings (:class:`mammoscale.plan.settings.Settings` keys), from the parts that
     concern it: ``train.*`` (its mode from ``train.full_mode_at``), its variant and its hardware profile."""
     shared = {key: value for key, value in train.items() if key != "full_mode_at"}

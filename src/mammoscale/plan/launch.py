@@ -48,8 +48,10 @@ def launch_command(profile: dict, cell_file: Path | str, out_dir: Path | str, en
     per_node = max(1, profile.get("gpus_per_node", 0))
     if launcher == "none":
         if ranks(profile) > 1:
-            raise UserError(f"launcher none runs one process, but the profile asks for {ranks(profile)} ranks; "
-                            "use torchrun or horovod")
+            raise UserError(
+                f"launcher none runs one process, but the profile asks for {ranks(profile)} ranks; "
+                "use torchrun or horovod"
+            )
         return [sys.executable, *target]
     if launcher == "torchrun":
         if nodes == 1:
@@ -89,8 +91,9 @@ def hostnames(nodelist: str) -> list[str]:
     (prefix[ranges] groups, zero padding kept).
     """
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                             check=True, timeout=30).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.split()
         if out:
             return out
     except (OSError, subprocess.SubprocessError):

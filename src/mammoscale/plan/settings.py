@@ -66,13 +66,12 @@ class Settings:
     checkpoint: bool = _TRAIN["checkpoint"]
 
     @classmethod
-    def from_dict(cls, cell: dict) -> "Settings":
+    def from_dict(cls, cell: dict) -> Settings:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(cell) - set(known))
         if unknown:
             raise SettingsError(f"unknown cell setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        missing = [name for name, f in known.items()
-                   if f.default is dataclasses.MISSING and name not in cell]
+        missing = [name for name, f in known.items() if f.default is dataclasses.MISSING and name not in cell]
         if missing:
             raise SettingsError(f"cell setting(s) {', '.join(missing)} are required")
         values = {name: _coerce(name, known[name].type, value) for name, value in cell.items()}
@@ -103,9 +102,11 @@ class Settings:
         """Micro-batches per rank per optimiser step that keep the global batch constant."""
         per_step = self.micro_batch * world
         if self.global_batch % per_step:
-            raise SettingsError(f"global batch {self.global_batch} is not a multiple of micro-batch "
-                                f"{self.micro_batch} x {world} rank(s) = {per_step}; change micro_batch or "
-                                "global_batch so that it divides")
+            raise SettingsError(
+                f"global batch {self.global_batch} is not a multiple of micro-batch "
+                f"{self.micro_batch} x {world} rank(s) = {per_step}; change micro_batch or "
+                "global_batch so that it divides"
+            )
         return self.global_batch // per_step
 
     def as_dict(self) -> dict:
@@ -113,9 +114,24 @@ class Settings:
 
     def training_identity(self) -> dict:
         """The settings that decide what is trained; a checkpoint resumes only under the same ones."""
-        keys = ("family", "attention", "model_size", "image_size", "patch_size", "channels", "mode", "epochs",
-                "global_batch", "lr", "weight_decay", "warmup_fraction", "min_lr_fraction",
-                "lr_scale_with_world_size", "precision", "seed")
+        keys = (
+            "family",
+            "attention",
+            "model_size",
+            "image_size",
+            "patch_size",
+            "channels",
+            "mode",
+            "epochs",
+            "global_batch",
+            "lr",
+            "weight_decay",
+            "warmup_fraction",
+            "min_lr_fraction",
+            "lr_scale_with_world_size",
+            "precision",
+            "seed",
+        )
         return {key: getattr(self, key) for key in keys}
 
 

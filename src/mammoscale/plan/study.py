@@ -55,8 +55,13 @@ class Study:
     def cells(self) -> list[Cell]:
         """Every configured cell: the product, then the extra cells."""
         product = grid.cells(self.image_sizes, self.patch_sizes, self.variants, self.config["grid"]["hardware"])
-        return grid.with_extra_cells(product, self.config["grid"]["extra_cells"], image_sizes=self.image_sizes,
-                                     variants=self.variants, profiles=self.profiles)
+        return grid.with_extra_cells(
+            product,
+            self.config["grid"]["extra_cells"],
+            image_sizes=self.image_sizes,
+            variants=self.variants,
+            profiles=self.profiles,
+        )
 
     @property
     def hardware_used(self) -> list[str]:
@@ -87,9 +92,14 @@ class Study:
 
     def cell_settings(self, cell: Cell) -> dict:
         """The cell's own settings, and nothing else: a config change reruns only the cells it concerns."""
-        return grid.cell_settings(cell, profile=self.profiles[cell.hardware], variant=self.variants[cell.variant],
-                                  train=self.config["train"], cache_root=self.cache_root,
-                                  local_scratch=self.config["cache"]["local_scratch"])
+        return grid.cell_settings(
+            cell,
+            profile=self.profiles[cell.hardware],
+            variant=self.variants[cell.variant],
+            train=self.config["train"],
+            cache_root=self.cache_root,
+            local_scratch=self.config["cache"]["local_scratch"],
+        )
 
     def launch(self, hardware: str) -> dict:
         """What the job needs to start a cell's ranks."""
@@ -126,26 +136,38 @@ class Study:
 
     def run_config(self, configfiles=()) -> dict:
         """What the report says was run: data, grid, the chosen hardware profiles, training, config files."""
-        return {"data": self.config["data"], "grid": self.config["grid"], "hardware": self.selected_profiles,
-                "train": self.config["train"], "configfiles": [str(path) for path in configfiles]}
+        return {
+            "data": self.config["data"],
+            "grid": self.config["grid"],
+            "hardware": self.selected_profiles,
+            "train": self.config["train"],
+            "configfiles": [str(path) for path in configfiles],
+        }
 
     # checks
 
     def check(self) -> None:
         grid.check_hardware(self.config["grid"]["hardware"], self.profiles)
         if not self.cells:
-            raise UserError(f"the grid has no cell: no patch size of {self.patch_sizes} divides an image size of "
-                            f"{self.image_sizes}")
+            raise UserError(
+                f"the grid has no cell: no patch size of {self.patch_sizes} divides an image size of {self.image_sizes}"
+            )
         if self.canonical_size < self.image_sizes[-1]:
-            raise UserError(f"cache.canonical_size ({self.canonical_size}) is smaller than the largest "
-                            f"grid.image_sizes ({self.image_sizes[-1]}): raise it or set it to null")
+            raise UserError(
+                f"cache.canonical_size ({self.canonical_size}) is smaller than the largest "
+                f"grid.image_sizes ({self.image_sizes[-1]}): raise it or set it to null"
+            )
         reference = self.reference
         if reference["variant"] not in self.variants:
-            raise UserError(f"figures.reference.variant {reference['variant']!r} is not in grid.variants "
-                            f"({', '.join(self.variants)})")
+            raise UserError(
+                f"figures.reference.variant {reference['variant']!r} is not in grid.variants "
+                f"({', '.join(self.variants)})"
+            )
         if reference["hardware"] not in self.hardware_used:
-            raise UserError(f"figures.reference.hardware {reference['hardware']!r} runs no cell (hardware of the "
-                            f"grid: {', '.join(self.hardware_used)})")
+            raise UserError(
+                f"figures.reference.hardware {reference['hardware']!r} runs no cell (hardware of the "
+                f"grid: {', '.join(self.hardware_used)})"
+            )
         self.baseline  # noqa: B018 (refuses an unknown figures.baseline)
         for cell in self.cells:
             try:

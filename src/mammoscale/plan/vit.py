@@ -52,8 +52,9 @@ def check(family: str, attention: str, size: str, image_size: int, patch_size: i
     if family not in ATTENTIONS:
         raise ModelError(f"unknown model family {family!r}; choose one of {', '.join(ATTENTIONS)}")
     if attention not in ATTENTIONS[family]:
-        raise ModelError(f"attention {attention!r} is not available for {family}; choose one of "
-                         f"{', '.join(ATTENTIONS[family])}")
+        raise ModelError(
+            f"attention {attention!r} is not available for {family}; choose one of {', '.join(ATTENTIONS[family])}"
+        )
     if size not in SIZES:
         raise ModelError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
     if patch_size <= 0 or image_size % patch_size:

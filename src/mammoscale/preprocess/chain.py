@@ -29,24 +29,54 @@ def build_cache(data_root: Path | str, workdir: Path | str, *, config: dict | No
     sizes = sorted(cfg["grid"]["image_sizes"])
     n_shards = cfg["cache"]["shards"]
     breasts_csv = workdir / files.BREASTS
-    manifest.main(data_root, breasts_csv, workdir / files.EXCLUDED, workdir / files.MANIFEST_COUNTS,
-                  split_fractions=cfg["manifest"]["split"], seed=cfg["manifest"]["seed"], n_shards=n_shards)
+    manifest.main(
+        data_root,
+        breasts_csv,
+        workdir / files.EXCLUDED,
+        workdir / files.MANIFEST_COUNTS,
+        split_fractions=cfg["manifest"]["split"],
+        seed=cfg["manifest"]["seed"],
+        n_shards=n_shards,
+    )
     root = workdir / cfg["cache"]["root"]
     settings = ViewSettings.from_config(cfg, cfg["cache"]["canonical_size"] or sizes[-1])
     shards = files.shard_names(n_shards)
     for shard in shards:
-        views = {kind: files.under(root, template, shard=shard)
-                 for kind, template in (("npy", files.VIEWS_SHARD), ("csv", files.VIEWS_INDEX),
-                                        ("images", files.VIEWS_IMAGES))}
-        build_views(data_root, breasts_csv, int(shard), views["npy"], views["csv"], views["images"],
-                    settings=settings, workers=workers)
+        views = {
+            kind: files.under(root, template, shard=shard)
+            for kind, template in (
+                ("npy", files.VIEWS_SHARD),
+                ("csv", files.VIEWS_INDEX),
+                ("images", files.VIEWS_IMAGES),
+            )
+        }
+        build_views(
+            data_root,
+            breasts_csv,
+            int(shard),
+            views["npy"],
+            views["csv"],
+            views["images"],
+            settings=settings,
+            workers=workers,
+        )
         for size in sizes:
-            build_tiles(views["npy"], views["csv"], files.under(root, files.TILES_SHARD, image_size=size, shard=shard),
-                        files.under(root, files.TILES_INDEX, image_size=size, shard=shard), image_size=size,
-                        resample=settings.resample)
-    summarise([files.under(root, files.VIEWS_IMAGES, shard=shard) for shard in shards], workdir / files.DECODE_ERRORS,
-              workdir / files.PREPROCESS_SUMMARY)
+            build_tiles(
+                views["npy"],
+                views["csv"],
+                files.under(root, files.TILES_SHARD, image_size=size, shard=shard),
+                files.under(root, files.TILES_INDEX, image_size=size, shard=shard),
+                image_size=size,
+                resample=settings.resample,
+            )
+    summarise(
+        [files.under(root, files.VIEWS_IMAGES, shard=shard) for shard in shards],
+        workdir / files.DECODE_ERRORS,
+        workdir / files.PREPROCESS_SUMMARY,
+    )
     for size in sizes:
-        gather_index([files.under(root, files.TILES_INDEX, image_size=size, shard=shard) for shard in shards],
-                     files.under(root, files.TILE_INDEX, image_size=size))
+        gather_index(
+            [files.under(root, files.TILES_INDEX, image_size=size, shard=shard) for shard in shards],
+            files.under(root, files.TILE_INDEX, image_size=size),
+        )
     return root

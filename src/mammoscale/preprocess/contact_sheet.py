@@ -33,8 +33,9 @@ def choose(labels: np.ndarray, n: int, *, seed: int) -> list[int]:
     return sorted(positives[:take_pos].tolist() + negatives[:take_neg].tolist())
 
 
-def draw(cache_root: Path | str, image_size: int, out_png: Path | str, *, n: int = 16, cell: int = 256,
-         seed: int = 0) -> int:
+def draw(
+    cache_root: Path | str, image_size: int, out_png: Path | str, *, n: int = 16, cell: int = 256, seed: int = 0
+) -> int:
     """Write a grid of ``n`` random tiles of ``image_size``, each captioned "breast_id  label  split"."""
     tiles = open_tiles(cache_root, image_size)
     chosen = choose(tiles.index["label"].to_numpy(), n, seed=seed)
@@ -50,8 +51,12 @@ def draw(cache_root: Path | str, image_size: int, out_png: Path | str, *, n: int
         thumb = Image.fromarray(np.asarray(tiles[i])).resize((side, side), Image.Resampling.BOX)
         sheet.paste(thumb, (x, y))
         meta = tiles.index.iloc[i]
-        pen.text((x + 2, y + side + 2), f"{meta['breast_id']}  label {meta['label']}  {meta['split']}",
-                 fill=255 if meta["label"] == 1 else 190, font=font)
+        pen.text(
+            (x + 2, y + side + 2),
+            f"{meta['breast_id']}  label {meta['label']}  {meta['split']}",
+            fill=255 if meta["label"] == 1 else 190,
+            font=font,
+        )
     if not chosen:
         pen.text((GAP, GAP), f"no tiles in the img{image_size} cache", fill=255, font=font)
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)

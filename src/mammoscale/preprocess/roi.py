@@ -126,8 +126,9 @@ def _flip_decision(left: bool, laterality: str, trust_pixels: bool) -> tuple[boo
     return ((not left) if trust_pixels else laterality == "R"), left == (laterality == "R")
 
 
-def locate(image: np.ndarray, laterality: str, settings: RoiSettings = RoiSettings(), *,
-           trust_pixels: bool = False) -> Located:
+def locate(
+    image: np.ndarray, laterality: str, settings: RoiSettings = RoiSettings(), *, trust_pixels: bool = False
+) -> Located:
     """:func:`orient` and :func:`find_roi` in one, without flipping ``image`` itself.
 
     Both run on one reduced copy; the full-resolution view is flipped only after it has been

@@ -47,10 +47,16 @@ def summarise(images_csvs: list[Path | str], decode_errors_csv: Path | str, summ
         "versions": {**provenance.versions(provenance.PREPROCESSING_PACKAGES), **provenance.host()},
     }
     files.write_json(summary, summary_json)
-    log.info("%d of %d images decoded (%s); %d breast(s) excluded for decode errors; %d flip disagreement(s); "
-             "%d ROI fallback(s)", summary["decoded"], summary["images"],
-             ", ".join(f"{n} by {name}" for name, n in summary["decoders"].items()) or "none", failed_breasts,
-             summary["flip_disagreements"], summary["roi_fallbacks"])
+    log.info(
+        "%d of %d images decoded (%s); %d breast(s) excluded for decode errors; %d flip disagreement(s); "
+        "%d ROI fallback(s)",
+        summary["decoded"],
+        summary["images"],
+        ", ".join(f"{n} by {name}" for name, n in summary["decoders"].items()) or "none",
+        failed_breasts,
+        summary["flip_disagreements"],
+        summary["roi_fallbacks"],
+    )
     return summary
 
 
@@ -59,7 +65,7 @@ def check_failures(summary_json: Path | str, decode_errors_csv: Path | str, *, m
     summary = files.read_json(summary_json)
     if summary["failed_fraction"] > max_failure_fraction:
         raise PreprocessError(
-            f"{summary['failed_images']} of {summary['images']} images ({100 * summary['failed_fraction']:.1f}%) failed "
-            f"to decode, more than cache.max_failure_fraction = {max_failure_fraction}: see {decode_errors_csv} "
+            f"{summary['failed_images']} of {summary['images']} images ({100 * summary['failed_fraction']:.1f}%) "
+            f"failed to decode, more than cache.max_failure_fraction = {max_failure_fraction}: see {decode_errors_csv} "
             f"(errors by kind: {summary['errors_by_kind']})"
         )

@@ -26,24 +26,43 @@ class PreprocessError(UserError, RuntimeError):
     """Preprocessing cannot go on; the message says why and what to look at."""
 
 
-def build_tiles(views_npy: Path | str, views_csv: Path | str, out_npy: Path | str, out_csv: Path | str, *,
-                image_size: int, resample: str = defaults()["preprocess"]["resample"]) -> int:
+def build_tiles(
+    views_npy: Path | str,
+    views_csv: Path | str,
+    out_npy: Path | str,
+    out_csv: Path | str,
+    *,
+    image_size: int,
+    resample: str = defaults()["preprocess"]["resample"],
+) -> int:
     """Stage 2 for one shard and size: S x S tiles from the shard's canonical views."""
     views_npy, out_npy = Path(views_npy), Path(out_npy)
     index = files.VIEW_TABLE.read(views_csv)
     views = np.load(views_npy, mmap_mode="r") if len(index) else None
     if views is not None and image_size > views.shape[2]:
-        raise PreprocessError(f"image size {image_size} is larger than the canonical views ({views.shape[2]}): raise "
-                              "cache.canonical_size (or leave it unset: the largest grid size) and rebuild")
+        raise PreprocessError(
+            f"image size {image_size} is larger than the canonical views ({views.shape[2]}): raise "
+            "cache.canonical_size (or leave it unset: the largest grid size) and rebuild"
+        )
     rows = []
     with files.atomic_array(out_npy, (len(index), image_size, image_size)) as array:
         for i, r in enumerate(index.itertuples(index=False)):
             cc = views[r.offset, 0, : r.cc_rows, : r.cc_cols]
             mlo = views[r.offset, 1, : r.mlo_rows, : r.mlo_cols]
             array[i] = tiling.tile(np.ascontiguousarray(cc), np.ascontiguousarray(mlo), image_size, resample)
-            rows.append({"breast_id": r.breast_id, "patient_id": r.patient_id, "laterality": r.laterality,
-                         "label": r.label, "split": r.split, "shard": r.shard, "file": out_npy.name, "offset": i,
-                         "crc32": files.crc32(array[i])})
+            rows.append(
+                {
+                    "breast_id": r.breast_id,
+                    "patient_id": r.patient_id,
+                    "laterality": r.laterality,
+                    "label": r.label,
+                    "split": r.split,
+                    "shard": r.shard,
+                    "file": out_npy.name,
+                    "offset": i,
+                    "crc32": files.crc32(array[i]),
+                }
+            )
     frame = files.TILE_TABLE.frame(rows)
     frame["shard_sha256"] = files.sha256_file(out_npy)
     files.TILE_TABLE.write(frame, out_csv)

@@ -56,8 +56,11 @@ def canonical_view(
     shape = fit((r1 - r0, c1 - c0), (size, size // 2))
     if method not in RESAMPLE:
         raise ValueError(f"resample must be one of {', '.join(RESAMPLE)}, not {method!r}")
-    view = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(
-        (shape[1], shape[0]), RESAMPLE[method], box=(c0, r0, c1, r1)))
+    view = np.asarray(
+        Image.fromarray(np.ascontiguousarray(image)).resize(
+            (shape[1], shape[0]), RESAMPLE[method], box=(c0, r0, c1, r1)
+        )
+    )
     if flip:
         view = view[:, ::-1]
     if mask is not None and not mask.all():

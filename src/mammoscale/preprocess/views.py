@@ -51,9 +51,13 @@ class ViewSettings:
     def from_config(cls, config: dict, canonical_size: int) -> ViewSettings:
         """The settings of a complete config (:func:`mammoscale.config.load`)."""
         preprocess = config["preprocess"]
-        return cls(canonical_size=canonical_size, roi=roi.RoiSettings(**preprocess["roi"]),
-                   trust_pixels_for_flip=preprocess["trust_pixels_for_flip"], resample=preprocess["resample"],
-                   max_pixels=config["decode"]["max_pixels"])
+        return cls(
+            canonical_size=canonical_size,
+            roi=roi.RoiSettings(**preprocess["roi"]),
+            trust_pixels_for_flip=preprocess["trust_pixels_for_flip"],
+            resample=preprocess["resample"],
+            max_pixels=config["decode"]["max_pixels"],
+        )
 
     def __post_init__(self):
         if self.canonical_size < 2 or self.canonical_size % 2:
@@ -66,14 +70,19 @@ class ViewSettings:
 
 
 def process_breast(root: Path, breast: dict, settings: ViewSettings) -> tuple[list[np.ndarray] | None, list[dict]]:
-    """Decode, orient and crop both views of one breast; return the canonical views (None on failure) and a row per image."""
+    """Decode, orient and crop both views of one breast: the canonical views (None on failure), a row per image."""
     views, rows = [], []
     for view in VIEWS:
         image_id = breast[f"{view.lower()}_image_id"]
         path = files.image_path(root, breast["patient_id"], image_id)
         row = dict.fromkeys(files.IMAGE_TABLE.columns, "")
-        row.update(breast_id=breast["breast_id"], view=view, patient_id=breast["patient_id"], image_id=image_id,
-                   path=str(path.relative_to(root)))
+        row.update(
+            breast_id=breast["breast_id"],
+            view=view,
+            patient_id=breast["patient_id"],
+            image_id=image_id,
+            path=str(path.relative_to(root)),
+        )
         try:
             decoded = dicom.decode_with_report(path, max_pixels=settings.max_pixels)
         except dicom.DicomError as exc:
@@ -81,14 +90,23 @@ def process_breast(root: Path, breast: dict, settings: ViewSettings) -> tuple[li
             rows.append(row)
             continue
         row.update(report_fields(decoded))
-        located = roi.locate(decoded.image, breast["laterality"], settings.roi,
-                             trust_pixels=settings.trust_pixels_for_flip)
+        located = roi.locate(
+            decoded.image, breast["laterality"], settings.roi, trust_pixels=settings.trust_pixels_for_flip
+        )
         found = located.roi
         mask = found.mask if settings.roi.mask_outside else None
-        views.append(tiling.canonical_view(decoded.image, mask, settings.canonical_size, settings.resample,
-                                           box=found.box, flip=located.flip))
-        row.update(flipped=located.flip, flip_disagrees=located.disagrees, roi_fallback=found.fallback,
-                   roi_box=" ".join(map(str, found.box)), tissue_fraction=round(found.tissue_fraction, 4))
+        views.append(
+            tiling.canonical_view(
+                decoded.image, mask, settings.canonical_size, settings.resample, box=found.box, flip=located.flip
+            )
+        )
+        row.update(
+            flipped=located.flip,
+            flip_disagrees=located.disagrees,
+            roi_fallback=found.fallback,
+            roi_box=" ".join(map(str, found.box)),
+            tissue_fraction=round(found.tissue_fraction, 4),
+        )
         rows.append(row)
     return (views if len(views) == len(VIEWS) else None), rows
 
@@ -106,8 +124,17 @@ def _map_breasts(jobs: list, workers: int):
         yield from map(_process, jobs)
 
 
-def build_views(root: Path | str, breasts_csv: Path | str, shard: int, out_npy: Path | str, out_csv: Path | str,
-                out_images_csv: Path | str, *, settings: ViewSettings, workers: int = 1) -> dict:
+def build_views(
+    root: Path | str,
+    breasts_csv: Path | str,
+    shard: int,
+    out_npy: Path | str,
+    out_csv: Path | str,
+    out_images_csv: Path | str,
+    *,
+    settings: ViewSettings,
+    workers: int = 1,
+) -> dict:
     """Stage 1 for one shard: canonical views of its breasts, their index, and a row per image."""
     root, out_npy = Path(root), Path(out_npy)
     breasts = files.BREAST_TABLE.read(breasts_csv)
@@ -124,17 +151,27 @@ def build_views(root: Path | str, breasts_csv: Path | str, shard: int, out_npy: 
                 offset = len(index)
                 for k, view in enumerate(views):
                     array[offset, k, : view.shape[0], : view.shape[1]] = view
-                index.append({
-                    **{c: breast[c] for c in ("breast_id", "patient_id", "laterality", "label", "split", "shard")},
-                    "offset": offset,
-                    "cc_rows": views[0].shape[0], "cc_cols": views[0].shape[1],
-                    "mlo_rows": views[1].shape[0], "mlo_cols": views[1].shape[1],
-                    "crc32": files.crc32(array[offset]),
-                })
+                index.append(
+                    {
+                        **{c: breast[c] for c in ("breast_id", "patient_id", "laterality", "label", "split", "shard")},
+                        "offset": offset,
+                        "cc_rows": views[0].shape[0],
+                        "cc_cols": views[0].shape[1],
+                        "mlo_rows": views[1].shape[0],
+                        "mlo_cols": views[1].shape[1],
+                        "crc32": files.crc32(array[offset]),
+                    }
+                )
             if done % step == 0 or done == len(mine):
                 elapsed = time.perf_counter() - started
-                log.info("shard %d: %d/%d breasts (%.0f%%), %.2f breasts/s", shard, done, len(mine),
-                         100 * done / len(mine), done / max(elapsed, 1e-9))
+                log.info(
+                    "shard %d: %d/%d breasts (%.0f%%), %.2f breasts/s",
+                    shard,
+                    done,
+                    len(mine),
+                    100 * done / len(mine),
+                    done / max(elapsed, 1e-9),
+                )
     files.IMAGE_TABLE.write(files.IMAGE_TABLE.frame(images), out_images_csv)
     files.VIEW_TABLE.write(files.VIEW_TABLE.frame(index), out_csv)
     failed = sum(1 for r in images if r["status"] == "error")

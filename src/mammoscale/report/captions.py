@@ -6,22 +6,22 @@ can list the figures without importing matplotlib.
 
 CAPTIONS = {
     "fig2_hardware": "Figure 2 (hardware): images per second, and time to train where measured, of the reference "
-                     "cell on each hardware profile, labelled with its ranks and micro-batch.",
+    "cell on each hardware profile, labelled with its ranks and micro-batch.",
     "fig3_patch_size": "Figure 3 (patch size): throughput against patch size at the reference image size on the "
-                       "reference hardware, with each patch size's sequence length under its label.",
+    "reference hardware, with each patch size's sequence length under its label.",
     "fig4_flash_vs_baseline": "Figure 4 (flash vs baseline): throughput of each variant over image size and patch "
-                              "size on the reference hardware, the flash speed-up over each baseline written on its "
-                              "bar, and cells "
-                              "that ran out of memory, failed or have not run marked where their bar would be.",
+    "size on the reference hardware, the flash speed-up over each baseline written on its "
+    "bar, and cells "
+    "that ran out of memory, failed or have not run marked where their bar would be.",
     "memory": "Peak memory against sequence length for each variant and patch size (log scales), with the "
-              "device memory as a dashed line and out-of-memory cells drawn on it as crosses.",
+    "device memory as a dashed line and out-of-memory cells drawn on it as crosses.",
     "efficiency": "Compute efficiency (MFU where the profile gives a peak, else achieved TFLOP/s) against sequence "
-                  "length for each variant and patch size.",
+    "length for each variant and patch size.",
     "data_pipeline": "Data pipeline: items per second of each preprocessing job (left), and, per trained cell, the "
-                     "rate the input pipeline delivered against the rate the model consumed (right); points above "
-                     "the diagonal mean input did not starve the model.",
+    "rate the input pipeline delivered against the rate the model consumed (right); points above "
+    "the diagonal mean input did not starve the model.",
     "quality": "Model quality: validation AUC per cell where training ran in full mode (left), and the training "
-               "loss of every cell that ran on the reference hardware (right).",
+    "loss of every cell that ran on the reference hardware (right).",
 }
 FIGURES = tuple(CAPTIONS)
-CATEGORY = {name: "Performance" for name in FIGURES} | {"quality": "Model quality"}
+CATEGORY = dict.fromkeys(FIGURES, "Performance") | {"quality": "Model quality"}

@@ -35,68 +35,126 @@ def _cells(frame: pd.DataFrame) -> str:
 
 
 def speedup_claims(pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: str, tolerance: float) -> list[dict]:
-    chosen = pairs[(pairs["hardware"] == hardware) & (pairs["flash_variant"] == flash)
-                   & (pairs["baseline_variant"] == baseline) & pairs["image_size"].isin(PAPER_IMAGE_SIZES)]
+    chosen = pairs[
+        (pairs["hardware"] == hardware)
+        & (pairs["flash_variant"] == flash)
+        & (pairs["baseline_variant"] == baseline)
+        & pairs["image_size"].isin(PAPER_IMAGE_SIZES)
+    ]
     rows = []
     for patch, (low, high) in SPEEDUP_RANGES.items():
         at = chosen[chosen["patch_size"] == patch]
         measured = at.dropna(subset=["throughput_ratio"])
-        row = {"claim": f"flash speed-up over the baseline, patch {patch}",
-               "published": f"{low:.1f}-{high:.1f}x" + (" (no gain at 384 and 512)" if patch == 32 else "")}
+        row = {
+            "claim": f"flash speed-up over the baseline, patch {patch}",
+            "published": f"{low:.1f}-{high:.1f}x" + (" (no gain at 384 and 512)" if patch == 32 else ""),
+        }
         if measured.empty:
-            statuses = ", ".join(f"img{s}: {a}/{b}" for s, a, b in
-                                 zip(at["image_size"], at["flash_status"], at["baseline_status"])) or "no such cell"
-            rows.append({**row, "measured": "-", "verdict": NOT_RUN,
-                         "detail": f"no image size of the study with both variants ok (flash/baseline: {statuses})"})
+            statuses = (
+                ", ".join(
+                    f"img{s}: {a}/{b}" for s, a, b in zip(at["image_size"], at["flash_status"], at["baseline_status"])
+                )
+                or "no such cell"
+            )
+            rows.append(
+                {
+                    **row,
+                    "measured": "-",
+                    "verdict": NOT_RUN,
+                    "detail": f"no image size of the study with both variants ok (flash/baseline: {statuses})",
+                }
+            )
             continue
         ratios = measured["throughput_ratio"].astype(float)
         inside = ratios.min() >= low * (1 - tolerance) and ratios.max() <= high * (1 + tolerance)
         where = "within" if inside else "outside"
-        rows.append({**row, "measured": _range(ratios), "verdict": REPRODUCED if inside else NOT_REPRODUCED,
-                     "detail": f"{len(measured)} of {len(PAPER_IMAGE_SIZES)} image sizes ({_cells(measured)}); "
-                               f"{where} the published range +-{tolerance:.0%}"})
+        rows.append(
+            {
+                **row,
+                "measured": _range(ratios),
+                "verdict": REPRODUCED if inside else NOT_REPRODUCED,
+                "detail": f"{len(measured)} of {len(PAPER_IMAGE_SIZES)} image sizes ({_cells(measured)}); "
+                f"{where} the published range +-{tolerance:.0%}",
+            }
+        )
     return rows
 
 
 def memory_claim(pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: str, tolerance: float) -> dict:
     size, patch = MEMORY_CELL
-    at = pairs[(pairs["hardware"] == hardware) & (pairs["flash_variant"] == flash)
-               & (pairs["baseline_variant"] == baseline) & (pairs["image_size"] == size) & (pairs["patch_size"] == patch)]
+    at = pairs[
+        (pairs["hardware"] == hardware)
+        & (pairs["flash_variant"] == flash)
+        & (pairs["baseline_variant"] == baseline)
+        & (pairs["image_size"] == size)
+        & (pairs["patch_size"] == patch)
+    ]
     row = {"claim": f"peak memory, baseline / flash, img{size}_p{patch}", "published": f"{MEMORY_RATIO:.1f}x"}
     if at.empty or pd.isna(at["memory_ratio"].iloc[0]):
-        state = "not in the grid" if at.empty else f"flash {at['flash_status'].iloc[0]}, baseline {at['baseline_status'].iloc[0]}"
+        state = (
+            "not in the grid"
+            if at.empty
+            else f"flash {at['flash_status'].iloc[0]}, baseline {at['baseline_status'].iloc[0]}"
+        )
         return {**row, "measured": "-", "verdict": NOT_RUN, "detail": f"img{size}_p{patch}: {state}"}
     ratio = float(at["memory_ratio"].iloc[0])
     close = abs(ratio / MEMORY_RATIO - 1) <= tolerance
-    return {**row, "measured": f"{ratio:.2f}x", "verdict": REPRODUCED if close else NOT_REPRODUCED,
-            "detail": f"{'within' if close else 'outside'} +-{tolerance:.0%} of {MEMORY_RATIO}x"}
+    return {
+        **row,
+        "measured": f"{ratio:.2f}x",
+        "verdict": REPRODUCED if close else NOT_REPRODUCED,
+        "detail": f"{'within' if close else 'outside'} +-{tolerance:.0%} of {MEMORY_RATIO}x",
+    }
 
 
 def fit_claims(runs: pd.DataFrame, *, hardware: str, flash: str, baseline: str) -> list[dict]:
     rows = []
-    for name, label, published in ((flash, "flash", "every cell fits (2048 with patch 8, 16, 32)"),
-                                   (baseline, "baseline", "all but img2048_p8 and img2048_p16 (OOM)")):
-        cells = runs[(runs["hardware"] == hardware) & (runs["variant"] == name)
-                     & runs["image_size"].isin(PAPER_IMAGE_SIZES) & runs["patch_size"].isin(PAPER_PATCH_SIZES)
-                     & runs["status"].isin(["ok", "oom"])]
+    for name, label, published in (
+        (flash, "flash", "every cell fits (2048 with patch 8, 16, 32)"),
+        (baseline, "baseline", "all but img2048_p8 and img2048_p16 (OOM)"),
+    ):
+        cells = runs[
+            (runs["hardware"] == hardware)
+            & (runs["variant"] == name)
+            & runs["image_size"].isin(PAPER_IMAGE_SIZES)
+            & runs["patch_size"].isin(PAPER_PATCH_SIZES)
+            & runs["status"].isin(["ok", "oom"])
+        ]
         row = {"claim": f"which cells fit in memory, {label} ({name})", "published": published}
         if cells.empty:
-            rows.append({**row, "measured": "-", "verdict": NOT_RUN,
-                         "detail": "no cell of the study's sizes ran to ok or OOM"})
+            rows.append(
+                {**row, "measured": "-", "verdict": NOT_RUN, "detail": "no cell of the study's sizes ran to ok or OOM"}
+            )
             continue
-        published_oom = [label == "baseline" and (s, p) in BASELINE_OOM
-                         for s, p in zip(cells["image_size"], cells["patch_size"])]
+        published_oom = [
+            label == "baseline" and (s, p) in BASELINE_OOM for s, p in zip(cells["image_size"], cells["patch_size"])
+        ]
         wrong = cells[(cells["status"] == "oom") != published_oom]
         fits = int((cells["status"] == "ok").sum())
         measured = f"{fits} of {len(cells)} fit"
         total = len(PAPER_IMAGE_SIZES) * len(PAPER_PATCH_SIZES)
         if wrong.empty:
-            rows.append({**row, "measured": measured, "verdict": REPRODUCED,
-                         "detail": f"{len(cells)} of {total} cells of the study ran; each as published"})
+            rows.append(
+                {
+                    **row,
+                    "measured": measured,
+                    "verdict": REPRODUCED,
+                    "detail": f"{len(cells)} of {total} cells of the study ran; each as published",
+                }
+            )
         else:
-            rows.append({**row, "measured": measured, "verdict": NOT_REPRODUCED,
-                         "detail": "differs at " + ", ".join(f"img{s}_p{p} ({status})" for s, p, status in
-                                                            zip(wrong["image_size"], wrong["patch_size"], wrong["status"]))})
+            rows.append(
+                {
+                    **row,
+                    "measured": measured,
+                    "verdict": NOT_REPRODUCED,
+                    "detail": "differs at "
+                    + ", ".join(
+                        f"img{s}_p{p} ({status})"
+                        for s, p, status in zip(wrong["image_size"], wrong["patch_size"], wrong["status"])
+                    ),
+                }
+            )
     return rows
 
 
@@ -104,30 +162,47 @@ def hardware_claim(runs: pd.DataFrame, *, flash: str) -> dict:
     size, patch = REFERENCE_CELL
     at = runs[(runs["variant"] == flash) & (runs["image_size"] == size) & (runs["patch_size"] == patch)]
     at = at.set_index("hardware")
-    row = {"claim": f"hardware ordering (Figure 2, img{size}_p{patch}, {flash})",
-           "published": "images/s rise XE8545 < R750xa < XE9680"}
+    row = {
+        "claim": f"hardware ordering (Figure 2, img{size}_p{patch}, {flash})",
+        "published": "images/s rise XE8545 < R750xa < XE9680",
+    }
     absent = [hw for hw in HARDWARE_ORDER if hw not in at.index or at.loc[hw, "status"] != "ok"]
     if absent:
         states = ", ".join(f"{hw}: {at.loc[hw, 'status'] if hw in at.index else 'not in the grid'}" for hw in absent)
         return {**row, "measured": "-", "verdict": NOT_RUN, "detail": states}
     speeds = [float(at.loc[hw, "throughput_img_s"]) for hw in HARDWARE_ORDER]
     rising = all(a < b for a, b in zip(speeds, speeds[1:]))
-    return {**row, "measured": " < ".join(f"{s:.1f}" for s in speeds) if rising else
-            ", ".join(f"{hw} {s:.1f}" for hw, s in zip(HARDWARE_ORDER, speeds)),
-            "verdict": REPRODUCED if rising else NOT_REPRODUCED, "detail": "images/s of each profile"}
+    return {
+        **row,
+        "measured": " < ".join(f"{s:.1f}" for s in speeds)
+        if rising
+        else ", ".join(f"{hw} {s:.1f}" for hw, s in zip(HARDWARE_ORDER, speeds)),
+        "verdict": REPRODUCED if rising else NOT_REPRODUCED,
+        "detail": "images/s of each profile",
+    }
 
 
-def evaluate(runs: pd.DataFrame, pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: str | None,
-             tolerance: float) -> pd.DataFrame:
+def evaluate(
+    runs: pd.DataFrame, pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: str | None, tolerance: float
+) -> pd.DataFrame:
     """Every claim with ``published``, ``measured``, ``verdict`` and ``detail``."""
     columns = ["claim", "published", "measured", "verdict", "detail"]
     if baseline is None:
-        rows = [{"claim": "flash vs baseline claims", "published": "-", "measured": "-", "verdict": NOT_RUN,
-                 "detail": "the grid has no baseline variant"}]
+        rows = [
+            {
+                "claim": "flash vs baseline claims",
+                "published": "-",
+                "measured": "-",
+                "verdict": NOT_RUN,
+                "detail": "the grid has no baseline variant",
+            }
+        ]
     else:
         options = {"hardware": hardware, "flash": flash, "baseline": baseline}
-        rows = [*speedup_claims(pairs, **options, tolerance=tolerance),
-                memory_claim(pairs, **options, tolerance=tolerance),
-                *fit_claims(runs, **options)]
+        rows = [
+            *speedup_claims(pairs, **options, tolerance=tolerance),
+            memory_claim(pairs, **options, tolerance=tolerance),
+            *fit_claims(runs, **options),
+        ]
     rows.append(hardware_claim(runs, flash=flash))
     return pd.DataFrame(rows, columns=columns)

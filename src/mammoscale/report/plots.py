@@ -11,17 +11,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from mammoscale.report.tables import STATUS_LABEL  # noqa: E402
+from mammoscale.report.tables import STATUS_LABEL
 
 STATUS_COLOUR = {"oom": "#b2182b", "failed": "#b2182b", "skipped": "#555555", "missing": "#555555"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "*", "h"]
 GB = 1e9
-
 
 
 def setup() -> None:
@@ -41,9 +40,18 @@ def note(ax, text: str) -> None:
 
 def status_mark(ax, x, status: str, *, colour=None, rotation=90) -> None:
     """The status of a cell without a number, written at the foot of where its bar would stand."""
-    ax.text(x, 0.02, STATUS_LABEL.get(status, status), transform=ax.get_xaxis_transform(), ha="center",
-            va="bottom", rotation=rotation, fontsize=7, color=colour or STATUS_COLOUR.get(status, "#555555"),
-            fontweight="bold" if status == "oom" else "normal")
+    ax.text(
+        x,
+        0.02,
+        STATUS_LABEL.get(status, status),
+        transform=ax.get_xaxis_transform(),
+        ha="center",
+        va="bottom",
+        rotation=rotation,
+        fontsize=7,
+        color=colour or STATUS_COLOUR.get(status, "#555555"),
+        fontweight="bold" if status == "oom" else "normal",
+    )
 
 
 def ranks(row: pd.Series, profile: dict | None) -> str:

@@ -21,9 +21,24 @@ def _existing_json(path) -> dict:
     return files.read_json(path) if Path(path).is_file() else {}
 
 
-def snapshot(out_dir: Path | str, *, cells, variants: dict, runs_root, pipeline: dict, contact_sheets: dict,
-             manifest_counts, preprocess_summary, run_config: dict, reference: dict, baseline: str | None,
-             tolerance: float, invocation: str, dpi: int, vector_format: str) -> pd.DataFrame:
+def snapshot(
+    out_dir: Path | str,
+    *,
+    cells,
+    variants: dict,
+    runs_root,
+    pipeline: dict,
+    contact_sheets: dict,
+    manifest_counts,
+    preprocess_summary,
+    run_config: dict,
+    reference: dict,
+    baseline: str | None,
+    tolerance: float,
+    invocation: str,
+    dpi: int,
+    vector_format: str,
+) -> pd.DataFrame:
     """Tables, figures and report from whatever exists now, into ``out_dir``; the claims it judged.
 
     ``pipeline`` is the pipeline table's jobs (``{"stage1": [...], "stage2": [...]}``, as for
@@ -31,20 +46,38 @@ def snapshot(out_dir: Path | str, *, cells, variants: dict, runs_root, pipeline:
     are left out.
     """
     out = Path(out_dir)
-    runs = tables.write_tables(cells, variants, runs_root, out / Path(files.RUNS_CSV).name,
-                               out / Path(files.SPEEDUPS_CSV).name)
+    runs = tables.write_tables(
+        cells, variants, runs_root, out / Path(files.RUNS_CSV).name, out / Path(files.SPEEDUPS_CSV).name
+    )
     done = {stage: [job for job in jobs if Path(job[-1]).is_file()] for stage, jobs in pipeline.items()}
     steps = tables.pipeline_table(done["stage1"], done["stage2"])
     pairs = tables.speedups(runs)
     figure_files = {}
     for name in captions.FIGURES:
-        fig = figures.draw(name, runs=runs, pairs=pairs, pipeline=steps, reference=reference, variants=variants,
-                           profiles=run_config["hardware"])
+        fig = figures.draw(
+            name,
+            runs=runs,
+            pairs=pairs,
+            pipeline=steps,
+            reference=reference,
+            variants=variants,
+            profiles=run_config["hardware"],
+        )
         figure_files[name] = out / "figures" / f"{name}.png"
         plots.save(fig, figure_files[name], out / "figures" / f"{name}.{vector_format}", dpi=dpi)
     sheets = {size: path for size, path in contact_sheets.items() if Path(path).is_file()}
-    return build_page(out / Path(files.REPORT).name, runs=runs, pairs=pairs, figure_files=figure_files,
-                      contact_sheets=sheets, counts=_existing_json(manifest_counts),
-                      preprocess=_existing_json(preprocess_summary), run_config=run_config, reference=reference,
-                      baseline=baseline, tolerance=tolerance, invocation=invocation,
-                      title="mammoscale study report (snapshot of the cells finished so far)")
+    return build_page(
+        out / Path(files.REPORT).name,
+        runs=runs,
+        pairs=pairs,
+        figure_files=figure_files,
+        contact_sheets=sheets,
+        counts=_existing_json(manifest_counts),
+        preprocess=_existing_json(preprocess_summary),
+        run_config=run_config,
+        reference=reference,
+        baseline=baseline,
+        tolerance=tolerance,
+        invocation=invocation,
+        title="mammoscale study report (snapshot of the cells finished so far)",
+    )

@@ -36,10 +36,34 @@ STATUSES = ("ok", "oom", "failed", "skipped", "missing")
 STATUS_LABEL = {"oom": "OOM", "failed": "failed", "skipped": "skipped", "missing": "not run"}
 """How a status without a number is written in the figures and the report."""
 KEY = list(Cell._fields)
-FIRST_COLUMNS = [*KEY, "status", "message", "role", "family", "model", "attention", "attention_backend", "mode",
-                 "seq_len", "throughput_img_s", "step_time_s", "train_time_s", "peak_mem_bytes", "peak_mem_kind",
-                 "achieved_tflops", "mfu", "val_auc", "val_pf1", "input_wait_fraction", "loader_img_s", "world_size",
-                 "micro_batch", "grad_accum", "global_batch", "run_dir"]
+FIRST_COLUMNS = [
+    *KEY,
+    "status",
+    "message",
+    "role",
+    "family",
+    "model",
+    "attention",
+    "attention_backend",
+    "mode",
+    "seq_len",
+    "throughput_img_s",
+    "step_time_s",
+    "train_time_s",
+    "peak_mem_bytes",
+    "peak_mem_kind",
+    "achieved_tflops",
+    "mfu",
+    "val_auc",
+    "val_pf1",
+    "input_wait_fraction",
+    "loader_img_s",
+    "world_size",
+    "micro_batch",
+    "grad_accum",
+    "global_batch",
+    "run_dir",
+]
 PAIR = ["hardware", "image_size", "patch_size"]
 
 
@@ -63,15 +87,22 @@ def runs_table(cells, variants: dict, runs_root: Path | str = files.RUNS) -> pd.
     for cell in map(Cell._make, cells):
         spec = variants[cell.variant]
         directory = cell.run_dir(runs_root)
-        row = {**cell._asdict(), "status": "missing", "family": spec["family"], "attention": spec["attention"],
-               "role": role(spec["attention"]), "seq_len": seq_len(spec["family"], cell.image_size, cell.patch_size),
-               "run_dir": str(directory)}
+        row = {
+            **cell._asdict(),
+            "status": "missing",
+            "family": spec["family"],
+            "attention": spec["attention"],
+            "role": role(spec["attention"]),
+            "seq_len": seq_len(spec["family"], cell.image_size, cell.patch_size),
+            "run_dir": str(directory),
+        }
         record = files.read_cell_record(directory)
         if record is not None:
             found = tuple(record.get(key) for key in KEY)
             if found != tuple(cell):
-                raise UserError(f"{directory} holds the record of cell {found}, not of {tuple(cell)}; "
-                                "remove it and rerun the cell")
+                raise UserError(
+                    f"{directory} holds the record of cell {found}, not of {tuple(cell)}; remove it and rerun the cell"
+                )
             row.update(flatten(record))
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -90,14 +121,23 @@ def speedups(runs: pd.DataFrame) -> pd.DataFrame:
     baseline = runs.loc[runs["role"] == "baseline", PAIR + columns]
     pairs = flash.merge(baseline, on=PAIR, suffixes=("_flash", "_baseline"))
     both = (pairs["status_flash"] == "ok") & (pairs["status_baseline"] == "ok")
-    pairs["throughput_ratio"] = (pairs["throughput_img_s_flash"].astype(float)
-                                 / pairs["throughput_img_s_baseline"].astype(float)).where(both)
-    pairs["memory_ratio"] = (pairs["peak_mem_bytes_baseline"].astype(float)
-                             / pairs["peak_mem_bytes_flash"].astype(float)).where(both)
-    pairs = pairs.rename(columns={"variant_flash": "flash_variant", "variant_baseline": "baseline_variant",
-                                  "status_flash": "flash_status", "status_baseline": "baseline_status"})
-    return pairs[list(files.SPEEDUP_TABLE.columns)].sort_values(PAIR + ["flash_variant", "baseline_variant"],
-                                                                ignore_index=True)
+    pairs["throughput_ratio"] = (
+        pairs["throughput_img_s_flash"].astype(float) / pairs["throughput_img_s_baseline"].astype(float)
+    ).where(both)
+    pairs["memory_ratio"] = (
+        pairs["peak_mem_bytes_baseline"].astype(float) / pairs["peak_mem_bytes_flash"].astype(float)
+    ).where(both)
+    pairs = pairs.rename(
+        columns={
+            "variant_flash": "flash_variant",
+            "variant_baseline": "baseline_variant",
+            "status_flash": "flash_status",
+            "status_baseline": "baseline_status",
+        }
+    )
+    return pairs[list(files.SPEEDUP_TABLE.columns)].sort_values(
+        PAIR + ["flash_variant", "baseline_variant"], ignore_index=True
+    )
 
 
 def read_benchmark(path: Path | str) -> dict:
@@ -117,18 +157,35 @@ def pipeline_table(stage1: list[tuple], stage2: list[tuple]) -> pd.DataFrame:
     rows = []
     for shard, images_csv, benchmark in stage1:
         images = files.IMAGE_TABLE.read(images_csv, columns=("status",))
-        rows.append({"stage": "decode + crop", "image_size": None, "shard": files.fill(files.SHARD, shard=shard),
-                     "items": int((images["status"] == "ok").sum()), "item": "image", **read_benchmark(benchmark)})
+        rows.append(
+            {
+                "stage": "decode + crop",
+                "image_size": None,
+                "shard": files.fill(files.SHARD, shard=shard),
+                "items": int((images["status"] == "ok").sum()),
+                "item": "image",
+                **read_benchmark(benchmark),
+            }
+        )
     for size, shard, tiles_csv, benchmark in stage2:
-        rows.append({"stage": f"tile img{size}", "image_size": int(size), "shard": files.fill(files.SHARD, shard=shard),
-                     "items": len(files.TILE_TABLE.read(tiles_csv)), "item": "tile", **read_benchmark(benchmark)})
+        rows.append(
+            {
+                "stage": f"tile img{size}",
+                "image_size": int(size),
+                "shard": files.fill(files.SHARD, shard=shard),
+                "items": len(files.TILE_TABLE.read(tiles_csv)),
+                "item": "tile",
+                **read_benchmark(benchmark),
+            }
+        )
     table = files.PIPELINE_TABLE.frame(rows)
     table["items_per_s"] = table["items"] / table["seconds"].where(table["seconds"] > 0)
     return table
 
 
-def write_tables(cells, variants: dict, runs_root: Path | str, runs_csv: Path | str,
-                 speedups_csv: Path | str) -> pd.DataFrame:
+def write_tables(
+    cells, variants: dict, runs_root: Path | str, runs_csv: Path | str, speedups_csv: Path | str
+) -> pd.DataFrame:
     """Write ``runs.csv`` and ``speedups.csv``; log the count of cells per status."""
     runs = runs_table(cells, variants, runs_root)
     files.write_csv(runs, runs_csv)

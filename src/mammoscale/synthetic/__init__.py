@@ -23,5 +23,17 @@ from mammoscale.synthetic.generate import (
     write_image,
 )
 
-__all__ = ["EXTRA_VIEWS", "REALISTIC_SHAPES", "TRANSFER_SYNTAXES", "VARIATIONS", "ImageSpec", "cli", "generate",
-           "make_dataset", "mammogram_header", "parse_shape", "plan", "write_image"]
+__all__ = [
+    "EXTRA_VIEWS",
+    "REALISTIC_SHAPES",
+    "TRANSFER_SYNTAXES",
+    "VARIATIONS",
+    "ImageSpec",
+    "cli",
+    "generate",
+    "make_dataset",
+    "mammogram_header",
+    "parse_shape",
+    "plan",
+    "write_image",
+]

@@ -64,8 +64,12 @@ def make_dataset(
     modality = m_low + shown.astype(np.float64) * (m_high - m_low)
     stored = np.clip(np.rint((modality - intercept) / slope), 0, top).astype(np.uint16)
 
-    ds = mammogram_header(stored, bits_stored=bits_stored, photometric=photometric,
-                          instance_uid=generate_uid(entropy_srcs=[str(seed), str(image_id)]))
+    ds = mammogram_header(
+        stored,
+        bits_stored=bits_stored,
+        photometric=photometric,
+        instance_uid=generate_uid(entropy_srcs=[str(seed), str(image_id)]),
+    )
     ds.StudyInstanceUID = generate_uid(entropy_srcs=[str(seed), "study", str(patient_id)])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(seed), "series", str(image_id)])
     ds.PatientID = str(patient_id)

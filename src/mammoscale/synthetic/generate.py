@@ -101,8 +101,14 @@ def generate(
 
     table, specs = plan(n_patients=n_patients, seed=seed, cancer_rate=cancer_rate, transfer_syntaxes=transfer_syntaxes)
     started = time.perf_counter()
-    log.info("writing %d images of %d patients (%dx%d) to %s with %d worker(s)",
-             len(specs), n_patients, *image_shape, root, workers)
+    log.info(
+        "writing %d images of %d patients (%dx%d) to %s with %d worker(s)",
+        len(specs),
+        n_patients,
+        *image_shape,
+        root,
+        workers,
+    )
     truths = _write_all(root, specs, image_shape, workers)
     files.write_csv(table, root / files.TRAIN_CSV)
     files.write_csv(pd.DataFrame(truths), root / files.SYNTHETIC_TRUTH)
@@ -143,7 +149,9 @@ def _variations(transfer_syntaxes: tuple[str, ...] | None) -> dict:
     if transfer_syntaxes is not None:
         unknown = set(map(str, transfer_syntaxes)) - set(VARIATIONS["transfer_syntax"])
         if unknown or not transfer_syntaxes:
-            raise ValueError(f"transfer_syntaxes must be some of {VARIATIONS['transfer_syntax']}, got {transfer_syntaxes}")
+            raise ValueError(
+                f"transfer_syntaxes must be some of {VARIATIONS['transfer_syntax']}, got {transfer_syntaxes}"
+            )
         variations["transfer_syntax"] = tuple(map(str, transfer_syntaxes))
     return variations
 
@@ -302,8 +310,14 @@ def _progress(done: int, total: int, started: float) -> None:
     step = max(1, total // 10)
     if done % step == 0 or done == total:
         elapsed = time.perf_counter() - started
-        log.info("%d/%d images (%.0f%%), %.1f s, %.1f images/s",
-                 done, total, 100 * done / total, elapsed, done / max(elapsed, 1e-9))
+        log.info(
+            "%d/%d images (%.0f%%), %.1f s, %.1f images/s",
+            done,
+            total,
+            100 * done / total,
+            elapsed,
+            done / max(elapsed, 1e-9),
+        )
 
 
 # command line
@@ -323,8 +337,9 @@ def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mammoscale-synthetic", description=cli.__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--patients", type=int, default=defaults["n_patients"])
-    parser.add_argument("--shape", type=parse_shape, default=tuple(defaults["image_shape"]),
-                        help="ROWSxCOLUMNS, e.g. 3328x2560")
+    parser.add_argument(
+        "--shape", type=parse_shape, default=tuple(defaults["image_shape"]), help="ROWSxCOLUMNS, e.g. 3328x2560"
+    )
     parser.add_argument("--seed", type=int, default=defaults["seed"])
     parser.add_argument("--cancer-rate", type=float, default=defaults["cancer_rate"])
     parser.add_argument("--workers", type=int, default=1)
@@ -332,9 +347,15 @@ def cli(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure()
     try:
-        generate(args.out, n_patients=args.patients, image_shape=args.shape, seed=args.seed,
-                 cancer_rate=args.cancer_rate, workers=args.workers, overwrite=args.overwrite)
+        generate(
+            args.out,
+            n_patients=args.patients,
+            image_shape=args.shape,
+            seed=args.seed,
+            cancer_rate=args.cancer_rate,
+            workers=args.workers,
+            overwrite=args.overwrite,
+        )
     except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
     return 0
-

@@ -22,11 +22,13 @@ from mammoscale.errors import UserError
 try:
     import torch  # noqa: F401
 except ModuleNotFoundError as exc:
-    raise UserError(f"training needs {exc.name}, which this environment lacks: install the train extra "
-                    "(pip install -e '.[train]'; make run does) or run with --software-deployment-method conda "
-                    "(envs/train.yaml)") from None
+    raise UserError(
+        f"training needs {exc.name}, which this environment lacks: install the train extra "
+        "(pip install -e '.[train]'; make run does) or run with --software-deployment-method conda "
+        "(envs/train.yaml)"
+    ) from None
 
-from mammoscale.train.cell import run_cell  # noqa: E402
-from mammoscale.train.job import run_job  # noqa: E402
+from mammoscale.train.cell import run_cell
+from mammoscale.train.job import run_job
 
 __all__ = ["run_cell", "run_job"]

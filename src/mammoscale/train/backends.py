@@ -51,8 +51,9 @@ class Backend:
     def wrap_model(self, model: nn.Module) -> nn.Module:
         return model.to(self.device)
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module,
-                       grad_accum: int) -> torch.optim.Optimizer:
+    def wrap_optimizer(
+        self, optimizer: torch.optim.Optimizer, model: nn.Module, grad_accum: int
+    ) -> torch.optim.Optimizer:
         return optimizer
 
     def broadcast_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
@@ -104,12 +105,13 @@ class DDP(Backend):
             elif world == 1:
                 os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(_free_port())
             else:
-                raise UserError("backend ddp with several ranks needs MASTER_ADDR/MASTER_PORT (torchrun sets them) "
-                                "or SLURM_JOB_NODELIST (srun sets it)")
+                raise UserError(
+                    "backend ddp with several ranks needs MASTER_ADDR/MASTER_PORT (torchrun sets them) "
+                    "or SLURM_JOB_NODELIST (srun sets it)"
+                )
         os.environ.setdefault("MASTER_PORT", "29500")
         device = devices.choose(device_request, local_rank)
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
-                                             world_size=world)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
         log.info("ddp: rank %d of %d (local rank %d) on %s", rank, world, local_rank, device)
         return cls(device, rank, world, local_rank)
 
@@ -157,12 +159,14 @@ class Horovod(Backend):
         _horovod().broadcast_parameters(model.state_dict(), root_rank=0)
         return model
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module,
-                       grad_accum: int) -> torch.optim.Optimizer:
+    def wrap_optimizer(
+        self, optimizer: torch.optim.Optimizer, model: nn.Module, grad_accum: int
+    ) -> torch.optim.Optimizer:
         """A new optimiser over the same parameters: a checkpoint loads into it, not into ``optimizer``."""
         hvd = _horovod()
-        return hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
-                                        backward_passes_per_step=grad_accum, op=hvd.Average)
+        return hvd.DistributedOptimizer(
+            optimizer, named_parameters=model.named_parameters(), backward_passes_per_step=grad_accum, op=hvd.Average
+        )
 
     def broadcast_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
         """After a resume only: a fresh optimiser has no state, and Horovod would create it with a
@@ -205,8 +209,9 @@ def _horovod():
     try:
         import horovod.torch as hvd
     except ImportError:
-        raise UserError("backend horovod needs Horovod built against this torch: run `make horovod` "
-                        "(docs/training.md, 'Horovod')") from None
+        raise UserError(
+            "backend horovod needs Horovod built against this torch: run `make horovod` (docs/training.md, 'Horovod')"
+        ) from None
     return hvd
 
 

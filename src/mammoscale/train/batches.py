@@ -47,14 +47,15 @@ class Split(Dataset):
         return torch.from_numpy(np.array(self.tiles[int(self.rows[i])])), int(self.labels[i])
 
     def nbytes(self) -> int:
-        return len(self) * self.tiles.image_size ** 2
+        return len(self) * self.tiles.image_size**2
 
 
 def open_split(cache_root, image_size: int, split: str, *, min_size: int = 1) -> Split:
     data = Split(open_tiles(cache_root, image_size), split)
     if len(data) < min_size:
-        raise UserError(f"the {split} split of the img{image_size} cache has {len(data)} tiles; "
-                        f"at least {min_size} are needed")
+        raise UserError(
+            f"the {split} split of the img{image_size} cache has {len(data)} tiles; at least {min_size} are needed"
+        )
     return data
 
 
@@ -71,8 +72,17 @@ def train_sampler(data: Split, *, world: int, rank: int, seed: int) -> Distribut
 class Batches:
     """Micro-batches of (uint8 tiles, labels) for one rank, epoch by epoch, from a loader or the device."""
 
-    def __init__(self, data: Split, sampler: DistributedSampler, *, micro_batch: int, device: torch.device,
-                 on_device: bool, workers: int, pin_memory: bool):
+    def __init__(
+        self,
+        data: Split,
+        sampler: DistributedSampler,
+        *,
+        micro_batch: int,
+        device: torch.device,
+        on_device: bool,
+        workers: int,
+        pin_memory: bool,
+    ):
         self.data, self.sampler, self.micro_batch = data, sampler, micro_batch
         self.on_device = on_device
         if on_device:
@@ -80,9 +90,33 @@ class Batches:
             self.tiles = torch.from_numpy(np.stack([data.tiles[int(r)] for r in data.rows])).to(device)
             self.labels = torch.from_numpy(data.labels.copy()).to(device)
         else:
-            self.loader = DataLoader(data, batch_size=micro_batch, sampler=sampler, drop_last=True,
-                                     num_workers=workers, pin_memory=pin_memory and device.type == "cuda",
-                                     persistent_workers=workers > 0)
+            self.loader = DataLoader(
+                data,
+                batch_size=micro_batch,
+                sampler=sampler,
+                drop_last=True,
+                num_workers=workers,
+                pin_memory=pin_memory and device.type == "cuda",
+                persistent_workers=workers > 0,
+            )
+
+    @classmethod
+    def for_rank(cls, data: Split, s, *, world: int, rank: int, device: torch.device) -> Batches:
+        """This rank's training micro-batches under a cell's settings ``s``; the split held on the device
+        when ``data_on_device`` says so (``auto``: when it fits, :func:`fits_on_device`)."""
+        on_device = {"yes": True, "no": False}.get(s.data_on_device)
+        if on_device is None:
+            on_device = fits_on_device(data.nbytes(), device)
+        sampler = train_sampler(data, world=world, rank=rank, seed=s.seed)
+        return cls(
+            data,
+            sampler,
+            micro_batch=s.micro_batch,
+            device=device,
+            on_device=on_device,
+            workers=s.loader_workers,
+            pin_memory=s.pin_memory,
+        )
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.sampler.set_epoch(epoch)
@@ -91,7 +125,7 @@ class Batches:
             return
         order = torch.tensor(list(iter(self.sampler)), device=self.tiles.device)
         for start in range(0, len(order) - self.micro_batch + 1, self.micro_batch):
-            chosen = order[start:start + self.micro_batch]
+            chosen = order[start : start + self.micro_batch]
             yield self.tiles[chosen], self.labels[chosen]
 
 

@@ -31,9 +31,19 @@ from mammoscale.train.optim import autocast_for, optimizer_for
 # one training step, timed
 
 
-def measure_step(attention: str, *, family: str = "xtransformers", size: str = "vit-tiny", image_size: int,
-                 patch_size: int, batch: int = 1, steps: int = 5, warmup: int = 2, precision: str = "bf16",
-                 device: str = "cpu") -> dict:
+def measure_step(
+    attention: str,
+    *,
+    family: str = "xtransformers",
+    size: str = "vit-tiny",
+    image_size: int,
+    patch_size: int,
+    batch: int = 1,
+    steps: int = 5,
+    warmup: int = 2,
+    precision: str = "bf16",
+    device: str = "cpu",
+) -> dict:
     """Median step time and the peak memory the steps add, for one model on random input."""
     dev = devices.choose(device, 0)
     torch.manual_seed(0)
@@ -58,14 +68,20 @@ def measure_step(attention: str, *, family: str = "xtransformers", size: str = "
         optimizer.step()
         optimizer.zero_grad()
         times.append(devices.now(dev) - started)
-    return {"attention": attention, "kernel": record["kernel"], "tokens": seq_len(family, image_size, patch_size),
-            "step_time_s": statistics.median(times[warmup:]), "peak_mem_bytes": peak.peak() - baseline}
+    return {
+        "attention": attention,
+        "kernel": record["kernel"],
+        "tokens": seq_len(family, image_size, patch_size),
+        "step_time_s": statistics.median(times[warmup:]),
+        "peak_mem_bytes": peak.peak() - baseline,
+    }
 
 
 def measure_in_subprocess(**kwargs) -> dict:
     """:func:`measure_step` in a fresh Python process; ``{"status": "oom"|"failed", ...}`` if it dies."""
-    proc = subprocess.run([sys.executable, "-m", "mammoscale.train.bench", "step", json.dumps(kwargs)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mammoscale.train.bench", "step", json.dumps(kwargs)], capture_output=True, text=True
+    )
     if proc.returncode == 0:
         return {"status": "ok", **json.loads(proc.stdout.strip().splitlines()[-1])}
     status = "oom" if "out of memory" in proc.stderr or "can't allocate memory" in proc.stderr else "failed"
@@ -79,8 +95,9 @@ def run_in_process(cell: dict, out_dir: Path | str) -> dict:
     """``python -m mammoscale.train`` for ``cell`` into ``out_dir``; its record, or a failed one."""
     out_dir = Path(out_dir)
     args = [f"{key}={'null' if value is None else value}" for key, value in cell.items()]
-    proc = subprocess.run([sys.executable, "-m", "mammoscale.train", "--out", str(out_dir), *args],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mammoscale.train", "--out", str(out_dir), *args], capture_output=True, text=True
+    )
     record = files.read_cell_record(out_dir)
     if record is None:
         record = {**cell, "status": "failed", "message": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
@@ -100,10 +117,24 @@ def random_cache(root: Path, image_size: int, n_tiles: int, *, seed: int = 0) ->
             tiles[i] = rng.integers(0, 256, (image_size, image_size), dtype=np.uint8)
     stored = np.load(shard, mmap_mode="r")
     digest = files.sha256_file(shard)
-    files.TILE_TABLE.write(files.TILE_TABLE.frame(
-        {"breast_id": f"{i}_L", "patient_id": i, "laterality": "L", "label": i % 2, "split": "train", "shard": 0,
-         "file": shard.name, "offset": i, "crc32": files.crc32(stored[i]), "shard_sha256": digest}
-        for i in range(n_tiles)), index)
+    files.TILE_TABLE.write(
+        files.TILE_TABLE.frame(
+            {
+                "breast_id": f"{i}_L",
+                "patient_id": i,
+                "laterality": "L",
+                "label": i % 2,
+                "split": "train",
+                "shard": 0,
+                "file": shard.name,
+                "offset": i,
+                "crc32": files.crc32(stored[i]),
+                "shard_sha256": digest,
+            }
+            for i in range(n_tiles)
+        ),
+        index,
+    )
     return Path(root)
 
 
@@ -116,6 +147,7 @@ def micro_batch_for(tokens: int, token_budget: int, largest: int) -> int:
 
 def markdown(table) -> str:
     """A pipe table (no extra dependency): numbers to 3 significant figures, missing values as '-'."""
+
     def cell(value) -> str:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return "-"

@@ -92,8 +92,9 @@ def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, pe
 
     torch.manual_seed(s.seed)
     np.random.seed(s.seed)
-    model = models.build(s.family, s.attention, s.model_size, image_size=s.image_size, patch_size=s.patch_size,
-                         channels=s.channels)
+    model = models.build(
+        s.family, s.attention, s.model_size, image_size=s.image_size, patch_size=s.patch_size, channels=s.channels
+    )
     progress.params = models.params(model)
     kernel = functools.partial(models.kernel_context, s.attention, device)
     kernel()  # refuses a kernel this machine cannot run before any work
@@ -106,19 +107,43 @@ def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, pe
         _resume(checkpoint.load(out_dir, fingerprint), model, optimizer, progress)
     backend.broadcast_optimizer_state(optimizer)
 
-    on_device = {"yes": True, "no": False}.get(s.data_on_device)
-    if on_device is None:
-        on_device = batches.fits_on_device(train_split.nbytes(), device)
-    sampler = batches.train_sampler(train_split, world=backend.world, rank=backend.rank, seed=s.seed)
-    feed = batches.Batches(train_split, sampler, micro_batch=s.micro_batch, device=device, on_device=on_device,
-                           workers=s.loader_workers, pin_memory=s.pin_memory)
-    log.info("cell %s/%s img%d p%d: %s %s, %d tokens, %.1fM parameters; global batch %d = %d micro x %d "
-             "rank(s) x %d accumulation; %d steps (%d per epoch)", s.hardware, s.variant, s.image_size, s.patch_size,
-             s.family, s.attention, seq_len(s.family, s.image_size, s.patch_size), progress.params / 1e6,
-             s.global_batch, s.micro_batch, backend.world, grad_accum, schedule.total_steps, schedule.steps_per_epoch)
-    return Run(settings=s, backend=backend, out_dir=out_dir, fingerprint=fingerprint, val=val, schedule=schedule,
-               grad_accum=grad_accum, model=model, optimizer=optimizer, batches=feed,
-               autocast=autocast_for(s.precision, device), kernel=kernel)
+    feed = batches.Batches.for_rank(train_split, s, world=backend.world, rank=backend.rank, device=device)
+    _describe(s, backend, progress, grad_accum, schedule)
+    return Run(
+        settings=s,
+        backend=backend,
+        out_dir=out_dir,
+        fingerprint=fingerprint,
+        val=val,
+        schedule=schedule,
+        grad_accum=grad_accum,
+        model=model,
+        optimizer=optimizer,
+        batches=feed,
+        autocast=autocast_for(s.precision, device),
+        kernel=kernel,
+    )
+
+
+def _describe(s: Settings, backend: Backend, progress: Progress, grad_accum: int, schedule: Schedule) -> None:
+    log.info(
+        "cell %s/%s img%d p%d: %s %s, %d tokens, %.1fM parameters; global batch %d = %d micro x %d rank(s) x %d "
+        "accumulation; %d steps (%d per epoch)",
+        s.hardware,
+        s.variant,
+        s.image_size,
+        s.patch_size,
+        s.family,
+        s.attention,
+        seq_len(s.family, s.image_size, s.patch_size),
+        progress.params / 1e6,
+        s.global_batch,
+        s.micro_batch,
+        backend.world,
+        grad_accum,
+        schedule.total_steps,
+        schedule.steps_per_epoch,
+    )
 
 
 def _resume(state: dict | None, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
@@ -146,8 +171,12 @@ def run_cell(cell: dict, out_dir: Path | str) -> dict:
             result = _outcome(settings, backend, out_dir)
             if backend.primary:
                 files.write_metrics(result, out_dir / files.METRICS)
-                log.info("%s: status %s%s", out_dir / files.METRICS, result["status"],
-                         f" ({result['message']})" if result["message"] else "")
+                log.info(
+                    "%s: status %s%s",
+                    out_dir / files.METRICS,
+                    result["status"],
+                    f" ({result['message']})" if result["message"] else "",
+                )
         return result
     finally:
         # after an OOM, other ranks may be gone: do not wait for them in a collective shutdown
@@ -162,8 +191,16 @@ def _outcome(settings: Settings, backend: Backend, out_dir: Path) -> dict:
     grad_accum = settings.grad_accum(backend.world)
 
     def result(status: str, message: str | None = None, quality: dict | None = None) -> dict:
-        return record.metrics(settings, backend, progress, status=status, message=message, peak=peak,
-                              grad_accum=grad_accum, quality=quality)
+        return record.metrics(
+            settings,
+            backend,
+            progress,
+            status=status,
+            message=message,
+            peak=peak,
+            grad_accum=grad_accum,
+            quality=quality,
+        )
 
     try:
         run = prepare(settings, backend, out_dir, progress, peak)

@@ -46,9 +46,12 @@ def load(out_dir: Path, expected_fingerprint: str) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"{path} cannot be read ({str(exc).splitlines()[0]}); delete it to start the "
-                              "cell afresh") from None
+        raise CheckpointError(
+            f"{path} cannot be read ({str(exc).splitlines()[0]}); delete it to start the cell afresh"
+        ) from None
     if state.get("fingerprint") != expected_fingerprint:
-        raise CheckpointError(f"{path} was written for other settings (fingerprint {state.get('fingerprint')}, "
-                              f"this cell {expected_fingerprint}); delete it or use another output directory")
+        raise CheckpointError(
+            f"{path} was written for other settings (fingerprint {state.get('fingerprint')}, "
+            f"this cell {expected_fingerprint}); delete it or use another output directory"
+        )
     return state

@@ -32,8 +32,9 @@ def parse_cell(cell_file: str | None, assignments: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mammoscale.train",
-                                     description="Train one grid cell and write its metrics.json.")
+    parser = argparse.ArgumentParser(
+        prog="python -m mammoscale.train", description="Train one grid cell and write its metrics.json."
+    )
     parser.add_argument("--cell", help="YAML or JSON file of cell settings")
     parser.add_argument("--out", required=True, help="output directory (metrics.json, train.log, checkpoint.pt)")
     parser.add_argument("settings", nargs="*", metavar="key=value", help="settings (override --cell)")

@@ -8,6 +8,7 @@ training's, not the import's.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import resource
 import time
@@ -28,8 +29,10 @@ def choose(requested: str, local_rank: int) -> torch.device:
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise UserError("device cuda was requested but torch sees no GPU (no GPU allocated to the job, "
-                        "CUDA_VISIBLE_DEVICES empty, or a CPU build of torch)")
+        raise UserError(
+            "device cuda was requested but torch sees no GPU (no GPU allocated to the job, "
+            "CUDA_VISIBLE_DEVICES empty, or a CPU build of torch)"
+        )
     index = local_rank % torch.cuda.device_count()
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
@@ -73,10 +76,8 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            try:
+            with contextlib.suppress(OSError):
                 _CLEAR_REFS.write_text("5")
-            except OSError:
-                pass
 
     def peak(self) -> int:
         if self.device.type == "cuda":

@@ -47,14 +47,14 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
         code = subprocess.run(command).returncode
         metrics_file = out_dir / files.METRICS
         if not metrics_file.is_file():
-            raise UserError(f"the cell's launcher exited {code} without writing {metrics_file}; "
-                            f"see {out_dir / files.TRAIN_LOG}")
+            raise UserError(
+                f"the cell's launcher exited {code} without writing {metrics_file}; see {out_dir / files.TRAIN_LOG}"
+            )
         result = json.loads(metrics_file.read_text())
     if result["status"] == "failed":
         # Snakemake deletes a failed job's outputs: keep the record where the tables can find it
         os.replace(out_dir / files.METRICS, out_dir / files.FAILED_METRICS)
-        raise UserError(f"cell {out_dir} failed: {result['message']} (record kept in "
-                        f"{out_dir / files.FAILED_METRICS})")
+        raise UserError(f"cell {out_dir} failed: {result['message']} (record kept in {out_dir / files.FAILED_METRICS})")
     return result
 
 

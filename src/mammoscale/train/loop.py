@@ -49,8 +49,12 @@ class Progress:
     last_report: float = field(default_factory=time.monotonic)
 
     def state(self) -> dict:
-        return {"epoch": self.epochs_done, "step": self.steps_done, "loss_curve": self.loss_curve,
-                "epoch_times": self.epoch_times}
+        return {
+            "epoch": self.epochs_done,
+            "step": self.steps_done,
+            "loss_curve": self.loss_curve,
+            "epoch_times": self.epoch_times,
+        }
 
     def resume(self, state: dict) -> None:
         self.epochs_done = self.resumed_from = int(state["epoch"])
@@ -70,12 +74,23 @@ def train(run, progress: Progress) -> None:
         _steps(run, progress, iter(run.batches.epoch(epoch)), run.schedule.steps_per_epoch)
         progress.epoch_times.append(devices.now(run.device) - started)
         progress.epochs_done = epoch + 1
-        log.info("epoch %d/%d: %.1f s, last loss %.4f", epoch + 1, s.epochs, progress.epoch_times[-1],
-                 progress.loss_curve[-1])
+        log.info(
+            "epoch %d/%d: %.1f s, last loss %.4f",
+            epoch + 1,
+            s.epochs,
+            progress.epoch_times[-1],
+            progress.loss_curve[-1],
+        )
         if s.checkpoint and run.backend.primary:
-            checkpoint.save(run.out_dir, {"fingerprint": run.fingerprint, **progress.state(),
-                                          "model": unwrap(run.model).state_dict(),
-                                          "optimizer": run.optimizer.state_dict()})
+            checkpoint.save(
+                run.out_dir,
+                {
+                    "fingerprint": run.fingerprint,
+                    **progress.state(),
+                    "model": unwrap(run.model).state_dict(),
+                    "optimizer": run.optimizer.state_dict(),
+                },
+            )
         run.backend.barrier()
 
 
@@ -91,8 +106,14 @@ def _steps(run, progress: Progress, stream, steps: int) -> None:
     criterion = nn.CrossEntropyLoss()
     run.model.train()
     for _ in range(steps):
-        lr = learning_rate(progress.steps_done, total=schedule.total_steps, warmup=schedule.warmup_steps, base=s.lr,
-                           min_fraction=s.min_lr_fraction, scale=backend.world if s.lr_scale_with_world_size else 1)
+        lr = learning_rate(
+            progress.steps_done,
+            total=schedule.total_steps,
+            warmup=schedule.warmup_steps,
+            base=s.lr,
+            min_fraction=s.min_lr_fraction,
+            scale=backend.world if s.lr_scale_with_world_size else 1,
+        )
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         started = devices.now(run.device)
@@ -116,8 +137,10 @@ def _steps(run, progress: Progress, stream, steps: int) -> None:
         progress.wait_times.append(waited)
         progress.steps_done += 1
         if not math.isfinite(value):
-            raise NonFiniteLoss(f"the training loss became {value} at step {progress.steps_done} (lr {lr:.3g}); "
-                                "lower lr or use fp32 to find the cause")
+            raise NonFiniteLoss(
+                f"the training loss became {value} at step {progress.steps_done} (lr {lr:.3g}); "
+                "lower lr or use fp32 to find the cause"
+            )
         progress.loss_curve.append(value)
         _report(run, progress)
 
@@ -135,9 +158,14 @@ def _report(run, progress: Progress) -> None:
         return
     progress.last_report = time.monotonic()
     recent = progress.step_times[-20:]
-    log.info("step %d/%d: loss %.4f, %.2f img/s over the last %d step(s)", progress.steps_done,
-             run.schedule.total_steps, progress.loss_curve[-1], run.settings.global_batch * len(recent) / sum(recent),
-             len(recent))
+    log.info(
+        "step %d/%d: loss %.4f, %.2f img/s over the last %d step(s)",
+        progress.steps_done,
+        run.schedule.total_steps,
+        progress.loss_curve[-1],
+        run.settings.global_batch * len(recent) / sum(recent),
+        len(recent),
+    )
 
 
 def evaluate(run) -> dict:
@@ -150,7 +178,7 @@ def evaluate(run) -> dict:
     probabilities: list[float] = []
     with torch.no_grad(), run.kernel():
         for start in range(0, len(rows), micro):
-            tiles = torch.stack([run.val[i][0] for i in rows[start:start + micro]])
+            tiles = torch.stack([run.val[i][0] for i in rows[start : start + micro]])
             with run.autocast():
                 logits = model(batches.to_model_input(tiles, run.settings.channels, run.device))
             probabilities += torch.softmax(logits.float(), dim=1)[:, 1].cpu().tolist()
@@ -158,8 +186,9 @@ def evaluate(run) -> dict:
     order = [i for part, _ in gathered for i in part]
     probs = [p for _, part in gathered for p in part]
     index = run.val.index.iloc[order]
-    breasts = scores.per_breast(index["patient_id"].to_numpy(), index["laterality"].to_numpy(),
-                                index["label"].to_numpy(), np.asarray(probs))
+    breasts = scores.per_breast(
+        index["patient_id"].to_numpy(), index["laterality"].to_numpy(), index["label"].to_numpy(), np.asarray(probs)
+    )
     result = scores.evaluate(breasts)
     log.info("validation: %d breasts, AUC %s, pF1 %s", len(breasts), result["val_auc"], result["val_pf1"])
     return result

@@ -30,7 +30,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from mammoscale.errors import UserError
 from mammoscale.plan.vit import NUM_CLASSES, SIZES, Size, check
 
-
 # profiler operator name -> the kernel it stands for
 KERNEL_OPS = {
     "aten::_scaled_dot_product_flash_attention_for_cpu": "sdpa-flash-cpu",
@@ -56,8 +55,13 @@ def build(family: str, attention: str, size: str, *, image_size: int, patch_size
         from x_transformers import Encoder, ViTransformerWrapper
 
         encoder = Encoder(dim=shape.dim, depth=shape.depth, heads=shape.heads, attn_flash=attention == "flash")
-        return ViTransformerWrapper(image_size=image_size, patch_size=patch_size, channels=channels,
-                                    num_classes=NUM_CLASSES, attn_layers=encoder)
+        return ViTransformerWrapper(
+            image_size=image_size,
+            patch_size=patch_size,
+            channels=channels,
+            num_classes=NUM_CLASSES,
+            attn_layers=encoder,
+        )
     return _HuggingFaceViT(attention, shape, image_size=image_size, patch_size=patch_size, channels=channels)
 
 
@@ -67,15 +71,24 @@ class _HuggingFaceViT(nn.Module):
     def __init__(self, attention: str, shape: Size, *, image_size: int, patch_size: int, channels: int):
         super().__init__()
         if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-            raise KernelUnavailable("attention flash_attention_2 needs the flash-attn package (pip install "
-                                    "'mammoscale[flash-attn]' on a CUDA machine)")
+            raise KernelUnavailable(
+                "attention flash_attention_2 needs the flash-attn package (pip install "
+                "'mammoscale[flash-attn]' on a CUDA machine)"
+            )
         from transformers import ViTConfig, ViTForImageClassification
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        config = ViTConfig(hidden_size=shape.dim, num_hidden_layers=shape.depth, num_attention_heads=shape.heads,
-                           intermediate_size=shape.mlp_dim, image_size=image_size, patch_size=patch_size,
-                           num_channels=channels, num_labels=NUM_CLASSES)
+        config = ViTConfig(
+            hidden_size=shape.dim,
+            num_hidden_layers=shape.depth,
+            num_attention_heads=shape.heads,
+            intermediate_size=shape.mlp_dim,
+            image_size=image_size,
+            patch_size=patch_size,
+            num_channels=channels,
+            num_labels=NUM_CLASSES,
+        )
         self.vit = ViTForImageClassification._from_config(config, attn_implementation=attention)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

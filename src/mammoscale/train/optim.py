@@ -31,8 +31,11 @@ def optimizer_for(model: nn.Module, lr: float, weight_decay: float) -> torch.opt
     """AdamW with weight decay on matrices only (not on norms, biases or embeddings' 1-D vectors)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999))
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.999),
+    )
 
 
 def autocast_for(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:

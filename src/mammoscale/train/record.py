@@ -48,19 +48,30 @@ def environment(device: torch.device, backend: str) -> dict:
     }
 
 
-def metrics(s: Settings, backend: Backend, progress, *, status: str, message: str | None, peak: devices.PeakMemory,
-            grad_accum: int, quality: dict | None = None) -> dict:
+def metrics(
+    s: Settings,
+    backend: Backend,
+    progress,
+    *,
+    status: str,
+    message: str | None,
+    peak: devices.PeakMemory,
+    grad_accum: int,
+    quality: dict | None = None,
+) -> dict:
     """The record of a run that ended with ``status``, from what it did (``progress``)."""
     tokens = seq_len(s.family, s.image_size, s.patch_size)
-    per_image = flops.train_flops_per_image(s.model_size, seq_len=tokens, patch_size=s.patch_size,
-                                            channels=s.channels)
+    per_image = flops.train_flops_per_image(s.model_size, seq_len=tokens, patch_size=s.patch_size, channels=s.channels)
     first = max(1, s.timing_warmup_steps)
     timed = progress.step_times[first:] if status == "ok" else []
     waits = progress.wait_times[first:] if status == "ok" else []
     throughput = s.global_batch * len(timed) / sum(timed) if timed and sum(timed) > 0 else None
     if status == "ok" and throughput is None:
-        log.warning("no throughput: %d step(s) ran and the first %d are warm-up (timing_warmup_steps, at "
-                    "least 1)", len(progress.step_times), first)
+        log.warning(
+            "no throughput: %d step(s) ran and the first %d are warm-up (timing_warmup_steps, at least 1)",
+            len(progress.step_times),
+            first,
+        )
     achieved = flops.achieved_tflops(per_image, throughput) if throughput else None
     quality = quality or {"val_auc": None, "val_pf1": None}
     return {

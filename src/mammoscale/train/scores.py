@@ -16,10 +16,12 @@ from scipy.stats import rankdata
 
 def per_breast(patient_id, laterality, label, probability) -> pd.DataFrame:
     """One row per (patient_id, laterality): the mean probability and the breast's label."""
-    frame = pd.DataFrame({"patient_id": patient_id, "laterality": laterality, "label": label,
-                          "probability": probability})
+    frame = pd.DataFrame(
+        {"patient_id": patient_id, "laterality": laterality, "label": label, "probability": probability}
+    )
     return frame.groupby(["patient_id", "laterality"], as_index=False).agg(
-        label=("label", "max"), probability=("probability", "mean"))
+        label=("label", "max"), probability=("probability", "mean")
+    )
 
 
 def roc_auc(label, score) -> float | None:

@@ -1,0 +1,269 @@
+"""The report's sections: what was run, the headline, every cell, data QC and provenance.
+
+Each returns HTML (or sentences) computed from the tables and QC files; none types in a number.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mammoscale import files
+from mammoscale.report import claims
+from mammoscale.report.html import esc, image, items, table
+from mammoscale.report.tables import STATUS_LABEL, STATUSES
+
+CELL_COLUMNS = {
+    "hardware": "hardware",
+    "variant": "variant",
+    "image_size": "image",
+    "patch_size": "patch",
+    "seq_len": "tokens",
+    "status": "status",
+    "attention_backend": "kernel",
+    "throughput_img_s": "images/s",
+    "step_time_s": "step (s)",
+    "peak_mem_gb": "peak mem (GB)",
+    "achieved_tflops": "TFLOP/s",
+    "mfu_pct": "MFU (%)",
+    "input_wait_pct": "input wait (%)",
+    "val_auc": "val AUC",
+    "val_pf1": "val pF1",
+    "message": "message",
+}
+
+
+def section_run(run_config: dict, runs: pd.DataFrame) -> str:
+    data, grid, train = run_config["data"], run_config["grid"], run_config["train"]
+    variants = pd.DataFrame([{"variant": name, **spec} for name, spec in grid["variants"].items()])
+    profiles = pd.DataFrame(
+        [
+            {
+                "profile": name,
+                **{
+                    k: profile.get(k)
+                    for k in (
+                        "description",
+                        "launcher",
+                        "nodes",
+                        "gpus_per_node",
+                        "gpu_model",
+                        "micro_batch",
+                        "precision",
+                        "device_memory_gb",
+                        "peak_tflops",
+                    )
+                },
+            }
+            for name, profile in run_config["hardware"].items()
+        ]
+    )
+    return (
+        f"<p>Data: <b>{esc(data['source'])}</b> at <code>{esc(data['root'])}</code>. "
+        f"Config files: {esc(', '.join(run_config.get('configfiles') or ['config/config.yaml']))}.</p>"
+        f"<p>Grid: image sizes {esc(', '.join(map(str, grid['image_sizes'])))}; patch sizes "
+        f"{esc(', '.join(map(str, grid['patch_sizes'])))}; {len(runs)} cells "
+        f"(hardware x variant x image x patch where the patch divides the image).</p>"
+        f"<h3>Variants</h3>{table(variants, {'variant': 'variant', 'model': 'model family', 'attention': 'attention'})}"
+        f"<h3>Hardware profiles</h3>"
+        + table(
+            profiles,
+            {
+                "profile": "profile",
+                "description": "description",
+                "launcher": "launcher",
+                "nodes": "nodes",
+                "gpus_per_node": "GPUs/node",
+                "gpu_model": "GPU model",
+                "micro_batch": "micro-batch",
+                "precision": "precision",
+                "device_memory_gb": "device memory (GB)",
+                "peak_tflops": "peak TFLOP/s",
+            },
+        )
+        + "<h3>Training (every cell; a profile's precision overrides train.precision)</h3>"
+        + items(train, numbers=False)
+    )
+
+
+def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame) -> list[str]:
+    """The results in sentences, each computed from the tables."""
+    counts = runs["status"].value_counts()
+    lines = [
+        f"{len(runs)} cells configured: "
+        + ", ".join(f"{counts[s]} {STATUS_LABEL.get(s, s)}" for s in STATUSES if s in counts)
+        + "."
+    ]
+    ratios = pairs.dropna(subset=["throughput_ratio"])
+    if not ratios.empty:
+        best = ratios.loc[ratios["throughput_ratio"].idxmax()]
+        worst = ratios.loc[ratios["throughput_ratio"].idxmin()]
+        lines.append(
+            f"Flash speed-up over the baselines: {worst['throughput_ratio']:.2f}x "
+            f"(img{worst['image_size']}_p{worst['patch_size']} vs {worst['baseline_variant']}, "
+            f"{worst['hardware']}) to {best['throughput_ratio']:.2f}x (img{best['image_size']}_p"
+            f"{best['patch_size']} vs {best['baseline_variant']}, {best['hardware']}), over {len(ratios)} "
+            "pairs that both ran."
+        )
+        memory = ratios.dropna(subset=["memory_ratio"])
+        if not memory.empty:
+            top = memory.loc[memory["memory_ratio"].idxmax()]
+            lines.append(
+                f"Largest memory saving: the baseline {top['baseline_variant']} used "
+                f"{top['memory_ratio']:.2f}x the peak memory of flash at img{top['image_size']}_p"
+                f"{top['patch_size']} ({int(top['seq_len']):,} tokens)."
+            )
+    for variant, group in runs.groupby("variant", sort=False):
+        fitted = group[group["status"] == "ok"]
+        oom = group[group["status"] == "oom"]
+        if not fitted.empty:
+            lines.append(
+                f"{variant}: longest sequence that ran {int(fitted['seq_len'].max()):,} tokens"
+                + (f"; out of memory from {int(oom['seq_len'].min()):,} tokens" if not oom.empty else "")
+                + "."
+            )
+    scored = runs.dropna(subset=["val_auc"]) if "val_auc" in runs else runs.iloc[0:0]
+    if not scored.empty:
+        top = scored.loc[scored["val_auc"].astype(float).idxmax()]
+        lines.append(
+            f"Best validation AUC {float(top['val_auc']):.3f} ({top['hardware']}/{top['variant']}, "
+            f"img{top['image_size']}_p{top['patch_size']})."
+        )
+    tally = verdicts["verdict"].value_counts()
+    lines.append(
+        "Published claims: "
+        + ", ".join(f"{tally.get(v, 0)} {v}" for v in (claims.REPRODUCED, claims.NOT_REPRODUCED, claims.NOT_RUN))
+        + "."
+    )
+    return lines
+
+
+def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    rows = runs.copy()
+    rows["peak_mem_gb"] = rows["peak_mem_bytes"].astype(float) / 1e9
+    rows["mfu_pct"] = rows["mfu"].astype(float) * 100
+    rows["input_wait_pct"] = rows["input_wait_fraction"].astype(float) * 100
+    rows["status"] = rows["status"].map(lambda s: STATUS_LABEL.get(s, s))
+    return rows
+
+
+def section_data_qc(counts: dict, preprocess: dict, contact_sheets: dict) -> str:
+    excluded = counts.get("excluded_by_reason", {})
+    errors = preprocess.get("errors_by_kind", {})
+    unused = counts.get("other_views_not_used", {})
+    summary = {
+        "images listed": counts.get("rows"),
+        "patients": counts.get("patients"),
+        "breasts (CC + MLO pairs)": counts.get("breasts"),
+        "positive breasts": counts.get("positive_breasts"),
+        "breasts cached": preprocess.get("breasts_cached"),
+        "breasts lost to a decode error": preprocess.get("breasts_excluded_decode_error"),
+        "images decoded": preprocess.get("decoded"),
+        "images failed": preprocess.get("failed_images"),
+        "flip disagreements (CSV laterality vs tissue side)": preprocess.get("flip_disagreements"),
+        "ROI fallbacks (full frame kept)": preprocess.get("roi_fallbacks"),
+        "images with clipped pixels": preprocess.get("clipped_images"),
+        "constant images": preprocess.get("constant_images"),
+    }
+    sheets = "".join(
+        '<figure class="sheet">'
+        + image(path, f"contact sheet, image size {size}")
+        + f"<figcaption>Contact sheet, img{size}: random tiles with their labels, CC left, MLO right."
+        "</figcaption></figure>"
+        for size, path in sorted(contact_sheets.items())
+    )
+    splits = counts.get("breasts_by_split", {})
+    return (
+        items(summary)
+        + "<h3>Breasts by split</h3>"
+        + items({k: f"{v} ({counts.get('positive_by_split', {}).get(k, 0)} positive)" for k, v in splits.items()})
+        + "<h3>Exclusions by reason</h3>"
+        + (items(excluded) if excluded else "<p>None.</p>")
+        + "<h3>Decode errors by kind</h3>"
+        + (items(errors) if errors else "<p>None.</p>")
+        + "<h3>Views not used</h3>"
+        + (items(unused) if unused else "<p>None.</p>")
+        + sheets
+    )
+
+
+def rerun_commands(row: pd.Series, invocation: str) -> str:
+    target = f"{row['run_dir']}/{files.METRICS}"
+    profile = "--profile slurm" if pd.notna(row.get("env.slurm_job_id")) else "--cores all"
+    return (
+        f"<code>{esc(invocation.format(profile=profile))} --force {esc(target)}</code><br />"
+        f"<code>python -m mammoscale.train --cell {esc(row['run_dir'])}/{files.CELL_SETTINGS} "
+        f"--out {esc(row['run_dir'])}</code>"
+    )
+
+
+def _gpus(row: pd.Series) -> str:
+    slurm, cuda = esc(row.get("env.slurm_job_gpus")), esc(row.get("env.cuda_visible_devices"))
+    return f"{slurm or '-'} / {cuda or '-'}" if slurm or cuda else ""
+
+
+def _short(commit) -> str | None:
+    """A commit as 12 hex digits (and ``+dirty``); the full one stays in the cell's title."""
+    if not isinstance(commit, str):
+        return None
+    head, plus, rest = commit.partition("+")
+    return head[:12] + plus + rest
+
+
+def preprocessing_versions(preprocess: dict) -> dict:
+    """What the preprocessing ran with: its packages, and each decoder with the images it decoded."""
+    versions = preprocess.get("versions", {})
+    shown = {f"{name}": value for name, value in versions.items() if name not in ("platform", "slurm_job_id")}
+    decoders = preprocess.get("decoders", {})
+    if decoders:
+        shown["decoders"] = ", ".join(f"{name} ({count:,} images)" for name, count in sorted(decoders.items()))
+    return shown
+
+
+def section_provenance(runs: pd.DataFrame, invocation: str, preprocess: dict) -> str:
+    ran = runs[runs["status"] != "missing"]
+    versions = {}
+    for column, title in (
+        ("env.python", "Python"),
+        ("env.torch", "torch"),
+        ("env.cuda", "CUDA"),
+        ("env.cudnn", "cuDNN"),
+        ("env.x_transformers", "x-transformers"),
+        ("env.transformers", "transformers"),
+        ("env.flash_attn", "flash-attn"),
+        ("env.horovod", "Horovod"),
+        ("env.mammoscale", "mammoscale"),
+        ("env.git_commit", "git commit"),
+        ("env.devices", "devices"),
+        ("env.host", "hosts"),
+    ):
+        if column in ran:
+            values = sorted({str(v) for v in ran[column].dropna()})
+            versions[title] = ", ".join(values) if values else "-"
+    rows = runs.copy()
+    rows["rerun"] = [rerun_commands(row, invocation) for _, row in rows.iterrows()]
+    head = "".join(
+        f"<th>{t}</th>"
+        for t in ("cell", "status", "SLURM job", "GPUs (SLURM / CUDA)", "host", "commit", "rerun this cell")
+    )
+    body = "".join(
+        f"<tr><td>{esc(r['hardware'])}/{esc(r['variant'])}/img{r['image_size']}_p{r['patch_size']}</td>"
+        f"<td>{esc(r['status'])}</td><td>{esc(r.get('env.slurm_job_id'))}</td>"
+        f"<td>{_gpus(r)}</td><td>{esc(r.get('env.host'))}</td>"
+        f'<td title="{esc(r.get("env.git_commit"))}">{esc(_short(r.get("env.git_commit")))}</td>'
+        f"<td>{r['rerun']}</td></tr>"
+        for _, r in rows.iterrows()
+    )
+    pre = preprocessing_versions(preprocess)
+    return (
+        (
+            ("<p>Versions and devices of the cells that ran:</p>" + items(versions))
+            if versions
+            else "<p>No cell has run yet.</p>"
+        )
+        + (
+            ("<p>Versions the preprocessing (stage 1 and 2) ran with:</p>" + items(pre, numbers=False))
+            if pre
+            else "<p>No preprocessing summary yet.</p>"
+        )
+        + f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    )
