@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: run test setup setup-test horovod lint format clean
+.PHONY: run test setup setup-test horovod lint format docs clean
 
 run: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) all
@@ -23,6 +23,10 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
+
+# docs/configuration.md from the configuration schema (a test keeps them equal).
+docs: $(VENV)/.installed
+	$(BIN)/python tools/config-docs
 
 # Apply the formatters.
 format: $(VENV)/.installed-test

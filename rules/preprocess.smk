@@ -17,7 +17,7 @@ rule cache_views:
         "../envs/mammoscale.yaml"
     threads: 4
     resources:
-        mem_mb=grow_with_attempt(1500),
+        mem_mb=grow_with_attempt(2000),
     params:
         canonical_size=STUDY.canonical_size,
         preprocess=config["preprocess"],

@@ -2,7 +2,9 @@
 
 import pytest
 
-from mammoscale.config import ConfigError, coerce_scalars, defaults, load, schema, with_defaults
+from mammoscale.config import ConfigError, coerce_scalars, defaults, load, reference, schema, with_defaults
+
+from conftest import REPO
 
 
 def test_numbers_booleans_and_null_get_their_types_back():
@@ -70,3 +72,10 @@ def test_a_bad_config_is_one_line_naming_the_key():
         load({**good, "cache": {"shards": "0"}})  # typed back from --config's string first
     with pytest.raises(ConfigError, match="'hardware' is a required property"):
         load({"grid": {"hardware": ["a"]}})
+
+
+def test_the_configuration_reference_is_generated_from_the_schema():
+    """docs/configuration.md is tools/config-docs' output: regenerate it after changing the schema."""
+    assert (REPO / "docs" / "configuration.md").read_text() == reference()
+    assert "| `train.full_mode_at` | `[{image_size: 384, patch_size: 32}]` |" in reference()
+    assert "| `hardware.<name>.micro_batch` | required |" in reference()

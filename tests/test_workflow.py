@@ -351,3 +351,31 @@ def test_lint_is_clean(tmp_path):
     lint = snakemake(workdir, "--lint", check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Congratulations" in lint.stdout + lint.stderr
+
+
+def planned_mem_mb(result: subprocess.CompletedProcess) -> dict[str, set[int]]:
+    """rule -> the mem_mb values of its planned jobs, from a dry run's job listing."""
+    found: dict[str, set[int]] = {}
+    rule = None
+    for line in result.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("resources:") and rule and "mem_mb=" in line:
+            found.setdefault(rule, set()).add(int(line.split("mem_mb=")[1].split(",")[0]))
+    return found
+
+
+def test_memory_requests_of_the_heavy_rules_double_on_the_retry(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    first, retry = (
+        planned_mem_mb(
+            snakemake(
+                workdir, "-n", "-c2", "all", "decode_audit", "--configfile", "config/test.yaml", "--attempt", attempt
+            )
+        )
+        for attempt in ("1", "2")
+    )
+    for rule in ("cache_views", "cache_tiles", "decode_audit", "train_cell"):
+        assert first[rule] and {2 * mem for mem in first[rule]} == retry[rule], rule
+    assert first["train_cell"] == {8000, 4000}  # local-cpu: 8000 (config.yaml); local-cpu-b: the default
+    assert first["cache_views"] == {4000}  # 2 threads x 2000

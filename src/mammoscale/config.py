@@ -106,3 +106,43 @@ def load(config: dict) -> dict:
     complete = with_defaults(coerce_scalars(config))
     validate(complete)
     return complete
+
+
+def reference() -> str:
+    """The configuration reference as Markdown: every key, its default and its meaning (docs/configuration.md)."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated from src/mammoscale/schemas/config.schema.yaml by tools/config-docs; do not edit. -->",
+        "",
+        " ".join(schema()["description"].split()),
+        "",
+        "Set a key in `config/config.yaml`, in a file of your own (`--configfile`), or on the command line",
+        '(`--config grid="{image_sizes: [256, 384]}"`; nested values are typed back before validation).',
+    ]
+    for section, node in schema()["properties"].items():
+        lines += ["", f"## `{section}`", "", _sentence(node.get("description", "")), ""]
+        lines += ["| key | default | meaning |", "|---|---|---|"]
+        lines += [f"| `{key}` | {default} | {meaning} |" for key, default, meaning in _rows(node, section)]
+    return "\n".join(lines) + "\n"
+
+
+def _rows(node: dict, prefix: str):
+    if "properties" not in node and isinstance(node.get("additionalProperties"), dict):
+        node, prefix = node["additionalProperties"], f"{prefix}.<name>"
+    for key, child in node.get("properties", {}).items():
+        name = f"{prefix}.{key}"
+        if "properties" in child and "default" not in child:
+            yield from _rows(child, name)
+            continue
+        if "default" in child:
+            default = f"`{yaml.safe_dump(child['default'], default_flow_style=True, width=1000).strip()}`"
+            default = default.replace("\n...", "")
+        else:
+            default = "required" if key in node.get("required", ()) else "unset"
+        yield name, default, _sentence(child.get("description", "")).replace("|", "\\|")
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text[:1].upper() + text[1:] if text else ""
