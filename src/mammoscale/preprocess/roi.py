@@ -132,7 +132,7 @@ def locate(
     """:func:`orient` and :func:`find_roi` in one, without flipping ``image`` itself.
 
     Both run on one reduced copy; the full-resolution view is flipped only after it has been
-    cropped and resized (see :func:`mammoscale.tiling.canonical_view`).
+    cropped and resized (see :func:`mammoscale.preprocess.tiling.canonical_view`).
     """
     small, factor = reduce(image, settings.work_size)
     flip, disagrees = _flip_decision(_left_heavier(small, settings.border), laterality, trust_pixels)

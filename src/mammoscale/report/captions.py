@@ -1,6 +1,6 @@
 """The figures by name: what each shows, in one sentence, and where it sits in Snakemake's report.
 
-Kept apart from :mod:`mammoscale.figures` so that the Snakefile, which every SLURM job parses,
+Kept apart from :mod:`mammoscale.report.figures` so that the Snakefile, which every SLURM job parses,
 can list the figures without importing matplotlib.
 """
 
