@@ -128,8 +128,15 @@ def get_invocation():
     return "snakemake {profile}" + "".join(f" --configfile {path}" for path in workflow.config_settings.configfiles)
 
 
-def get_run_config():
-    return STUDY.run_config(workflow.config_settings.configfiles)
+def get_report_context(wildcards):
+    """What the report says of the study beyond its tables (mammoscale.report.page.Context)."""
+    return {
+        "run_config": STUDY.run_config(workflow.config_settings.configfiles),
+        "reference": STUDY.reference,
+        "baseline": STUDY.baseline,
+        "tolerance": config["figures"]["tolerance"],
+        "invocation": get_invocation(),
+    }
 
 
 def get_pipeline_jobs():

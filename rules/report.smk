@@ -92,11 +92,7 @@ rule study_report:
         code=REPORT_CODE,
         figures=FIGURES,
         contact_sheets=get_contact_sheets(),
-        run_config=get_run_config(),
-        reference=STUDY.reference,
-        baseline=STUDY.baseline,
-        tolerance=config["figures"]["tolerance"],
-        invocation=lambda wildcards: get_invocation(),
+        context=get_report_context,
     script:
         "../workflow/scripts/study_report.py"
 
@@ -118,11 +114,7 @@ rule snapshot:
         contact_sheets=get_contact_sheets(),
         counts=files.MANIFEST_COUNTS,
         preprocess=files.PREPROCESS_SUMMARY,
-        run_config=get_run_config(),
-        reference=STUDY.reference,
-        baseline=STUDY.baseline,
-        tolerance=config["figures"]["tolerance"],
-        invocation=lambda wildcards: get_invocation(),
+        context=get_report_context,
         dpi=config["figures"]["dpi"],
         vector_format=FIGURE_FORMAT,
     script:

@@ -11,6 +11,7 @@ from mammoscale import files
 from mammoscale.plan import grid
 from mammoscale.report import captions, claims, sections, tables
 from mammoscale.report import page as report
+from mammoscale.report.page import Context
 from mammoscale.report.snapshot import snapshot
 
 from records import VARIANTS, record, write
@@ -139,11 +140,7 @@ def build(tmp_path, pngs, records, failed=()):
         contact_sheets=pngs[1],
         manifest_counts=tmp_path / "counts.json",
         preprocess_summary=tmp_path / "preprocess.json",
-        run_config=RUN_CONFIG,
-        reference=REFERENCE,
-        baseline="hf-eager",
-        tolerance=0.15,
-        invocation="snakemake {profile} --configfile config/paper.yaml",
+        context=Context(RUN_CONFIG, REFERENCE, "hf-eager", 0.15, "snakemake {profile} --configfile config/paper.yaml"),
     )
     return (tmp_path / "report.html").read_text(), verdicts
 
@@ -207,6 +204,7 @@ def test_data_qc_and_provenance(tmp_path, pngs):
     assert f"snakemake --cores all --configfile config/paper.yaml --force {local}/metrics.json" in provenance
     run = page[page.index('id="run"') : page.index('id="headline"')]
     assert "seed: 2023" in run and "config/paper.yaml" in run and "8x A100" in run
+    assert "<td>hf-eager</td><td>hf</td><td>eager</td>" in run  # each variant's family and attention
 
 
 def test_text_from_records_is_escaped(tmp_path, pngs):
@@ -231,11 +229,7 @@ def test_snapshot_draws_the_report_of_what_finished_so_far(tmp_path):
         contact_sheets={512: missing},
         manifest_counts=missing,
         preprocess_summary=missing,
-        run_config=RUN_CONFIG,
-        reference=REFERENCE,
-        baseline=None,
-        tolerance=0.15,
-        invocation="snakemake {profile}",
+        context=Context(RUN_CONFIG, REFERENCE, None, 0.15, "snakemake {profile}"),
         dpi=40,
         vector_format="pdf",
     )

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from mammoscale.logs import configure
+from mammoscale.report.page import Context
 from mammoscale.report.snapshot import snapshot
 
 configure(snakemake.log[0])
@@ -16,11 +17,7 @@ snapshot(
     contact_sheets=p.contact_sheets,
     manifest_counts=p.counts,
     preprocess_summary=p.preprocess,
-    run_config=p.run_config,
-    reference=p.reference,
-    baseline=p.baseline,
-    tolerance=p.tolerance,
-    invocation=p.invocation,
+    context=Context(**p.context),
     dpi=p.dpi,
     vector_format=p.vector_format,
 )

@@ -1,7 +1,7 @@
 """Snakemake adapter: rule study_report -> mammoscale.report.page.build (results/report/report.html)."""
 
 from mammoscale.logs import configure
-from mammoscale.report.page import build
+from mammoscale.report.page import Context, build
 
 configure(snakemake.log[0])
 given, params = snakemake.input, snakemake.params
@@ -13,9 +13,5 @@ build(
     contact_sheets=params.contact_sheets,
     manifest_counts=given.counts,
     preprocess_summary=given.preprocess,
-    run_config=params.run_config,
-    reference=params.reference,
-    baseline=params.baseline,
-    tolerance=params.tolerance,
-    invocation=params.invocation,
+    context=Context(**params.context),
 )

@@ -4,7 +4,7 @@ The study pairs the CC and MLO views of each breast into one tile, so the manife
 once and reproducibly, which images make up each breast, which breasts cannot be used and
 why, which split each patient belongs to, and which shard each breast is cached in.
 
-Rules (also in the README):
+Rules (also in docs/pipeline.md):
 
 - Only CC and MLO views are used; other views (AT, LM, ML, LMO, ...) are counted.
 - A breast with several CC (or MLO) images uses the one with the smallest image_id. The CSV

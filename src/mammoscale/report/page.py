@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,14 @@ from mammoscale.report.tables import STATUS_LABEL
 
 log = logging.getLogger(__name__)
 
+CLAIM_COLUMNS = {
+    "claim": "claim",
+    "published": "published",
+    "measured": "this run",
+    "verdict": "verdict",
+    "detail": "detail",
+}
+STATUS_OF_LABEL = {label: status for status, label in STATUS_LABEL.items()}
 SECTIONS = {
     "run": "What was run",
     "headline": "Headline results",
@@ -45,6 +54,18 @@ SECTIONS = {
 }
 
 
+@dataclass(frozen=True)
+class Context:
+    """What the report says of the study beyond its tables: the config that ran, how the claims are
+    judged (the reference cell, the baseline, the tolerance), and the command that reruns a cell."""
+
+    run_config: dict
+    reference: dict
+    baseline: str | None
+    tolerance: float
+    invocation: str
+
+
 def render(
     *,
     runs: pd.DataFrame,
@@ -54,37 +75,25 @@ def render(
     contact_sheets: dict,
     counts: dict,
     preprocess: dict,
-    run_config: dict,
-    reference: dict,
-    baseline: str | None,
-    invocation: str,
+    context: Context,
     title: str = "mammoscale study report",
 ) -> str:
     """The whole page as a string."""
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f'<a href="#{key}">{esc(name)}</a>' for key, name in SECTIONS.items())
+    reference = context.reference
     reference_text = (
         f"reference cell: {reference['hardware']}, {reference['variant']}, img{reference['image_size']}"
-        f"_p{reference['patch_size']}; claims baseline: {baseline or 'none in the grid'}"
+        f"_p{reference['patch_size']}; claims baseline: {context.baseline or 'none in the grid'}"
     )
     parts = {
-        "run": section_run(run_config, runs),
+        "run": section_run(context.run_config, runs),
         "headline": "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in headline(runs, pairs, verdicts)) + "</ul>",
         "claims": (
             "<p>Claims of the Flash Attention study (Dell HPC &amp; AI Innovation Lab, 2023) on 8x A100 80GB, "
             "judged on the reference hardware's cells of the study's image sizes (384-2048). "
             f"{esc(reference_text)}.</p>"
-            + table(
-                verdicts,
-                {
-                    "claim": "claim",
-                    "published": "published",
-                    "measured": "this run",
-                    "verdict": "verdict",
-                    "detail": "detail",
-                },
-                row_class=lambda r: "verdict-" + r["verdict"].replace(" ", "-"),
-            )
+            + table(verdicts, CLAIM_COLUMNS, row_class=lambda r: "verdict-" + r["verdict"].replace(" ", "-"))
         ),
         "figures": "".join(
             f'<figure id="figure-{esc(name)}">{image(path, name)}<figcaption>'
@@ -92,12 +101,10 @@ def render(
             for name, path in figure_files.items()
         ),
         "cells": table(
-            cell_rows(runs),
-            CELL_COLUMNS,
-            row_class=lambda r: "status-" + {v: k for k, v in STATUS_LABEL.items()}.get(r["status"], r["status"]),
+            cell_rows(runs), CELL_COLUMNS, row_class=lambda r: "status-" + STATUS_OF_LABEL.get(r["status"], r["status"])
         ),
         "data-qc": section_data_qc(counts, preprocess, contact_sheets),
-        "provenance": section_provenance(runs, invocation, preprocess),
+        "provenance": section_provenance(runs, context.invocation, preprocess),
     }
     body = "".join(f'<section id="{key}"><h2>{esc(SECTIONS[key])}</h2>{parts[key]}</section>' for key in SECTIONS)
     return (
@@ -117,11 +124,7 @@ def build(
     contact_sheets: dict,
     manifest_counts,
     preprocess_summary,
-    run_config: dict,
-    reference: dict,
-    baseline: str | None,
-    tolerance: float,
-    invocation: str,
+    context: Context,
 ) -> pd.DataFrame:
     """Write the report from the workflow's files; return the claims table it judged."""
     return build_page(
@@ -132,11 +135,7 @@ def build(
         contact_sheets=contact_sheets,
         counts=files.read_json(manifest_counts),
         preprocess=files.read_json(preprocess_summary),
-        run_config=run_config,
-        reference=reference,
-        baseline=baseline,
-        tolerance=tolerance,
-        invocation=invocation,
+        context=context,
     )
 
 
@@ -149,15 +148,17 @@ def build_page(
     contact_sheets: dict,
     counts: dict,
     preprocess: dict,
-    run_config: dict,
-    reference: dict,
-    baseline: str | None,
-    tolerance: float,
-    invocation: str,
+    context: Context,
     title: str = "mammoscale study report",
 ) -> pd.DataFrame:
+    """Judge the claims, render the page, write it; the claims table."""
     verdicts = claims.evaluate(
-        runs, pairs, hardware=reference["hardware"], flash=reference["variant"], baseline=baseline, tolerance=tolerance
+        runs,
+        pairs,
+        hardware=context.reference["hardware"],
+        flash=context.reference["variant"],
+        baseline=context.baseline,
+        tolerance=context.tolerance,
     )
     page = render(
         runs=runs,
@@ -167,10 +168,7 @@ def build_page(
         contact_sheets=contact_sheets,
         counts=counts,
         preprocess=preprocess,
-        run_config=run_config,
-        reference=reference,
-        baseline=baseline,
-        invocation=invocation,
+        context=context,
         title=title,
     )
     files.write_text(page, out_html)

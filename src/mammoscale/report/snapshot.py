@@ -14,7 +14,7 @@ import pandas as pd
 
 from mammoscale import files
 from mammoscale.report import captions, figures, plots, tables
-from mammoscale.report.page import build_page
+from mammoscale.report.page import Context, build_page
 
 
 def _existing_json(path) -> dict:
@@ -31,11 +31,7 @@ def snapshot(
     contact_sheets: dict,
     manifest_counts,
     preprocess_summary,
-    run_config: dict,
-    reference: dict,
-    baseline: str | None,
-    tolerance: float,
-    invocation: str,
+    context: Context,
     dpi: int,
     vector_format: str,
 ) -> pd.DataFrame:
@@ -59,9 +55,9 @@ def snapshot(
             runs=runs,
             pairs=pairs,
             pipeline=steps,
-            reference=reference,
+            reference=context.reference,
             variants=variants,
-            profiles=run_config["hardware"],
+            profiles=context.run_config["hardware"],
         )
         figure_files[name] = out / "figures" / f"{name}.png"
         plots.save(fig, figure_files[name], out / "figures" / f"{name}.{vector_format}", dpi=dpi)
@@ -74,10 +70,6 @@ def snapshot(
         contact_sheets=sheets,
         counts=_existing_json(manifest_counts),
         preprocess=_existing_json(preprocess_summary),
-        run_config=run_config,
-        reference=reference,
-        baseline=baseline,
-        tolerance=tolerance,
-        invocation=invocation,
+        context=context,
         title="mammoscale study report (snapshot of the cells finished so far)",
     )
