@@ -32,6 +32,9 @@ CELL_COLUMNS = {
 }
 
 
+VARIANT_COLUMNS = {"variant": "variant", "family": "model family", "attention": "attention"}
+
+
 def section_run(run_config: dict, runs: pd.DataFrame) -> str:
     data, grid, train = run_config["data"], run_config["grid"], run_config["train"]
     variants = pd.DataFrame([{"variant": name, **spec} for name, spec in grid["variants"].items()])
@@ -63,7 +66,7 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
         f"<p>Grid: image sizes {esc(', '.join(map(str, grid['image_sizes'])))}; patch sizes "
         f"{esc(', '.join(map(str, grid['patch_sizes'])))}; {len(runs)} cells "
         f"(hardware x variant x image x patch where the patch divides the image).</p>"
-        f"<h3>Variants</h3>{table(variants, {'variant': 'variant', 'family': 'model family', 'attention': 'attention'})}"
+        f"<h3>Variants</h3>{table(variants, VARIANT_COLUMNS)}"
         f"<h3>Hardware profiles</h3>"
         + table(
             profiles,
