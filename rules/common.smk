@@ -4,6 +4,7 @@ import sys
 
 from mammoscale import files
 from mammoscale.plan.digest import digest
+from mammoscale.plan.launch import job_request
 from mammoscale.plan.study import Study
 from mammoscale.report.captions import CAPTIONS, CATEGORY, FIGURES
 
@@ -98,9 +99,14 @@ def get_launch(wildcards):
     return STUDY.launch(cell_of(wildcards).hardware)
 
 
-def get_profile_value(key):
-    """A value of the cell's hardware profile, for a SLURM resource ("" for none)."""
-    return lambda wildcards: STUDY.profiles[cell_of(wildcards).hardware][key] or ""
+def get_threads(wildcards):
+    """The CPUs of a cell's job: its profile's cpus_per_task."""
+    return STUDY.profiles[cell_of(wildcards).hardware]["cpus_per_task"]
+
+
+def get_request(key):
+    """One resource of what a cell's job asks SLURM for (mammoscale.plan.launch.job_request)."""
+    return lambda wildcards: job_request(STUDY.profiles[cell_of(wildcards).hardware])[key]
 
 
 def get_cell_mem_mb(wildcards, attempt):

@@ -12,17 +12,18 @@ rule train_cell:
         benchmark_of(f"train/{files.CELL}")
     conda:
         "../envs/train.yaml"
-    threads: get_profile_value("cpus_per_task")
+    threads: get_threads
     resources:
         mem_mb=get_cell_mem_mb,
-        runtime=get_profile_value("runtime_min"),
-        nodes=get_profile_value("nodes"),
-        tasks=get_profile_value("nodes"),
-        gpu=lambda wildcards: STUDY.profiles[cell_of(wildcards).hardware]["gpus_per_node"],
-        gpu_model=get_profile_value("gpu_model"),
-        slurm_partition=get_profile_value("partition"),
-        slurm_account=get_profile_value("account"),
-        constraint=get_profile_value("constraint"),
+        runtime=get_request("runtime"),
+        nodes=get_request("nodes"),
+        tasks=get_request("tasks"),
+        gpu=get_request("gpu"),
+        gpu_model=get_request("gpu_model"),
+        slurm_extra=get_request("slurm_extra"),
+        slurm_partition=get_request("slurm_partition"),
+        slurm_account=get_request("slurm_account"),
+        constraint=get_request("constraint"),
     params:
         cell=get_cell,
         launch=get_launch,

@@ -1,9 +1,12 @@
-"""A real one-node SLURM cluster for the tests: munge, slurmctld and slurmd on localhost, four fake GPUs.
+"""A real one-node SLURM cluster for the tests: munge, slurmctld and slurmd on localhost, eight fake GPUs.
 
 Debian's slurm-wlm (22.05) and munge, installed with apt when missing (root only). The GPUs are
-GRES on ``/dev/nvidia[0-3]`` character devices made with ``mknod``: SLURM allocates them to jobs
+GRES on ``/dev/nvidia[0-7]`` character devices made with ``mknod``: SLURM allocates them to jobs
 and sets ``CUDA_VISIBLE_DEVICES``/``SLURM_JOB_GPUS``, which is what the workflow must get right;
-nothing computes on them. No cgroups (``proctrack/linuxproc``, ``task/none``) and no accounting
+nothing computes on them. The node is declared as large as a GPU server of the study (64 CPUs,
+1 TB, 8 GPUs: ``SlurmdParameters=config_overrides`` makes slurmd trust the declaration), so a
+job that asks for a server's shape is scheduled, and one asking for more than a server has is
+refused, as on a real cluster. No cgroups (``proctrack/linuxproc``, ``task/none``) and no accounting
 (``sacct`` does not answer without slurmdbd: the executor checks status with ``squeue``).
 """
 
@@ -17,7 +20,9 @@ import subprocess
 import time
 from pathlib import Path
 
-GPUS = 4
+GPUS = 8
+CPUS = 64
+MEMORY_MB = 1_000_000
 PACKAGES = ("slurm-wlm", "munge")
 # Jobs' own srun calls read the default path (the executor's job step drops SLURM_* variables,
 # SLURM_CONF among them), so the config goes there, marked as ours, and is removed afterwards.
@@ -70,8 +75,6 @@ def start_munge() -> subprocess.Popen | None:
 
 def write_config(state: Path) -> Path:
     host = socket.gethostname().split(".")[0]
-    cpus = os.cpu_count() or 1
-    memory = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
     for sub in ("ctld", "d"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     conf = SYSTEM_CONF
@@ -90,6 +93,7 @@ SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
 ReturnToService=2
 MpiDefault=none
+SlurmdParameters=config_overrides
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
@@ -101,7 +105,7 @@ SlurmctldLogFile={state}/slurmctld.log
 SlurmdLogFile={state}/slurmd.log
 SlurmctldPort=16817
 SlurmdPort=16818
-NodeName={host} CPUs={cpus} RealMemory={memory} Gres=gpu:{GPUS} State=UNKNOWN
+NodeName={host} CPUs={CPUS} RealMemory={MEMORY_MB} Gres=gpu:{GPUS} State=UNKNOWN
 PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 """)
     (conf.parent / "gres.conf").write_text(f"{MARKER}\nNodeName={host} Name=gpu File=/dev/nvidia[0-{GPUS - 1}]\n")

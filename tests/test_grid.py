@@ -172,3 +172,13 @@ def test_extra_cells_join_the_grid_once_and_are_checked():
             grid.with_extra_cells(
                 product, [cell], image_sizes=[384, 512], variants=variants, profiles={"a": {}, "b": {}}
             )
+
+
+def test_a_cells_job_is_one_task_per_node_holding_its_cpus_and_gpus():
+    from mammoscale.plan.launch import job_request
+
+    gpu = job_request({**GPU8, "nodes": 2, "cpus_per_task": 48, "runtime_min": 60, "gpu_model": "a100"})
+    assert gpu["tasks"] == 0 and gpu["slurm_extra"] == "--ntasks-per-node=1"  # no --ntasks-per-gpu
+    assert gpu["gpu"] == 16 and gpu["gpu_model"] == "a100" and gpu["nodes"] == 2
+    cpu = job_request({**CPU, "nodes": 2, "runtime_min": 60})
+    assert cpu["tasks"] == 2 and cpu["gpu"] == 0 and cpu["slurm_extra"] == "" and cpu["constraint"] == ""

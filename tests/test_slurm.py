@@ -41,7 +41,9 @@ def test_the_study_runs_through_slurm_with_a_gpu_per_cell(slurm, tmp_path, monke
         "--configfile",
         "config/test.yaml",
         "--config",
-        "grid={hardware: [slurm-gpu]}",
+        "grid={hardware: [slurm-gpu], extra_cells: [{hardware: slurm-xe8545, variant: flash, image_size: 64, "
+        "patch_size: 32}]}",
+        "train={global_batch: 4}",
         "--slurm-status-command",
         "squeue",
         "--slurm-no-account",
@@ -69,6 +71,12 @@ def test_the_study_runs_through_slurm_with_a_gpu_per_cell(slurm, tmp_path, monke
         assert env["cuda_visible_devices"] is not None and len(env["cuda_visible_devices"].split(",")) == 1
         jobs.add(env["slurm_job_id"])
     assert len(jobs) == 4, "every cell ran as its own SLURM job"
+    # a server of the study's shape: one task holding 32 CPUs and 4 GPUs, 4 DDP ranks started inside it
+    server = json.loads(
+        (workdir / "results" / "runs" / "slurm-xe8545" / "flash" / "img64_p32" / "metrics.json").read_text()
+    )
+    assert server["status"] == "ok" and server["world_size"] == 4 and server["backend"] == "ddp"
+    assert len(server["env"]["slurm_job_gpus"].split(",")) == 4 and server["env"]["slurm_job_id"] not in jobs
     again = snakemake(
         workdir,
         "--profile",
@@ -76,7 +84,9 @@ def test_the_study_runs_through_slurm_with_a_gpu_per_cell(slurm, tmp_path, monke
         "--configfile",
         "config/test.yaml",
         "--config",
-        "grid={hardware: [slurm-gpu]}",
+        "grid={hardware: [slurm-gpu], extra_cells: [{hardware: slurm-xe8545, variant: flash, image_size: 64, "
+        "patch_size: 32}]}",
+        "train={global_batch: 4}",
         "--slurm-no-account",
         "-n",
         "all",

@@ -35,6 +35,31 @@ def in_process(profile: dict) -> bool:
     return profile["launcher"] == "none" and ranks(profile) == 1
 
 
+def job_request(profile: dict) -> dict:
+    """What one cell's job asks SLURM for, in snakemake-executor-plugin-slurm's resource names.
+
+    One task per node holds all of the node's share of the profile (``cpus_per_task`` CPUs, every
+    GPU); the launcher then starts the ranks inside it (torchrun or horovodrun one per GPU, or the
+    cell's own process). The plugin turns a GPU job's ``tasks`` into ``--ntasks-per-gpu``, which
+    would multiply the CPUs by the GPUs (8 x 48 = 384 CPUs for an 8-GPU, 48-CPU profile); so a GPU
+    job sets no ``tasks`` and asks for ``--ntasks-per-node=1`` instead. ``gpu`` is the job's total
+    (the plugin's ``--gpus``), the profile's ``gpus_per_node`` on each of its nodes. The CPUs
+    (``cpus_per_task``) are the rule's threads.
+    """
+    gpus = profile.get("gpus_per_node", 0)
+    return {
+        "nodes": profile["nodes"],
+        "tasks": 0 if gpus else profile["nodes"],
+        "gpu": profile["nodes"] * gpus,
+        "gpu_model": profile.get("gpu_model") or "",
+        "slurm_extra": "--ntasks-per-node=1" if gpus else "",
+        "runtime": profile["runtime_min"],
+        "slurm_partition": profile.get("partition") or "",
+        "slurm_account": profile.get("account") or "",
+        "constraint": profile.get("constraint") or "",
+    }
+
+
 def launch_command(profile: dict, cell_file: Path | str, out_dir: Path | str, env=os.environ) -> list[str]:
     """The command that runs one cell with the profile's launcher, inside the job's allocation.
 
