@@ -43,7 +43,7 @@ def record(
         "variant": variant,
         "model": f"{spec['family']}/vit-base",
         "attention": spec["attention"],
-        "attention_backend": ("sdpa-flash" if spec["attention"] == "flash" else "materialised") if ok else None,
+        "attention_backend": ("sdpa-flash" if spec["attention"] == "flash" else "matmul-softmax") if ok else None,
         "image_size": size,
         "patch_size": patch,
         "seq_len": tokens,

@@ -44,12 +44,12 @@ def test_a_different_kernel_really_changes_the_code_path():
         with models.attention_kernels(record):
             model(torch.randn(2, 1, 64, 64))
         seen[name] = record["kernel"]
-    assert seen == {"flash": "sdpa-flash-cpu", "materialised": "materialised"}
+    assert seen == {"flash": "sdpa-flash-cpu", "materialised": "matmul-softmax"}
 
 
 def test_hugging_face_eager_is_materialised_and_sdpa_is_not():
     eager, sdpa = pair("hf", "eager", "sdpa", image_size=32, patch_size=8, channels=3)
-    for model, expected in ((eager, "materialised"), (sdpa, "sdpa-flash-cpu")):
+    for model, expected in ((eager, "matmul-softmax"), (sdpa, "sdpa-flash-cpu")):
         record = {}
         with models.attention_kernels(record):
             model(torch.randn(1, 3, 32, 32))
@@ -57,7 +57,8 @@ def test_hugging_face_eager_is_materialised_and_sdpa_is_not():
 
 
 def test_kernel_names_from_operator_names():
-    assert models.kernels_in(["aten::mm", "aten::_softmax"]) == "materialised"
+    assert models.kernels_in(["aten::mm", "aten::_softmax"]) == "matmul-softmax"
+    assert models.kernels_in(["aten::mm", "aten::add"]) == "none observed"
     assert models.kernels_in(["aten::_scaled_dot_product_flash_attention", "aten::mm"]) == "sdpa-flash"
     assert (
         models.kernels_in(["aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_attention_math"])
@@ -65,15 +66,31 @@ def test_kernel_names_from_operator_names():
     )
 
 
-def test_flash_is_forced_on_cuda_and_left_alone_elsewhere():
-    forced = models.kernel_context("flash", torch.device("cuda", 0))
-    assert not isinstance(forced, contextlib.nullcontext)
-    for _ in range(2):  # every step takes a fresh context: a used one cannot be entered again
-        with models.kernel_context("flash", torch.device("cuda", 0)):
-            assert not torch.backends.cuda.math_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()
-    assert torch.backends.cuda.math_sdp_enabled()
+def test_the_flash_variant_forces_the_flash_kernel_itself():
+    """x-transformers replaces any sdpa_kernel context around the model with its own: the model's own kwargs decide."""
+    from torch.nn.attention import SDPBackend
+
+    model = models.build("xtransformers", "flash", "vit-tiny", image_size=32, patch_size=8, channels=1)
+    attends = [m for m in model.modules() if type(m).__name__ == "Attend"]
+    assert attends and all(a.flash for a in attends)
+    assert {tuple(a.sdp_context_manager.args[0]) for a in attends} == {(SDPBackend.FLASH_ATTENTION,)}
+    materialised = models.build("xtransformers", "materialised", "vit-tiny", image_size=32, patch_size=8, channels=1)
+    assert not any(m.flash for m in materialised.modules() if type(m).__name__ == "Attend")
+
+
+def test_sdpas_math_fallback_is_named_by_what_runs():
+    """Under a math-only context HF's sdpa decomposes into matmuls and a softmax: recorded as such, not as a kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    sdpa = models.build("hf", "sdpa", "vit-tiny", image_size=32, patch_size=8, channels=1)
+    record = {}
+    with sdpa_kernel([SDPBackend.MATH]), models.attention_kernels(record):
+        sdpa(torch.randn(1, 1, 32, 32))
+    assert record["kernel"] == "matmul-softmax"
+
+
+def test_flash_attention_2_runs_on_cuda_only():
     assert isinstance(models.kernel_context("flash", torch.device("cpu")), contextlib.nullcontext)
-    assert isinstance(models.kernel_context("materialised", torch.device("cuda", 0)), contextlib.nullcontext)
     with pytest.raises(models.KernelUnavailable, match="CUDA only"):
         models.kernel_context("flash_attention_2", torch.device("cpu"))
 

@@ -110,7 +110,7 @@ def test_throughput_mode_runs_a_fixed_number_of_steps(train_cache, tmp_path):
     assert not (tmp_path / checkpoint.NAME).exists()
 
 
-@pytest.mark.parametrize("attention, kernel", [("eager", "materialised"), ("sdpa", "sdpa-flash-cpu")])
+@pytest.mark.parametrize("attention, kernel", [("eager", "matmul-softmax"), ("sdpa", "sdpa-flash-cpu")])
 def test_hugging_face_vit_cells(train_cache, tmp_path, attention, kernel):
     result = train.run_cell(
         cell(train_cache, family="hf", attention=attention, variant=f"hf-{attention}", channels=3, checkpoint=False),
@@ -324,3 +324,26 @@ def test_input_wait_is_measured_and_shows_a_slow_loader(train_cache, tmp_path, m
     assert starved["loader_img_s"] < 10.5
     assert starved["input_wait_fraction"] > fast["input_wait_fraction"]
     assert starved["input_wait_fraction"] > 0.5
+
+
+def test_two_ranks_never_share_a_gpu(monkeypatch):
+    """A rank whose local rank has no GPU of its own is refused, not mapped onto another rank's GPU."""
+    from mammoscale.train import devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    assert devices.choose("cuda", 1) == torch.device("cuda", 1)
+    with pytest.raises(UserError, match="local rank 2 has no GPU of its own: this node shows 2 GPU"):
+        devices.choose("auto", 2)
+
+
+def test_a_forced_kernel_that_cannot_run_stops_the_cell_instead_of_running_another(train_cache, tmp_path, monkeypatch):
+    """Flash forced to a kernel this CPU lacks (memory-efficient only): no silent fallback, a skipped cell."""
+    monkeypatch.setattr(
+        models, "FLASH_ONLY", {**models.FLASH_ONLY, "enable_flash": False, "enable_mem_efficient": True}
+    )
+    result = train.run_cell(cell(train_cache, mode="throughput", checkpoint=False), tmp_path)
+    assert result["status"] == "skipped" and "the flash kernel cannot run here: No viable backend" in result["message"]
+    assert result["attention_backend"] is None and result["throughput_img_s"] is None
+    files.validate_metrics(json.loads((tmp_path / "metrics.json").read_text()))

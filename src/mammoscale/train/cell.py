@@ -213,6 +213,10 @@ def _outcome(settings: Settings, backend: Backend, out_dir: Path) -> dict:
         log.error("%s", exc)
         return result("failed", str(exc))
     except Exception as exc:
+        if models.kernel_refused(exc):
+            message = f"the {settings.attention} kernel cannot run here: {str(exc).splitlines()[0][:300]}"
+            log.error("skipped: %s", message)
+            return result("skipped", message)
         if not devices.is_oom(exc):
             if not isinstance(exc, UserError) and backend.primary:
                 files.write_metrics(result("failed", f"{type(exc).__name__}: {exc}"), out_dir / files.METRICS)

@@ -9,6 +9,7 @@ training's, not the import's.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import resource
 import time
@@ -33,9 +34,15 @@ def choose(requested: str, local_rank: int) -> torch.device:
             "device cuda was requested but torch sees no GPU (no GPU allocated to the job, "
             "CUDA_VISIBLE_DEVICES empty, or a CPU build of torch)"
         )
-    index = local_rank % torch.cuda.device_count()
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
+    visible = torch.cuda.device_count()
+    if local_rank >= visible:
+        raise UserError(
+            f"local rank {local_rank} has no GPU of its own: this node shows {visible} GPU(s) "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}) to at least {local_rank + 1} "
+            "ranks; ask SLURM for a GPU per rank (the profile's gpus_per_node) or start fewer ranks"
+        )
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
 
 
 def synchronize(device: torch.device) -> None:

@@ -40,7 +40,18 @@ KERNEL_OPS = {
     "aten::_scaled_dot_product_fused_attention_overrideable": "sdpa-overrideable",
     "flash_attn::_flash_attn_forward": "flash-attn-2",
 }
-MATERIALISED = "materialised"
+UNFUSED = "matmul-softmax"
+"""What is seen when no fused attention kernel ran: the scores built by matrix products and a softmax (the
+materialised variants, HF eager, and SDPA's math fallback, which decomposes into them)."""
+REFUSALS = ("No available kernel", "No viable backend for scaled_dot_product_attention")
+"""How torch says that none of the SDPA kernels a context allows can take the input (CUDA; CPU)."""
+SOFTMAX_OPS = ("aten::_softmax", "aten::softmax", "aten::_safe_softmax")
+FLASH_ONLY = {"enable_flash": True, "enable_math": False, "enable_mem_efficient": False, "enable_cudnn": False}
+"""The SDPA kernels the x-transformers ``flash`` variant may run: flash alone (on a CPU, its flash kernel).
+
+x-transformers enters its own ``sdpa_kernel`` context around every attention call, which replaces
+any context around the model; so the choice is the model's own (``attn_attend_sdp_kwargs``), and a shape,
+dtype or device the flash kernel cannot take stops the cell instead of running another kernel."""
 
 
 class KernelUnavailable(UserError, RuntimeError):
@@ -54,7 +65,8 @@ def build(family: str, attention: str, size: str, *, image_size: int, patch_size
     if family == "xtransformers":
         from x_transformers import Encoder, ViTransformerWrapper
 
-        encoder = Encoder(dim=shape.dim, depth=shape.depth, heads=shape.heads, attn_flash=attention == "flash")
+        flash = {"attn_flash": True, "attn_attend_sdp_kwargs": dict(FLASH_ONLY)} if attention == "flash" else {}
+        encoder = Encoder(dim=shape.dim, depth=shape.depth, heads=shape.heads, **flash)
         return ViTransformerWrapper(
             image_size=image_size,
             patch_size=patch_size,
@@ -100,24 +112,29 @@ def params(model: nn.Module) -> int:
 
 
 def kernel_context(attention: str, device: torch.device):
-    """Force the flash SDPA kernel on CUDA when flash was asked for; elsewhere, leave dispatch alone.
+    """The context of every forward and backward: refuses ``flash_attention_2`` off CUDA before any work.
 
-    Wrap every forward and backward in it: a flash request that cannot be honoured then raises
-    ``RuntimeError: No available kernel`` instead of running another kernel.
+    The flash variant's kernel is forced by the model itself (:data:`FLASH_ONLY`), not by a context
+    here, which x-transformers would replace.
     """
-    if attention == "flash" and device.type == "cuda":
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
     if attention == "flash_attention_2" and device.type != "cuda":
         raise KernelUnavailable("attention flash_attention_2 runs on CUDA only")
     return contextlib.nullcontext()
 
 
+def kernel_refused(error: BaseException) -> bool:
+    """SDPA's refusal to run under the kernels it was limited to (the forced flash kernel cannot take the input)."""
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(sign in text for sign in REFUSALS)
+
+
 def kernels_in(op_names) -> str:
-    """Name the attention kernel(s) among profiler operator names; ``materialised`` when no fused one ran."""
+    """Name the attention kernel(s) among dispatched operator names: the fused ones, else :data:`UNFUSED` when
+    a softmax ran, else ``none observed``."""
     seen = sorted({KERNEL_OPS[name] for name in op_names if name in KERNEL_OPS})
-    return "+".join(seen) if seen else MATERIALISED
+    if seen:
+        return "+".join(seen)
+    return UNFUSED if any(name in SOFTMAX_OPS for name in op_names) else "none observed"
 
 
 @contextlib.contextmanager
