@@ -160,3 +160,10 @@ def test_every_backend_resumes_to_the_uninterrupted_result(train_cache, tmp_path
     resumed = train.run_cell(settings, tmp_path / "preempted")
     assert resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 3
     assert resumed["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-6)
+
+
+def test_the_ranks_on_a_node_from_torchrun_slurm_or_the_world():
+    assert launch.local_world_from_env(16, {"LOCAL_WORLD_SIZE": "8", "SLURM_NTASKS_PER_NODE": "4"}) == 8
+    assert launch.local_world_from_env(16, {"SLURM_NTASKS_PER_NODE": "8(x2)"}) == 8
+    assert launch.local_world_from_env(16, {"SLURM_TASKS_PER_NODE": "4,4"}) == 4
+    assert launch.local_world_from_env(2, {}) == 2

@@ -22,7 +22,7 @@ import torch
 
 from mammoscale import files, train
 from mammoscale.errors import UserError
-from mammoscale.train import batches, checkpoint, cli, loop, models, optim
+from mammoscale.train import batches, checkpoint, cli, devices, loop, models, optim
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -347,3 +347,66 @@ def test_a_forced_kernel_that_cannot_run_stops_the_cell_instead_of_running_anoth
     assert result["status"] == "skipped" and "the flash kernel cannot run here: No viable backend" in result["message"]
     assert result["attention_backend"] is None and result["throughput_img_s"] is None
     files.validate_metrics(json.loads((tmp_path / "metrics.json").read_text()))
+
+
+def test_the_peak_is_the_steps_not_the_split_held_on_the_device(train_cache, tmp_path, monkeypatch):
+    """The split held on the device is recorded apart (data_bytes) and left out of peak_mem_bytes."""
+    monkeypatch.setattr(devices.PeakMemory, "peak", lambda self: 10**9)
+    held = train.run_cell(cell(train_cache, mode="throughput", data_on_device="yes", checkpoint=False), tmp_path / "a")
+    assert held["data_on_device"] is True and held["data_bytes"] == 19 * 64 * 64 + 19 * 8  # uint8 tiles, int64 labels
+    assert held["peak_mem_bytes"] == 10**9 - held["data_bytes"]
+    streamed = train.run_cell(
+        cell(train_cache, mode="throughput", data_on_device="no", checkpoint=False), tmp_path / "b"
+    )
+    assert streamed["data_on_device"] is False and streamed["data_bytes"] == 0 and streamed["peak_mem_bytes"] == 10**9
+
+
+def test_labels_and_inputs_are_copied_without_blocking():
+    """A blocking label copy would synchronise every micro-batch; both copies are non_blocking (seen on 'meta')."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Copies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.flags = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func._schema.name == "aten::_to_copy" and (kwargs or {}).get("device") is not None:
+                self.flags.append((kwargs or {}).get("non_blocking", False))  # a copy to another device
+            return func(*args, **(kwargs or {}))
+
+    with Copies() as seen:
+        inputs, labels = batches.to_device(
+            torch.zeros(2, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), 1, torch.device("meta")
+        )
+    assert inputs.device.type == labels.device.type == "meta" and inputs.dtype == torch.float32
+    assert seen.flags == [True, True]
+
+
+def test_loader_workers_fit_the_nodes_cpus_and_say_so(train_cache, tmp_path):
+    cpus = len(os.sched_getaffinity(0))
+    result = train.run_cell(
+        cell(train_cache, mode="throughput", data_on_device="no", loader_workers=64, checkpoint=False), tmp_path
+    )
+    assert result["status"] == "ok" and result["loader_workers"] == min(64, cpus - 1)
+    assert (
+        f"data loader: {cpus - 1} worker(s) per rank (asked 64; {cpus} CPU(s) shared by 1 rank(s)"
+        in (tmp_path / "train.log").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    "asked, cpus, ranks, batch, memory, plan",
+    [
+        (8, 48, 8, 1, 10**12, (5, 2)),  # 8 ranks x 8 workers on 48 CPUs: 6 CPUs a rank, one its own
+        (8, 2, 1, 1, 10**12, (1, 2)),
+        (8, 8, 8, 1, 10**12, (0, None)),  # no CPU to spare: the rank loads its own batches
+        (8, 64, 8, 64 * 2048**2, 100 * 10**9, (5, 1)),  # 2048 px, micro-batch 64: memory caps prefetch, then workers
+        (2, 16, 1, 10**6, None, (2, 2)),  # unknown memory: CPUs alone
+    ],
+)
+def test_loader_plans(asked, cpus, ranks, batch, memory, plan):
+    chosen = batches.plan_loader(asked, cpus=cpus, local_ranks=ranks, batch_bytes=batch, memory_bytes=memory)
+    assert (chosen.workers, chosen.prefetch) == plan
+    if memory and chosen.workers:
+        assert ranks * chosen.workers * chosen.prefetch * batch <= batches.IN_FLIGHT_SHARE * memory

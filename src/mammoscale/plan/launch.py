@@ -109,6 +109,15 @@ def ranks_from_env(env=os.environ) -> tuple[int, int, int]:
     return 0, 1, 0
 
 
+def local_world_from_env(world: int, env=os.environ) -> int:
+    """The ranks on this node: torchrun's ``LOCAL_WORLD_SIZE``, else SLURM's tasks per node (``8(x2)`` -> 8),
+    else the whole world (one node)."""
+    if env.get("LOCAL_WORLD_SIZE", "").isdigit():
+        return int(env["LOCAL_WORLD_SIZE"])
+    per_node = re.match(r"\d+", env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or "")
+    return int(per_node.group()) if per_node else world
+
+
 def hostnames(nodelist: str) -> list[str]:
     """The hosts of a SLURM node list: ``gpu[03-05,07],cpu1`` -> gpu03 gpu04 gpu05 gpu07 cpu1.
 

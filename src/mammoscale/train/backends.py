@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mammoscale.errors import UserError
-from mammoscale.plan.launch import BACKENDS, first_host, ranks_from_env
+from mammoscale.plan.launch import BACKENDS, first_host, local_world_from_env, ranks_from_env
 from mammoscale.train import devices
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,10 @@ class Backend:
 
     name = "none"
 
-    def __init__(self, device: torch.device, rank: int = 0, world: int = 1, local_rank: int = 0):
+    def __init__(self, device: torch.device, rank: int = 0, world: int = 1, local_rank: int = 0, local_world: int = 1):
         self.device, self.rank, self.world, self.local_rank = device, rank, world, local_rank
+        self.local_world = local_world
+        """The ranks on this node, which share its CPUs and memory."""
 
     @classmethod
     def start(cls, device_request: str) -> Backend:
@@ -113,7 +115,7 @@ class DDP(Backend):
         device = devices.choose(device_request, local_rank)
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
         log.info("ddp: rank %d of %d (local rank %d) on %s", rank, world, local_rank, device)
-        return cls(device, rank, world, local_rank)
+        return cls(device, rank, world, local_rank, local_world_from_env(world))
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
         """Wrapping broadcasts rank 0's weights."""
@@ -152,7 +154,9 @@ class Horovod(Backend):
     def start(cls, device_request: str) -> Horovod:
         hvd = _horovod()
         hvd.init()
-        return cls(devices.choose(device_request, hvd.local_rank()), hvd.rank(), hvd.size(), hvd.local_rank())
+        return cls(
+            devices.choose(device_request, hvd.local_rank()), hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()
+        )
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device)

@@ -15,7 +15,9 @@ batch whatever the world size, which is what makes a 1-, 2- or 8-rank run the sa
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -65,6 +67,62 @@ def to_model_input(tiles: torch.Tensor, channels: int, device: torch.device) -> 
     return images.expand(-1, channels, -1, -1) if channels > 1 else images
 
 
+def to_device(tiles: torch.Tensor, labels: torch.Tensor, channels: int, device: torch.device):
+    """A micro-batch's model input and labels on ``device``, both copied without blocking (from pinned
+    memory the copies overlap the work already queued), before the forward pass."""
+    return to_model_input(tiles, channels, device), labels.to(device, non_blocking=True)
+
+
+@dataclass(frozen=True)
+class LoaderPlan:
+    """How many loader processes feed a rank, and how many batches each keeps ready."""
+
+    workers: int
+    prefetch: int | None
+    """Batches per worker in flight (DataLoader's ``prefetch_factor``); None without workers."""
+
+
+IN_FLIGHT_SHARE = 0.125
+"""At most this share of the job's memory may sit in prefetched batches (shared memory, pinned)."""
+
+
+def plan_loader(asked: int, *, cpus: int, local_ranks: int, batch_bytes: int, memory_bytes: int | None) -> LoaderPlan:
+    """Workers and prefetch for one rank that neither oversubscribe the node's CPUs nor fill its memory.
+
+    The ranks of a node share its CPUs: each keeps one for itself and may have the rest of its share
+    as workers (at most ``asked``). Batches in flight on the node (ranks x workers x prefetch x batch)
+    stay within :data:`IN_FLIGHT_SHARE` of the job's memory: prefetch drops first (to 1), then workers.
+    """
+    workers = max(0, min(asked, cpus // max(1, local_ranks) - 1))
+    if workers == 0:
+        return LoaderPlan(0, None)
+    prefetch = 2
+    if memory_bytes:
+        budget = IN_FLIGHT_SHARE * memory_bytes
+
+        def in_flight():
+            return local_ranks * workers * prefetch * batch_bytes
+
+        while in_flight() > budget and prefetch > 1:
+            prefetch -= 1
+        while in_flight() > budget and workers > 1:
+            workers -= 1
+    return LoaderPlan(workers, prefetch)
+
+
+def node_resources() -> tuple[int, int | None]:
+    """The CPUs this process may run on (SLURM's or the machine's) and the job's memory in bytes (SLURM's
+    ``SLURM_MEM_PER_NODE``, else the machine's)."""
+    cpus = len(os.sched_getaffinity(0))
+    memory_mb = os.environ.get("SLURM_MEM_PER_NODE")
+    if memory_mb and memory_mb.isdigit():
+        return cpus, int(memory_mb) * 2**20
+    try:
+        return cpus, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return cpus, None
+
+
 def train_sampler(data: Split, *, world: int, rank: int, seed: int) -> DistributedSampler:
     return DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
 
@@ -80,33 +138,57 @@ class Batches:
         micro_batch: int,
         device: torch.device,
         on_device: bool,
-        workers: int,
+        loader: LoaderPlan,
         pin_memory: bool,
     ):
         self.data, self.sampler, self.micro_batch = data, sampler, micro_batch
         self.on_device = on_device
+        self.plan = LoaderPlan(0, None) if on_device else loader
+        self.device_bytes = 0
+        """Bytes of the split held on the device (the tiles and labels), not part of a step's peak."""
         if on_device:
             log.info("holding %d tiles (%.1f MB) on %s: no data loader", len(data), data.nbytes() / 1e6, device)
             self.tiles = torch.from_numpy(np.stack([data.tiles[int(r)] for r in data.rows])).to(device)
             self.labels = torch.from_numpy(data.labels.copy()).to(device)
+            self.device_bytes = self.tiles.nbytes + self.labels.nbytes
         else:
             self.loader = DataLoader(
                 data,
                 batch_size=micro_batch,
                 sampler=sampler,
                 drop_last=True,
-                num_workers=workers,
+                num_workers=loader.workers,
+                prefetch_factor=loader.prefetch,
                 pin_memory=pin_memory and device.type == "cuda",
-                persistent_workers=workers > 0,
+                persistent_workers=loader.workers > 0,
             )
 
     @classmethod
-    def for_rank(cls, data: Split, s, *, world: int, rank: int, device: torch.device) -> Batches:
-        """This rank's training micro-batches under a cell's settings ``s``; the split held on the device
-        when ``data_on_device`` says so (``auto``: when it fits, :func:`fits_on_device`)."""
+    def for_rank(cls, data: Split, s, *, world: int, rank: int, local_ranks: int, device: torch.device) -> Batches:
+        """This rank's training micro-batches under a cell's settings ``s``: the split held on the device
+        when ``data_on_device`` says so (``auto``: when it fits, :func:`fits_on_device`), else a loader
+        whose workers and prefetch fit the node (:func:`plan_loader`, said in the log)."""
         on_device = {"yes": True, "no": False}.get(s.data_on_device)
         if on_device is None:
             on_device = fits_on_device(data.nbytes(), device)
+        cpus, memory = node_resources()
+        batch_bytes = s.micro_batch * data.tiles.image_size**2
+        loader = plan_loader(
+            s.loader_workers, cpus=cpus, local_ranks=local_ranks, batch_bytes=batch_bytes, memory_bytes=memory
+        )
+        if not on_device:
+            log.info(
+                "data loader: %d worker(s) per rank (asked %d; %d CPU(s) shared by %d rank(s) on this node), "
+                "prefetch %s batch(es) of %.1f MB: %.1f MB in flight on the node of %s",
+                loader.workers,
+                s.loader_workers,
+                cpus,
+                local_ranks,
+                loader.prefetch or 0,
+                batch_bytes / 1e6,
+                local_ranks * loader.workers * (loader.prefetch or 0) * batch_bytes / 1e6,
+                f"{memory / 1e9:.1f} GB" if memory else "unknown memory",
+            )
         sampler = train_sampler(data, world=world, rank=rank, seed=s.seed)
         return cls(
             data,
@@ -114,7 +196,7 @@ class Batches:
             micro_batch=s.micro_batch,
             device=device,
             on_device=on_device,
-            workers=s.loader_workers,
+            loader=loader,
             pin_memory=s.pin_memory,
         )
 

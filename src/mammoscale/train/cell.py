@@ -107,7 +107,11 @@ def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, pe
         _resume(checkpoint.load(out_dir, fingerprint), model, optimizer, progress)
     backend.broadcast_optimizer_state(optimizer)
 
-    feed = batches.Batches.for_rank(train_split, s, world=backend.world, rank=backend.rank, device=device)
+    feed = batches.Batches.for_rank(
+        train_split, s, world=backend.world, rank=backend.rank, local_ranks=backend.local_world, device=device
+    )
+    progress.data_on_device, progress.data_bytes = feed.on_device, feed.device_bytes
+    progress.loader_workers = feed.plan.workers
     _describe(s, backend, progress, grad_accum, schedule)
     return Run(
         settings=s,

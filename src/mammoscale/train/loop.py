@@ -39,6 +39,10 @@ class Progress:
     params: int | None = None
     kernel: str | None = None
     """The attention kernel(s) observed during the first step."""
+    data_on_device: bool | None = None
+    data_bytes: int | None = None
+    """Bytes of the training split held on the device: excluded from the step's peak memory."""
+    loader_workers: int | None = None
     epochs_done: int = 0
     steps_done: int = 0
     resumed_from: int | None = None
@@ -122,11 +126,11 @@ def _steps(run, progress: Progress, stream, steps: int) -> None:
             asked = time.perf_counter()
             tiles, labels = next(stream)
             waited += time.perf_counter() - asked
-            labels = labels.to(run.device, non_blocking=True)
+            inputs, labels = batches.to_device(tiles, labels, s.channels, run.device)
             observe = _observe_kernel(progress) if progress.kernel is None else contextlib.nullcontext()
             with observe, run.kernel(), backend.sync_gradients(run.model, micro == run.grad_accum - 1):
                 with run.autocast():
-                    logits = run.model(batches.to_model_input(tiles, s.channels, run.device))
+                    logits = run.model(inputs)
                 loss = criterion(logits.float(), labels) / run.grad_accum
                 loss.backward()
             step_loss += loss.detach()
