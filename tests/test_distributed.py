@@ -167,3 +167,77 @@ def test_the_ranks_on_a_node_from_torchrun_slurm_or_the_world():
     assert launch.local_world_from_env(16, {"SLURM_NTASKS_PER_NODE": "8(x2)"}) == 8
     assert launch.local_world_from_env(16, {"SLURM_TASKS_PER_NODE": "4,4"}) == 4
     assert launch.local_world_from_env(2, {}) == 2
+
+
+def test_an_oom_on_one_rank_is_the_cells_outcome(train_cache, tmp_path):
+    """Rank 1 alone runs out of memory (its address space capped: a real allocation failure) while rank 0 waits for
+    it in a collective: rank 0 still writes the record, and the cell is oom, not a crash of rank 0."""
+    import resource
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # 4,096 materialised tokens: a 201 MB score tensor per layer, over rank 1's 2 GiB address space once trained
+    settings = cell(
+        train_cache,
+        image_size=128,
+        patch_size=2,
+        attention="materialised",
+        variant="materialised",
+        mode="throughput",
+        timing_warmup_steps=1,
+        timed_steps=1,
+        global_batch=2,
+        micro_batch=1,
+        backend="ddp",
+        collective_timeout_s=60,
+    )
+    args = [f"{key}={value}" for key, value in settings.items()]
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    procs = []
+    for rank in (0, 1):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "mammoscale.train", "--out", str(tmp_path), *args],
+                env=env,
+                preexec_fn=cap if rank == 1 else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    logs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], logs
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "oom" and record["message"].startswith("rank 1: ") and "allocate" in record["message"]
+    assert "can't allocate memory" in logs[1] and not list(tmp_path.glob(".rank*"))
+
+
+def test_the_worst_outcome_of_any_rank_is_the_cells(tmp_path):
+    from mammoscale.train import outcome
+
+    outcome.report(tmp_path, 1, "ok", None)
+    outcome.report(tmp_path, 2, "failed", "RuntimeError: boom")
+    assert outcome.agree(tmp_path, 3, "ok", None, wait_s=1) == ("failed", "rank 2: RuntimeError: boom")
+    outcome.report(tmp_path, 1, "oom", "CUDA out of memory")
+    outcome.report(tmp_path, 2, "failed", "RuntimeError: Connection closed by peer")
+    assert outcome.agree(tmp_path, 3, "failed", "Connection closed", wait_s=1) == ("oom", "rank 1: CUDA out of memory")
+    assert outcome.agree(tmp_path, 2, "ok", None, wait_s=0.6) == (
+        "failed",
+        "rank 1: gave no outcome within 1 s (the process died?)",
+    )
+    outcome.report(tmp_path, 1, "skipped", "no flash")
+    assert outcome.agree(tmp_path, 2, "oom", "mine", wait_s=1) == ("oom", "mine") and not list(tmp_path.iterdir())

@@ -410,3 +410,17 @@ def test_loader_plans(asked, cpus, ranks, batch, memory, plan):
     assert (chosen.workers, chosen.prefetch) == plan
     if memory and chosen.workers:
         assert ranks * chosen.workers * chosen.prefetch * batch <= batches.IN_FLIGHT_SHARE * memory
+
+
+@pytest.mark.parametrize(
+    "message, oom",
+    [
+        ("CUDA out of memory. Tried to allocate 2.00 GiB", True),
+        ("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory", True),
+        ("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`", True),
+        ("cuDNN error: CUDNN_STATUS_ALLOC_FAILED", True),
+        ("CUDA error: an illegal memory access was encountered", False),
+    ],
+)
+def test_allocation_failures_of_cublas_and_cudnn_are_oom(message, oom):
+    assert devices.is_oom(RuntimeError(message)) is oom

@@ -64,6 +64,8 @@ class Settings:
     data_on_device: str = "auto"
     peak_tflops: float | None = None
     checkpoint: bool = _TRAIN["checkpoint"]
+    collective_timeout_s: int = 600
+    """How long a rank waits in a collective for the others (the process group's timeout)."""
 
     @classmethod
     def from_dict(cls, cell: dict) -> Settings:
@@ -86,7 +88,7 @@ class Settings:
         _choice("backend", self.backend, BACKENDS)
         _choice("device", self.device, DEVICES)
         _choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
-        for name in ("epochs", "global_batch", "micro_batch", "timed_steps"):
+        for name in ("epochs", "global_batch", "micro_batch", "timed_steps", "collective_timeout_s"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
         for name in ("timing_warmup_steps", "loader_workers"):

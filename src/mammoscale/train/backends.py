@@ -17,6 +17,7 @@ Gradient accumulation: DDP skips the all-reduce on all but the last micro-batch 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import socket
@@ -43,7 +44,7 @@ class Backend:
         """The ranks on this node, which share its CPUs and memory."""
 
     @classmethod
-    def start(cls, device_request: str) -> Backend:
+    def start(cls, device_request: str, timeout_s: int) -> Backend:
         return cls(devices.choose(device_request, 0))
 
     @property
@@ -98,7 +99,7 @@ class DDP(Backend):
     name = "ddp"
 
     @classmethod
-    def start(cls, device_request: str) -> DDP:
+    def start(cls, device_request: str, timeout_s: int) -> DDP:
         rank, world, local_rank = ranks_from_env()
         if "MASTER_ADDR" not in os.environ:
             if "SLURM_JOB_NODELIST" in os.environ and world > 1:
@@ -113,7 +114,12 @@ class DDP(Backend):
                 )
         os.environ.setdefault("MASTER_PORT", "29500")
         device = devices.choose(device_request, local_rank)
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+        torch.distributed.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
         log.info("ddp: rank %d of %d (local rank %d) on %s", rank, world, local_rank, device)
         return cls(device, rank, world, local_rank, local_world_from_env(world))
 
@@ -151,7 +157,8 @@ class Horovod(Backend):
     name = "horovod"
 
     @classmethod
-    def start(cls, device_request: str) -> Horovod:
+    def start(cls, device_request: str, timeout_s: int) -> Horovod:
+        os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(timeout_s))
         hvd = _horovod()
         hvd.init()
         return cls(
@@ -197,11 +204,11 @@ BACKEND_CLASSES = {cls.name: cls for cls in (Backend, DDP, Horovod)}
 assert tuple(BACKEND_CLASSES) == BACKENDS, "mammoscale.plan.launch.BACKENDS names every backend"
 
 
-def init(backend: str, device_request: str) -> Backend:
-    """Join the job's process group (if any) and choose this rank's device."""
+def init(backend: str, device_request: str, timeout_s: int = 600) -> Backend:
+    """Join the job's process group (if any, its collectives bounded by ``timeout_s``); choose this rank's device."""
     if backend not in BACKEND_CLASSES:
         raise UserError(f"distributed backend must be one of {', '.join(BACKEND_CLASSES)}, not {backend!r}")
-    return BACKEND_CLASSES[backend].start(device_request)
+    return BACKEND_CLASSES[backend].start(device_request, timeout_s)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

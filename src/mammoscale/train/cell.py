@@ -33,7 +33,7 @@ from mammoscale import cache, files, logs
 from mammoscale.errors import UserError
 from mammoscale.plan.settings import Settings
 from mammoscale.plan.vit import seq_len
-from mammoscale.train import batches, checkpoint, devices, loop, models, record
+from mammoscale.train import batches, checkpoint, devices, loop, models, outcome, record
 from mammoscale.train.backends import Backend, init, unwrap
 from mammoscale.train.loop import NonFiniteLoss, Progress
 from mammoscale.train.optim import autocast_for, optimizer_for
@@ -162,17 +162,26 @@ def _resume(state: dict | None, model: nn.Module, optimizer: torch.optim.Optimiz
 def run_cell(cell: dict, out_dir: Path | str) -> dict:
     """Run one cell from its resolved settings; write ``metrics.json`` (and ``train.log``, checkpoints)
     into ``out_dir`` from rank 0; return the metrics (on every rank)."""
+    return run_rank(cell, out_dir)[0]
+
+
+def run_rank(cell: dict, out_dir: Path | str) -> tuple[dict, bool]:
+    """:func:`run_cell` on this rank: its metrics (rank 0: the cell's, agreed with every rank; the others:
+    their own), and whether this rank is rank 0."""
     settings = Settings.from_dict(cell)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    backend = init(settings.backend, settings.device)
+    backend = init(settings.backend, settings.device, settings.collective_timeout_s)
     if not backend.primary:
         logging.getLogger("mammoscale").setLevel(logging.WARNING)
     result = None
     try:
         with logs.also_to(out_dir / files.TRAIN_LOG if backend.primary else None):
             settings.grad_accum(backend.world)
-            result = _outcome(settings, backend, out_dir)
+            outcome.forget(out_dir, backend.rank)
+            result, error = _outcome(settings, backend, out_dir)
+            if backend.world > 1:
+                result, error = _agree(result, error, backend, out_dir, settings.collective_timeout_s)
             if backend.primary:
                 files.write_metrics(result, out_dir / files.METRICS)
                 log.info(
@@ -181,15 +190,29 @@ def run_cell(cell: dict, out_dir: Path | str) -> dict:
                     result["status"],
                     f" ({result['message']})" if result["message"] else "",
                 )
-        return result
+            if error is not None:
+                raise error
+        return result, backend.primary
     finally:
-        # after an OOM, other ranks may be gone: do not wait for them in a collective shutdown
-        if not (result and result["status"] == "oom" and backend.world > 1):
+        # after any rank failed, other ranks may be gone: do not wait for them in a collective shutdown
+        if not (result and result["status"] != "ok" and backend.world > 1):
             backend.close()
 
 
-def _outcome(settings: Settings, backend: Backend, out_dir: Path) -> dict:
-    """Train and evaluate; the record of how it ended, whatever the status."""
+def _agree(result: dict, error: Exception | None, backend: Backend, out_dir: Path, wait_s: int):
+    """Every rank reports how it ended; rank 0 takes the cell's outcome from all of them (:mod:`.outcome`)."""
+    outcome.report(out_dir, backend.rank, result["status"], result["message"])
+    if not backend.primary:
+        return result, None  # rank 0 records the cell; this rank's own error is in its outcome
+    status, message = outcome.agree(out_dir, backend.world, result["status"], result["message"], wait_s=wait_s + 60)
+    if status == "oom" and result["status"] != "oom":
+        error = None  # a collective that broke because a peer ran out of memory: explained
+    return {**result, "status": status, "message": message}, error
+
+
+def _outcome(settings: Settings, backend: Backend, out_dir: Path) -> tuple[dict, Exception | None]:
+    """Train and evaluate; the record of how it ended, whatever the status, and an unexpected error to
+    raise once the record is written (a problem the user can fix is raised at once, with no record)."""
     progress = Progress()
     peak = devices.PeakMemory(backend.device)
     grad_accum = settings.grad_accum(backend.world)
@@ -212,20 +235,20 @@ def _outcome(settings: Settings, backend: Backend, out_dir: Path) -> dict:
         quality = loop.evaluate(run)
     except models.KernelUnavailable as exc:
         log.warning("skipped: %s", exc)
-        return result("skipped", str(exc))
+        return result("skipped", str(exc)), None
     except NonFiniteLoss as exc:
         log.error("%s", exc)
-        return result("failed", str(exc))
+        return result("failed", str(exc)), None
+    except UserError:
+        raise
     except Exception as exc:
         if models.kernel_refused(exc):
             message = f"the {settings.attention} kernel cannot run here: {str(exc).splitlines()[0][:300]}"
             log.error("skipped: %s", message)
-            return result("skipped", message)
+            return result("skipped", message), None
         if not devices.is_oom(exc):
-            if not isinstance(exc, UserError) and backend.primary:
-                files.write_metrics(result("failed", f"{type(exc).__name__}: {exc}"), out_dir / files.METRICS)
-            raise
+            return result("failed", f"{type(exc).__name__}: {exc}"), exc
         message = str(exc).splitlines()[0][:500]
         log.warning("out of memory after %d step(s): %s", progress.steps_done, message)
-        return result("oom", message)
-    return result("ok", None, quality)
+        return result("oom", message), None
+    return result("ok", None, quality), None

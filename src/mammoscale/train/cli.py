@@ -9,7 +9,7 @@ import yaml
 
 from mammoscale.errors import UserError
 from mammoscale.logs import configure
-from mammoscale.train.cell import EXIT_CODES, run_cell
+from mammoscale.train.cell import EXIT_CODES, run_rank
 
 
 def parse_cell(cell_file: str | None, assignments: list[str]) -> dict:
@@ -40,5 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("settings", nargs="*", metavar="key=value", help="settings (override --cell)")
     args = parser.parse_args(argv)
     configure(None)
-    result = run_cell(parse_cell(args.cell, args.settings), args.out)
-    return EXIT_CODES[result["status"]]
+    result, primary = run_rank(parse_cell(args.cell, args.settings), args.out)
+    # rank 0 says how the cell ended; another rank's own ending is in the record rank 0 wrote (and its exit
+    # code must not make the launcher stop rank 0 before it has)
+    return EXIT_CODES[result["status"]] if primary else 0

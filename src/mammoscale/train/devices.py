@@ -105,9 +105,14 @@ def _status_kib(field: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+OOM_SIGNS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+"""How an allocation failure reads: CUDA's caching allocator, the CPU allocator, and cuBLAS or cuDNN failing to
+allocate their workspace (which torch raises as a plain RuntimeError)."""
+
+
 def is_oom(error: BaseException) -> bool:
-    """An allocation failure on any device: CUDA's OutOfMemoryError or the CPU allocator's refusal."""
+    """An allocation failure on any device: CUDA's OutOfMemoryError, the CPU allocator's refusal, or a cuBLAS or
+    cuDNN allocation failure."""
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
         return True
-    message = str(error)
-    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+    return isinstance(error, RuntimeError) and any(sign in str(error) for sign in OOM_SIGNS)
