@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: run test setup setup-test horovod lint format docs clean
+.PHONY: run test setup setup-test horovod flash-attn lint format docs clean
 
 run: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) all
@@ -23,6 +23,10 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
+
+# flash-attn for attention flash_attention_2: CUDA machines only (docs/gpu-cluster.md).
+flash-attn: $(VENV)/.installed
+	tools/install-flash-attn $(BIN)/python
 
 # docs/configuration.md from the configuration schema (a test keeps them equal).
 docs: $(VENV)/.installed

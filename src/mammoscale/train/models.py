@@ -84,8 +84,8 @@ class _HuggingFaceViT(nn.Module):
         super().__init__()
         if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
             raise KernelUnavailable(
-                "attention flash_attention_2 needs the flash-attn package (pip install "
-                "'mammoscale[flash-attn]' on a CUDA machine)"
+                "attention flash_attention_2 needs the flash-attn package: on a CUDA machine, make flash-attn "
+                "(tools/install-flash-attn; docs/gpu-cluster.md)"
             )
         from transformers import ViTConfig, ViTForImageClassification
         from transformers.utils import logging as hf_logging
