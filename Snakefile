@@ -12,6 +12,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/plan.smk"
 include: "rules/dataset.smk"
 include: "rules/preprocess.smk"
 include: "rules/train.smk"

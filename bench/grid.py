@@ -4,11 +4,12 @@ The cells are the workflow's own (:mod:`mammoscale.plan`): the variants, sizes, 
 settings of ``config/paper.yaml`` on a one-GPU profile, throughput mode; the tables are the
 workflow's (:mod:`mammoscale.report.tables`). Each cell runs ``python -m mammoscale.train`` in its
 own process on a cache of random tiles held on the device, so an OOM is recorded and the next
-cell starts clean. Micro-batches hold about --token-budget tokens (a power of two, at most the
-global batch); the global batch is constant. Prints throughput, peak memory, MFU and status per
-cell, and the speed-up of each flash variant over each baseline, to compare with the study
-(paper.md, section 1): patch 8: 3.0-4.2x, patch 16: 2.8-4.0x, patch 32: 0-2.3x; the baseline
-OOMs at 2048 except with patch 32.
+cell starts clean. Each cell's micro-batch is the workflow's plan (:mod:`mammoscale.plan.sizing`:
+the largest divisor of the global batch whose predicted peak fits --device-memory-gb, by default
+the GPU's), settled on the device by the probe; the global batch is constant. Prints throughput,
+peak memory (measured and predicted), MFU and status per cell, and the speed-up of each flash
+variant over each baseline, to compare with the study (paper.md, section 1): patch 8: 3.0-4.2x,
+patch 16: 2.8-4.0x, patch 32: 0-2.3x; the baseline OOMs at 2048 except with patch 32.
 
 Run on a GPU:  python bench/grid.py --peak-tflops 989 (H100 SXM dense bf16; 312 for an A100)
 Tiny CPU mode: python bench/grid.py --tiny   (vit-tiny, 32/64 px, the tests run this)
@@ -25,8 +26,7 @@ import torch
 import yaml
 
 from mammoscale import config, files
-from mammoscale.plan import grid
-from mammoscale.plan.vit import seq_len
+from mammoscale.plan import grid, sizing
 from mammoscale.report import tables
 from mammoscale.train import bench
 
@@ -35,7 +35,7 @@ HARDWARE = "bench"
 
 
 def cells(args, variants: dict) -> list[tuple[grid.Cell, dict]]:
-    """Every cell of the grid with its settings, as the workflow resolves them, micro-batch by token budget."""
+    """Every cell of the grid with its settings, as the workflow resolves and plans them."""
     paper = config.with_defaults(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
     train = {
         **paper["train"],
@@ -50,25 +50,27 @@ def cells(args, variants: dict) -> list[tuple[grid.Cell, dict]]:
     }
     chosen = []
     for cell in grid.cells(args.sizes, args.patches, {name: variants[name] for name in args.variants}, [HARDWARE]):
-        tokens = seq_len(variants[cell.variant]["family"], cell.image_size, cell.patch_size)
         profile = {
             "launcher": "none",
             "nodes": 1,
             "gpus_per_node": 0 if args.tiny else 1,
             "peak_tflops": args.peak_tflops,
-            "micro_batch": bench.micro_batch_for(tokens, args.token_budget, args.global_batch),
+            "device_memory_gb": args.device_memory_gb,
+            "micro_batch": args.global_batch,
             "data_on_device": "yes",
             "device": args.device,
         }
-        settings = grid.cell_settings(
-            cell,
-            profile=profile,
-            variant=variants[cell.variant],
-            train=train,
-            cache_root=str(args.out / "cache"),
-            local_scratch=None,
-        )
-        chosen.append((cell, settings))
+
+        spec = {
+            "profile": profile,
+            "variant": variants[cell.variant],
+            "train": train,
+            "cache_root": str(args.out / "cache"),
+            "local_scratch": None,
+        }
+        bound = grid.cell_settings(cell, **spec, micro_batch=args.global_batch)
+        plan = sizing.plan_cell(cell, bound, profile, paper["plan"], train_breasts=1)
+        chosen.append((cell, grid.cell_settings(cell, **spec, micro_batch=plan.micro_batch)))
     return chosen
 
 
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patches", type=int, nargs="+", help="default 8 16 32 (tiny: 8 16)")
     parser.add_argument("--variants", nargs="+", help="of config/paper.yaml's grid.variants (default: all)")
     parser.add_argument("--global-batch", type=int, default=64, help="a power of two")
-    parser.add_argument("--token-budget", type=int, default=1 << 16, help="tokens per micro-batch")
+    parser.add_argument("--device-memory-gb", type=float, help="plan micro-batches for it (default: the GPU's)")
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--timed-steps", type=int, default=10)
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, for MFU")
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     args.model_size, args.device, sizes, patches = "vit-base", "cuda", [384, 512, 1024, 2048], [8, 16, 32]
     if args.tiny:
         args.model_size, args.device, sizes, patches = "vit-tiny", "cpu", [32, 64], [8, 16]
-        args.global_batch, args.token_budget, args.warmup_steps, args.timed_steps = 4, 64, 1, 2
+        args.global_batch, args.warmup_steps, args.timed_steps = 4, 1, 2
     args.sizes, args.patches = args.sizes or sizes, args.patches or patches
     print(
         f"torch {torch.__version__} (CUDA {torch.version.cuda}), x-transformers {version('x-transformers')}, "
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if torch.cuda.is_available():
         print(f"device: {torch.cuda.get_device_name(0)}")
+        args.device_memory_gb = args.device_memory_gb or torch.cuda.get_device_properties(0).total_memory / 1e9
     planned = cells(args, variants)
     runs_root = args.out / "runs"
     for cell, settings in planned:
@@ -113,14 +116,17 @@ def main(argv: list[str] | None = None) -> None:
             "patch_size",
             "seq_len",
             "micro_batch",
+            "micro_batch_planned",
             "status",
             "throughput_img_s",
             "peak_mem_bytes",
+            "predicted_peak_bytes",
             "mfu",
             "attention_backend",
         ]
-    ].assign(peak_mem_bytes=runs["peak_mem_bytes"] / 1e9)
-    print(bench.markdown(shown.rename(columns={"peak_mem_bytes": "peak_mem_gb"})))
+    ].assign(peak_mem_bytes=runs["peak_mem_bytes"] / 1e9, predicted_peak_bytes=runs["predicted_peak_bytes"] / 1e9)
+    gb = {"peak_mem_bytes": "peak_mem_gb", "predicted_peak_bytes": "predicted_gb"}
+    print(bench.markdown(shown.rename(columns=gb)))
     print()
     pairs = tables.speedups(runs)
     files.SPEEDUP_TABLE.write(pairs, args.out / "speedups.csv")

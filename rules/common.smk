@@ -86,6 +86,23 @@ def get_run_outputs():
     return [f"{cell.run_dir()}/{files.METRICS}" for cell in STUDY.cells]
 
 
+def get_plan_rows():
+    """plan.csv's rows: every configured cell's plan (mammoscale.plan.sizing)."""
+    return [plan.row() for plan in STUDY.plans.values()]
+
+
+def get_predicted_oom_outputs():
+    """The records the plan writes: the cells predicted out of memory and not submitted."""
+    return [f"{cell.run_dir()}/{files.METRICS}" for cell in STUDY.predicted_oom_cells]
+
+
+def get_predicted_oom_records():
+    return {
+        f"{cell.run_dir()}/{files.METRICS}": {"row": STUDY.plans[cell].row(), "settings": STUDY.cell_settings(cell)}
+        for cell in STUDY.predicted_oom_cells
+    }
+
+
 def cell_of(wildcards):
     return STUDY.cell(wildcards.hardware, wildcards.variant, wildcards.image_size, wildcards.patch_size)
 
@@ -192,11 +209,13 @@ def get_report_inputs(wildcards):
         "contact_sheets": list(get_contact_sheets().values()),
         "counts": files.MANIFEST_COUNTS,
         "preprocess": files.PREPROCESS_SUMMARY,
+        "plan": files.PLAN_CSV,
     }
 
 
 def get_final_output():
     return [
+        files.PLAN_CSV,
         *get_cache_output(),
         *get_run_outputs(),
         *[files.fill(files.FIGURE, figure=name, ext=ext) for name in FIGURES for ext in ("png", FIGURE_FORMAT)],

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 from mammoscale import cache, files
 from mammoscale.train import bench
@@ -62,20 +61,6 @@ def test_random_cache_is_a_valid_cache(tmp_path):
     root = bench.random_cache(tmp_path, 32, 6)
     tiles = cache.open_tiles(root, 32, verify=True)
     assert len(tiles) == 6 and tiles[5].shape == (32, 32) and set(tiles.index["split"]) == {"train"}
-
-
-@pytest.mark.parametrize(
-    "tokens, budget, largest, micro",
-    [
-        (4096, 1 << 16, 64, 16),
-        (65536, 1 << 16, 64, 1),
-        (144, 1 << 16, 64, 64),
-        (1024, 3000, 64, 2),
-        (10**6, 1 << 16, 64, 1),
-    ],
-)
-def test_micro_batches_hold_the_token_budget(tokens, budget, largest, micro):
-    assert bench.micro_batch_for(tokens, budget, largest) == micro
 
 
 def test_markdown():

@@ -42,9 +42,10 @@ def test_a_cell_takes_its_profile_variant_and_train_settings():
         train=TRAIN,
         cache_root="results/cache",
         local_scratch="/local",
+        micro_batch=48,
     )
     settings = Settings.from_dict(cell)
-    assert settings.backend == "ddp" and settings.device == "cuda" and settings.micro_batch == 64
+    assert settings.backend == "ddp" and settings.device == "cuda" and settings.micro_batch == 48
     assert settings.family == "hf" and settings.peak_tflops == 312.0 and settings.local_scratch == "/local"
     assert settings.precision == TRAIN["precision"] and settings.mode == TRAIN["mode"] == "throughput"
     cpu = grid.cell_settings(
@@ -54,6 +55,7 @@ def test_a_cell_takes_its_profile_variant_and_train_settings():
         train=TRAIN,
         cache_root="c",
         local_scratch=None,
+        micro_batch=1,
     )
     assert cpu["precision"] == "fp32" and cpu["device"] == "cpu" and cpu["backend"] == "none"
     full = grid.cell_settings(
@@ -63,6 +65,7 @@ def test_a_cell_takes_its_profile_variant_and_train_settings():
         train={**TRAIN, "full_mode_at": [{"image_size": 256, "patch_size": 8}]},
         cache_root="c",
         local_scratch=None,
+        micro_batch=1,
     )
     assert full["mode"] == "full" and "full_mode_at" not in full and Settings.from_dict(full).mode == "full"
 

@@ -35,8 +35,45 @@ def test_the_paper_study_plans_its_cells_and_their_settings():
     assert len(s.cells) == 3 * 4 * 3 + 2  # variants x sizes x patches, and 2 extra cells for Figure 2
     assert s.hardware_used == ["xe9680", "xe8545", "r750xa"] and s.reference["hardware"] == "xe9680"
     settings = s.cell_settings(Cell("xe9680", "hf-eager", 512, 16))
-    assert settings["family"] == "hf" and settings["mode"] == "full" and settings["micro_batch"] == 64
+    assert settings["family"] == "hf" and settings["mode"] == "full"
     assert s.launch("xe9680") == {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8}
+    # the profile's 64 is a bound: each cell takes the largest divisor of 1536 / 8 = 192 that its memory allows
+    assert settings["micro_batch"] == s.plan_of(Cell("xe9680", "hf-eager", 512, 16)).micro_batch < 64
+    assert s.cell_settings(Cell("xe9680", "flash", 512, 16))["micro_batch"] == 64
+    assert s.cell_settings(Cell("xe8545", "flash", 512, 16))["micro_batch"] == 24  # 1536 / 4 ranks = 384 = 24 x 16
+    # the materialised baselines from 16,384 tokens do not fit an 80 GB A100 even one image at a time
+    assert [cell.name for cell in s.predicted_oom_cells] == [
+        "xe9680/materialised/img1024_p8",
+        "xe9680/materialised/img2048_p8",
+        "xe9680/materialised/img2048_p16",
+        "xe9680/hf-eager/img1024_p8",
+        "xe9680/hf-eager/img2048_p8",
+        "xe9680/hf-eager/img2048_p16",
+    ]
+    assert len(s.submitted_cells) == len(s.cells) - 6
+    for plan in s.plans.values():
+        assert plan.micro_batch * plan.grad_accum * plan.world_size == 1536
+        assert plan.fits == (plan.predicted_peak_bytes <= plan.memory_limit_bytes)
+
+
+def test_submitting_predicted_ooms_is_a_switch():
+    raw = {**EMBEDDED, **PAPER, "hardware": {**EMBEDDED["hardware"], **PAPER["hardware"]}}
+    s = Study.from_config({**raw, "plan": {"submit_predicted_oom": True}})
+    assert s.predicted_oom_cells == [] and s.submitted_cells == s.cells
+    assert s.cell_settings(Cell("xe9680", "hf-eager", 2048, 8))["micro_batch"] == 1
+    roomy = Study.from_config({**raw, "plan": {"memory_headroom": 1.0}})
+    assert len(roomy.predicted_oom_cells) == 6  # 258 GB at micro-batch 1: no headroom makes it fit
+
+
+def test_a_new_headroom_changes_only_the_settings_of_the_cells_it_replans():
+    raw = {**EMBEDDED, **PAPER, "hardware": {**EMBEDDED["hardware"], **PAPER["hardware"]}}
+    before, after = Study.from_config(raw), Study.from_config({**raw, "plan": {"memory_headroom": 0.8}})
+    changed = [cell for cell in before.cells if before.cell_settings(cell) != after.cell_settings(cell)]
+    assert Cell("xe9680", "flash", 384, 8) in changed  # 70 GB at 64 images: over 0.8 x 80 GB
+    assert Cell("xe9680", "flash", 512, 16) not in changed and 0 < len(changed) < len(before.cells)
+    for cell in changed:
+        old, new = before.cell_settings(cell), after.cell_settings(cell)
+        assert new["micro_batch"] < old["micro_batch"] and {**old, "micro_batch": 0} == {**new, "micro_batch": 0}
 
 
 def test_reference_hardware_defaults_to_the_first_in_the_grid():
@@ -60,9 +97,9 @@ def test_reference_hardware_defaults_to_the_first_in_the_grid():
         (
             {
                 "train": {"global_batch": 3},
-                "hardware": {"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], "micro_batch": 2}},
+                "hardware": {"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], "nodes": 2}},
             },
-            "cell local-cpu/flash/img384_p8: global batch 3 is not a multiple of micro-batch 2 x 1",
+            r"cell local-cpu/flash/img384_p8: global batch 3 cannot be shared by 2 rank\(s\)",
         ),
         ({"typo_key": 1}, "unknown key.*'typo_key'"),
         (

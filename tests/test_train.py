@@ -22,6 +22,7 @@ import torch
 
 from mammoscale import files, train
 from mammoscale.errors import UserError
+from mammoscale.plan import memory
 from mammoscale.train import batches, checkpoint, cli, devices, loop, models, optim
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -157,6 +158,67 @@ def test_an_out_of_memory_cell_is_a_result_and_exits_zero(train_cache, tmp_path)
     assert result["status"] == "oom" and "can't allocate memory" in result["message"]
     assert result["steps"] == 0 and result["throughput_img_s"] is None and result["seq_len"] == 16384
     assert "out of memory" in (tmp_path / "train.log").read_text()
+    assert result["oom_basis"] == "measured" and result["micro_batch_retries"] == [4, 2, 1]
+    assert "down to 1 (tried 4, 2, 1)" in result["message"]
+
+
+PROBE_OVERHEAD = 2**29
+"""Address space a training process takes beyond its imports and its live tensors (thread stacks, malloc's
+arenas, the allocator's slack): about 0.4-0.5 GiB measured here at 0.7-2.7 GiB of tensors."""
+
+
+def _address_space_after_imports() -> int:
+    code = (
+        "import re, pathlib, x_transformers, mammoscale.train.cell; "
+        "print(re.search(r'VmSize:\\s+(\\d+) kB', pathlib.Path('/proc/self/status').read_text()).group(1))"
+    )
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) * 1024
+
+
+def test_the_probe_settles_on_the_largest_micro_batch_that_fits(train_cache, tmp_path):
+    # vit-tiny, materialised attention, 1,024 tokens, fp32: about 0.17 GiB an image; planned micro-batch 16
+    settings = cell(
+        train_cache,
+        image_size=128,
+        patch_size=4,
+        attention="materialised",
+        variant="materialised",
+        mode="throughput",
+        timing_warmup_steps=0,
+        timed_steps=2,
+        global_batch=16,
+        micro_batch=16,
+        precision="fp32",
+    )
+
+    def predicted(micro: int) -> int:
+        return memory.step_peak(
+            "xtransformers",
+            "materialised",
+            "vit-tiny",
+            image_size=128,
+            patch_size=4,
+            channels=1,
+            precision="fp32",
+            micro_batch=micro,
+            device="cpu",
+        ).total
+
+    # halfway between what micro-batch 8 and micro-batch 16 take: 16 fails, 8 fits (+-0.65 GiB either side)
+    cap = _address_space_after_imports() + PROBE_OVERHEAD + (predicted(8) + predicted(16)) // 2
+    proc = run_cli(tmp_path / "capped", settings, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    probed = json.loads((tmp_path / "capped" / "metrics.json").read_text())
+    assert probed["status"] == "ok", probed["message"]
+    assert probed["micro_batch_planned"] == 16 and probed["micro_batch_retries"] == [16]
+    assert probed["micro_batch"] == 8 and probed["grad_accum"] == 2 and probed["global_batch"] == 16
+    assert probed["predicted_peak_bytes"] == predicted(8) and probed["oom_basis"] is None
+    assert "training with micro-batch 8, planned 16" in (tmp_path / "capped" / "train.log").read_text()
+
+    fixed = train.run_cell({**settings, "micro_batch": 8}, tmp_path / "fixed")
+    assert fixed["micro_batch"] == fixed["micro_batch_planned"] == 8 and fixed["micro_batch_retries"] == []
+    assert probed["loss_curve"] == fixed["loss_curve"]  # the probe leaves no trace in the training
 
 
 def test_a_killed_cell_resumes_from_its_checkpoint(train_cache, tmp_path):

@@ -12,11 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mammoscale import files
+
 from conftest import REPO
 
 pytestmark = pytest.mark.workflow
 WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs")
 AFTER_CELLS = {"aggregate": 1, "figure": 7, "study_report": 1}  # tables, figures and report: after any cell changes
+REPLAN = {"plan": 1}  # plan.csv: after any change of the cells or their plans
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -113,6 +116,7 @@ def test_adding_an_image_size_tiles_it_alone_and_trains_its_cells(finished_run):
         "contact_sheet": 1,
         "train_cell": 4,
         "pipeline_table": 1,
+        **REPLAN,
         **AFTER_CELLS,
     }
 
@@ -121,13 +125,13 @@ def test_adding_a_patch_size_trains_only_the_new_cells(finished_run):
     result = snakemake(
         finished_run, "-n", "all", "--configfile", "config/test.yaml", "--config", "grid={patch_sizes: [16, 32]}"
     )
-    assert planned_jobs(result) == {"all": 1, "train_cell": 8, **AFTER_CELLS}
+    assert planned_jobs(result) == {"all": 1, "train_cell": 8, **REPLAN, **AFTER_CELLS}
 
 
 def test_an_extra_cell_trains_alone_and_joins_the_tables(finished_run):
     extra = "grid={extra_cells: [{hardware: slurm-gpu, variant: flash, image_size: 128, patch_size: 32}]}"
     result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml", "--config", extra)
-    assert planned_jobs(result) == {"all": 1, "train_cell": 1, **AFTER_CELLS}
+    assert planned_jobs(result) == {"all": 1, "train_cell": 1, **REPLAN, **AFTER_CELLS}
     assert "results/runs/slurm-gpu/flash/img128_p32/metrics.json" in result.stdout
 
 
@@ -141,8 +145,35 @@ def test_changing_one_hardware_profile_reruns_only_its_cells(finished_run):
         "--config",
         "hardware={local-cpu-b: {micro_batch: 1}}",
     )
-    assert planned_jobs(result) == {"all": 1, "train_cell": 4, **AFTER_CELLS}
+    assert planned_jobs(result) == {"all": 1, "train_cell": 4, **REPLAN, **AFTER_CELLS}
     assert "local-cpu/" not in "".join(line for line in result.stdout.splitlines() if "output:" in line)
+
+
+def test_a_memory_headroom_change_replans_only_the_cells_it_changes(finished_run):
+    # the test profiles are CPUs without a device memory: a new headroom changes no cell, so nothing reruns
+    result = snakemake(
+        finished_run, "-n", "all", "--configfile", "config/test.yaml", "--config", "plan={memory_headroom: 0.5}"
+    )
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_cells_predicted_out_of_memory_get_their_record_without_running(finished_run, tmp_path):
+    workdir = tmp_path / "wf"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    small = "hardware={local-cpu-b: {device_memory_gb: 0.01}}"  # 9 MB allowed: the 40 MB a step takes cannot fit
+    planned = planned_jobs(snakemake(workdir, "-n", "all", "--configfile", "config/test.yaml", "--config", small))
+    assert planned == {"all": 1, **REPLAN, **AFTER_CELLS}  # no training job
+    snakemake(workdir, "--cores", "2", "all", "--configfile", "config/test.yaml", "--config", small)
+    plan = pd.read_csv(workdir / "results" / "tables" / "plan.csv")
+    assert list(plan.columns) == list(files.PLAN_TABLE.columns) and len(plan) == 8
+    assert plan.loc[plan["hardware"] == "local-cpu-b", "fits"].eq(False).all() and plan["fits"].sum() == 4
+    assert (plan.loc[plan["hardware"] == "local-cpu-b", "memory_limit_bytes"] == 9_000_000).all()
+    runs = pd.read_csv(workdir / "results" / "tables" / "runs.csv")
+    predicted = runs[runs["hardware"] == "local-cpu-b"]
+    assert (predicted["status"] == "oom").all() and (predicted["oom_basis"] == "predicted").all()
+    assert predicted["throughput_img_s"].isna().all() and (predicted["predicted_peak_bytes"] > 9_000_000).all()
+    assert (runs.loc[runs["hardware"] == "local-cpu", "status"] == "ok").all()
+    assert "OOM (predicted)" in (workdir / "results" / "report" / "report.html").read_text()
 
 
 def test_one_cell_reruns_alone_on_request(finished_run):

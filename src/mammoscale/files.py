@@ -88,6 +88,7 @@ TABLES = "results/tables"
 RUNS_CSV = f"{TABLES}/runs.csv"
 SPEEDUPS_CSV = f"{TABLES}/speedups.csv"
 PIPELINE_CSV = f"{TABLES}/pipeline.csv"
+PLAN_CSV = f"{TABLES}/plan.csv"
 FIGURE = "results/figures/{figure}.{ext}"
 REPORT = "results/report/report.html"
 SNAPSHOT = "results/snapshot"
@@ -238,6 +239,12 @@ SPEEDUP_TABLE = Table.of(
 """``speedups.csv``: each flash variant against each baseline, at each hardware, image size and patch size."""
 PIPELINE_TABLE = Table.of("stage:str image_size shard:str items item:str seconds cpu_seconds items_per_s")
 """``pipeline.csv``: items and seconds of each preprocessing job."""
+PLAN_TABLE = Table.of(
+    "hardware:str variant:str image_size:int64 patch_size:int64 seq_len:int64 mode:str device:str world_size:int64 "
+    "micro_batch:int64 grad_accum:int64 predicted_peak_bytes:int64 memory_limit_bytes fits:bool submitted:bool "
+    "flops_per_img:int64 steps:int64 images:int64 gpu_hours mfu"
+)
+"""``plan.csv``: each configured cell's plan before it runs (:mod:`mammoscale.plan.sizing`)."""
 RUN_TEXT_COLUMNS = ("hardware", "variant", "status", "message", "attention_backend", "model", "run_dir")
 """Columns of ``runs.csv`` that stay text whatever they hold (with every ``env.*`` column: job ids, commits)."""
 

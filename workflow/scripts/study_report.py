@@ -14,4 +14,5 @@ build(
     manifest_counts=given.counts,
     preprocess_summary=given.preprocess,
     context=Context(**params.context),
+    plan_csv=given.plan,
 )

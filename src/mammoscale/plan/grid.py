@@ -82,10 +82,18 @@ def check_hardware(chosen, profiles: dict) -> None:
 
 
 def cell_settings(
-    cell: Cell, *, profile: dict, variant: dict, train: dict, cache_root: str, local_scratch: str | None
+    cell: Cell,
+    *,
+    profile: dict,
+    variant: dict,
+    train: dict,
+    cache_root: str,
+    local_scratch: str | None,
+    micro_batch: int,
 ) -> dict:
     """One cell's resolved settings (:class:`mammoscale.plan.settings.Settings` keys), from the parts that
-    concern it: ``train.*`` (its mode from ``train.full_mode_at``), its variant and its hardware profile."""
+    concern it: ``train.*`` (its mode from ``train.full_mode_at``), its variant, its hardware profile and
+    its planned ``micro_batch`` (:mod:`mammoscale.plan.sizing`)."""
     shared = {key: value for key, value in train.items() if key != "full_mode_at"}
     at = {"image_size": cell.image_size, "patch_size": cell.patch_size}
     settings = {
@@ -94,7 +102,7 @@ def cell_settings(
         **cell._asdict(),
         "family": variant["family"],
         "attention": variant["attention"],
-        "micro_batch": profile["micro_batch"],
+        "micro_batch": micro_batch,
         "backend": BACKEND_OF_LAUNCHER[profile["launcher"]],
         "device": "cuda" if profile.get("gpus_per_node") else "cpu",
         "peak_tflops": profile.get("peak_tflops"),

@@ -4,8 +4,11 @@
 then refuses, one line each and naming the cell or key, whatever the config alone decides
 cannot work: an unknown hardware profile, an extra cell outside the grid, a grid with no cell,
 a canonical size below the largest image size, a reference or baseline variant not in the
-grid, and any cell whose settings cannot train (a global batch that its micro-batch and ranks
-cannot make up, say). A SLURM job never discovers these hours later.
+grid, and any cell whose settings cannot train (a global batch that its ranks cannot share, say).
+A SLURM job never discovers these hours later.
+
+Each cell is planned here too (:mod:`mammoscale.plan.sizing`): its micro-batch, predicted memory
+and cost, and whether it is submitted.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from functools import cached_property
 from mammoscale import config as configuration
 from mammoscale import files
 from mammoscale.errors import UserError
-from mammoscale.plan import grid
+from mammoscale.plan import grid, sizing
 from mammoscale.plan.grid import Cell
 from mammoscale.plan.launch import ranks
 from mammoscale.plan.settings import Settings
@@ -92,6 +95,9 @@ class Study:
 
     def cell_settings(self, cell: Cell) -> dict:
         """The cell's own settings, and nothing else: a config change reruns only the cells it concerns."""
+        return self._settings(cell, self.plan_of(cell).micro_batch)
+
+    def _settings(self, cell: Cell, micro_batch: int) -> dict:
         return grid.cell_settings(
             cell,
             profile=self.profiles[cell.hardware],
@@ -99,7 +105,40 @@ class Study:
             train=self.config["train"],
             cache_root=self.cache_root,
             local_scratch=self.config["cache"]["local_scratch"],
+            micro_batch=micro_batch,
         )
+
+    def plan_of(self, cell: Cell) -> sizing.CellPlan:
+        """The cell's micro-batch, predicted memory and cost (configured or not: a path can name any cell)."""
+        if cell in self.plans:
+            return self.plans[cell]
+        return self._plan(cell)
+
+    def _plan(self, cell: Cell) -> sizing.CellPlan:
+        profile = self.profiles[cell.hardware]
+        return sizing.plan_cell(
+            cell,
+            self._settings(cell, profile["micro_batch"]),
+            profile,
+            self.config["plan"],
+            train_breasts=sizing.nominal_train_breasts(self.config),
+        )
+
+    @cached_property
+    def plans(self) -> dict[Cell, sizing.CellPlan]:
+        """Every configured cell's plan, in grid order."""
+        return {cell: self._plan(cell) for cell in self.cells}
+
+    @property
+    def submitted_cells(self) -> list[Cell]:
+        """The cells whose training is submitted: all but those predicted out of memory (unless
+        ``plan.submit_predicted_oom``)."""
+        return [cell for cell, plan in self.plans.items() if plan.submitted]
+
+    @property
+    def predicted_oom_cells(self) -> list[Cell]:
+        """The cells predicted out of memory and not submitted: the plan rule writes their records."""
+        return [cell for cell, plan in self.plans.items() if not plan.submitted]
 
     def launch(self, hardware: str) -> dict:
         """What the job needs to start a cell's ranks."""
@@ -170,7 +209,8 @@ class Study:
             )
         self.baseline  # noqa: B018 (refuses an unknown figures.baseline)
         for cell in self.cells:
+            settings = self.cell_settings(cell)  # plans the cell: a global batch its ranks cannot share fails here
             try:
-                Settings.from_dict(self.cell_settings(cell)).grad_accum(ranks(self.profiles[cell.hardware]))
+                Settings.from_dict(settings).grad_accum(ranks(self.profiles[cell.hardware]))
             except UserError as exc:
                 raise UserError(f"cell {cell.name}: {exc}") from None

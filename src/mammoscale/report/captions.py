@@ -13,8 +13,10 @@ CAPTIONS = {
     "size on the reference hardware, the flash speed-up over each baseline written on its "
     "bar, and cells "
     "that ran out of memory, failed or have not run marked where their bar would be.",
-    "memory": "Peak memory against sequence length for each variant and patch size (log scales), with the "
-    "device memory as a dashed line and out-of-memory cells drawn on it as crosses.",
+    "memory": "Peak memory against sequence length for each variant and patch size (log scales): measured "
+    "(filled; CUDA's max allocated on a GPU, the peak resident set on a CPU, which adds the runtime's own memory) "
+    "and predicted by the memory model (hollow, dotted; docs/memory.md), with the device memory as a dashed line "
+    "and out-of-memory cells drawn on it as crosses (thin: predicted, not run).",
     "efficiency": "Compute efficiency (MFU where the profile gives a peak, else achieved TFLOP/s) against sequence "
     "length for each variant and patch size.",
     "data_pipeline": "Data pipeline: items per second of each preprocessing job (left), and, per trained cell, the "

@@ -2,7 +2,8 @@
 
 The claims are those of the Flash Attention study (``paper.md``, section 1; its Figures 2 and 4):
 flash speed-up ranges per patch size, the memory ratio at 384 px / patch 16, which cells fit in
-80 GB for each variant, and the hardware ordering of Figure 2. Each is judged on the reference
+80 GB for each variant (as measured, and as the memory model predicts before anything runs), and the
+hardware ordering of Figure 2. Each is judged on the reference
 hardware's cells and only on the cells the claim is about (the study's image sizes), so a grid
 of other sizes says ``not run`` rather than a verdict about something else.
 
@@ -119,6 +120,7 @@ def fit_claims(runs: pd.DataFrame, *, hardware: str, flash: str, baseline: str) 
             & runs["image_size"].isin(PAPER_IMAGE_SIZES)
             & runs["patch_size"].isin(PAPER_PATCH_SIZES)
             & runs["status"].isin(["ok", "oom"])
+            & (runs["oom_basis"] != "predicted")
         ]
         row = {"claim": f"which cells fit in memory, {label} ({name})", "published": published}
         if cells.empty:
@@ -158,6 +160,64 @@ def fit_claims(runs: pd.DataFrame, *, hardware: str, flash: str, baseline: str) 
     return rows
 
 
+def predicted_fit_claims(plan: pd.DataFrame, *, hardware: str, flash: str, baseline: str) -> list[dict]:
+    """The memory model's answer to the same question, before anything runs: which of the study's cells fit
+    (``plan.csv``). A disagreement with the paper is a finding, stated with the predicted bytes."""
+    rows = []
+    for name, label, published in (
+        (flash, "flash", "every cell fits (2048 with patch 8, 16, 32)"),
+        (baseline, "baseline", "all but img2048_p8 and img2048_p16 (OOM)"),
+    ):
+        cells = plan[
+            (plan["hardware"] == hardware)
+            & (plan["variant"] == name)
+            & plan["image_size"].isin(PAPER_IMAGE_SIZES)
+            & plan["patch_size"].isin(PAPER_PATCH_SIZES)
+        ]
+        row = {"claim": f"which cells fit in memory, {label} ({name}), predicted", "published": published}
+        if cells.empty or cells["memory_limit_bytes"].isna().all():
+            detail = "no cell of the study's sizes planned" if cells.empty else f"{hardware} has no device_memory_gb"
+            rows.append({**row, "measured": "-", "verdict": NOT_RUN, "detail": detail})
+            continue
+        published_oom = [
+            label == "baseline" and (s, p) in BASELINE_OOM for s, p in zip(cells["image_size"], cells["patch_size"])
+        ]
+        wrong = cells[(~cells["fits"].astype(bool)) != published_oom]
+        measured = f"{int(cells['fits'].astype(bool).sum())} of {len(cells)} fit"
+        if wrong.empty:
+            rows.append(
+                {**row, "measured": measured, "verdict": REPRODUCED, "detail": f"{len(cells)} cells; each as published"}
+            )
+            continue
+        rows.append(
+            {
+                **row,
+                "measured": measured,
+                "verdict": NOT_REPRODUCED,
+                "detail": "; ".join(_predicted(cell, cells) for cell in wrong.itertuples()),
+            }
+        )
+    return rows
+
+
+def _predicted(cell, cells: pd.DataFrame) -> str:
+    """One cell's prediction against the paper, with its numbers, and the cells of as many tokens."""
+    peak, limit = cell.predicted_peak_bytes / 1e9, cell.memory_limit_bytes / 1e9
+    where = f"img{cell.image_size}_p{cell.patch_size} ({cell.seq_len:,} tokens)"
+    if cell.fits:
+        said = f"{where}: {peak:.1f} GB at micro-batch {cell.micro_batch} fits {limit:.0f} GB, published OOM"
+    else:
+        said = f"{where}: {peak:.0f} GB even at micro-batch 1, over {limit:.0f} GB, published as run"
+    twins = cells[(cells["seq_len"] == cell.seq_len) & (cells["image_size"] != cell.image_size)]
+    for twin in twins.itertuples():
+        published = "OOM" if (twin.image_size, twin.patch_size) in BASELINE_OOM else "run"
+        said += (
+            f" (img{twin.image_size}_p{twin.patch_size} has as many tokens, published {published}; "
+            f"predicted {twin.predicted_peak_bytes / 1e9:.0f} GB)"
+        )
+    return said
+
+
 def hardware_claim(runs: pd.DataFrame, *, flash: str) -> dict:
     size, patch = REFERENCE_CELL
     at = runs[(runs["variant"] == flash) & (runs["image_size"] == size) & (runs["patch_size"] == patch)]
@@ -183,9 +243,17 @@ def hardware_claim(runs: pd.DataFrame, *, flash: str) -> dict:
 
 
 def evaluate(
-    runs: pd.DataFrame, pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: str | None, tolerance: float
+    runs: pd.DataFrame,
+    pairs: pd.DataFrame,
+    *,
+    hardware: str,
+    flash: str,
+    baseline: str | None,
+    tolerance: float,
+    plan: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Every claim with ``published``, ``measured``, ``verdict`` and ``detail``."""
+    """Every claim with ``published``, ``measured``, ``verdict`` and ``detail``; with ``plan`` (``plan.csv``),
+    the memory model's predictions of which cells fit too."""
     columns = ["claim", "published", "measured", "verdict", "detail"]
     if baseline is None:
         rows = [
@@ -203,6 +271,7 @@ def evaluate(
             *speedup_claims(pairs, **options, tolerance=tolerance),
             memory_claim(pairs, **options, tolerance=tolerance),
             *fit_claims(runs, **options),
+            *(predicted_fit_claims(plan, **options) if plan is not None else []),
         ]
     rows.append(hardware_claim(runs, flash=flash))
     return pd.DataFrame(rows, columns=columns)

@@ -20,6 +20,13 @@ from mammoscale.report import plots
 from mammoscale.report.tables import STATUS_LABEL
 
 OOM_EDGE = "#b2182b"
+OOM_MARKS = {"measured": ("X", "out of memory"), "predicted": ("x", "out of memory (predicted, not run)")}
+"""How an OOM is drawn on the memory line: a filled cross when measured, a thin one when only predicted."""
+
+
+def _basis(runs: pd.DataFrame) -> pd.Series:
+    """Each cell's OOM basis: ``predicted``, else ``measured`` (records before the basis was recorded)."""
+    return runs["oom_basis"].where(runs["oom_basis"] == "predicted", "measured")
 
 
 def memory_figure(runs: pd.DataFrame, variants, profiles: dict) -> plt.Figure:
@@ -29,7 +36,7 @@ def memory_figure(runs: pd.DataFrame, variants, profiles: dict) -> plt.Figure:
         profiles,
         value=lambda ok: ok["peak_mem_bytes"].astype(float) / plots.GB,
         ylabel="peak memory (GB, log)",
-        title="Peak memory vs sequence length",
+        title="Peak memory vs sequence length: measured and predicted",
         limit=True,
     )
 
@@ -80,19 +87,25 @@ def _by_seq_len(
         ax.set_title(hw, fontsize=9)
     handles = [Line2D([], [], color=palette[v], label=v) for v in variants if v in set(runs["variant"])]
     handles += [Line2D([], [], color="#444444", marker=marker[p], linestyle="", label=f"patch {p}") for p in patches]
-    if limit and (runs["status"] == "oom").any():
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color="#888888",
-                marker="X",
-                markeredgecolor=OOM_EDGE,
-                linestyle="",
-                markersize=8,
-                label="out of memory",
+    if limit:
+        handles += [
+            Line2D([], [], color="#444444", marker="o", label="measured"),
+            Line2D([], [], color="#444444", marker="o", markerfacecolor="none", linestyle=":", label="predicted"),
+        ]
+    for basis, (mark, label) in OOM_MARKS.items():
+        if limit and ((runs["status"] == "oom") & (_basis(runs) == basis)).any():
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="#888888",
+                    marker=mark,
+                    markeredgecolor=OOM_EDGE,
+                    linestyle="",
+                    markersize=8,
+                    label=label,
+                )
             )
-        )
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     fig.suptitle(title, fontsize=9)
     return fig
@@ -106,18 +119,21 @@ def _panel(ax, here: pd.DataFrame, value, palette: dict, marker: dict, *, limit_
     for (variant, patch), group in ok.assign(y=ys).dropna(subset=["y"]).groupby(["variant", "patch_size"]):
         group = group.sort_values("seq_len")
         ax.plot(group["seq_len"], group["y"], marker=marker[patch], color=palette[variant], markersize=5)
+    if limit and "predicted_peak_bytes" in here:
+        _predicted(ax, here, palette, marker)
     failed = here[here["status"] == "oom"]
     if limit and not failed.empty:
         ceiling = top or (float(ys.max()) * 1.5 if ys.notna().any() else 1.0)
-        for variant, group in failed.groupby("variant"):
+        for (variant, basis), group in failed.assign(basis=_basis(failed)).groupby(["variant", "basis"]):
+            filled = basis == "measured"  # a thin cross has no edge to colour
             ax.scatter(
                 group["seq_len"],
                 [ceiling] * len(group),
-                marker="X",
+                marker=OOM_MARKS[basis][0],
                 s=60,
                 color=palette[variant],
-                edgecolors=OOM_EDGE,
-                linewidths=1.2,
+                edgecolors=OOM_EDGE if filled else None,
+                linewidths=1.2 if filled else 1.8,
                 zorder=3,
             )
     if top:
@@ -151,3 +167,20 @@ def _panel(ax, here: pd.DataFrame, value, palette: dict, marker: dict, *, limit_
     else:
         plots.note(ax, "no cell on this hardware has a number yet")
     ax.set_xlabel("sequence length (tokens, log)")
+
+
+def _predicted(ax, here: pd.DataFrame, palette: dict, marker: dict) -> None:
+    """The memory model's peak for each cell that has a record (at the micro-batch it trained with, or planned):
+    hollow markers on dotted lines, beside the measured ones."""
+    guessed = here[here["status"].isin(["ok", "oom"]) & here["predicted_peak_bytes"].notna()]
+    for (variant, patch), group in guessed.groupby(["variant", "patch_size"]):
+        group = group.sort_values("seq_len")
+        ax.plot(
+            group["seq_len"],
+            group["predicted_peak_bytes"].astype(float) / plots.GB,
+            marker=marker[patch],
+            markerfacecolor="none",
+            linestyle=":",
+            color=palette[variant],
+            markersize=5,
+        )

@@ -64,7 +64,7 @@ def hardware_figure(runs: pd.DataFrame, reference: dict, profiles: dict) -> plt.
                     textcoords="offset points",
                 )
             else:
-                plots.status_mark(ax, x, row["status"] if row["status"] != "ok" else "missing")
+                plots.status_mark(ax, x, row["status"] if row["status"] != "ok" else "missing", basis=row["oom_basis"])
         ax.set_xticks(range(len(hardware)), labels, fontsize=8)
         ax.set_xlim(-0.8, len(hardware) - 0.2)
         ax.set_ylabel(unit)
@@ -92,7 +92,9 @@ def patch_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
         for i, p in enumerate(patches):
             if p in rows.index and rows.loc[p, "status"] != "ok":
                 offset = (list(variants).index(variant) - (len(variants) - 1) / 2) * 0.12
-                plots.status_mark(ax, i + offset, rows.loc[p, "status"], colour=palette[variant])
+                plots.status_mark(
+                    ax, i + offset, rows.loc[p, "status"], basis=rows.loc[p, "oom_basis"], colour=palette[variant]
+                )
     ax.set_xticks(
         range(len(patches)),
         [f"patch {p}\n{vit.patches(reference['image_size'], p):,} patches" for p in patches],
@@ -159,7 +161,9 @@ def _flash_panel(
                 continue
             row = rows.loc[size]
             if row["status"] != "ok":
-                plots.status_mark(ax, x, row["status"], colour=plots.STATUS_COLOUR.get(row["status"]))
+                plots.status_mark(
+                    ax, x, row["status"], basis=row["oom_basis"], colour=plots.STATUS_COLOUR.get(row["status"])
+                )
                 continue
             height = float(row["throughput_img_s"])
             ax.bar(

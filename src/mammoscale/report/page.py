@@ -28,10 +28,11 @@ from mammoscale.report.sections import (
     cell_rows,
     headline,
     section_data_qc,
+    section_plan,
     section_provenance,
     section_run,
 )
-from mammoscale.report.tables import STATUS_LABEL
+from mammoscale.report.tables import PREDICTED_OOM, STATUS_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,13 @@ CLAIM_COLUMNS = {
     "verdict": "verdict",
     "detail": "detail",
 }
-STATUS_OF_LABEL = {label: status for status, label in STATUS_LABEL.items()}
+STATUS_OF_LABEL = {**{label: status for status, label in STATUS_LABEL.items()}, PREDICTED_OOM: "oom"}
 SECTIONS = {
     "run": "What was run",
     "headline": "Headline results",
     "claims": "Published claim vs this run",
     "figures": "Figures",
+    "plan": "The plan: memory and cost",
     "cells": "Every cell",
     "data-qc": "Data QC",
     "provenance": "Provenance",
@@ -76,6 +78,7 @@ def render(
     counts: dict,
     preprocess: dict,
     context: Context,
+    plan: pd.DataFrame | None = None,
     title: str = "mammoscale study report",
 ) -> str:
     """The whole page as a string."""
@@ -100,6 +103,7 @@ def render(
             f"{esc(captions.CAPTIONS.get(name, name))}</figcaption></figure>"
             for name, path in figure_files.items()
         ),
+        "plan": section_plan(plan, runs),
         "cells": table(
             cell_rows(runs), CELL_COLUMNS, row_class=lambda r: "status-" + STATUS_OF_LABEL.get(r["status"], r["status"])
         ),
@@ -125,10 +129,12 @@ def build(
     manifest_counts,
     preprocess_summary,
     context: Context,
+    plan_csv=None,
 ) -> pd.DataFrame:
     """Write the report from the workflow's files; return the claims table it judged."""
     return build_page(
         out_html,
+        plan=files.PLAN_TABLE.read(plan_csv) if plan_csv else None,
         runs=files.read_runs(runs_csv),
         pairs=files.SPEEDUP_TABLE.read(speedups_csv),
         figure_files=figure_files,
@@ -149,6 +155,7 @@ def build_page(
     counts: dict,
     preprocess: dict,
     context: Context,
+    plan: pd.DataFrame | None = None,
     title: str = "mammoscale study report",
 ) -> pd.DataFrame:
     """Judge the claims, render the page, write it; the claims table."""
@@ -159,6 +166,7 @@ def build_page(
         flash=context.reference["variant"],
         baseline=context.baseline,
         tolerance=context.tolerance,
+        plan=plan,
     )
     page = render(
         runs=runs,
@@ -169,6 +177,7 @@ def build_page(
         counts=counts,
         preprocess=preprocess,
         context=context,
+        plan=plan,
         title=title,
     )
     files.write_text(page, out_html)

@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from mammoscale.report.tables import STATUS_LABEL
+from mammoscale.report.tables import status_label
 
 STATUS_COLOUR = {"oom": "#b2182b", "failed": "#b2182b", "skipped": "#555555", "missing": "#555555"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "*", "h"]
@@ -38,19 +38,20 @@ def note(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def status_mark(ax, x, status: str, *, colour=None, rotation=90) -> None:
-    """The status of a cell without a number, written at the foot of where its bar would stand."""
+def status_mark(ax, x, status: str, *, basis=None, colour=None, rotation=90) -> None:
+    """The status of a cell without a number, written at the foot of where its bar would stand (``basis``: an
+    OOM's, predicted or measured)."""
     ax.text(
         x,
         0.02,
-        STATUS_LABEL.get(status, status),
+        status_label(status, basis),
         transform=ax.get_xaxis_transform(),
         ha="center",
         va="bottom",
         rotation=rotation,
         fontsize=7,
         color=colour or STATUS_COLOUR.get(status, "#555555"),
-        fontweight="bold" if status == "oom" else "normal",
+        fontweight="bold" if status == "oom" and basis != "predicted" else "normal",
     )
 
 

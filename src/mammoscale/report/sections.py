@@ -10,7 +10,7 @@ import pandas as pd
 from mammoscale import files
 from mammoscale.report import claims
 from mammoscale.report.html import esc, image, items, table
-from mammoscale.report.tables import STATUS_LABEL, STATUSES
+from mammoscale.report.tables import STATUS_LABEL, STATUSES, status_label
 
 CELL_COLUMNS = {
     "hardware": "hardware",
@@ -91,9 +91,15 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
 def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame) -> list[str]:
     """The results in sentences, each computed from the tables."""
     counts = runs["status"].value_counts()
+    predicted = int(((runs["status"] == "oom") & (runs["oom_basis"] == "predicted")).sum())
     lines = [
         f"{len(runs)} cells configured: "
-        + ", ".join(f"{counts[s]} {STATUS_LABEL.get(s, s)}" for s in STATUSES if s in counts)
+        + ", ".join(
+            f"{counts[s]} {STATUS_LABEL.get(s, s)}"
+            + (f" ({predicted} predicted, not run)" if s == "oom" and predicted else "")
+            for s in STATUSES
+            if s in counts
+        )
         + "."
     ]
     ratios = pairs.dropna(subset=["throughput_ratio"])
@@ -145,7 +151,7 @@ def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
     rows["peak_mem_gb"] = rows["peak_mem_bytes"].astype(float) / 1e9
     rows["mfu_pct"] = rows["mfu"].astype(float) * 100
     rows["input_wait_pct"] = rows["input_wait_fraction"].astype(float) * 100
-    rows["status"] = rows["status"].map(lambda s: STATUS_LABEL.get(s, s))
+    rows["status"] = [status_label(status, basis) for status, basis in zip(rows["status"], rows["oom_basis"])]
     return rows
 
 
@@ -270,3 +276,50 @@ def section_provenance(runs: pd.DataFrame, invocation: str, preprocess: dict) ->
         )
         + f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
     )
+
+
+PLAN_COLUMNS = {
+    "hardware": "hardware",
+    "variant": "variant",
+    "image_size": "image",
+    "patch_size": "patch",
+    "seq_len": "tokens",
+    "mode": "mode",
+    "micro_batch": "micro-batch (planned)",
+    "micro_batch_used": "micro-batch (trained)",
+    "grad_accum": "accumulation",
+    "predicted_gb": "predicted peak (GB)",
+    "measured_gb": "measured peak (GB)",
+    "limit_gb": "allowed (GB)",
+    "fits": "fits",
+    "gpu_hours": "GPU-hours (predicted)",
+}
+
+
+def section_plan(plan: pd.DataFrame | None, runs: pd.DataFrame) -> str:
+    """Each cell's plan before it ran (plan.csv) beside what it did: micro-batch, predicted and measured
+    peak memory, and the predicted cost."""
+    if plan is None or plan.empty:
+        return "<p>No plan yet: <code>snakemake plan</code> writes results/tables/plan.csv.</p>"
+    key = ["hardware", "variant", "image_size", "patch_size"]
+    ran = runs[[*key, "micro_batch", "peak_mem_bytes"]].rename(columns={"micro_batch": "micro_batch_used"})
+    rows = plan.merge(ran, on=key, how="left")
+    rows["predicted_gb"] = rows["predicted_peak_bytes"].astype(float) / 1e9
+    rows["measured_gb"] = rows["peak_mem_bytes"].astype(float) / 1e9
+    rows["limit_gb"] = rows["memory_limit_bytes"].astype(float) / 1e9
+    rows["fits"] = rows["fits"].map({True: "yes", False: "predicted OOM"})
+    submitted = rows[rows["submitted"].astype(bool)]
+    hours = submitted["gpu_hours"].dropna()
+    oom = int((rows["fits"] == "predicted OOM").sum())
+    lines = [
+        f"{len(rows)} cells planned before any ran: {len(rows) - oom} fit their device at the planned micro-batch, "
+        f"{oom} predicted out of memory even at micro-batch 1 ({oom - (len(rows) - len(submitted))} of them "
+        "submitted anyway)."
+    ]
+    if not hours.empty:
+        lines.append(
+            f"Predicted cost of the {len(hours)} submitted GPU cells: {hours.sum():,.1f} GPU-hours at "
+            f"{float(plan['mfu'].iloc[0]):.0%} MFU of each profile's peak."
+        )
+    text = "".join(f"<p>{esc(line)}</p>" for line in lines)
+    return text + table(rows, PLAN_COLUMNS)

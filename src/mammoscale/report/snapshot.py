@@ -34,6 +34,7 @@ def snapshot(
     context: Context,
     dpi: int,
     vector_format: str,
+    plan_csv=files.PLAN_CSV,
 ) -> pd.DataFrame:
     """Tables, figures and report from whatever exists now, into ``out_dir``; the claims it judged.
 
@@ -71,5 +72,6 @@ def snapshot(
         counts=_existing_json(manifest_counts),
         preprocess=_existing_json(preprocess_summary),
         context=context,
+        plan=files.PLAN_TABLE.read(plan_csv) if Path(plan_csv).is_file() else None,
         title="mammoscale study report (snapshot of the cells finished so far)",
     )

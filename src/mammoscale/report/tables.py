@@ -35,6 +35,17 @@ log = logging.getLogger(__name__)
 STATUSES = ("ok", "oom", "failed", "skipped", "missing")
 STATUS_LABEL = {"oom": "OOM", "failed": "failed", "skipped": "skipped", "missing": "not run"}
 """How a status without a number is written in the figures and the report."""
+PREDICTED_OOM = "OOM (predicted)"
+"""A cell the memory model found out of memory, not run (``oom_basis: predicted``)."""
+
+
+def status_label(status: str, basis=None) -> str:
+    """A status as the figures and the report write it; a predicted OOM is told from a measured one."""
+    if status == "oom" and basis == "predicted":
+        return PREDICTED_OOM
+    return STATUS_LABEL.get(status, status)
+
+
 KEY = list(Cell._fields)
 FIRST_COLUMNS = [
     *KEY,
@@ -52,6 +63,8 @@ FIRST_COLUMNS = [
     "train_time_s",
     "peak_mem_bytes",
     "peak_mem_kind",
+    "predicted_peak_bytes",
+    "oom_basis",
     "achieved_tflops",
     "mfu",
     "val_auc",
@@ -60,6 +73,7 @@ FIRST_COLUMNS = [
     "loader_img_s",
     "world_size",
     "micro_batch",
+    "micro_batch_planned",
     "grad_accum",
     "global_batch",
     "run_dir",

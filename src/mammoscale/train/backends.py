@@ -124,9 +124,10 @@ class DDP(Backend):
         return cls(device, rank, world, local_rank, local_world_from_env(world))
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
-        """Wrapping broadcasts rank 0's weights."""
+        """Wrapping broadcasts rank 0's weights. The gradients are views of DDP's all-reduce buckets, so
+        they take no second copy of the parameters' size (:mod:`mammoscale.plan.memory`)."""
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model.to(self.device), device_ids=ids)
+        return DistributedDataParallel(model.to(self.device), device_ids=ids, gradient_as_bucket_view=True)
 
     def sync_gradients(self, model: nn.Module, last_micro_batch: bool):
         """All-reduce only on the last micro-batch of a step."""

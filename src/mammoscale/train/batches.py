@@ -141,9 +141,10 @@ class Batches:
         loader: LoaderPlan,
         pin_memory: bool,
     ):
-        self.data, self.sampler, self.micro_batch = data, sampler, micro_batch
+        self.data, self.sampler = data, sampler
         self.on_device = on_device
         self.plan = LoaderPlan(0, None) if on_device else loader
+        self.pin_memory = pin_memory and device.type == "cuda"
         self.device_bytes = 0
         """Bytes of the split held on the device (the tiles and labels), not part of a step's peak."""
         if on_device:
@@ -151,16 +152,21 @@ class Batches:
             self.tiles = torch.from_numpy(np.stack([data.tiles[int(r)] for r in data.rows])).to(device)
             self.labels = torch.from_numpy(data.labels.copy()).to(device)
             self.device_bytes = self.tiles.nbytes + self.labels.nbytes
-        else:
+        self.resize(micro_batch)
+
+    def resize(self, micro_batch: int) -> None:
+        """Micro-batches of ``micro_batch`` tiles from now on (before the first epoch: the probe's choice)."""
+        self.micro_batch = micro_batch
+        if not self.on_device:
             self.loader = DataLoader(
-                data,
+                self.data,
                 batch_size=micro_batch,
-                sampler=sampler,
+                sampler=self.sampler,
                 drop_last=True,
-                num_workers=loader.workers,
-                prefetch_factor=loader.prefetch,
-                pin_memory=pin_memory and device.type == "cuda",
-                persistent_workers=loader.workers > 0,
+                num_workers=self.plan.workers,
+                prefetch_factor=self.plan.prefetch,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.plan.workers > 0,
             )
 
     @classmethod

@@ -138,13 +138,6 @@ def random_cache(root: Path, image_size: int, n_tiles: int, *, seed: int = 0) ->
     return Path(root)
 
 
-def micro_batch_for(tokens: int, token_budget: int, largest: int) -> int:
-    """Images per micro-batch holding about ``token_budget`` tokens (1 at least, ``largest`` at most),
-    a power of two so that it divides the global batch."""
-    micro = max(1, min(largest, token_budget // tokens))
-    return 1 << (micro.bit_length() - 1)
-
-
 def markdown(table) -> str:
     """A pipe table (no extra dependency): numbers to 3 significant figures, missing values as '-'."""
 

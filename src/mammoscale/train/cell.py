@@ -18,6 +18,7 @@ a schema-valid metrics.json.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -33,7 +34,7 @@ from mammoscale import cache, files, logs
 from mammoscale.errors import UserError
 from mammoscale.plan.settings import Settings
 from mammoscale.plan.vit import seq_len
-from mammoscale.train import batches, checkpoint, devices, loop, models, outcome, record
+from mammoscale.train import batches, checkpoint, devices, loop, models, outcome, probe, record
 from mammoscale.train.backends import Backend, init, unwrap
 from mammoscale.train.loop import NonFiniteLoss, Progress
 from mammoscale.train.optim import autocast_for, optimizer_for
@@ -82,13 +83,13 @@ class Run:
 
 
 def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, peak: devices.PeakMemory) -> Run:
-    """Open the data, build and wrap the model and optimiser, resume from a checkpoint: a :class:`Run`."""
+    """Open the data, build the model, settle the micro-batch on the device (:mod:`.probe`), wrap the model
+    and optimiser, resume from a checkpoint: a :class:`Run`."""
     device = backend.device
     root = cache.stage(s.cache_root, s.image_size, s.local_scratch) if s.local_scratch else s.cache_root
     train_split = batches.open_split(root, s.image_size, "train", min_size=s.global_batch)
     val = batches.open_split(root, s.image_size, "val") if s.mode == "full" else None
     schedule = Schedule.of(s, len(train_split))
-    grad_accum = s.grad_accum(backend.world)
 
     torch.manual_seed(s.seed)
     np.random.seed(s.seed)
@@ -98,6 +99,29 @@ def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, pe
     progress.params = models.params(model)
     kernel = functools.partial(models.kernel_context, s.attention, device)
     kernel()  # refuses a kernel this machine cannot run before any work
+    model = model.to(device)
+    feed = batches.Batches.for_rank(
+        train_split, s, world=backend.world, rank=backend.rank, local_ranks=backend.local_world, device=device
+    )
+    progress.data_on_device, progress.data_bytes = feed.on_device, feed.device_bytes
+    progress.loader_workers = feed.plan.workers
+    autocast = autocast_for(s.precision, device)
+    micro = probe.settle(
+        model,
+        train_split,
+        s,
+        backend,
+        autocast=autocast,
+        kernel=kernel,
+        per_rank=s.global_batch // backend.world,
+        retries=progress.micro_batch_retries,
+    )
+    if micro != s.micro_batch:
+        s = dataclasses.replace(s, micro_batch=micro)
+        feed.resize(micro)
+    progress.micro_batch = micro
+    grad_accum = s.grad_accum(backend.world)
+
     peak.reset()
     model = backend.wrap_model(model)
     # Horovod's wrapper is a new optimiser over the same parameters: load a checkpoint into it, not before
@@ -106,12 +130,6 @@ def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, pe
     if s.mode == "full" and s.checkpoint:
         _resume(checkpoint.load(out_dir, fingerprint), model, optimizer, progress)
     backend.broadcast_optimizer_state(optimizer)
-
-    feed = batches.Batches.for_rank(
-        train_split, s, world=backend.world, rank=backend.rank, local_ranks=backend.local_world, device=device
-    )
-    progress.data_on_device, progress.data_bytes = feed.on_device, feed.device_bytes
-    progress.loader_workers = feed.plan.workers
     _describe(s, backend, progress, grad_accum, schedule)
     return Run(
         settings=s,
@@ -124,7 +142,7 @@ def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, pe
         model=model,
         optimizer=optimizer,
         batches=feed,
-        autocast=autocast_for(s.precision, device),
+        autocast=autocast,
         kernel=kernel,
     )
 
@@ -215,19 +233,9 @@ def _outcome(settings: Settings, backend: Backend, out_dir: Path) -> tuple[dict,
     raise once the record is written (a problem the user can fix is raised at once, with no record)."""
     progress = Progress()
     peak = devices.PeakMemory(backend.device)
-    grad_accum = settings.grad_accum(backend.world)
 
     def result(status: str, message: str | None = None, quality: dict | None = None) -> dict:
-        return record.metrics(
-            settings,
-            backend,
-            progress,
-            status=status,
-            message=message,
-            peak=peak,
-            grad_accum=grad_accum,
-            quality=quality,
-        )
+        return record.metrics(settings, backend, progress, status=status, message=message, peak=peak, quality=quality)
 
     try:
         run = prepare(settings, backend, out_dir, progress, peak)

@@ -43,6 +43,10 @@ class Progress:
     data_bytes: int | None = None
     """Bytes of the training split held on the device: excluded from the step's peak memory."""
     loader_workers: int | None = None
+    micro_batch: int | None = None
+    """The micro-batch the probe settled on (:mod:`mammoscale.train.probe`); None before it ran."""
+    micro_batch_retries: list[int] = field(default_factory=list)
+    """The micro-batches the probe found out of memory, largest first."""
     epochs_done: int = 0
     steps_done: int = 0
     resumed_from: int | None = None

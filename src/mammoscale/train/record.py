@@ -16,7 +16,7 @@ import sys
 import torch
 
 from mammoscale import files, provenance
-from mammoscale.plan import flops
+from mammoscale.plan import flops, memory
 from mammoscale.plan.settings import Settings
 from mammoscale.plan.vit import seq_len
 from mammoscale.train import devices
@@ -56,10 +56,10 @@ def metrics(
     status: str,
     message: str | None,
     peak: devices.PeakMemory,
-    grad_accum: int,
     quality: dict | None = None,
 ) -> dict:
-    """The record of a run that ended with ``status``, from what it did (``progress``)."""
+    """The record of a run that ended with ``status``, from what it did (``progress``): ``s`` are the
+    cell's settings as planned; the micro-batch trained with is the probe's (``progress.micro_batch``)."""
     tokens = seq_len(s.family, s.image_size, s.patch_size)
     per_image = flops.train_flops_per_image(s.model_size, seq_len=tokens, patch_size=s.patch_size, channels=s.channels)
     first = max(1, s.timing_warmup_steps)
@@ -91,8 +91,7 @@ def metrics(
         "epochs": progress.epochs_done,
         "steps": progress.steps_done,
         "global_batch": s.global_batch,
-        "micro_batch": s.micro_batch,
-        "grad_accum": grad_accum,
+        **_batches(s, progress, backend),
         "world_size": backend.world,
         "backend": backend.name,
         "throughput_img_s": throughput,
@@ -101,10 +100,7 @@ def metrics(
         "loader_img_s": s.global_batch * len(waits) / sum(waits) if throughput and sum(waits) > 0 else None,
         "epoch_times_s": progress.epoch_times,
         "train_time_s": sum(progress.epoch_times) if s.mode == "full" else (sum(progress.step_times) or None),
-        "peak_mem_bytes": max(0, peak.peak() - (progress.data_bytes or 0)) if progress.params is not None else None,
-        "peak_mem_kind": peak.kind,
-        "data_on_device": progress.data_on_device,
-        "data_bytes": progress.data_bytes,
+        **_memory(s, progress, backend, peak, status),
         "loader_workers": progress.loader_workers,
         "flops_per_img": per_image,
         "achieved_tflops": achieved,
@@ -116,3 +112,42 @@ def metrics(
         "env": environment(backend.device, backend.name),
         "config": s.as_dict(),
     }
+
+
+def _batches(s: Settings, progress, backend: Backend) -> dict:
+    """The micro-batch trained with (the probe's), the one planned, and those the probe found out of memory."""
+    micro = progress.micro_batch or s.micro_batch
+    return {
+        "micro_batch": micro,
+        "micro_batch_planned": s.micro_batch,
+        "micro_batch_retries": progress.micro_batch_retries,
+        "grad_accum": s.global_batch // (micro * backend.world),
+    }
+
+
+def _memory(s: Settings, progress, backend: Backend, peak: devices.PeakMemory, status: str) -> dict:
+    """The measured peak (the split held on the device left out), the predicted one, and how an OOM is known."""
+    return {
+        "peak_mem_bytes": max(0, peak.peak() - (progress.data_bytes or 0)) if progress.params is not None else None,
+        "peak_mem_kind": peak.kind,
+        "predicted_peak_bytes": predicted_peak(s, progress.micro_batch or s.micro_batch, backend),
+        "oom_basis": "measured" if status == "oom" else None,
+        "data_on_device": progress.data_on_device,
+        "data_bytes": progress.data_bytes,
+    }
+
+
+def predicted_peak(s: Settings, micro_batch: int, backend: Backend) -> int:
+    """What the memory model predicts for the micro-batch trained with, on this device and backend."""
+    return memory.step_peak(
+        s.family,
+        s.attention,
+        s.model_size,
+        image_size=s.image_size,
+        patch_size=s.patch_size,
+        channels=s.channels,
+        precision=s.precision,
+        micro_batch=micro_batch,
+        device=backend.device.type,
+        backend=backend.name,
+    ).total

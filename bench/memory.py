@@ -1,0 +1,170 @@
+"""The memory model against exact measurement: predicted vs measured peak bytes of one training step.
+
+For every model size x sequence length x attention (x-transformers flash and materialised, Hugging
+Face eager and SDPA) x micro-batch {1, 2, 4} x precision, one optimiser step (two micro-batches,
+AdamW) as the training loop runs it, measured by :func:`mammoscale.train.memory.measure_step`: the
+exact peak of live tensors, on real tensors where the step fits in --real-below GiB and on fake
+tensors (same operators, shapes and autograd graph, no data) beyond; on a GPU, also CUDA's
+``max_memory_allocated``. The prediction is :func:`mammoscale.plan.memory.step_peak` for the same
+device. Target (issue: memory-aware cells): every CPU row within +-10 %.
+
+--fit refits the activation coefficients (:data:`mammoscale.plan.memory.COEFFICIENTS`) by least
+squares on the vit-tiny and vit-small rows only, relative error weighted, and prints them; the
+vit-base rows are then a held-out check.
+
+Run: python bench/memory.py [--fit] [--sizes vit-tiny vit-small vit-base] [--precisions bf16 fp32]
+GPU: python bench/memory.py --device cuda --max-tokens 65536
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import platform
+from importlib.metadata import version
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mammoscale.plan import memory, vit
+from mammoscale.train.bench import markdown
+from mammoscale.train.memory import measure_step
+
+KINDS = [("xtransformers", "flash"), ("xtransformers", "materialised"), ("hf", "eager"), ("hf", "sdpa")]
+SHAPES = [(256, 16), (256, 8), (512, 16), (512, 8), (1024, 16), (1024, 8), (2048, 16), (2048, 8)]
+"""(image size, patch size): 256, 1,024, 1,024, 4,096, 4,096, 16,384, 16,384 and 65,536 patches."""
+GiB = 2**30
+
+
+def rows(args) -> list[dict]:
+    shapes = [(s, p) for s, p in SHAPES if vit.patches(s, p) <= args.max_tokens]
+    out = []
+    for (family, attention), size, (image, patch), micro, precision in itertools.product(
+        KINDS, args.sizes, shapes, args.micro_batches, args.precisions
+    ):
+        predicted = memory.step_peak(
+            family,
+            attention,
+            size,
+            image_size=image,
+            patch_size=patch,
+            channels=args.channels,
+            precision=precision,
+            micro_batch=micro,
+            device=args.device,
+        )
+        fake = args.device == "cpu" and predicted.total > args.real_below * GiB
+        if args.device == "cuda" and predicted.total > args.real_below * GiB:
+            continue  # beyond the GPU: not measurable
+        measured = measure_step(
+            family,
+            attention,
+            size,
+            image_size=image,
+            patch_size=patch,
+            channels=args.channels,
+            precision=precision,
+            micro_batch=micro,
+            device=args.device,
+            fake=fake,
+        )
+        row = {
+            "family": family,
+            "attention": attention,
+            "size": size,
+            "image_size": image,
+            "patch_size": patch,
+            "tokens": vit.seq_len(family, image, patch),
+            "micro_batch": micro,
+            "precision": precision,
+            "how": "fake" if fake else "real",
+            "state": measured.state,
+            "measured": measured.peak,
+            "cuda_max_allocated": measured.cuda_max_allocated,
+            "predicted": predicted.total,
+            "predicted_live": predicted.total - predicted.workspace,
+        }
+        out.append(row)
+        print(
+            f"{family}/{attention} {size} img{image}_p{patch} x{micro} {precision}: measured "
+            f"{measured.peak / GiB:.3f} GiB ({row['how']}), predicted {row['predicted_live'] / GiB:.3f} GiB",
+            flush=True,
+        )
+    return out
+
+
+def fit(table: pd.DataFrame, channels: int) -> dict:
+    """Least-squares activation coefficients per (family, attention, precision), relative error weighted."""
+    found = {}
+    for (family, attention, precision), group in table.groupby(["family", "attention", "precision"], sort=False):
+        terms, target = [], []
+        for row in group.itertuples():
+            shape = {"image_size": row.image_size, "patch_size": row.patch_size, "channels": channels}
+            total, matmul = memory.parameters(family, row.size, **shape)
+            fixed = (memory.STATE_BYTES_PER_PARAMETER + memory.GRADIENT_BYTES_PER_PARAMETER) * total + (
+                memory.WEIGHT_COPY_BYTES[precision] * matmul
+            )
+            step = (
+                memory.STATE_BYTES_PER_PARAMETER
+                + memory.GRADIENT_BYTES_PER_PARAMETER
+                + memory.OPTIMIZER_STEP_BYTES_PER_PARAMETER
+            ) * total
+            if row.measured <= step * 1.001:
+                continue  # the optimiser step's peak: says nothing of the activations
+            per_image = memory.activation_terms(family, row.size, **shape)
+            terms.append([row.micro_batch * per_image[name] for name in "abcte"])
+            target.append(row.measured - fixed)
+        x, y = np.array(terms, float), np.array(target, float)
+        weights = 1 / (y + 1)
+        fused = attention not in ("materialised", "eager")
+        columns = [0, 2, 4] if fused else [0, 1, 2, 3, 4]  # fused kernels keep no token^2 term
+        solved, *_ = np.linalg.lstsq(x[:, columns] * weights[:, None], y * weights, rcond=None)
+        values = dict.fromkeys("abcte", 0.0)
+        values.update({"abcte"[i]: float(v) for i, v in zip(columns, solved)})
+        found[(family, attention, precision)] = memory.Coefficients(**{k: round(v, 2) for k, v in values.items()})
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=list(vit.SIZES))
+    parser.add_argument("--precisions", nargs="+", default=["bf16", "fp32"])
+    parser.add_argument("--micro-batches", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--real-below", type=float, default=4.0, help="GiB: measure real tensors below, fake above")
+    parser.add_argument("--fit", action="store_true", help="refit the coefficients on vit-tiny and vit-small")
+    args = parser.parse_args(argv)
+    print(
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}), x-transformers {version('x-transformers')}, "
+        f"transformers {version('transformers')}, python {platform.python_version()}, device {args.device}"
+        + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
+    )
+    table = pd.DataFrame(rows(args))
+    table["error"] = table["predicted_live"] / table["measured"] - 1
+    if args.fit:
+        for key, value in fit(table[table["size"].isin(["vit-tiny", "vit-small"])], args.channels).items():
+            print(f"    {key}: {value},")
+    shown = table.assign(
+        measured_gib=table["measured"] / GiB,
+        predicted_gib=table["predicted_live"] / GiB,
+        error_pct=table["error"] * 100,
+    )
+    columns = ["family", "attention", "size", "tokens", "image_size", "micro_batch", "precision", "how"]
+    columns += ["measured_gib", "predicted_gib", "error_pct"]
+    if args.device == "cuda":
+        shown["cuda_gib"] = table["cuda_max_allocated"] / GiB
+        columns.append("cuda_gib")
+    print(markdown(shown[columns]))
+    worst = table.loc[table["error"].abs().idxmax()]
+    print(
+        f"\n{len(table)} rows; largest error {worst['error'] * 100:+.1f} % ({worst['family']}/{worst['attention']} "
+        f"{worst['size']} {worst['tokens']} tokens x{worst['micro_batch']} {worst['precision']}); "
+        f"{int((table['error'].abs() <= 0.10).sum())} of {len(table)} within +-10 %"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The predicted peak device memory of a cell's training step, before any GPU is touched.
+
+Torch-free: the Snakefile plans every cell's micro-batch with it when it is parsed.
+:mod:`mammoscale.train.memory` measures the same quantity exactly (peak bytes of live tensors, or
+CUDA's ``max_memory_allocated``); ``bench/memory.py`` compares the two over model sizes, tokens,
+attentions, precisions and micro-batches (results in ``bench/README.md``).
+
+Derivation
+----------
+One optimiser step of AdamW over a model of ``P`` parameters (fp32), ``micro_batch = B`` images
+of ``C`` channels and ``S x S`` pixels, ``N`` tokens (patches, plus the class token in Hugging Face's
+ViT), width ``D``, depth ``L``, ``H`` heads, as :mod:`mammoscale.train.loop` runs it:
+
+- **state**, alive between steps: the weights ``4P`` and AdamW's two moments ``8P``;
+- **gradients** ``4P``: from the first backward pass of a step until ``zero_grad`` (with gradient
+  accumulation, during every later forward pass too; counted throughout);
+- **weight copies** ``2 P_mm`` in bf16: autocast casts each matrix multiplication's weight and bias
+  once per forward pass and keeps the copy for the backward pass (``P_mm``: the parameters of the
+  linear and patch-projection layers; layer norms run in fp32). None in fp32.
+- **activations** ``B x A``, what the autograd graph keeps for the backward pass at its peak,
+  per image::
+
+      A = L (a N D + b H N^2) + c N D + t H N^2 + e C S^2
+
+  ``a N D`` per layer: the residual stream (fp32), the layer norms' inputs, the q/k/v, attention
+  output and MLP activations (bf16 or fp32); ``b H N^2`` per layer: the materialised attention
+  scores and probabilities kept for the backward pass (bf16 scores + fp32 softmax = 6 bytes an
+  element in bf16, 4 in fp32; 0 for fused kernels, which keep only q, k, v, the output and a
+  logsumexp); ``t H N^2``: the score-sized temporaries of one layer's backward pass; ``c N D`` and
+  ``e C S^2``: the patch embedding, the input image and the head. The coefficients are bytes per
+  element, per family, attention and precision (:data:`COEFFICIENTS`), fitted by least squares to
+  exact measurements (``python bench/memory.py --fit``) and interpreted above;
+- **optimiser step**: the multi-tensor AdamW (``foreach``, chosen on every device,
+  :func:`mammoscale.train.optim.optimizer_for`) makes one fp32 temporary per parameter, ``4P``,
+  while the gradients are alive;
+- **workspace** (GPU only): an allowance of :data:`WORKSPACE_BYTES` for cuBLAS/cuBLASLt and cuDNN
+  workspaces and fused kernels' scratch, plus Horovod's fusion buffer (:data:`BACKEND_BYTES`; DDP's
+  gradients are views of its buckets, so it adds none).
+
+The step's peak is ``state + gradients + max(weight copies + activations, optimiser step) +
+workspace``: small cells peak in the optimiser step, large ones in the backward pass.
+
+What the device holds beyond that (the CUDA context, about 0.5 GB, outside the allocator; the
+caching allocator's fragmentation) is left to the headroom: a cell fits when its predicted peak is
+at most ``plan.memory_headroom`` of the device's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mammoscale.plan.vit import NUM_CLASSES, SIZES, patches, seq_len
+
+MiB = 1 << 20
+GB = 10**9
+WORKSPACE_BYTES = 256 * MiB
+"""GPU allowance for library workspaces and kernel scratch (not measured on a CPU)."""
+BACKEND_BYTES = {"none": 0, "ddp": 0, "horovod": 128 * MiB}
+"""Device memory a data-parallel backend adds: Horovod's fusion buffer (HOROVOD_FUSION_THRESHOLD's default)."""
+STATE_BYTES_PER_PARAMETER = 4 + 8
+"""fp32 weights and AdamW's two fp32 moments."""
+GRADIENT_BYTES_PER_PARAMETER = 4
+OPTIMIZER_STEP_BYTES_PER_PARAMETER = 4
+"""The foreach AdamW's temporary (the square root of the second moment, every parameter at once)."""
+WEIGHT_COPY_BYTES = {"bf16": 2, "fp32": 0}
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Bytes per element of each activation term (see the module's docstring)."""
+
+    a: float
+    """per layer, per token x width"""
+    b: float
+    """per layer, per head x token^2 (materialised attention only)"""
+    c: float
+    """once, per token x width"""
+    t: float
+    """once, per head x token^2 (one layer's backward temporaries)"""
+    e: float
+    """once, per channel x pixel"""
+
+
+COEFFICIENTS: dict[tuple[str, str, str], Coefficients] = {
+    # fitted by `python bench/memory.py --fit` (torch 2.13, x-transformers 2.31, transformers 5.23)
+    ("xtransformers", "flash", "bf16"): Coefficients(a=48.16, b=0, c=24.07, t=0, e=7.37),
+    ("xtransformers", "materialised", "bf16"): Coefficients(a=47.97, b=6.02, c=-6.66, t=13.63, e=9.74),
+    ("hf", "eager", "bf16"): Coefficients(a=40.12, b=6.01, c=-16.75, t=5.65, e=5.86),
+    ("hf", "sdpa", "bf16"): Coefficients(a=40.39, b=0, c=14.80, t=0, e=3.41),
+    ("xtransformers", "flash", "fp32"): Coefficients(a=72.89, b=0, c=28.12, t=0, e=9.62),
+    ("xtransformers", "materialised", "fp32"): Coefficients(a=72.50, b=4.02, c=-3.79, t=23.52, e=12.17),
+    ("hf", "eager", "fp32"): Coefficients(a=64.96, b=4.03, c=-33.60, t=7.32, e=6.45),
+    ("hf", "sdpa", "fp32"): Coefficients(a=64.82, b=0, c=20.98, t=0, e=1.55),
+}
+BORROWED = {"flash_attention_2": "sdpa"}
+"""Attentions that cannot run on a CPU, predicted with a fused kernel's coefficients of the same family
+(flash-attn keeps q, k, v, the output and a logsumexp, as SDPA's kernels do)."""
+
+
+def coefficients(family: str, attention: str, precision: str) -> Coefficients:
+    return COEFFICIENTS[(family, BORROWED.get(attention, attention), precision)]
+
+
+def parameters(family: str, model_size: str, *, image_size: int, patch_size: int, channels: int) -> tuple[int, int]:
+    """(all parameters, those of matrix multiplications) of the model :mod:`mammoscale.train.models` builds."""
+    shape = SIZES[model_size]
+    d, depth, n = shape.dim, shape.depth, patches(image_size, patch_size)
+    patch_dim = patch_size * patch_size * channels
+    head = d * NUM_CLASSES + NUM_CLASSES
+    if family == "xtransformers":
+        # layer norms with a gain only; q, k, v, out without bias; MLP with biases
+        layer_matmul = 4 * d * d + (d * 4 * d + 4 * d) + (4 * d * d + d)
+        matmul = (patch_dim * d + d) + depth * layer_matmul + head
+        norms = patch_dim + d + depth * 2 * d + d
+        return matmul + norms + n * d, matmul
+    # Hugging Face: biases everywhere, layer norms with gain and bias, a class token
+    layer_matmul = 4 * (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
+    matmul = (patch_dim * d + d) + depth * layer_matmul + head
+    norms = depth * 4 * d + 2 * d
+    return matmul + norms + d + (n + 1) * d, matmul
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The predicted peak bytes of one training step, by part."""
+
+    state: int
+    gradients: int
+    weight_copies: int
+    activations: int
+    optimizer_step: int
+    workspace: int
+
+    @property
+    def forward_backward(self) -> int:
+        """The peak of the forward and backward passes (no workspace)."""
+        return self.state + self.gradients + self.weight_copies + self.activations
+
+    @property
+    def total(self) -> int:
+        return (
+            self.state
+            + self.gradients
+            + max(self.weight_copies + self.activations, self.optimizer_step)
+            + (self.workspace)
+        )
+
+
+def activation_terms(
+    family: str, model_size: str, *, image_size: int, patch_size: int, channels: int
+) -> dict[str, int]:
+    """The elements each activation coefficient multiplies, per image (see the module's docstring)."""
+    shape = SIZES[model_size]
+    n, d, h, depth = seq_len(family, image_size, patch_size), shape.dim, shape.heads, shape.depth
+    return {"a": depth * n * d, "b": depth * h * n * n, "c": n * d, "t": h * n * n, "e": channels * image_size**2}
+
+
+def step_peak(
+    family: str,
+    attention: str,
+    model_size: str,
+    *,
+    image_size: int,
+    patch_size: int,
+    channels: int,
+    precision: str,
+    micro_batch: int,
+    device: str = "cuda",
+    backend: str = "none",
+) -> Peak:
+    """The predicted peak of one training step of ``micro_batch`` images per rank on ``device`` (``cuda``
+    adds the workspace allowance and the backend's buffers; ``cpu`` is what a CPU measures)."""
+    total, matmul = parameters(family, model_size, image_size=image_size, patch_size=patch_size, channels=channels)
+    k = coefficients(family, attention, precision)
+    terms = activation_terms(family, model_size, image_size=image_size, patch_size=patch_size, channels=channels)
+    per_image = sum(getattr(k, name) * elements for name, elements in terms.items())
+    on_gpu = device == "cuda"
+    return Peak(
+        state=STATE_BYTES_PER_PARAMETER * total,
+        gradients=GRADIENT_BYTES_PER_PARAMETER * total,
+        weight_copies=WEIGHT_COPY_BYTES[precision] * matmul,
+        activations=round(micro_batch * per_image),
+        optimizer_step=OPTIMIZER_STEP_BYTES_PER_PARAMETER * total,
+        workspace=(WORKSPACE_BYTES + BACKEND_BYTES[backend]) if on_gpu else 0,
+    )
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """The micro-batch a cell is planned with, and the peak predicted for it."""
+
+    micro_batch: int
+    peak: int
+    fits: bool
+    """False: even micro-batch 1 is predicted beyond the limit (the cell is predicted out of memory)."""
+
+
+def divisors(per_rank: int, bound: int) -> list[int]:
+    """The micro-batches that make up ``per_rank`` images exactly and are at most ``bound``, largest first."""
+    return [m for m in range(min(per_rank, bound), 0, -1) if per_rank % m == 0]
+
+
+def choose_micro_batch(per_rank: int, bound: int, limit: float | None, peak_of: Callable[[int], int]) -> MicroBatch:
+    """The largest micro-batch that divides ``per_rank``, is at most ``bound`` and whose predicted peak
+    (``peak_of``) is at most ``limit`` bytes; without a limit (a CPU profile), the largest divisor."""
+    candidates = divisors(per_rank, bound)
+    for micro in candidates:
+        peak = peak_of(micro)
+        if limit is None or peak <= limit:
+            return MicroBatch(micro, peak, True)
+    return MicroBatch(1, peak_of(1), False)

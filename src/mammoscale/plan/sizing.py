@@ -1,0 +1,216 @@
+"""Each cell's plan before it runs: its micro-batch, its predicted memory, whether it fits, what it costs.
+
+A hardware profile's ``micro_batch`` is an upper bound (the study's numbers are for 512 px,
+patch 16). Each cell takes the largest micro-batch that divides its images per rank (the global
+batch over the ranks: accumulation keeps the global batch), is within the bound, and whose
+predicted peak (:mod:`mammoscale.plan.memory`) is at most ``plan.memory_headroom`` of the
+profile's ``device_memory_gb``. A cell that does not fit even at micro-batch 1 is *predicted out
+of memory*: unless ``plan.submit_predicted_oom``, it is not submitted, and :func:`predicted_oom_record`
+is its record, written without a GPU. Profiles without ``device_memory_gb`` (CPUs) take the largest
+divisor within the bound.
+
+The cost: training FLOPs (:mod:`mammoscale.plan.flops`) of the images a cell trains on, and the
+GPU-hours they take at ``plan.mfu`` of the profile's ``peak_tflops``.
+
+Torch-free: the Snakefile plans every cell when it is parsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mammoscale import files, provenance
+from mammoscale.errors import UserError
+from mammoscale.plan import flops, memory
+from mammoscale.plan.grid import Cell
+from mammoscale.plan.launch import BACKEND_OF_LAUNCHER, ranks
+from mammoscale.plan.vit import seq_len
+
+RSNA_PATIENTS = 11_913
+"""Patients of the RSNA Screening Mammography training set (54,706 images; the study's paper)."""
+OOM_BASES = ("measured", "predicted")
+"""How a cell is known to be out of memory: an allocation failed on the device, or the memory model says so."""
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    cell: Cell
+    seq_len: int
+    mode: str
+    device: str
+    """``cuda``, or ``cpu`` for CPU profiles (and fake GPUs): what the memory is predicted for."""
+    world_size: int
+    micro_batch: int
+    grad_accum: int
+    predicted_peak_bytes: int
+    memory_limit_bytes: int | None
+    """``plan.memory_headroom`` x ``device_memory_gb``; None without a device memory (no memory planning)."""
+    fits: bool
+    submitted: bool
+    flops_per_img: int
+    steps: int
+    images: int
+    gpu_hours: float | None
+    """GPU-hours of the training at ``mfu`` of the profile's peak; None on CPUs or without a peak."""
+    mfu: float
+
+    @property
+    def predicted_oom(self) -> bool:
+        return not self.fits
+
+    def row(self) -> dict:
+        """The cell's row of ``plan.csv``."""
+        return {
+            **self.cell._asdict(),
+            **{key: getattr(self, key) for key in files.PLAN_TABLE.columns if hasattr(self, key)},
+        }
+
+
+def per_rank(global_batch: int, world: int, where: str) -> int:
+    """Images per rank per optimiser step; a global batch the ranks cannot share is refused."""
+    if global_batch % world:
+        raise UserError(
+            f"{where}: global batch {global_batch} cannot be shared by {world} rank(s); "
+            f"make train.global_batch a multiple of {world}"
+        )
+    return global_batch // world
+
+
+def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_breasts: int) -> CellPlan:
+    """The plan of ``cell`` whose resolved settings (``micro_batch`` not yet chosen) are ``settings``."""
+    world = ranks(profile)
+    images_per_rank = per_rank(settings["global_batch"], world, f"cell {cell.name}")
+    on_gpu = profile["gpus_per_node"] > 0 and settings["device"] != "cpu"
+    memory_gb = profile.get("device_memory_gb")
+    limit = int(plan["memory_headroom"] * memory_gb * memory.GB) if memory_gb else None
+
+    def peak_of(micro_batch: int) -> int:
+        return memory.step_peak(
+            settings["family"],
+            settings["attention"],
+            settings["model_size"],
+            image_size=cell.image_size,
+            patch_size=cell.patch_size,
+            channels=settings["channels"],
+            precision=settings["precision"],
+            micro_batch=micro_batch,
+            device="cuda" if on_gpu else "cpu",
+            backend=BACKEND_OF_LAUNCHER[profile["launcher"]],
+        ).total
+
+    chosen = memory.choose_micro_batch(images_per_rank, profile["micro_batch"], limit, peak_of)
+    tokens = seq_len(settings["family"], cell.image_size, cell.patch_size)
+    per_image = flops.train_flops_per_image(
+        settings["model_size"], seq_len=tokens, patch_size=cell.patch_size, channels=settings["channels"]
+    )
+    steps = _steps(settings, train_breasts)
+    images = steps * settings["global_batch"]
+    peak_tflops = profile.get("peak_tflops")
+    gpu_hours = images * per_image / (plan["mfu"] * peak_tflops * 1e12) / 3600 if on_gpu and peak_tflops else None
+    return CellPlan(
+        cell=cell,
+        seq_len=tokens,
+        mode=settings["mode"],
+        device="cuda" if on_gpu else "cpu",
+        world_size=world,
+        micro_batch=chosen.micro_batch,
+        grad_accum=images_per_rank // chosen.micro_batch,
+        predicted_peak_bytes=chosen.peak,
+        memory_limit_bytes=limit,
+        fits=chosen.fits,
+        submitted=chosen.fits or plan["submit_predicted_oom"],
+        flops_per_img=per_image,
+        steps=steps,
+        images=images,
+        gpu_hours=gpu_hours,
+        mfu=plan["mfu"],
+    )
+
+
+def _steps(settings: dict, train_breasts: int) -> int:
+    if settings["mode"] == "throughput":
+        return settings["timing_warmup_steps"] + settings["timed_steps"]
+    return settings["epochs"] * (train_breasts // settings["global_batch"])
+
+
+def nominal_train_breasts(config: dict) -> int:
+    """``plan.train_breasts``, else two breasts a patient of the data source, times the training split."""
+    if config["plan"]["train_breasts"]:
+        return config["plan"]["train_breasts"]
+    patients = config["synthetic"]["n_patients"] if config["data"]["source"] == "synthetic" else RSNA_PATIENTS
+    return max(1, round(2 * patients * config["manifest"]["split"]["train"]))
+
+
+def oom_message(row: dict) -> str:
+    return (
+        f"predicted out of memory: {row['predicted_peak_bytes'] / memory.GB:.1f} GB at micro-batch 1, over the "
+        f"{row['memory_limit_bytes'] / memory.GB:.1f} GB allowed (plan.memory_headroom x device_memory_gb); "
+        "plan.submit_predicted_oom: true runs it to confirm"
+    )
+
+
+def predicted_oom_record(row: dict, settings: dict) -> dict:
+    """The record (metrics.json) of a cell predicted out of memory and not submitted, from its row of
+    ``plan.csv`` and its settings: status ``oom``, ``oom_basis: predicted``, nothing measured."""
+    return {
+        "schema_version": files.METRICS_SCHEMA_VERSION,
+        "status": "oom",
+        "message": oom_message(row),
+        "oom_basis": "predicted",
+        "hardware": row["hardware"],
+        "variant": row["variant"],
+        "model": f"{settings['family']}/{settings['model_size']}",
+        "attention": settings["attention"],
+        "attention_backend": None,
+        "image_size": row["image_size"],
+        "patch_size": row["patch_size"],
+        "seq_len": row["seq_len"],
+        "params": memory.parameters(
+            settings["family"],
+            settings["model_size"],
+            image_size=row["image_size"],
+            patch_size=row["patch_size"],
+            channels=settings["channels"],
+        )[0],
+        "mode": row["mode"],
+        "epochs": 0,
+        "steps": 0,
+        "global_batch": settings["global_batch"],
+        "micro_batch": row["micro_batch"],
+        "micro_batch_planned": row["micro_batch"],
+        "micro_batch_retries": [],
+        "grad_accum": row["grad_accum"],
+        "world_size": row["world_size"],
+        "backend": settings["backend"],
+        "throughput_img_s": None,
+        "step_time_s": None,
+        "epoch_times_s": [],
+        "train_time_s": None,
+        "peak_mem_bytes": None,
+        "peak_mem_kind": "cuda_max_allocated" if row["device"] == "cuda" else "cpu_peak_rss",
+        "predicted_peak_bytes": row["predicted_peak_bytes"],
+        "flops_per_img": row["flops_per_img"],
+        "achieved_tflops": None,
+        "mfu": None,
+        "val_auc": None,
+        "val_pf1": None,
+        "loss_curve": [],
+        "resumed_from_epoch": None,
+        "env": {
+            "devices": [],
+            "device_count": 0,
+            "torch": provenance.version("torch") or "not installed",
+            "cuda": None,
+            "x_transformers": provenance.version("x-transformers"),
+            **provenance.host(),
+        },
+        "config": settings,
+    }
+
+
+def write(rows: list[dict], table: str, records: dict[str, dict]) -> None:
+    """``plan.csv`` from the plans' rows, and the record of each cell predicted out of memory and not
+    submitted (``records``: its metrics.json path -> ``{"row": its row, "settings": its settings}``)."""
+    files.PLAN_TABLE.write(files.PLAN_TABLE.frame(rows), table)
+    for path, cell in records.items():
+        files.write_metrics(predicted_oom_record(cell["row"], cell["settings"]), path)

@@ -1,0 +1,151 @@
+"""The exact peak memory of one training step, measured: what :mod:`mammoscale.plan.memory` predicts.
+
+:func:`measure_step` runs one optimiser step of a cell's model exactly as the training loop does
+(bf16 autocast, micro-batches of uint8 tiles turned into the model's input on the device, the loss
+divided by the accumulation steps, AdamW's step, gradients set to None) after a first step has
+created the optimiser's state, and returns the peak bytes of live tensors during it:
+
+- ``live`` (any device): a ``TorchDispatchMode`` (:class:`LiveTensors`) that sees every tensor an
+  operator returns, counts the bytes of each new storage once, and uncounts them when the storage
+  is freed (a weakref finaliser). Views and in-place results share an input's storage and are not
+  new. What exists before the step (parameters, AdamW's state) is the starting count. This is the
+  same quantity as CUDA's ``max_memory_allocated`` without the allocator's rounding, and it does not
+  depend on the machine.
+- ``fake=True`` runs the step on fake tensors (``FakeTensorMode``: shapes, dtypes and the autograd
+  graph without data or compute), so that cells far beyond this machine's memory are measured in
+  seconds; the parameters are real (initialisation is data-dependent), everything the step makes is
+  fake. A test holds fake and real measurements equal where both fit.
+- On CUDA, ``cuda_max_allocated`` is also reported: the caching allocator's peak over the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from mammoscale.train import batches, models
+from mammoscale.train.optim import autocast_for, optimizer_for
+
+
+class LiveTensors(TorchDispatchMode):
+    """Bytes of the storages alive now (``live``) and at most (``peak``) while the mode is active.
+
+    Starts from ``base`` bytes (the tensors that exist already); counts each storage an operator
+    returns that is not one of its inputs' storages and not a view or in-place result.
+    """
+
+    def __init__(self, base: int = 0, *, existing=()):
+        super().__init__()
+        self.live = self.peak = base
+        self._sizes: dict[int, int] = {}
+        self._existing = {id(t.untyped_storage()) for t in existing}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        aliases = {id(t.untyped_storage()) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        returns = func._schema.returns
+        outputs = tree_flatten(out)[0]
+        for index, tensor in enumerate(outputs):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            if len(returns) == len(outputs) and returns[index].alias_info is not None:
+                continue  # a view or an in-place result: an input's storage
+            storage = tensor.untyped_storage()
+            key = id(storage)
+            if key in aliases or key in self._sizes or key in self._existing or not storage.nbytes():
+                continue
+            self._sizes[key] = storage.nbytes()
+            self.live += storage.nbytes()
+            weakref.finalize(storage, self._free, key)
+        self.peak = max(self.peak, self.live)
+        return out
+
+    def _free(self, key: int) -> None:
+        self.live -= self._sizes.pop(key)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Bytes of one training step: the state before it, and the peaks of live tensors during it."""
+
+    state: int
+    """Parameters and AdamW's state (what lives between steps)."""
+    peak: int
+    """The step's peak of live tensors, the state included."""
+    forward_backward: int
+    """The peak during the forward and backward passes, the state included."""
+    cuda_max_allocated: int | None = None
+    """On CUDA: the allocator's peak over the step (``max_memory_allocated``), state included."""
+
+
+def measure_step(
+    family: str,
+    attention: str,
+    model_size: str,
+    *,
+    image_size: int,
+    patch_size: int,
+    channels: int = 3,
+    precision: str = "bf16",
+    micro_batch: int = 1,
+    grad_accum: int = 2,
+    device: str | torch.device = "cpu",
+    fake: bool = False,
+) -> Measured:
+    """The peak memory of one optimiser step of ``grad_accum`` micro-batches of ``micro_batch`` images."""
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = models.build(
+        family, attention, model_size, image_size=image_size, patch_size=patch_size, channels=channels
+    ).to(device)
+    optimizer = optimizer_for(model, 1e-4, 0.05)
+    autocast = autocast_for(precision, device)
+    kernel = models.kernel_context(attention, device)
+    tiles = torch.zeros(micro_batch, image_size, image_size, dtype=torch.uint8)
+    labels = torch.zeros(micro_batch, dtype=torch.long)
+    fake_mode = contextlib.nullcontext()
+    if fake:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+    def step(phases: LiveTensors | None = None) -> int | None:
+        for _ in range(grad_accum):
+            inputs, targets = batches.to_device(tiles, labels, channels, device)
+            with kernel, autocast():
+                logits = model(inputs)
+            (torch.nn.functional.cross_entropy(logits.float(), targets) / grad_accum).backward()
+            del inputs, targets, logits
+        forward_backward = phases.peak if phases else None
+        optimizer.step()
+        optimizer.zero_grad()
+        return forward_backward
+
+    with fake_mode:
+        step()  # creates AdamW's state
+        held = [*model.parameters(), *_optimizer_tensors(optimizer)]
+        state = _storage_bytes(held)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        with LiveTensors(state, existing=held) as live:
+            forward_backward = step(live)
+        cuda_peak = None
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            cuda_peak = int(torch.cuda.max_memory_allocated(device))
+    return Measured(state=state, peak=live.peak, forward_backward=forward_backward, cuda_max_allocated=cuda_peak)
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [value for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value)]
+
+
+def _storage_bytes(tensors) -> int:
+    storages = {id(t.untyped_storage()): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
