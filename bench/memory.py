@@ -43,32 +43,12 @@ def rows(args) -> list[dict]:
     for (family, attention), size, (image, patch), micro, precision in itertools.product(
         KINDS, args.sizes, shapes, args.micro_batches, args.precisions
     ):
-        predicted = memory.step_peak(
-            family,
-            attention,
-            size,
-            image_size=image,
-            patch_size=patch,
-            channels=args.channels,
-            precision=precision,
-            micro_batch=micro,
-            device=args.device,
-        )
+        step = {"image_size": image, "patch_size": patch, "channels": args.channels, "precision": precision}
+        predicted = memory.step_peak(family, attention, size, **step, micro_batch=micro, device=args.device)
         fake = args.device == "cpu" and predicted.total > args.real_below * GiB
         if args.device == "cuda" and predicted.total > args.real_below * GiB:
             continue  # beyond the GPU: not measurable
-        measured = measure_step(
-            family,
-            attention,
-            size,
-            image_size=image,
-            patch_size=patch,
-            channels=args.channels,
-            precision=precision,
-            micro_batch=micro,
-            device=args.device,
-            fake=fake,
-        )
+        measured = measure_step(family, attention, size, **step, micro_batch=micro, device=args.device, fake=fake)
         row = {
             "family": family,
             "attention": attention,

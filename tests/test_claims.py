@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
+import yaml
 
 from mammoscale.errors import UserError
 from mammoscale.plan import grid
+from mammoscale.plan.study import Study
 from mammoscale.report import claims, tables
 
+from conftest import REPO
 from records import VARIANTS, record, write
 
 SIZES, PATCHES = [384, 512, 1024, 2048], [8, 16, 32]
@@ -129,3 +133,46 @@ def test_the_baseline_is_the_studys_when_the_grid_has_it():
 def test_no_baseline_in_the_grid(tmp_path):
     table = judge(tmp_path, [record("xe9680", "flash", 512, 16)], baseline=None)
     assert table.loc["flash vs baseline claims", "verdict"] == claims.NOT_RUN
+
+
+def paper_plan() -> pd.DataFrame:
+    """plan.csv of config/paper.yaml: what the memory model predicts for the study's grid."""
+    embedded, paper = (yaml.safe_load((REPO / "config" / name).read_text()) for name in ("config.yaml", "paper.yaml"))
+    study = Study.from_config({**embedded, **paper, "hardware": {**embedded["hardware"], **paper["hardware"]}})
+    return pd.DataFrame([plan.row() for plan in study.plans.values()])
+
+
+def test_the_memory_model_is_judged_against_the_published_fits():
+    plan = paper_plan()
+    rows = {
+        row["claim"]: row
+        for row in claims.predicted_fit_claims(plan, hardware="xe9680", flash="flash", baseline="hf-eager")
+    }
+    flash = rows["which cells fit in memory, flash (flash), predicted"]
+    assert flash["verdict"] == claims.REPRODUCED and flash["measured"] == "12 of 12 fit"
+    baseline = rows["which cells fit in memory, baseline (hf-eager), predicted"]
+    assert baseline["verdict"] == claims.NOT_REPRODUCED and baseline["measured"] == "9 of 12 fit"
+    # the finding: 1024/p8 has as many tokens as 2048/p16, and the model predicts both out of memory
+    assert baseline["detail"].startswith(
+        "img1024_p8 (16,385 tokens): 255 GB even at micro-batch 1, over 72 GB, published as run"
+    )
+    assert "img2048_p16 has as many tokens, published OOM; predicted 256 GB" in baseline["detail"]
+    assert "img2048_p8" not in baseline["detail"]  # predicted OOM, as published
+
+
+def test_predicted_fits_need_a_device_memory_and_planned_cells():
+    plan = paper_plan().assign(memory_limit_bytes=float("nan"))
+    (row, _) = claims.predicted_fit_claims(plan, hardware="xe9680", flash="flash", baseline="hf-eager")
+    assert row["verdict"] == claims.NOT_RUN and row["detail"] == "xe9680 has no device_memory_gb"
+    (row, _) = claims.predicted_fit_claims(paper_plan(), hardware="elsewhere", flash="flash", baseline="hf-eager")
+    assert row["verdict"] == claims.NOT_RUN and row["detail"] == "no cell of the study's sizes planned"
+
+
+def test_a_predicted_oom_is_not_judged_as_measured(tmp_path):
+    predicted = record("xe9680", "hf-eager", 1024, 8, "oom", throughput=None, peak=None)
+    predicted["oom_basis"] = "predicted"
+    table = judge(tmp_path, [*pair(512, 16, 3.0), predicted])
+    baseline = verdict(table, "which cells fit in memory, baseline")
+    assert (
+        baseline["verdict"] == claims.REPRODUCED and baseline["measured"] == "1 of 1 fit"
+    )  # the 1024/p8 OOM is not counted

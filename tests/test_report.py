@@ -122,7 +122,7 @@ def grid_records():
     ]
 
 
-def build(tmp_path, pngs, records, failed=()):
+def build(tmp_path, pngs, records, failed=(), plan=None):
     runs_root = tmp_path / "runs"
     for rec in records:
         write(runs_root, rec)
@@ -141,6 +141,7 @@ def build(tmp_path, pngs, records, failed=()):
         manifest_counts=tmp_path / "counts.json",
         preprocess_summary=tmp_path / "preprocess.json",
         context=Context(RUN_CONFIG, REFERENCE, "hf-eager", 0.15, "snakemake {profile} --configfile config/paper.yaml"),
+        plan_csv=plan,
     )
     return (tmp_path / "report.html").read_text(), verdicts
 
@@ -176,6 +177,40 @@ def test_the_numbers_are_the_recorded_ones(tmp_path, pngs):
         assert f"verdict-{verdict.replace(' ', '-')}" in table
     p16 = verdicts.set_index("claim").loc["flash speed-up over the baseline, patch 16"]
     assert p16["verdict"] == claims.REPRODUCED and p16["measured"] == "3.33x"
+
+
+def test_the_plan_is_shown_beside_what_each_cell_did(tmp_path, pngs):
+    cells = grid.cells([384, 512], [16, 32], VARIANTS, ["xe9680"])
+    rows = [
+        {
+            **cell._asdict(),
+            "seq_len": (cell.image_size // cell.patch_size) ** 2,
+            "mode": "throughput",
+            "device": "cuda",
+            "world_size": 8,
+            "micro_batch": 16,
+            "grad_accum": 12,
+            "predicted_peak_bytes": 300 * 10**9 if cell.variant == "hf-eager" and cell.patch_size == 16 else 5 * 10**9,
+            "memory_limit_bytes": 72 * 10**9,
+            "fits": not (cell.variant == "hf-eager" and cell.patch_size == 16),
+            "submitted": not (cell.variant == "hf-eager" and cell.patch_size == 16),
+            "flops_per_img": 10**12,
+            "steps": 4,
+            "images": 6144,
+            "gpu_hours": 0.25,
+            "mfu": 0.35,
+        }
+        for cell in cells
+    ]
+    files.PLAN_TABLE.write(files.PLAN_TABLE.frame(rows), tmp_path / "plan.csv")
+    page, verdicts = build(tmp_path, pngs, grid_records(), plan=tmp_path / "plan.csv")
+    section = page[page.index('id="plan"') : page.index('id="cells"')]
+    assert "12 cells planned before any ran: 10 fit their device at the planned micro-batch, 2 predicted" in section
+    assert "Predicted cost of the 10 submitted GPU cells: 2.5 GPU-hours at 35% MFU" in section
+    assert section.count("<tr") == 1 + 12 and section.count(">predicted OOM</td>") == 2
+    assert ">300</td>" in section and ">72</td>" in section  # predicted and allowed GB
+    assert ">2</td>" in section  # the measured peak of the flash img512_p16 cell, GB
+    assert "which cells fit in memory, baseline (hf-eager), predicted" in set(verdicts["claim"])
 
 
 def test_data_qc_and_provenance(tmp_path, pngs):

@@ -62,7 +62,7 @@ def test_submitting_predicted_ooms_is_a_switch():
     assert s.predicted_oom_cells == [] and s.submitted_cells == s.cells
     assert s.cell_settings(Cell("xe9680", "hf-eager", 2048, 8))["micro_batch"] == 1
     roomy = Study.from_config({**raw, "plan": {"memory_headroom": 1.0}})
-    assert len(roomy.predicted_oom_cells) == 6  # 258 GB at micro-batch 1: no headroom makes it fit
+    assert len(roomy.predicted_oom_cells) == 6  # 255 GB at micro-batch 1: no headroom makes it fit
 
 
 def test_a_new_headroom_changes_only_the_settings_of_the_cells_it_replans():

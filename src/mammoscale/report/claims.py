@@ -108,20 +108,28 @@ def memory_claim(pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: st
     }
 
 
+PUBLISHED_FITS = {
+    "flash": "every cell fits (2048 with patch 8, 16, 32)",
+    "baseline": "all but img2048_p8 and img2048_p16 (OOM)",
+}
+
+
+def _study_cells(frame: pd.DataFrame, hardware: str, variant: str) -> pd.DataFrame:
+    """The rows of ``frame`` (runs.csv or plan.csv) at the study's image and patch sizes for one variant."""
+    return frame[
+        (frame["hardware"] == hardware)
+        & (frame["variant"] == variant)
+        & frame["image_size"].isin(PAPER_IMAGE_SIZES)
+        & frame["patch_size"].isin(PAPER_PATCH_SIZES)
+    ]
+
+
 def fit_claims(runs: pd.DataFrame, *, hardware: str, flash: str, baseline: str) -> list[dict]:
     rows = []
-    for name, label, published in (
-        (flash, "flash", "every cell fits (2048 with patch 8, 16, 32)"),
-        (baseline, "baseline", "all but img2048_p8 and img2048_p16 (OOM)"),
-    ):
-        cells = runs[
-            (runs["hardware"] == hardware)
-            & (runs["variant"] == name)
-            & runs["image_size"].isin(PAPER_IMAGE_SIZES)
-            & runs["patch_size"].isin(PAPER_PATCH_SIZES)
-            & runs["status"].isin(["ok", "oom"])
-            & (runs["oom_basis"] != "predicted")
-        ]
+    for name, label in ((flash, "flash"), (baseline, "baseline")):
+        published = PUBLISHED_FITS[label]
+        cells = _study_cells(runs, hardware, name)
+        cells = cells[cells["status"].isin(["ok", "oom"]) & (cells["oom_basis"] != "predicted")]
         row = {"claim": f"which cells fit in memory, {label} ({name})", "published": published}
         if cells.empty:
             rows.append(
@@ -164,16 +172,9 @@ def predicted_fit_claims(plan: pd.DataFrame, *, hardware: str, flash: str, basel
     """The memory model's answer to the same question, before anything runs: which of the study's cells fit
     (``plan.csv``). A disagreement with the paper is a finding, stated with the predicted bytes."""
     rows = []
-    for name, label, published in (
-        (flash, "flash", "every cell fits (2048 with patch 8, 16, 32)"),
-        (baseline, "baseline", "all but img2048_p8 and img2048_p16 (OOM)"),
-    ):
-        cells = plan[
-            (plan["hardware"] == hardware)
-            & (plan["variant"] == name)
-            & plan["image_size"].isin(PAPER_IMAGE_SIZES)
-            & plan["patch_size"].isin(PAPER_PATCH_SIZES)
-        ]
+    for name, label in ((flash, "flash"), (baseline, "baseline")):
+        published = PUBLISHED_FITS[label]
+        cells = _study_cells(plan, hardware, name)
         row = {"claim": f"which cells fit in memory, {label} ({name}), predicted", "published": published}
         if cells.empty or cells["memory_limit_bytes"].isna().all():
             detail = "no cell of the study's sizes planned" if cells.empty else f"{hardware} has no device_memory_gb"

@@ -1,0 +1,172 @@
+"""The memory model against exact measurement, and each cell's plan: micro-batch, fit, cost, predicted-OOM record."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mammoscale import files
+from mammoscale.errors import UserError
+from mammoscale.plan import flops, memory, sizing
+from mammoscale.plan.grid import Cell
+from mammoscale.train import models
+from mammoscale.train.memory import measure_step
+
+KINDS = [("xtransformers", "flash"), ("xtransformers", "materialised"), ("hf", "eager"), ("hf", "sdpa")]
+
+
+@pytest.mark.parametrize("family", ["xtransformers", "hf"])
+@pytest.mark.parametrize("size", ["vit-tiny", "vit-base"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_parameter_count_is_the_built_models(family, size, channels):
+    built = models.build(
+        family, "sdpa" if family == "hf" else "flash", size, image_size=96, patch_size=16, channels=channels
+    )
+    total, matmul = memory.parameters(family, size, image_size=96, patch_size=16, channels=channels)
+    assert total == models.params(built)
+    projections = [m for m in built.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    assert matmul == sum(models.params(m) for m in projections)  # what autocast copies to bf16
+
+
+@pytest.mark.parametrize("family, attention", KINDS)
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_fake_tensors_measure_exactly_what_real_ones_do(family, attention, precision):
+    shape = {"image_size": 128, "patch_size": 8, "micro_batch": 2, "precision": precision}
+    real = measure_step(family, attention, "vit-tiny", **shape)
+    fake = measure_step(family, attention, "vit-tiny", **shape, fake=True)
+    assert real == fake and real.peak > real.state > 0
+
+
+@pytest.mark.parametrize("family, attention", KINDS)
+@pytest.mark.parametrize(
+    "size, image_size, patch_size, micro_batch, precision",
+    [
+        ("vit-tiny", 256, 8, 4, "bf16"),  # 1,024 tokens: activations dominate
+        ("vit-small", 512, 8, 1, "fp32"),  # 4,096 tokens
+        ("vit-base", 1024, 16, 2, "bf16"),  # held out of the fit; 4,096 tokens
+        ("vit-base", 128, 16, 1, "bf16"),  # 64 tokens: the optimiser step's peak
+    ],
+)
+def test_the_prediction_is_within_ten_percent_of_the_measurement(
+    family, attention, size, image_size, patch_size, micro_batch, precision
+):
+    shape = {"image_size": image_size, "patch_size": patch_size, "channels": 3, "precision": precision}
+    measured = measure_step(family, attention, size, **shape, micro_batch=micro_batch, fake=True)
+    predicted = memory.step_peak(family, attention, size, **shape, micro_batch=micro_batch, device="cpu")
+    assert predicted.total == pytest.approx(measured.peak, rel=0.10)
+    assert predicted.state == pytest.approx(measured.state, rel=0.001)
+
+
+def test_materialised_attention_grows_with_tokens_squared_and_flash_linearly():
+    def activations(attention, tokens_side):
+        return memory.step_peak(
+            "xtransformers",
+            attention,
+            "vit-base",
+            image_size=16 * tokens_side,
+            patch_size=16,
+            channels=3,
+            precision="bf16",
+            micro_batch=1,
+        ).activations
+
+    assert 3.5 < activations("flash", 64) / activations("flash", 32) < 4.5  # 4x the tokens
+    assert 12 < activations("materialised", 64) / activations("materialised", 32) < 16.5  # ~16x
+
+
+def test_the_gpu_adds_its_workspace_and_horovod_its_fusion_buffer():
+    shape = {"image_size": 512, "patch_size": 16, "channels": 3, "precision": "bf16", "micro_batch": 4}
+    cpu = memory.step_peak("xtransformers", "flash", "vit-base", **shape, device="cpu")
+    gpu = memory.step_peak("xtransformers", "flash", "vit-base", **shape, device="cuda", backend="horovod")
+    assert gpu.total - cpu.total == memory.WORKSPACE_BYTES + memory.BACKEND_BYTES["horovod"]
+    assert memory.coefficients("hf", "flash_attention_2", "bf16") == memory.coefficients("hf", "sdpa", "bf16")
+
+
+def test_the_micro_batch_is_the_largest_divisor_that_fits():
+    def peak(micro):
+        return 10 + 3 * micro
+
+    assert memory.divisors(192, 64) == [64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1]
+    assert memory.choose_micro_batch(192, 64, None, peak) == memory.MicroBatch(64, 202, True)
+    assert memory.choose_micro_batch(192, 64, 150, peak) == memory.MicroBatch(32, 106, True)
+    assert memory.choose_micro_batch(192, 64, 12, peak) == memory.MicroBatch(1, 13, False)
+    assert memory.choose_micro_batch(7, 4, None, peak).micro_batch == 1  # 7 is prime: one image at a time
+
+
+GPU = {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8, "micro_batch": 64, "device_memory_gb": 80}
+PLAN = {"memory_headroom": 0.9, "submit_predicted_oom": False, "mfu": 0.5, "train_breasts": None}
+
+
+def settings(**overrides) -> dict:
+    base = {
+        "family": "xtransformers",
+        "attention": "flash",
+        "model_size": "vit-base",
+        "channels": 3,
+        "precision": "bf16",
+        "device": "cuda",
+        "global_batch": 1536,
+        "mode": "full",
+        "epochs": 20,
+        "timing_warmup_steps": 1,
+        "timed_steps": 3,
+        "backend": "ddp",
+    }
+    return {**base, **overrides}
+
+
+def test_a_cell_plan_fits_its_device_and_says_what_it_costs():
+    cell = Cell("xe9680", "flash", 1024, 16)
+    plan = sizing.plan_cell(cell, settings(), {**GPU, "peak_tflops": 312}, PLAN, train_breasts=16_000)
+    assert plan.world_size == 8 and plan.micro_batch * plan.grad_accum == 1536 // 8
+    assert plan.predicted_peak_bytes <= plan.memory_limit_bytes == 72 * 10**9 and plan.fits and plan.submitted
+    assert plan.steps == 20 * (16_000 // 1536) and plan.images == plan.steps * 1536
+    per_image = flops.train_flops_per_image("vit-base", seq_len=4096, patch_size=16, channels=3)
+    assert plan.flops_per_img == per_image
+    assert plan.gpu_hours == pytest.approx(plan.images * per_image / (0.5 * 312e12) / 3600)
+    larger = sizing.plan_cell(
+        cell, settings(), {**GPU, "peak_tflops": 312}, {**PLAN, "memory_headroom": 0.5}, train_breasts=1
+    )
+    assert larger.micro_batch < plan.micro_batch  # less memory allowed, smaller micro-batches
+    throughput = sizing.plan_cell(cell, settings(mode="throughput"), GPU, PLAN, train_breasts=1)
+    assert throughput.steps == 4 and throughput.gpu_hours is None  # no peak: no estimate
+    assert list(plan.row()) == list(files.PLAN_TABLE.columns)
+
+
+def test_a_cpu_profile_is_planned_without_memory():
+    cpu = {"launcher": "none", "nodes": 1, "gpus_per_node": 0, "micro_batch": 4}
+    plan = sizing.plan_cell(
+        Cell("cpu", "flash", 384, 8), settings(device="cpu", global_batch=6), cpu, PLAN, train_breasts=9
+    )
+    assert plan.micro_batch == 3 and plan.memory_limit_bytes is None and plan.fits and plan.device == "cpu"
+
+
+def test_a_global_batch_the_ranks_cannot_share_is_refused():
+    with pytest.raises(UserError, match="cell xe9680/flash/img512_p16: global batch 12 cannot be shared by 8 rank"):
+        sizing.plan_cell(Cell("xe9680", "flash", 512, 16), settings(global_batch=12), GPU, PLAN, train_breasts=1)
+
+
+def test_a_predicted_oom_is_recorded_without_running():
+    cell = Cell("xe9680", "hf-eager", 2048, 16)
+    cell_settings = settings(family="hf", attention="eager", micro_batch=1, hardware="xe9680", variant="hf-eager")
+    plan = sizing.plan_cell(cell, cell_settings, GPU, PLAN, train_breasts=1)
+    assert not plan.fits and not plan.submitted and plan.micro_batch == 1 and plan.grad_accum == 192
+    assert sizing.plan_cell(cell, cell_settings, GPU, {**PLAN, "submit_predicted_oom": True}, train_breasts=1).submitted
+    record = sizing.predicted_oom_record(plan.row(), cell_settings)
+    files.validate_metrics(record)
+    assert record["status"] == "oom" and record["oom_basis"] == "predicted" and record["steps"] == 0
+    assert record["predicted_peak_bytes"] == plan.predicted_peak_bytes > 72 * 10**9
+    assert record["seq_len"] == 16385 and record["peak_mem_bytes"] is None and record["throughput_img_s"] is None
+    assert "predicted out of memory" in record["message"] and "72.0 GB allowed" in record["message"]
+
+
+def test_the_nominal_training_set():
+    config = {
+        "plan": {"train_breasts": None},
+        "data": {"source": "rsna"},
+        "synthetic": {"n_patients": 40},
+        "manifest": {"split": {"train": 0.7}},
+    }
+    assert sizing.nominal_train_breasts(config) == round(2 * 11_913 * 0.7)
+    assert sizing.nominal_train_breasts({**config, "data": {"source": "synthetic"}}) == 56
+    assert sizing.nominal_train_breasts({**config, "plan": {"train_breasts": 100}}) == 100
