@@ -3,12 +3,16 @@
 import sys
 
 from mammoscale import files
+from mammoscale.errors import UserError
 from mammoscale.plan.digest import digest
 from mammoscale.plan.launch import job_request
 from mammoscale.plan.study import Study
 from mammoscale.report.captions import CAPTIONS, CATEGORY, FIGURES
 
-STUDY = Study.from_config(config)
+try:
+    STUDY = Study.from_config(config, need_cells=False)  # the cache needs none: rule all asks for them
+except UserError as error:  # a user's mistake: one line, no traceback
+    sys.exit(f"error: {error}")
 config.update(STUDY.config)  # every default filled in, validated
 
 
@@ -213,7 +217,9 @@ def get_report_inputs(wildcards):
     }
 
 
-def get_final_output():
+def get_final_output(wildcards=None):
+    if not STUDY.cells:  # called only when "all" is asked for; the cache and the dataset need no cell
+        sys.exit(f"error: {STUDY.no_cell()}")
     return [
         files.PLAN_CSV,
         *get_cache_output(),

@@ -29,6 +29,7 @@ rule cache_views:
 rule preprocess_summary:
     input:
         images=get_views(files.VIEWS_IMAGES),
+        excluded=files.EXCLUDED,
     output:
         errors=files.DECODE_ERRORS,
         summary=files.PREPROCESS_SUMMARY,

@@ -6,6 +6,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def test_cache_bytes_are_identical_across_runs(data, built, tmp_path):
 # failures
 
 
-def test_a_corrupt_dicom_is_recorded_and_only_its_breast_is_lost(data, tmp_path):
+def test_a_corrupt_dicom_is_recorded_and_only_its_breast_is_lost(data, tmp_path, capsys):
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
     breasts = manifest.build(copy, split_fractions={"train": 0.6, "val": 0.2, "test": 0.2}, seed=1, n_shards=2)[0]
@@ -135,7 +136,16 @@ def test_a_corrupt_dicom_is_recorded_and_only_its_breast_is_lost(data, tmp_path)
     assert victim.breast_id not in set(tiles.index["breast_id"]) and len(tiles) == len(breasts) - 1
     summary = json.loads((tmp_path / "out" / files.PREPROCESS_SUMMARY).read_text())
     assert summary["breasts_excluded_decode_error"] == 1 and summary["failed_images"] == 1
-    with pytest.raises(PreprocessError, match=r"1 of \d+ images .* failed to decode.*decode_errors"):
+    assert summary["lost_images"] == 1 and summary["missing_files"] == 0
+    assert re.search(
+        r"^warning: 1 of \d+ images lost \(not_dicom 1\); \d+ of \d+ breasts cached: see .*decode_errors.csv and "
+        r".*excluded.csv$",
+        capsys.readouterr().err,
+        re.MULTILINE,
+    )
+    with pytest.raises(
+        PreprocessError, match=r"1 of \d+ images \(.*%\) are lost \(not_dicom 1\).*decode_errors.*excluded"
+    ):
         check_failures(tmp_path / "out" / files.PREPROCESS_SUMMARY, "decode_errors.csv", max_failure_fraction=0.0)
     check_failures(tmp_path / "out" / files.PREPROCESS_SUMMARY, "decode_errors.csv", max_failure_fraction=0.5)
 

@@ -21,7 +21,7 @@ from pydicom.uid import (
 )
 
 from mammoscale import dicom
-from mammoscale.synthetic import make_dataset
+from mammoscale.synthetic import make_dataset, phantom
 
 from conftest import dataset_from_stored, ramp
 
@@ -77,7 +77,7 @@ def test_jpeg_lossless_sv1_reference_file():
     assert path is not None, "pydicom-data is part of the test extra"
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == JPEGLosslessSV1
-    stored, clipped, decoder = dicom.stored_values(ds, path, max_pixels=dicom.DEFAULT_MAX_PIXELS)
+    stored, clipped, decoder, _ = dicom.stored_values(ds, path, max_pixels=dicom.DEFAULT_MAX_PIXELS)
     assert stored.shape == (1024, 256) and clipped == 0
     assert decoder == f"pylibjpeg-libjpeg {importlib.metadata.version('pylibjpeg-libjpeg')}"
     assert (int(stored.min()), int(stored.max()), int(stored.sum())) == (0, 278, 3596452)
@@ -134,6 +134,33 @@ def test_voi_lut_sequence_is_preferred_and_indexed_from_first_mapped(write_dicom
     np.testing.assert_allclose(window_only.image, [[0, 1, 1, 1, 1, 1, 1]])
 
 
+def test_a_voi_lut_item_without_lut_data_falls_back_to_the_window_and_says_so(write_dicom):
+    item = pydicom.Dataset()
+    item.add_new(0x00283002, "US", [4, 100, 8])  # a descriptor, and no LUT Data
+    path = write_dicom(ramp(), VOILUTSequence=Sequence([item]), WindowCenter="2048", WindowWidth="4096")
+    got = dicom.decode_with_report(path)
+    assert got.report.voi == "window:LINEAR"
+    assert got.report.notes == ("VOI LUT ignored (VOI LUT Sequence item has no LUT Data)",)
+    assert dicom.decode_with_report(path, voi="lut").report.voi == "minmax"
+
+
+@pytest.mark.parametrize(
+    "item",
+    [{}, {"LUTDescriptor": [4, 0, 16]}, {"LUTDescriptor": [4, 0, 16], "LUTData": b"\x01"}],
+    ids=["empty-item", "no-lut-data", "short-lut-data"],
+)
+def test_a_malformed_modality_lut_sequence_is_an_invalid_header(write_dicom, item):
+    lut = pydicom.Dataset()
+    if "LUTDescriptor" in item:
+        lut.add_new(0x00283002, "US", item["LUTDescriptor"])
+        lut.ModalityLUTType = "OD"
+    if "LUTData" in item:
+        lut.add_new(0x00283006, "OW", item["LUTData"])
+    path = write_dicom(ramp(), ModalityLUTSequence=Sequence([lut]))
+    with pytest.raises(dicom.InvalidHeaderError, match="Modality LUT Sequence unusable"):
+        dicom.decode(path)
+
+
 def test_no_window_uses_min_max(write_dicom):
     stored = np.array([[100, 150, 200]])
     got = dicom.decode_with_report(write_dicom(stored), output="float32")
@@ -185,13 +212,21 @@ def test_values_beyond_bits_stored_are_clipped_and_reported(write_dicom):
     assert any("clipped" in n for n in got.report.notes)
 
 
-def test_signed_values_beyond_bits_stored_are_clipped_to_the_signed_range(write_dicom):
-    stored = np.array([[-3000, -2048, 0, 2047, 3000]])
-    path = write_dicom(stored, bits_stored=12, signed=True)
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless], ids=["native", "rle"])
+def test_signed_values_are_bits_stored_twos_complement_whatever_lies_above_high_bit(write_dicom, syntax):
+    """PS3.5 8.1.1: a signed stored value is the BitsStored-bit two's complement number; the bits above
+    HighBit are not part of it. Words written without sign extension (0x0FFB for -5 in 12 bits) are
+    common: read whole, every negative value would become a large positive one."""
+    words = np.array([[0x0FFB, 0xFFFB, 0x0800, 0x0000, 0x07FF, 0xF7FF, 0x0BB8, 0xF448]], dtype=np.uint16)
+    path = write_dicom(words.view(np.int16), bits_stored=12, signed=True, transfer_syntax=syntax)
     ds = pydicom.dcmread(path)
-    values, clipped, decoder = dicom.stored_values(ds, path, max_pixels=100)
-    np.testing.assert_array_equal(values, [[-2048, -2048, 0, 2047, 2047]])
-    assert clipped == 2 and decoder == dicom.NATIVE
+    values, clipped, decoder, foreign = dicom.stored_values(ds, path, max_pixels=100)
+    np.testing.assert_array_equal(values, [[-5, -5, -2048, 0, 2047, 2047, -1096, 1096]])
+    assert clipped == 0
+    if syntax == ExplicitVRLittleEndian:  # read as stored; pydicom's codecs hand back corrected values
+        assert foreign == 5  # 0x0FFB, 0x0800, 0xF7FF, 0x0BB8 and 0xF448 are not sign-extended
+        report = dicom.decode_with_report(path, voi="minmax").report
+        assert report.clipped_pixels == 0 and "5 signed values not sign-extended above HighBit" in report.notes[0]
 
 
 def test_constant_image_is_flagged_or_rejected(write_dicom):
@@ -317,6 +352,64 @@ def test_corrupt_compressed_pixel_data(tmp_path):
     path = tmp_path / "corrupt.dcm"
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(dicom.CorruptPixelDataError, match="decoding failed"):
+        dicom.decode(path)
+
+
+@pytest.mark.parametrize(
+    "damage, error, message",
+    [
+        ("rows", dicom.ShapeMismatchError, r"RLE segment 1 holds 196,608 pixels; Rows x Columns \(500 x 384\)"),
+        ("middle", dicom.CorruptPixelDataError, r"pylibjpeg found the frame inconsistent \(PanicException"),
+        ("second-segment", dicom.CorruptPixelDataError, "RLE Lossless decoding failed"),
+    ],
+)
+def test_a_damaged_rle_frame_is_refused_not_a_panic(tmp_path, damage, error, message):
+    """pylibjpeg-rle panics (pyo3's PanicException, a BaseException) on some damaged frames; pydicom's own RLE
+    decoder turns the same bytes into an image without a word, so it never gets a frame another refused."""
+    ds = dataset_from_stored(ramp(512, 384), transfer_syntax=RLELossless)
+    path = tmp_path / "rle.dcm"
+    if damage == "rows":
+        ds.Rows = 500
+    elif damage == "second-segment":  # segment 1 (the high bytes) intact: the codec itself meets the damage
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        second = int.from_bytes(frame[8:12], "little")
+        ds.PixelData = encapsulate([bytes(frame[: second + 10])])  # the second segment cut short
+    ds.save_as(path, enforce_file_format=True)
+    if damage == "middle":  # the issue's case: the middle quarter of the file overwritten with noise
+        data = bytearray(path.read_bytes())
+        n = len(data)
+        data[n // 2 - n // 8 : n // 2 + n // 8] = np.random.default_rng(0).integers(0, 256, n // 4, np.uint8).tobytes()
+        path.write_bytes(bytes(data))
+    with pytest.raises(error, match=message):
+        dicom.decode(path)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless], ids=["native", "rle"])
+def test_rows_and_columns_swapped_give_an_implausible_shape_not_a_striped_view(tmp_path, syntax):
+    """Native and RLE pixel data carry no shape of their own: swapped Rows and Columns fit the data's length."""
+    rng = np.random.default_rng(4)
+    brightness, _ = phantom.draw_view(
+        (256, 192), phantom.random_breast(rng, cancer=False), view="CC", laterality="L", rng=rng
+    )
+    ds = make_dataset(brightness, transfer_syntax=syntax)
+    good = tmp_path / "good.dcm"
+    ds.save_as(good, enforce_file_format=True)
+    assert dicom.decode(good).shape == (256, 192)
+    ds.Rows, ds.Columns = ds.Columns, ds.Rows
+    swapped = tmp_path / "swapped.dcm"
+    ds.save_as(swapped, enforce_file_format=True)
+    with pytest.raises(dicom.ImplausibleShapeError, match=r"rows do not continue each other .* Rows \(192\)"):
+        dicom.decode(swapped)
+
+
+def test_a_file_the_system_will_not_read_is_unreadable(write_dicom, monkeypatch):
+    path = write_dicom(ramp())
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pydicom, "dcmread", refuse)
+    with pytest.raises(dicom.UnreadableFileError, match="cannot be read: Permission denied"):
         dicom.decode(path)
 
 

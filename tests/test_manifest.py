@@ -121,7 +121,37 @@ def test_conflicting_labels_within_a_breast_are_excluded(tmp_path):
     rows[1]["cancer"] = 1
     breasts, excluded, _ = build(write_dataset(tmp_path, rows))
     assert breasts["breast_id"].tolist() == ["2_L"]
-    assert excluded["reason"].tolist() == ["conflicting_labels"]
+    assert excluded["reason"].tolist() == ["conflicting_labels"] * 2  # every image of the breast
+    assert excluded["image_id"].tolist() == ["10", "11"]
+
+
+def test_every_row_of_train_csv_is_accounted_for_once(tmp_path):
+    rows = (
+        breast(1, "L", views=("CC", "CC", "MLO", "AT"))  # used; a CC not chosen; an other view
+        + breast(1, "R", views=("AT", "LM"))  # no standard view at all
+        + breast(2, "L", views=("CC", "ML"))  # no MLO: both images excluded
+        + breast(3, "R", views=("CC", "MLO", "MLO", "MLO"))  # two MLOs not chosen
+    )
+    rows.append({**rows[0], "image_id": "x1"})  # an invalid id
+    breasts, excluded, counts = build(write_dataset(tmp_path, rows))
+    assert breasts["breast_id"].tolist() == ["1_L", "3_R"]
+    by_reason = excluded.groupby("reason")["image_id"].apply(sorted).to_dict()
+    assert by_reason == {
+        "invalid_id": ["x1"],
+        "missing_mlo": ["20", "21"],
+        "no_standard_view": ["15", "16"],
+        "not_chosen": ["11", "37", "38"],
+    }
+    assert excluded.loc[excluded["reason"] == "not_chosen", "detail"].tolist()[0] == "another CC image (10) is used"
+    assert counts["other_views_not_used"] == {"AT": 1}
+    assert counts["images_used"] + len(excluded) + 1 == counts["rows"] == counts["rows_accounted"] == len(rows)
+
+
+def test_a_header_only_train_csv_says_it_has_no_rows(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "train.csv").write_text("site_id,patient_id,image_id,laterality,view,cancer,machine_id\n")
+    with pytest.raises(manifest.ManifestError, match=r"train.csv has a header but no rows: no image is listed$"):
+        build(tmp_path)
 
 
 def test_split_is_by_patient_stratified_and_seeded(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -279,12 +280,15 @@ def test_a_snapshot_reports_while_cells_are_missing(finished_run, tmp_path):
     assert (runs.loc[runs["hardware"] == "local-cpu-b", "status"] == "missing").all()
 
 
-def test_too_many_decode_failures_stop_the_cache_and_keep_the_errors(finished_run, tmp_path):
+def test_too_many_lost_images_stop_the_cache_and_keep_the_errors(finished_run, tmp_path):
+    """A missing file counts as lost like a failed decode; the terminal shows one line of what was lost."""
     data = tmp_path / "rsna"
     shutil.copytree(finished_run / "results" / "data" / "synthetic", data)
     breasts = pd.read_csv(finished_run / "results" / "manifest" / "breasts.csv")
     victim = data / "train_images" / str(breasts.iloc[0]["patient_id"]) / f"{breasts.iloc[0]['mlo_image_id']}.dcm"
     victim.write_bytes(b"broken")
+    gone = data / "train_images" / str(breasts.iloc[1]["patient_id"]) / f"{breasts.iloc[1]['cc_image_id']}.dcm"
+    gone.unlink()
     workdir = copy_workflow(tmp_path / "wf")
     result = snakemake(
         workdir,
@@ -299,9 +303,15 @@ def test_too_many_decode_failures_stop_the_cache_and_keep_the_errors(finished_ru
     )
     assert result.returncode != 0
     log = (workdir / "results" / "logs" / "cache_index" / "img64.log").read_text()
-    assert "failed to decode, more than cache.max_failure_fraction" in log and "Traceback" not in log
+    lost = (
+        r"2 of (\d+) images \(\d+\.\d%\) are lost \(missing_file 1, not_dicom 1\), more than cache.max_failure_fraction"
+    )
+    assert re.search(lost, log) and "Traceback" not in log
+    assert re.search(r"^warning: 2 of \d+ images lost \(missing_file 1, not_dicom 1\)", result.stderr, re.MULTILINE)
     errors = pd.read_csv(workdir / "results" / "qc" / "decode_errors.csv")
     assert errors["file"].tolist() == [str(victim.relative_to(data))] and errors["error_kind"].tolist() == ["not_dicom"]
+    excluded = pd.read_csv(workdir / "results" / "manifest" / "excluded.csv", dtype=str)
+    assert excluded.loc[excluded["reason"] == "missing_file", "image_id"].tolist() == [gone.stem]
 
 
 def test_decode_audit_decodes_every_listed_image(finished_run):

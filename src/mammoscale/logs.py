@@ -32,6 +32,13 @@ def configure(log_file: Path | str | None = None, *, level: int = logging.INFO) 
     sys.excepthook = _report
 
 
+def tell(message: str) -> None:
+    """A warning the user must see: in the log, and as one line on standard error (the terminal)."""
+    logging.getLogger("mammoscale").warning("%s", message)
+    if not any(getattr(h, "stream", None) is sys.stderr for h in logging.getLogger().handlers):
+        print(f"warning: {message}", file=sys.stderr)
+
+
 def _report(kind, error, trace) -> None:
     if isinstance(error, UserError):
         logging.getLogger("mammoscale").error("%s", error)

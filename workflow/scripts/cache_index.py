@@ -8,4 +8,4 @@ configure(snakemake.log[0])
 check_failures(
     snakemake.input.summary, snakemake.input.errors, max_failure_fraction=snakemake.params.max_failure_fraction
 )
-gather_index(snakemake.input.tables, snakemake.output.index)
+gather_index(snakemake.input.tables, snakemake.output.index, snakemake.input.arrays)

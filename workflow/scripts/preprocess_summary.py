@@ -4,4 +4,4 @@ from mammoscale.logs import configure
 from mammoscale.preprocess.summary import summarise
 
 configure(snakemake.log[0])
-summarise(list(snakemake.input.images), snakemake.output.errors, snakemake.output.summary)
+summarise(list(snakemake.input.images), snakemake.input.excluded, snakemake.output.errors, snakemake.output.summary)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 from mammoscale import dicom, files
 from mammoscale.dataset.manifest import read_train_csv
+from mammoscale.processes import map_isolated
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,9 @@ def summarise_dataset(
     started = time.perf_counter()
     rows = []
     step = max(1, len(jobs) // 10)
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(_summarise_one, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
-            for done, row in enumerate(results, 1):
-                rows.append(row)
-                _progress(done, len(jobs), step, started)
-    else:
-        for done, job in enumerate(jobs, 1):
-            rows.append(_summarise_one(job))
-            _progress(done, len(jobs), step, started)
+    for done, row in enumerate(map_isolated(_summarise_one, jobs, workers=workers, crashed=_crashed), 1):
+        rows.append(row)
+        _progress(done, len(jobs), step, started)
     summary = files.AUDIT_TABLE.frame(rows)
     counts = count(summary)
     counts["seconds"] = round(time.perf_counter() - started, 3)
@@ -56,6 +49,16 @@ def summarise_dataset(
         counts["errors_by_kind"] or "none",
     )
     return summary, counts
+
+
+def _crashed(job: tuple[Path, str, str, int], message: str) -> dict:
+    """The row of an image whose decoding took its worker process down."""
+    root, patient_id, image_id, _ = job
+    row = {**dict.fromkeys(files.AUDIT_TABLE.columns, ""), "patient_id": patient_id, "image_id": image_id}
+    path = files.image_path(root, patient_id, image_id)
+    row.update(status="error", error_kind=dicom.CodecCrashError.kind, message=message)
+    row["path"] = str(path.relative_to(root)) if path is not None else ""
+    return row
 
 
 def _summarise_one(job: tuple[Path, str, str, int]) -> dict:

@@ -6,13 +6,18 @@ why, which split each patient belongs to, and which shard each breast is cached 
 
 Rules (also in docs/pipeline.md):
 
-- Only CC and MLO views are used; other views (AT, LM, ML, LMO, ...) are counted.
+- Only CC and MLO views are used; the other views (AT, LM, ML, LMO, ...) of a breast used are
+  counted.
 - A breast with several CC (or MLO) images uses the one with the smallest image_id. The CSV
   carries no acquisition time, so this is arbitrary but fixed, and independent of row order.
+  The others are ``not_chosen`` rows of ``excluded.csv``.
 - Excluded, with a reason, into ``excluded.csv``: rows whose ids are not integers (so no
   CSV value can make a path leave ``data.root``), duplicated image ids (every copy), unknown
-  laterality, a label other than 0/1, a missing file; then breasts left without a CC or an
-  MLO, and breasts whose images disagree on the label.
+  laterality, a label other than 0/1, a missing CC or MLO file; then every image of a breast
+  with no CC and no MLO (``no_standard_view``), without a CC or an MLO, or whose images
+  disagree on the label.
+- Every row of ``train.csv`` is accounted for, once: ``rows`` = ``images_used`` + the rows of
+  ``excluded.csv`` + ``other_views_not_used`` (checked on every build).
 - Split by patient (a patient's breasts share a split), stratified by the patient's label
   (any positive breast), seeded; the counts per stratum follow the fractions by largest
   remainder.
@@ -60,6 +65,8 @@ def read_train_csv(root: Path | str, *, required: tuple[str, ...] = files.RSNA_R
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise ManifestError(f"{csv} lacks column(s) {', '.join(missing)}; it has {', '.join(table.columns) or 'none'}")
+    if table.empty:
+        raise ManifestError(f"{csv} has a header but no rows: no image is listed")
     return table
 
 
@@ -83,25 +90,26 @@ def build(
     n_rows = len(table)
     excluded: list[dict] = []
     table = _valid_rows(table, excluded)
-    other_views = table[~table["view"].isin(USED_VIEWS)]
-    table = table[table["view"].isin(USED_VIEWS)]
-    if check_files:
+    if check_files:  # the CC and MLO images, which are decoded; other views are not read
+        standard = table["view"].isin(USED_VIEWS).to_numpy()
         exists = np.array(
             [
-                files.image_path(root, p, i).is_file()
-                for p, i in zip(table["patient_id"], table["image_id"], strict=True)
+                not used or files.image_path(root, p, i).is_file()
+                for p, i, used in zip(table["patient_id"], table["image_id"], standard, strict=True)
             ],
             dtype=bool,
         )
         _exclude(excluded, table[~exists], "missing_file", f"{files.IMAGE} does not exist")
         table = table[exists]
 
-    breasts, breast_excluded = _pair_views(table)
+    breasts, breast_excluded, other_views = _pair_views(table)
     excluded.extend(breast_excluded)
     breasts = assign_splits(breasts, fractions, seed=seed)
     breasts["shard"] = np.arange(len(breasts)) % n_shards
     excluded_frame = files.EXCLUDED_TABLE.frame(excluded)
     counts = _counts(breasts, excluded_frame, other_views, rows=n_rows, n_shards=n_shards)
+    if counts["rows_accounted"] != n_rows:  # every row is used, excluded or an other view of a used breast
+        raise RuntimeError(f"the manifest accounts for {counts['rows_accounted']} of {n_rows} rows of train.csv")
     log.info(
         "%d breasts of %d patients (%d positive); excluded: %s; other views not used: %s",
         counts["breasts"],
@@ -162,6 +170,8 @@ def _counts(
 ) -> dict:
     return {
         "rows": int(rows),
+        "rows_accounted": int(2 * len(breasts) + len(excluded) + len(other_views)),
+        "images_used": int(2 * len(breasts)),
         "breasts": int(len(breasts)),
         "patients": int(breasts["patient_id"].nunique()),
         "positive_breasts": int(breasts["label"].sum()),
@@ -173,36 +183,34 @@ def _counts(
     }
 
 
-def _pair_views(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
-    """One row per breast with both views (smallest image_id of each), and the breasts that have not."""
+def _pair_views(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
+    """One row per breast with both views (smallest image_id of each); an excluded row for every image of
+    the breasts that cannot be used, and for every CC or MLO image not chosen; the other views of the
+    breasts used."""
     table = table.assign(
         image_number=table["image_id"].astype(np.int64), patient_number=table["patient_id"].astype(np.int64)
     )
     table = table.sort_values(["patient_number", "laterality", "view", "image_number"])
-    rows, excluded = [], []
+    rows, excluded, other_views = [], [], []
     for (patient, laterality), images in table.groupby(["patient_number", "laterality"], sort=True):
-        first = images.iloc[0]
         views = {v: images[images["view"] == v] for v in USED_VIEWS}
         missing = [v for v in USED_VIEWS if views[v].empty]
-        labels = set(images["cancer"])
         reason = None
-        if missing:
-            reason, detail = f"missing_{missing[0].lower()}", f"no usable {' or '.join(missing)} image"
-        elif len(labels) > 1:
+        if len(missing) == len(USED_VIEWS):
+            reason, detail = "no_standard_view", f"the breast has no {' or '.join(USED_VIEWS)} image"
+        elif missing:
+            reason, detail = f"missing_{missing[0].lower()}", f"the breast has no usable {missing[0]} image"
+        elif images["cancer"].nunique() > 1:
             reason, detail = "conflicting_labels", "the breast's images disagree on cancer"
         if reason:
-            excluded.append(
-                {
-                    "patient_id": first["patient_id"],
-                    "laterality": laterality,
-                    "image_id": " ".join(images["image_id"]),
-                    "view": " ".join(images["view"]),
-                    "reason": reason,
-                    "detail": detail,
-                }
-            )
+            _exclude(excluded, images, reason, detail)
             continue
         cc, mlo = views["CC"].iloc[0], views["MLO"].iloc[0]
+        for view, chosen in (("CC", cc), ("MLO", mlo)):
+            _exclude(
+                excluded, views[view].iloc[1:], "not_chosen", f"another {view} image ({chosen['image_id']}) is used"
+            )
+        other_views.append(images[~images["view"].isin(USED_VIEWS)])
         rows.append(
             {
                 "breast_id": f"{patient}_{laterality}",
@@ -210,13 +218,14 @@ def _pair_views(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
                 "laterality": laterality,
                 "cc_image_id": int(cc["image_id"]),
                 "mlo_image_id": int(mlo["image_id"]),
-                "label": int(labels.pop()),
+                "label": int(cc["cancer"]),
                 "site_id": cc["site_id"],
                 "machine_id": cc["machine_id"],
             }
         )
     columns = [c for c in files.BREAST_TABLE.columns if c not in ("split", "shard")]
-    return pd.DataFrame(rows, columns=columns), excluded
+    others = pd.concat(other_views) if other_views else table.iloc[:0]
+    return pd.DataFrame(rows, columns=columns), excluded, others
 
 
 def assign_splits(breasts: pd.DataFrame, fractions: dict[str, float], *, seed: int) -> pd.DataFrame:

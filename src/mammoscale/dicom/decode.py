@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydicom.uid import RLELossless
 
-from mammoscale.dicom.errors import ConstantImageError
+from mammoscale.dicom.errors import ConstantImageError, DicomError, ImplausibleShapeError, InvalidHeaderError
 from mammoscale.dicom.grayscale import apply_voi, has_rescale, modality_lut, to_uint8
 from mammoscale.dicom.read import DEFAULT_MAX_PIXELS, read_dataset, stored_range, stored_values
 
@@ -62,6 +63,33 @@ class DecodeReport:
 class Decoded:
     image: np.ndarray
     report: DecodeReport
+
+
+SHEAR_RATIO = 8.0
+"""Mean step between rows over mean step between columns (grey levels, +1 each) above which the rows do not
+continue each other. Measured: at most 1.44 on synthetic mammograms and 1.31 on pydicom's real test images of
+64 px and more; 19 to 41 on the same synthetic files with Rows and Columns swapped."""
+
+
+def check_rows_continue(image: np.ndarray, path: Path) -> None:
+    """Refuse an image whose rows do not continue each other: Rows and Columns that fit the pixel data's
+    length and not its content (swapped, or one off) give a sheared, striped image.
+
+    Only pixel data without a shape of its own (native, RLE) needs it: a JPEG codestream states its
+    size. Every fourth pair of adjacent rows and of adjacent columns is compared; images under
+    64 px a side are not judged.
+    """
+    if min(image.shape) < 64:
+        return
+    x = image.astype(np.int16)
+    rows = np.abs(x[1::4] - x[:-1:4][: x[1::4].shape[0]]).mean()
+    cols = np.abs(x[:, 1::4] - x[:, :-1:4][:, : x[:, 1::4].shape[1]]).mean()
+    if (rows + 1) / (cols + 1) > SHEAR_RATIO:
+        raise ImplausibleShapeError(
+            path,
+            f"rows do not continue each other (mean step {rows:.1f} grey levels between rows, {cols:.1f} between "
+            f"columns): are Rows ({image.shape[0]}) and Columns ({image.shape[1]}) right?",
+        )
 
 
 # public API
@@ -102,10 +130,13 @@ def decode_with_report(
         raise ValueError(f"voi must be 'auto', 'window', 'lut' or 'minmax', not {voi!r}")
     path = Path(path)
     ds = read_dataset(path)
-    stored, clipped, decoder = stored_values(ds, path, max_pixels=max_pixels)
+    stored, clipped, decoder, foreign = stored_values(ds, path, max_pixels=max_pixels)
     notes: list[str] = []
     if clipped:
         notes.append(f"{clipped} stored values beyond BitsStored={ds.BitsStored} clipped")
+        log.warning("%s: %s", path, notes[-1])
+    if foreign:
+        notes.append(f"{foreign} signed values not sign-extended above HighBit: read as {ds.BitsStored}-bit")
         log.warning("%s: %s", path, notes[-1])
 
     # Every step from here on is a function of the stored value alone, so it is evaluated once
@@ -120,17 +151,15 @@ def decode_with_report(
         notes.append("constant image")
         log.warning("%s: constant image (every stored value %d)", path, raw_min)
 
-    values = modality_lut(np.arange(low, high + 1), ds)
-    present = values[raw_min - low : raw_max - low + 1]
-    unit, voi_used, voi_notes = apply_voi(
-        values, ds, path, mode=voi, image_range=(float(present.min()), float(present.max()))
-    )
+    unit, voi_used, voi_notes = _display_table(ds, path, (low, high), (raw_min, raw_max), voi)
     notes.extend(voi_notes)
     photometric = str(ds.PhotometricInterpretation)
-    if photometric == "MONOCHROME1":
-        unit = 1.0 - unit
-    table = to_uint8(unit) if output == "uint8" else unit.astype(np.float32)
-    image = table[stored] if low == 0 else table[stored.astype(np.int32) - low]
+    index = stored if low == 0 else stored.astype(np.int32) - low
+    grey = to_uint8(unit)[index]
+    syntax = ds.file_meta.TransferSyntaxUID
+    if not syntax.is_compressed or syntax == RLELossless:
+        check_rows_continue(grey, path)
+    image = grey if output == "uint8" else unit.astype(np.float32)[index]
 
     report = DecodeReport(
         transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
@@ -147,3 +176,22 @@ def decode_with_report(
         notes=tuple(notes),
     )
     return Decoded(image=image, report=report)
+
+
+def _display_table(ds, path: Path, stored: tuple[int, int], present: tuple[int, int], voi: str):
+    """Modality LUT, VOI and MONOCHROME1 over every stored value of the range: the display value in [0, 1] of each,
+    the VOI branch taken, and its notes. ``present`` is the image's (min, max) stored value, for min-max."""
+    low, high = stored
+    try:
+        values = modality_lut(np.arange(low, high + 1), ds)
+        shown = values[present[0] - low : present[1] - low + 1]
+        unit, voi_used, notes = apply_voi(
+            values, ds, path, mode=voi, image_range=(float(shown.min()), float(shown.max()))
+        )
+    except DicomError:
+        raise
+    except Exception as exc:  # an attribute the standard's pipeline reads is malformed: the header's fault
+        raise InvalidHeaderError(path, f"grayscale attributes unusable ({type(exc).__name__}: {exc})") from None
+    if str(ds.PhotometricInterpretation) == "MONOCHROME1":
+        unit = 1.0 - unit
+    return unit, voi_used, notes

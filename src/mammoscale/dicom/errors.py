@@ -23,6 +23,10 @@ class MissingFileError(DicomError):
     kind = "missing_file"
 
 
+class UnreadableFileError(DicomError):
+    kind = "unreadable"
+
+
 class NotDicomError(DicomError):
     kind = "not_dicom"
 
@@ -67,10 +71,23 @@ class ConstantImageError(DicomError):
     kind = "constant_image"
 
 
+class ImplausibleShapeError(DicomError):
+    """Rows and Columns fit the pixel data's length but not its content: each row does not continue the last."""
+
+    kind = "implausible_shape"
+
+
+class CodecCrashError(DicomError):
+    """The process decoding the file died (a codec's crash): the file is refused, the other files go on."""
+
+    kind = "codec_crash"
+
+
 ERROR_KINDS = tuple(
     cls.kind
     for cls in (
         MissingFileError,
+        UnreadableFileError,
         NotDicomError,
         TruncatedError,
         MissingPixelDataError,
@@ -82,5 +99,7 @@ ERROR_KINDS = tuple(
         TooLargeError,
         CorruptPixelDataError,
         ConstantImageError,
+        ImplausibleShapeError,
+        CodecCrashError,
     )
 )

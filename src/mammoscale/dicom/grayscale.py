@@ -29,7 +29,12 @@ def has_rescale(ds: Dataset) -> bool:
 def modality_lut(stored: np.ndarray, ds: Dataset) -> np.ndarray:
     """Stored values -> modality values (PS3.3 C.11.1): a Modality LUT Sequence or rescale."""
     if "ModalityLUTSequence" in ds:
-        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        try:
+            return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        except Exception as exc:  # pydicom reads the sequence as it finds it: any failure is the header's
+            raise InvalidHeaderError(
+                ds.filename or "", f"Modality LUT Sequence unusable ({type(exc).__name__}: {exc})"
+            ) from None
     if not has_rescale(ds):
         return stored
     return stored * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
@@ -47,8 +52,12 @@ def apply_voi(
     has_lut = bool(ds.get("VOILUTSequence"))
     has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
     if mode in ("auto", "lut") and has_lut:
-        return voi_lut(values, ds.VOILUTSequence[0], path), "lut", notes
-    if mode == "lut":
+        try:
+            return voi_lut(values, ds.VOILUTSequence[0], path), "lut", notes
+        except InvalidHeaderError as exc:  # the next VOI branch, said in the notes
+            notes.append(f"VOI LUT ignored ({exc.message})")
+            log.warning("%s: %s", path, notes[-1])
+    elif mode == "lut":
         notes.append("no VOI LUT Sequence: min-max used")
     if mode in ("auto", "window") and has_window:
         center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
@@ -99,7 +108,9 @@ def voi_lut(values: np.ndarray, item: Dataset, path: Path) -> np.ndarray:
     except Exception as exc:
         raise InvalidHeaderError(path, f"VOI LUT Descriptor unreadable: {exc}") from None
     entries = entries or 65536
-    lut_bytes = item.LUTData
+    lut_bytes = item.get("LUTData")
+    if lut_bytes is None:
+        raise InvalidHeaderError(path, "VOI LUT Sequence item has no LUT Data")
     if isinstance(lut_bytes, (bytes, bytearray)):
         # One 16-bit word per entry whatever the descriptor's bit depth (PS3.3 C.11.2.1.1).
         lut = np.frombuffer(lut_bytes[: len(lut_bytes) // 2 * 2], dtype="<u2")

@@ -35,6 +35,7 @@ from mammoscale.dicom.errors import (
     ShapeMismatchError,
     TooLargeError,
     TruncatedError,
+    UnreadableFileError,
     UnsupportedImageError,
     UnsupportedTransferSyntaxError,
 )
@@ -58,6 +59,8 @@ class Stored(NamedTuple):
     clipped: int
     decoder: str
     """``native``, or the codec package and its version, e.g. ``pylibjpeg-openjpeg 2.6.0``."""
+    foreign_high_bits: int = 0
+    """Signed data: words whose bits above HighBit were not the sign's (ignored, as the standard says)."""
 
 
 def read_dataset(path: Path) -> Dataset:
@@ -70,7 +73,11 @@ def read_dataset(path: Path) -> Dataset:
             ds = pydicom.dcmread(path)
     except InvalidDicomError:
         raise NotDicomError(path, "not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from None
-    except (EOFError, struct.error, OSError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:  # the system refused (permissions, I/O error): the file is there but unreadable
+            raise UnreadableFileError(path, f"cannot be read: {exc.strerror or exc}") from None
+        raise TruncatedError(path, f"file ends inside the header ({exc})") from None
+    except (EOFError, struct.error) as exc:
         raise TruncatedError(path, f"file ends inside the header ({exc})") from None
     except Exception as exc:
         raise NotDicomError(path, f"unreadable DICOM header: {exc}") from None
@@ -90,8 +97,11 @@ def read_dataset(path: Path) -> Dataset:
 
 
 def stored_values(ds: Dataset, path: Path, *, max_pixels: int) -> Stored:
-    """The stored pixel values of frame 1 (as decoded: uint16/int16 for 16-bit data), clipped to the
-    BitsStored range, how many were outside it, and the decoder that ran."""
+    """The stored pixel values of frame 1 (as decoded: uint16/int16 for 16-bit data), and the decoder that ran.
+
+    Unsigned values beyond BitsStored are clipped to its range and counted; signed values are the
+    BitsStored-bit two's complement numbers the standard defines (:func:`twos_complement`).
+    """
     rows, cols = int(ds.Rows), int(ds.Columns)
     bits_allocated, bits_stored = int(ds.BitsAllocated), int(ds.BitsStored)
     signed = int(ds.get("PixelRepresentation", 0)) == 1
@@ -123,14 +133,32 @@ def stored_values(ds: Dataset, path: Path, *, max_pixels: int) -> Stored:
         raw = _read_native(ds, path, rows=rows, cols=cols, bits_allocated=bits_allocated, signed=signed)
         decoder = NATIVE
 
+    if signed:  # a BitsStored-bit two's complement number whatever the bits above it hold (PS3.5 8.1.1)
+        values, foreign = twos_complement(raw, bits_stored)
+        return Stored(values, 0, decoder, foreign)
     low, high = stored_range(ds)
-    if raw.dtype.itemsize * 8 == bits_stored and raw.dtype.kind == ("i" if signed else "u"):
+    if raw.dtype.itemsize * 8 == bits_stored and raw.dtype.kind == "u":
         return Stored(raw, 0, decoder)  # the dtype cannot hold a value outside the range
     raw_min, raw_max = int(raw.min()), int(raw.max())
     if low <= raw_min and raw_max <= high:
         return Stored(raw, 0, decoder)
     outside = int(np.count_nonzero((raw < low) | (raw > high)))
     return Stored(np.clip(raw, low, high).astype(raw.dtype), outside, decoder)
+
+
+def twos_complement(raw: np.ndarray, bits_stored: int) -> tuple[np.ndarray, int]:
+    """Signed stored values as the standard reads them: the low ``bits_stored`` bits of each word, as a two's
+    complement number (PS3.5 8.1.1), and how many words held other bits above HighBit than the sign's.
+
+    Producers should sign-extend, and many do not: reading the whole word would turn every negative
+    value of such a file into a large positive one.
+    """
+    word = raw.view(raw.dtype.str.replace("u", "i")) if raw.dtype.kind == "u" else raw
+    shift = word.dtype.itemsize * 8 - bits_stored
+    if shift == 0:
+        return word, 0
+    values = (word << shift) >> shift  # drop the bits above HighBit, then extend the sign
+    return values, int(np.count_nonzero(values != word))
 
 
 def stored_range(ds: Dataset) -> tuple[int, int]:
@@ -170,6 +198,8 @@ def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int, max_pix
     if not decoder.is_available:
         raise MissingCodecError(path, f"{syntax.name} needs {_missing_packages(decoder)}")
 
+    if syntax == RLELossless:
+        _check_rle_segment(ds, path, rows=rows, cols=cols)
     coded = None if syntax == RLELossless else codestream_shape(_first_fragment(ds, path))
     if coded is not None:
         coded_rows, coded_cols = coded
@@ -183,6 +213,8 @@ def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int, max_pix
             )
     plugins = [name for name in PLUGIN_ORDER if name in decoder.available_plugins]
     plugins += [name for name in decoder.available_plugins if name not in plugins]
+    if syntax == RLELossless:  # every RLE decoder reads all of RLE: one that fails found damage, and pydicom's
+        plugins = plugins[:1]  # own, tried next, would decode the damage into an image (it only logs)
     failures = []
     for plugin in plugins:  # as pydicom does: the first plugin that decodes the frame
         try:
@@ -192,10 +224,50 @@ def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int, max_pix
         except Exception as exc:
             failures.append(f"{plugin}: {exc}")
             continue
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            # A Rust codec's panic (pyo3's PanicException, a BaseException): it found the frame inconsistent
+            # with the header. No other plugin gets the frame: pydicom's own RLE decoder, for one, would
+            # turn the same bytes into a plausible image without a word.
+            raise CorruptPixelDataError(
+                path, f"{syntax.name}: {plugin} found the frame inconsistent ({type(exc).__name__}: {exc})"
+            ) from None
         if array.shape != (rows, cols):
             raise ShapeMismatchError(path, f"decoded {array.shape} but Rows x Columns is {rows} x {cols}")
         return array, codec_package(plugin, syntax)
     raise CorruptPixelDataError(path, f"{syntax.name} decoding failed: {'; '.join(failures)}")
+
+
+def _check_rle_segment(ds: Dataset, path: Path, *, rows: int, cols: int) -> None:
+    """An RLE frame's first segment must decode to Rows x Columns bytes (PS3.5 G.3.1).
+
+    RLE has no header of its own saying the image's size, and pydicom's RLE decoder crops or pads a
+    segment to the size the header asks for without a word: a wrong Rows or Columns would become a
+    sheared image. The segment costs a few milliseconds to decode (pylibjpeg-rle); without that
+    package the check is skipped.
+    """
+    try:
+        from rle.rle import decode_segment
+    except ImportError:
+        return
+    frame = _first_fragment(ds, path)
+    if len(frame) < 64:
+        raise CorruptPixelDataError(path, f"RLE frame of {len(frame)} bytes has no 64-byte header")
+    count, *offsets = struct.unpack("<16I", frame[:64])
+    if not 1 <= count <= 15 or offsets[0] != 64:
+        raise CorruptPixelDataError(path, f"RLE header is malformed ({count} segments, the first at {offsets[0]})")
+    end = offsets[1] if count > 1 else len(frame)
+    try:
+        decoded = len(decode_segment(frame[64:end]))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # pylibjpeg-rle panics on a damaged segment
+        raise CorruptPixelDataError(path, f"RLE segment 1 cannot be decoded ({type(exc).__name__}: {exc})") from None
+    if decoded != rows * cols:
+        raise ShapeMismatchError(
+            path, f"RLE segment 1 holds {decoded:,} pixels; Rows x Columns ({rows} x {cols}) needs {rows * cols:,}"
+        )
 
 
 @functools.cache

@@ -31,9 +31,11 @@ class Study:
     """The complete config: every default filled in, validated."""
 
     @classmethod
-    def from_config(cls, raw: dict) -> Study:
+    def from_config(cls, raw: dict, *, need_cells: bool = True) -> Study:
+        """The checked study of a config; without ``need_cells``, a grid without a cell is not an error (the
+        cache needs image sizes only; :meth:`no_cell` says why there is none)."""
         study = cls(configuration.load(raw))
-        study.check()
+        study.check(need_cells=need_cells)
         return study
 
     # the grid
@@ -185,12 +187,13 @@ class Study:
 
     # checks
 
-    def check(self) -> None:
+    def no_cell(self) -> str:
+        return f"the grid has no cell: no patch size of {self.patch_sizes} divides an image size of {self.image_sizes}"
+
+    def check(self, *, need_cells: bool = True) -> None:
         grid.check_hardware(self.config["grid"]["hardware"], self.profiles)
-        if not self.cells:
-            raise UserError(
-                f"the grid has no cell: no patch size of {self.patch_sizes} divides an image size of {self.image_sizes}"
-            )
+        if not self.cells and need_cells:
+            raise UserError(self.no_cell())
         if self.canonical_size < self.image_sizes[-1]:
             raise UserError(
                 f"cache.canonical_size ({self.canonical_size}) is smaller than the largest "
@@ -202,7 +205,7 @@ class Study:
                 f"figures.reference.variant {reference['variant']!r} is not in grid.variants "
                 f"({', '.join(self.variants)})"
             )
-        if reference["hardware"] not in self.hardware_used:
+        if self.cells and reference["hardware"] not in self.hardware_used:
             raise UserError(
                 f"figures.reference.hardware {reference['hardware']!r} runs no cell (hardware of the "
                 f"grid: {', '.join(self.hardware_used)})"

@@ -71,6 +71,7 @@ def build_cache(data_root: Path | str, workdir: Path | str, *, config: dict | No
             )
     summarise(
         [files.under(root, files.VIEWS_IMAGES, shard=shard) for shard in shards],
+        workdir / files.EXCLUDED,
         workdir / files.DECODE_ERRORS,
         workdir / files.PREPROCESS_SUMMARY,
     )
@@ -78,5 +79,6 @@ def build_cache(data_root: Path | str, workdir: Path | str, *, config: dict | No
         gather_index(
             [files.under(root, files.TILES_INDEX, image_size=size, shard=shard) for shard in shards],
             files.under(root, files.TILE_INDEX, image_size=size),
+            [files.under(root, files.TILES_SHARD, image_size=size, shard=shard) for shard in shards],
         )
     return root

@@ -15,23 +15,41 @@ from pathlib import Path
 import pandas as pd
 
 from mammoscale import files, provenance
+from mammoscale.logs import tell
 from mammoscale.preprocess.tiles import PreprocessError
 
 log = logging.getLogger(__name__)
 
+MISSING_FILE = "missing_file"
+"""The manifest's reason for a listed image whose file is not there (a lost image, like a failed decode)."""
 
-def summarise(images_csvs: list[Path | str], decode_errors_csv: Path | str, summary_json: Path | str) -> dict:
-    """Every shard's image rows -> decode_errors.csv and the preprocessing counts."""
+
+def summarise(
+    images_csvs: list[Path | str], excluded_csv: Path | str, decode_errors_csv: Path | str, summary_json: Path | str
+) -> dict:
+    """Every shard's image rows and the manifest's exclusions -> decode_errors.csv and the counts.
+
+    An image is *lost* when its file is missing (the manifest's ``missing_file``) or it fails to
+    decode (any kind, an unreadable file included); ``lost_fraction`` is what
+    ``cache.max_failure_fraction`` limits. Whenever anything was lost, one line says so on standard
+    error as well as in the log.
+    """
     images = pd.concat([files.IMAGE_TABLE.read(path) for path in images_csvs], ignore_index=True)
+    excluded = files.EXCLUDED_TABLE.read(excluded_csv)
     errors = images[images["status"] == "error"]
     files.DECODE_ERROR_TABLE.write(errors.rename(columns={"path": "file"}), decode_errors_csv)
     ok = images[images["status"] == "ok"]
     failed_breasts = errors["breast_id"].nunique()
+    missing = int((excluded["reason"] == MISSING_FILE).sum())
+    lost = len(errors) + missing
     summary = {
         "images": int(len(images)),
         "decoded": int(len(ok)),
         "failed_images": int(len(errors)),
         "failed_fraction": round(len(errors) / len(images), 6) if len(images) else 0.0,
+        "missing_files": missing,
+        "lost_images": int(lost),
+        "lost_fraction": round(lost / (len(images) + missing), 6) if len(images) + missing else 0.0,
         "errors_by_kind": dict(Counter(errors["error_kind"])),
         "breasts": int(images["breast_id"].nunique()),
         "breasts_cached": int(images["breast_id"].nunique() - failed_breasts),
@@ -57,15 +75,28 @@ def summarise(images_csvs: list[Path | str], decode_errors_csv: Path | str, summ
         summary["flip_disagreements"],
         summary["roi_fallbacks"],
     )
+    if lost:
+        tell(
+            f"{lost} of {len(images) + missing} images lost ({_kinds(summary)}); {summary['breasts_cached']} of "
+            f"{summary['breasts']} breasts cached: see {decode_errors_csv} and {excluded_csv}"
+        )
     return summary
 
 
+def _kinds(summary: dict) -> str:
+    kinds = {
+        **({MISSING_FILE: summary["missing_files"]} if summary["missing_files"] else {}),
+        **summary["errors_by_kind"],
+    }
+    return ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+
+
 def check_failures(summary_json: Path | str, decode_errors_csv: Path | str, *, max_failure_fraction: float) -> None:
-    """Refuse to build on a set where too many images failed to decode."""
+    """Refuse to build on a set where too many images are lost: missing, unreadable or failed to decode."""
     summary = files.read_json(summary_json)
-    if summary["failed_fraction"] > max_failure_fraction:
+    if summary["lost_fraction"] > max_failure_fraction:
         raise PreprocessError(
-            f"{summary['failed_images']} of {summary['images']} images ({100 * summary['failed_fraction']:.1f}%) "
-            f"failed to decode, more than cache.max_failure_fraction = {max_failure_fraction}: see {decode_errors_csv} "
-            f"(errors by kind: {summary['errors_by_kind']})"
+            f"{summary['lost_images']} of {summary['images'] + summary['missing_files']} images "
+            f"({100 * summary['lost_fraction']:.1f}%) are lost ({_kinds(summary)}), more than "
+            f"cache.max_failure_fraction = {max_failure_fraction}: see {decode_errors_csv} and {files.EXCLUDED}"
         )

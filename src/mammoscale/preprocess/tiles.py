@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mammoscale import files
+from mammoscale.cache import REBUILD_TILES, REBUILD_VIEWS
 from mammoscale.config import defaults
 from mammoscale.errors import UserError
 from mammoscale.preprocess import tiling
@@ -47,6 +48,11 @@ def build_tiles(
     rows = []
     with files.atomic_array(out_npy, (len(index), image_size, image_size)) as array:
         for i, r in enumerate(index.itertuples(index=False)):
+            if files.crc32(views[r.offset]) != r.crc32:
+                raise PreprocessError(
+                    f"{views_npy}: the views of breast {r.breast_id} do not match their crc32: the file changed "
+                    f"after it was written. Rebuild the views: {REBUILD_VIEWS}"
+                )
             cc = views[r.offset, 0, : r.cc_rows, : r.cc_cols]
             mlo = views[r.offset, 1, : r.mlo_rows, : r.mlo_cols]
             array[i] = tiling.tile(np.ascontiguousarray(cc), np.ascontiguousarray(mlo), image_size, resample)
@@ -70,10 +76,24 @@ def build_tiles(
     return len(rows)
 
 
-def gather_index(shard_csvs: list[Path | str], index_csv: Path | str) -> int:
-    """Every shard's tile rows -> the size's index.csv, read by :func:`mammoscale.cache.open_tiles`."""
-    frames = [files.TILE_TABLE.read(path) for path in shard_csvs]
+def gather_index(shard_csvs: list[Path | str], index_csv: Path | str, shard_npys: list[Path | str]) -> int:
+    """Every shard's tile rows -> the size's index.csv, read by :func:`mammoscale.cache.open_tiles`.
+
+    Each shard file's sha256 is computed from its bytes and must equal the one stage 2 recorded
+    when it wrote the file: a shard changed since is refused, never indexed.
+    """
+    frames = []
+    for csv, npy in zip(shard_csvs, shard_npys, strict=True):
+        frame = files.TILE_TABLE.read(csv)
+        actual = files.sha256_file(npy)
+        recorded = set(frame["shard_sha256"])
+        if recorded and recorded != {actual}:
+            raise PreprocessError(
+                f"{npy}: sha256 {actual[:12]}... is not the {next(iter(recorded))[:12]}... recorded when it was "
+                f"written: the file changed since. Rebuild the tiles: {REBUILD_TILES}"
+            )
+        frames.append(frame)
     index = pd.concat(frames, ignore_index=True)
     files.TILE_TABLE.write(index, index_csv)
-    log.info("%s: %d tiles in %d shards", index_csv, len(index), len(frames))
+    log.info("%s: %d tiles in %d shards, every shard's sha256 checked", index_csv, len(index), len(frames))
     return len(index)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,12 @@ from mammoscale.config import defaults
 from mammoscale.dataset.audit import report_fields
 from mammoscale.errors import UserError
 from mammoscale.preprocess import roi, tiling
+from mammoscale.processes import map_isolated
 
 log = logging.getLogger(__name__)
 
 VIEWS = ("CC", "MLO")
+CONSTANT_IMAGES = ("exclude", "blank")
 _PREPROCESS = defaults()["preprocess"]
 
 
@@ -45,6 +46,8 @@ class ViewSettings:
     roi: roi.RoiSettings = roi.RoiSettings()
     trust_pixels_for_flip: bool = _PREPROCESS["trust_pixels_for_flip"]
     resample: str = _PREPROCESS["resample"]
+    constant_images: str = _PREPROCESS["constant_images"]
+    """``exclude`` (a decode error) or ``blank`` (a black view, an ROI fallback)."""
     max_pixels: int = defaults()["decode"]["max_pixels"]
 
     @classmethod
@@ -56,6 +59,7 @@ class ViewSettings:
             roi=roi.RoiSettings(**preprocess["roi"]),
             trust_pixels_for_flip=preprocess["trust_pixels_for_flip"],
             resample=preprocess["resample"],
+            constant_images=preprocess["constant_images"],
             max_pixels=config["decode"]["max_pixels"],
         )
 
@@ -64,40 +68,51 @@ class ViewSettings:
             raise ValueError(f"canonical size must be an even number >= 2, got {self.canonical_size}")
         if self.resample not in tiling.RESAMPLE:
             raise ValueError(f"resample must be one of {', '.join(tiling.RESAMPLE)}, not {self.resample!r}")
+        if self.constant_images not in CONSTANT_IMAGES:
+            raise ValueError(
+                f"constant_images must be one of {', '.join(CONSTANT_IMAGES)}, not {self.constant_images!r}"
+            )
 
 
 # stage 1
+
+
+def _identity(root: Path, breast: dict, view: str) -> dict:
+    """Which image of which breast a row of the image table is about."""
+    image_id = breast[f"{view.lower()}_image_id"]
+    path = files.image_path(root, breast["patient_id"], image_id)
+    return {
+        "breast_id": breast["breast_id"],
+        "view": view,
+        "patient_id": breast["patient_id"],
+        "image_id": image_id,
+        "path": str(path.relative_to(root)),
+    }
 
 
 def process_breast(root: Path, breast: dict, settings: ViewSettings) -> tuple[list[np.ndarray] | None, list[dict]]:
     """Decode, orient and crop both views of one breast: the canonical views (None on failure), a row per image."""
     views, rows = [], []
     for view in VIEWS:
-        image_id = breast[f"{view.lower()}_image_id"]
-        path = files.image_path(root, breast["patient_id"], image_id)
-        row = dict.fromkeys(files.IMAGE_TABLE.columns, "")
-        row.update(
-            breast_id=breast["breast_id"],
-            view=view,
-            patient_id=breast["patient_id"],
-            image_id=image_id,
-            path=str(path.relative_to(root)),
-        )
+        row = {**dict.fromkeys(files.IMAGE_TABLE.columns, ""), **_identity(root, breast, view)}
+        path = root / row["path"]
         try:
-            decoded = dicom.decode_with_report(path, max_pixels=settings.max_pixels)
+            decoded = dicom.decode_with_report(
+                path, max_pixels=settings.max_pixels, reject_constant=settings.constant_images == "exclude"
+            )
         except dicom.DicomError as exc:
             row.update(status="error", error_kind=exc.kind, message=exc.message)
             rows.append(row)
             continue
         row.update(report_fields(decoded))
-        located = roi.locate(
-            decoded.image, breast["laterality"], settings.roi, trust_pixels=settings.trust_pixels_for_flip
-        )
+        # a constant image is nothing to see: black (MONOCHROME1's zeros would be a white "breast"), no tissue found
+        image = np.zeros_like(decoded.image) if decoded.report.constant else decoded.image
+        located = roi.locate(image, breast["laterality"], settings.roi, trust_pixels=settings.trust_pixels_for_flip)
         found = located.roi
         mask = found.mask if settings.roi.mask_outside else None
         views.append(
             tiling.canonical_view(
-                decoded.image, mask, settings.canonical_size, settings.resample, box=found.box, flip=located.flip
+                image, mask, settings.canonical_size, settings.resample, box=found.box, flip=located.flip
             )
         )
         row.update(
@@ -115,13 +130,25 @@ def _process(job: tuple[Path, dict, ViewSettings]):
     return process_breast(*job)
 
 
+def _crashed(job: tuple[Path, dict, ViewSettings], message: str):
+    """The rows of a breast whose decoding took its worker process down: both images, the same error."""
+    root, breast, _ = job
+    rows = [
+        {
+            **dict.fromkeys(files.IMAGE_TABLE.columns, ""),
+            **_identity(root, breast, view),
+            "status": "error",
+            "error_kind": dicom.CodecCrashError.kind,
+            "message": f"{message} (this breast's CC or MLO)",
+        }
+        for view in VIEWS
+    ]
+    return None, rows
+
+
 def _map_breasts(jobs: list, workers: int):
-    """process_breast over ``jobs`` in order, in ``workers`` processes."""
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            yield from pool.map(_process, jobs, chunksize=max(1, len(jobs) // (4 * workers)))
-    else:
-        yield from map(_process, jobs)
+    """process_breast over ``jobs`` in order, in ``workers`` processes; a crashed worker costs one breast."""
+    return map_isolated(_process, jobs, workers=workers, crashed=_crashed)
 
 
 def build_views(

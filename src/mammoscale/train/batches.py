@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from mammoscale import files
 from mammoscale.cache import Tiles, open_tiles
 from mammoscale.errors import UserError
 
@@ -52,11 +53,20 @@ class Split(Dataset):
         return len(self) * self.tiles.image_size**2
 
 
-def open_split(cache_root, image_size: int, split: str, *, min_size: int = 1) -> Split:
+def open_split(cache_root, image_size: int, split: str, *, min_size: int = 1, both_classes: bool = False) -> Split:
+    """The tiles of ``split``; refused when fewer than ``min_size``, or (``both_classes``) when one class is absent:
+    a cancer classifier cannot learn, or be judged, without positive and negative breasts."""
     data = Split(open_tiles(cache_root, image_size), split)
     if len(data) < min_size:
         raise UserError(
             f"the {split} split of the img{image_size} cache has {len(data)} tiles; at least {min_size} are needed"
+        )
+    positive = int(data.labels.sum())
+    if both_classes and positive in (0, len(data)):
+        raise UserError(
+            f"the {split} split of the img{image_size} cache has {positive} positive breast(s) of {len(data)}: "
+            f"training and its AUC need both classes. See {files.DECODE_ERRORS} and {files.EXCLUDED} for what was "
+            "lost, or change manifest.split / manifest.seed"
         )
     return data
 

@@ -87,8 +87,10 @@ def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, pe
     and optimiser, resume from a checkpoint: a :class:`Run`."""
     device = backend.device
     root = cache.stage(s.cache_root, s.image_size, s.local_scratch) if s.local_scratch else s.cache_root
-    train_split = batches.open_split(root, s.image_size, "train", min_size=s.global_batch)
-    val = batches.open_split(root, s.image_size, "val") if s.mode == "full" else None
+    train_split = batches.open_split(
+        root, s.image_size, "train", min_size=s.global_batch, both_classes=s.mode == "full"
+    )
+    val = batches.open_split(root, s.image_size, "val", both_classes=True) if s.mode == "full" else None
     schedule = Schedule.of(s, len(train_split))
 
     torch.manual_seed(s.seed)
