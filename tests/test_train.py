@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -486,3 +487,18 @@ def test_loader_plans(asked, cpus, ranks, batch, memory, plan):
 )
 def test_allocation_failures_of_cublas_and_cudnn_are_oom(message, oom):
     assert devices.is_oom(RuntimeError(message)) is oom
+
+
+def test_a_split_without_a_positive_breast_stops_training_with_a_clear_error(train_cache, tmp_path):
+    root = tmp_path / "cache"
+    shutil.copytree(train_cache, root)
+    index = files.TILE_TABLE.read(root / "img64" / "index.csv")
+    assert batches.open_split(root, 64, "val", both_classes=True).labels.sum() > 0
+    files.TILE_TABLE.write(
+        index.assign(label=index["label"].where(index["split"] != "val", 0)), root / "img64" / "index.csv"
+    )
+    with pytest.raises(
+        UserError, match=r"the val split of the img64 cache has 0 positive breast\(s\) of \d+: .*both classes"
+    ):
+        batches.open_split(root, 64, "val", both_classes=True)
+    assert len(batches.open_split(root, 64, "val")) > 0  # a throughput cell needs no labels

@@ -82,15 +82,20 @@ class Run:
         return self.backend.device
 
 
+def _open_splits(s: Settings) -> tuple[batches.Split, batches.Split | None]:
+    """The train split and (a full cell's) val split, staged to scratch first if asked; a full cell needs both
+    classes in each."""
+    root = cache.stage(s.cache_root, s.image_size, s.local_scratch) if s.local_scratch else s.cache_root
+    full = s.mode == "full"
+    train = batches.open_split(root, s.image_size, "train", min_size=s.global_batch, both_classes=full)
+    return train, batches.open_split(root, s.image_size, "val", both_classes=True) if full else None
+
+
 def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, peak: devices.PeakMemory) -> Run:
     """Open the data, build the model, settle the micro-batch on the device (:mod:`.probe`), wrap the model
     and optimiser, resume from a checkpoint: a :class:`Run`."""
     device = backend.device
-    root = cache.stage(s.cache_root, s.image_size, s.local_scratch) if s.local_scratch else s.cache_root
-    train_split = batches.open_split(
-        root, s.image_size, "train", min_size=s.global_batch, both_classes=s.mode == "full"
-    )
-    val = batches.open_split(root, s.image_size, "val", both_classes=True) if s.mode == "full" else None
+    train_split, val = _open_splits(s)
     schedule = Schedule.of(s, len(train_split))
 
     torch.manual_seed(s.seed)
