@@ -26,7 +26,7 @@ from mammoscale.preprocess import tiles, views
 from mammoscale.preprocess.tiles import PreprocessError
 from mammoscale.processes import map_isolated
 
-from test_workflow import copy_workflow, snakemake
+from test_workflow import build_cache_of, copy_workflow
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +42,7 @@ def corpus(clean, tmp_path_factory):
 @pytest.fixture(scope="module")
 def cached(corpus, tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("wf"))
-    data = f"data={{source: rsna, root: {corpus.root}}}"
-    result = snakemake(
-        workdir,
-        "-c2",
-        "cache",
-        "--configfile",
-        "config/test.yaml",
-        "--config",
-        data,
-        "cache={max_failure_fraction: 1.0}",
-    )
-    return workdir, result, data
+    return workdir, build_cache_of(workdir, corpus.root, "cache={max_failure_fraction: 1.0}"), corpus.root
 
 
 def test_the_cache_over_every_fault_at_once_finishes_and_records_each(corpus, cached):
@@ -102,7 +91,7 @@ def test_the_terminal_says_in_one_line_what_was_lost(corpus, cached):
 def test_more_lost_than_allowed_stops_the_cache_in_one_line(cached):
     """The default limit (5 %) with a fifth of the images lost: only the index job reruns (its parameter changed)."""
     workdir, _, data = cached
-    result = snakemake(workdir, "-c2", "cache", "--configfile", "config/test.yaml", "--config", data, check=False)
+    result = build_cache_of(workdir, data, check=False)
     assert result.returncode != 0
     errors = {line for line in result.stderr.splitlines() if line.startswith("error: ")}  # the same, from each size
     assert (

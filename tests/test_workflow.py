@@ -37,6 +37,14 @@ def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = 
     return result
 
 
+def build_cache_of(workdir: Path, data: Path, *config: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``snakemake -c2 cache`` on the test profile over the RSNA-layout directory ``data``."""
+    source = f"data={{source: rsna, root: {data}}}"
+    return snakemake(
+        workdir, "-c2", "cache", "--configfile", "config/test.yaml", "--config", source, *config, check=check
+    )
+
+
 def copy_workflow(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
@@ -290,17 +298,7 @@ def test_too_many_lost_images_stop_the_cache_and_keep_the_errors(finished_run, t
     gone = data / "train_images" / str(breasts.iloc[1]["patient_id"]) / f"{breasts.iloc[1]['cc_image_id']}.dcm"
     gone.unlink()
     workdir = copy_workflow(tmp_path / "wf")
-    result = snakemake(
-        workdir,
-        "-c2",
-        "cache",
-        "--configfile",
-        "config/test.yaml",
-        "--config",
-        f"data={{source: rsna, root: {data}}}",
-        "cache={max_failure_fraction: 0.0}",
-        check=False,
-    )
+    result = build_cache_of(workdir, data, "cache={max_failure_fraction: 0.0}", check=False)
     assert result.returncode != 0
     log = (workdir / "results" / "logs" / "cache_index" / "img64.log").read_text()
     lost = (
