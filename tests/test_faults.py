@@ -62,6 +62,7 @@ def test_the_cache_over_every_fault_at_once_finishes_and_records_each(corpus, ca
     for image_id, reason in corpus.excluded.items():
         assert reason in set(excluded.loc[excluded["image_id"] == image_id, "reason"]), (image_id, reason)
     assert (excluded["reason"] == "duplicate_image_id").sum() == 2
+    assert "missing_cc" in set(excluded["reason"])  # the breast that lost its CC file: its MLO goes too
 
 
 def test_every_row_of_train_csv_is_accounted_for(corpus, cached):
