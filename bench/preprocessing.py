@@ -1,9 +1,11 @@
 """Preprocessing cost against pure decoding, on real-size synthetic mammograms.
 
 For one image shape and a set of transfer syntaxes, on the same files, in one run:
-- pure decode: pydicom's codec alone (stored values out), one process;
+- pure decode: the full-resolution decode of the pipeline's decoder (its codec plugin, stored values
+  out, no VOI), one process;
 - pipeline: stage 1 (decode + VOI + flip + ROI + canonical view at --canonical) plus stage 2
-  (tiles for every --sizes), with 1 and with 2 worker processes;
+  (tiles for every --sizes), with 1 and with 2 worker processes, JPEG 2000 views at the level
+  their crop allows (the default); and with 1 worker at full resolution (max_decode_level 0);
 - peak RSS of each worker process.
 Each measurement runs in a fresh process, so RSS and caches do not carry over.
 
@@ -33,16 +35,15 @@ SYNTAXES = {
 def measure_decode(data: str, breasts_csv: str) -> dict:
     import pandas as pd
     import pydicom
-    from pydicom.pixels import get_decoder
 
+    from mammoscale.dicom import DEFAULT_MAX_PIXELS, stored_values
     from mammoscale.files import image_path
 
     breasts = pd.read_csv(breasts_csv)
     paths = [image_path(data, b.patient_id, i) for b in breasts.itertuples() for i in (b.cc_image_id, b.mlo_image_id)]
     started = time.perf_counter()
-    for path in paths:
-        ds = pydicom.dcmread(path)
-        get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, index=0)
+    for path in paths:  # the full-resolution decode as the pipeline's decoder does it (its plugin, its checks)
+        stored_values(pydicom.dcmread(path), path, max_pixels=DEFAULT_MAX_PIXELS)
     return {"seconds": time.perf_counter() - started, "images": len(paths)}
 
 
@@ -50,9 +51,9 @@ def measure_steps(data: str, breasts_csv: str, canonical: int) -> dict:
     """Seconds per step of stage 1 over all images, in one process: where the non-codec time goes."""
     import pandas as pd
     import pydicom
-    from pydicom.pixels import get_decoder
 
     from mammoscale import dicom
+    from mammoscale.dicom import DEFAULT_MAX_PIXELS, stored_values
     from mammoscale.files import image_path
     from mammoscale.preprocess import roi, tiling
 
@@ -63,7 +64,7 @@ def measure_steps(data: str, breasts_csv: str, canonical: int) -> dict:
             path = image_path(data, b.patient_id, image_id)
             ds = pydicom.dcmread(path)
             t0 = time.perf_counter()
-            get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, index=0)
+            stored_values(ds, path, max_pixels=DEFAULT_MAX_PIXELS)
             t1 = time.perf_counter()
             image = dicom.decode(path)
             t2 = time.perf_counter()
@@ -76,7 +77,9 @@ def measure_steps(data: str, breasts_csv: str, canonical: int) -> dict:
     return steps
 
 
-def measure_pipeline(data: str, breasts_csv: str, out: str, workers: int, canonical: int, sizes: list[int]) -> dict:
+def measure_pipeline(
+    data: str, breasts_csv: str, out: str, workers: int, canonical: int, sizes: list[int], max_decode_level: int = 5
+) -> dict:
     from mammoscale import files
     from mammoscale.preprocess.tiles import build_tiles
     from mammoscale.preprocess.views import ViewSettings, build_views
@@ -94,7 +97,7 @@ def measure_pipeline(data: str, breasts_csv: str, out: str, workers: int, canoni
         views["npy"],
         views["csv"],
         views["images"],
-        settings=ViewSettings(canonical_size=canonical),
+        settings=ViewSettings(canonical_size=canonical, max_decode_level=max_decode_level),
         workers=workers,
     )
     stage1 = time.perf_counter() - started
@@ -109,7 +112,7 @@ def measure_pipeline(data: str, breasts_csv: str, out: str, workers: int, canoni
     total = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"stage1": stage1, "total": total, "rss_mb_worker": children if workers > 1 else own, "rss_mb_main": own}
+    return {"stage1": stage1, "total": total, "rss_mb_worker": children if workers else own, "rss_mb_main": own}
 
 
 def in_fresh_process(function: str, *args) -> dict:
@@ -148,15 +151,15 @@ def main() -> None:
             data, split_fractions={"train": 1.0, "val": 0.0, "test": 0.0}, seed=0, n_shards=1
         )
         files.BREAST_TABLE.write(breasts, breasts_csv)
-        decodes, runs = [], {1: [], 2: []}
+        decodes, runs = [], {1: [], 2: [], "full": []}
         for repeat in range(args.repeat):  # interleaved, so drifts in machine load hit every measurement alike
             decodes.append(in_fresh_process("measure_decode", str(data), str(breasts_csv)))
-            for workers in (1, 2):
-                out = Path(tmp) / f"out{workers}-{repeat}"
+            for key, workers, level in ((1, 1, 5), (2, 2, 5), ("full", 1, 0)):
+                out = Path(tmp) / f"out{key}-{repeat}"
                 out.mkdir()
-                runs[workers].append(
+                runs[key].append(
                     in_fresh_process(
-                        "measure_pipeline", str(data), str(breasts_csv), str(out), workers, args.canonical, sizes
+                        "measure_pipeline", str(data), str(breasts_csv), str(out), workers, args.canonical, sizes, level
                     )
                 )
                 shutil.rmtree(out)
@@ -164,6 +167,7 @@ def main() -> None:
     decode = min(decodes, key=lambda d: d["seconds"])
     one = {k: min(r[k] for r in runs[1]) for k in runs[1][0]}
     two = {k: min(r[k] for r in runs[2]) for k in runs[2][0]}
+    full = {k: min(r[k] for r in runs["full"]) for k in runs["full"][0]}
     n = decode["images"]
     print(
         f"shape {args.shape[0]}x{args.shape[1]}, syntaxes {args.syntaxes}, {len(breasts)} breasts / {n} images "
@@ -171,7 +175,10 @@ def main() -> None:
     )
     print("| measurement | seconds | images/s | ratio |")
     print("|---|---|---|---|")
-    print(f"| pure decode (codec only), 1 process | {decode['seconds']:.2f} | {n / decode['seconds']:.2f} | 1.00 |")
+    print(
+        f"| pure decode (full resolution, the pipeline's codec), 1 process | {decode['seconds']:.2f} | "
+        f"{n / decode['seconds']:.2f} | 1.00 |"
+    )
     print(
         f"| stage 1, 1 worker | {one['stage1']:.2f} | {n / one['stage1']:.2f} | "
         f"{one['stage1'] / decode['seconds']:.2f} x decode |"
@@ -179,6 +186,11 @@ def main() -> None:
     print(
         f"| stage 1 + stage 2, 1 worker | {one['total']:.2f} | {n / one['total']:.2f} | "
         f"{one['total'] / decode['seconds']:.2f} x decode |"
+    )
+    print(
+        f"| stage 1 + stage 2, 1 worker, full resolution (max_decode_level 0) | {full['total']:.2f} | "
+        f"{n / full['total']:.2f} | {full['total'] / decode['seconds']:.2f} x decode; reduced levels "
+        f"{one['total'] / full['total']:.2f} x this |"
     )
     print(
         f"| stage 1, 2 workers | {two['stage1']:.2f} | {n / two['stage1']:.2f} | "

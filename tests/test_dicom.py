@@ -77,14 +77,34 @@ def test_jpeg_lossless_sv1_reference_file():
     assert path is not None, "pydicom-data is part of the test extra"
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == JPEGLosslessSV1
-    stored, clipped, decoder, _ = dicom.stored_values(ds, path, max_pixels=dicom.DEFAULT_MAX_PIXELS)
+    stored, clipped, decoder, *_ = dicom.stored_values(ds, path, max_pixels=dicom.DEFAULT_MAX_PIXELS)
     assert stored.shape == (1024, 256) and clipped == 0
-    assert decoder == f"pylibjpeg-libjpeg {importlib.metadata.version('pylibjpeg-libjpeg')}"
+    assert decoder == f"python-gdcm {importlib.metadata.version('python-gdcm')}"  # chosen by bench/jpeg_lossless.py
     assert (int(stored.min()), int(stored.max()), int(stored.sum())) == (0, 278, 3596452)
     decoded = dicom.decode_with_report(path)
     assert decoded.report.voi == "minmax"
     np.testing.assert_array_equal(decoded.image, np.rint(stored / 278 * 255).astype(np.uint8))
     assert dicom.codestream_shape(next(generate_frames(ds.PixelData, number_of_frames=1))) == (1024, 256)
+
+
+@pytest.mark.parametrize("damage", ["cut", "noise"])
+def test_a_damaged_jpeg_lossless_frame_is_refused(tmp_path, damage):
+    """pylibjpeg-libjpeg returns an image for a cut SV1 codestream; GDCM, first for JPEG Lossless, refuses it,
+    and no other plugin gets the frame."""
+    ds = pydicom.dcmread(get_testdata_file("JPEG-LL.dcm", download=False))
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    n = len(frame)
+    if damage == "cut":
+        frame = frame[: n * 3 // 5]
+    else:
+        frame[n // 2 - n // 16 : n // 2 + n // 16] = (
+            np.random.default_rng(0).integers(0, 256, n // 8, np.uint8).tobytes()
+        )
+    ds.PixelData = encapsulate([bytes(frame)])
+    path = tmp_path / "damaged.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(dicom.CorruptPixelDataError, match="decoding failed: gdcm"):
+        dicom.decode(path)
 
 
 # modality LUT and VOI branches
@@ -220,7 +240,7 @@ def test_signed_values_are_bits_stored_twos_complement_whatever_lies_above_high_
     words = np.array([[0x0FFB, 0xFFFB, 0x0800, 0x0000, 0x07FF, 0xF7FF, 0x0BB8, 0xF448]], dtype=np.uint16)
     path = write_dicom(words.view(np.int16), bits_stored=12, signed=True, transfer_syntax=syntax)
     ds = pydicom.dcmread(path)
-    values, clipped, decoder, foreign = dicom.stored_values(ds, path, max_pixels=100)
+    values, clipped, decoder, foreign, _ = dicom.stored_values(ds, path, max_pixels=100)
     np.testing.assert_array_equal(values, [[-5, -5, -2048, 0, 2047, 2047, -1096, 1096]])
     assert clipped == 0
     if syntax == ExplicitVRLittleEndian:  # read as stored; pydicom's codecs hand back corrected values

@@ -1,7 +1,8 @@
 """The grayscale pipeline against an independent implementation, on every real file at hand.
 
-pydicom's own pipeline (``pixel_array``, ``apply_modality_lut``, ``apply_voi_lut``) is written apart
-from ours: decoding, sign correction, modality LUT or rescale, VOI LUT or window, MONOCHROME1.
+pydicom's own pipeline (``pixel_array`` with pylibjpeg's codecs where they apply, ``apply_modality_lut``,
+``apply_voi_lut``) is written apart from ours, and decodes JPEG Lossless with another codec than ours:
+decoding, sign correction, modality LUT or rescale, VOI LUT or window, MONOCHROME1.
 Every grayscale single-frame file of pydicom's test data (pydicom-data, part of the test extra:
 CT, MR, CR, DX files from several vendors, native and JPEG, JPEG-LS, JPEG 2000 and RLE, signed and
 unsigned, 8 to 16 bits stored) that our decoder accepts must give the same image, to float32
@@ -62,7 +63,13 @@ def _output_range(ds) -> tuple[float, float]:
 def reference(path: str) -> np.ndarray:
     """pydicom's pipeline, in [0, 1], MONOCHROME1 inverted."""
     ds = pydicom.dcmread(path)
-    values = apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
+    ds.pixel_array_options(decoding_plugin="pylibjpeg")  # ours decodes JPEG Lossless with GDCM
+    try:
+        pixels = ds.pixel_array
+    except Exception:  # a syntax pylibjpeg does not read (JPEG-LS: pyjpegls): pydicom's own choice
+        ds.pixel_array_options(decoding_plugin="")
+        pixels = ds.pixel_array
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
     if ds.get("VOILUTSequence"):
         unit = apply_voi_lut(values, ds, prefer_lut=True) / (2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
     elif "WindowCenter" in ds and "WindowWidth" in ds:

@@ -222,7 +222,8 @@ AUDIT_TABLE = Table.of(
 )
 """One row per decoded (or failed) image: the decode audit, and the basis of a stage-1 image row."""
 IMAGE_TABLE = Table.of(
-    f"breast_id view {' '.join(AUDIT_TABLE.columns)} flipped flip_disagrees roi_fallback roi_box tissue_fraction",
+    f"breast_id view {' '.join(AUDIT_TABLE.columns)} decode_level flipped flip_disagrees roi_fallback roi_box "
+    "tissue_fraction",
     text=True,
 )
 """A stage-1 shard's ``.images.csv``: every image it decoded, what was found and done, or its error."""

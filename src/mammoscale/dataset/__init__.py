@@ -5,5 +5,6 @@
 - :mod:`~mammoscale.dataset.audit`: every listed image decoded, and what was found (the
   optional ``decode_audit`` target).
 
-Imports: pandas, numpy, and :mod:`~mammoscale.dicom`, :mod:`~mammoscale.files`; never torch.
+Imports: pandas, numpy, and :mod:`~mammoscale.dicom`, :mod:`~mammoscale.files`,
+:mod:`~mammoscale.processes`; never torch.
 """

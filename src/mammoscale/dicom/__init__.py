@@ -1,6 +1,7 @@
 """Decoding mammography DICOM files: from a file to the normalised 2-D image a model sees.
 
 - :mod:`~mammoscale.dicom.read`: the header checked, the stored values decoded;
+- :mod:`~mammoscale.dicom.j2k`: a JPEG 2000 frame at a coarser resolution level;
 - :mod:`~mammoscale.dicom.grayscale`: modality LUT, VOI LUT or window, min-max;
 - :mod:`~mammoscale.dicom.decode`: the pipeline in the standard's order (:func:`decode`);
 - :mod:`~mammoscale.dicom.errors`: one :class:`DicomError` subclass per reason a file fails;
@@ -32,7 +33,15 @@ from mammoscale.dicom.errors import (
     UnsupportedTransferSyntaxError,
 )
 from mammoscale.dicom.grayscale import apply_voi, minmax, modality_lut, to_uint8, window
-from mammoscale.dicom.read import DEFAULT_MAX_PIXELS, NATIVE, Stored, codestream_shape, read_dataset, stored_values
+from mammoscale.dicom.read import (
+    DEFAULT_MAX_PIXELS,
+    NATIVE,
+    Stored,
+    codestream_shape,
+    header_shape,
+    read_dataset,
+    stored_values,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -62,6 +71,7 @@ __all__ = [
     "codestream_shape",
     "decode",
     "decode_with_report",
+    "header_shape",
     "minmax",
     "modality_lut",
     "read_dataset",

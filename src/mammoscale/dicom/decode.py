@@ -57,6 +57,8 @@ class DecodeReport:
     decoder: str
     """``native``, or the codec package and version that decoded the pixel data."""
     notes: tuple[str, ...] = ()
+    level: int = 0
+    """The JPEG 2000 resolution level decoded (0: full resolution; the image is 2^level times smaller a side)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,15 +124,23 @@ def decode_with_report(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     reject_constant: bool = False,
     voi: Literal["auto", "window", "lut", "minmax"] = "auto",
+    level: int = 0,
 ) -> Decoded:
-    """Like :func:`decode`, and also return a :class:`DecodeReport`."""
+    """Like :func:`decode`, and also return a :class:`DecodeReport`.
+
+    ``level`` > 0 asks for a JPEG 2000 frame at that coarser resolution level, 2^level times smaller a side
+    (:mod:`mammoscale.dicom.j2k`); any other file, or a codestream where it cannot be had for sure, is decoded
+    at full resolution. ``report.level`` says which. :func:`decode` always decodes the full image.
+    """
+    if level < 0:
+        raise ValueError(f"level must be >= 0, not {level!r}")
     if output not in ("uint8", "float32"):
         raise ValueError(f"output must be 'uint8' or 'float32', not {output!r}")
     if voi not in ("auto", "window", "lut", "minmax"):
         raise ValueError(f"voi must be 'auto', 'window', 'lut' or 'minmax', not {voi!r}")
     path = Path(path)
     ds = read_dataset(path)
-    stored, clipped, decoder, foreign = stored_values(ds, path, max_pixels=max_pixels)
+    stored, clipped, decoder, foreign, level = stored_values(ds, path, max_pixels=max_pixels, level=level)
     notes: list[str] = []
     if clipped:
         notes.append(f"{clipped} stored values beyond BitsStored={ds.BitsStored} clipped")
@@ -174,6 +184,7 @@ def decode_with_report(
         view=str(ds.get("ViewPosition", "")),
         decoder=decoder,
         notes=tuple(notes),
+        level=level,
     )
     return Decoded(image=image, report=report)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import itertools
 import re
 import struct
 import warnings
@@ -23,8 +24,9 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
-from pydicom.uid import JPEG2000TransferSyntaxes, RLELossless
+from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLossless, JPEGLosslessSV1, RLELossless
 
+from mammoscale.dicom import j2k
 from mammoscale.dicom.errors import (
     CorruptPixelDataError,
     InvalidHeaderError,
@@ -48,6 +50,15 @@ PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 
 PLUGIN_ORDER = ("pylibjpeg", "pyjpegls", "pydicom", "pillow", "gdcm")
 """pydicom's decoder plugins in the order they are tried (pydicom's own order for those installed)."""
+FIRST_PLUGIN = dict.fromkeys((JPEGLosslessSV1, JPEGLossless), "gdcm")
+"""Where another plugin goes first, chosen by measurement on one core (``bench/jpeg_lossless.py``; stage 1 runs
+one decoding process per core): for JPEG Lossless, GDCM decodes 1.1x faster than pylibjpeg-libjpeg, exactly, and
+is the only candidate that refuses a truncated codestream (pylibjpeg-libjpeg, dicomsdl and imagecodecs return an
+image). For JPEG 2000, GDCM is faster only by using a second core (slower on one) and pylibjpeg-openjpeg stays."""
+FINAL = (RLELossless, JPEGLosslessSV1, JPEGLossless)
+"""Syntaxes whose first plugin's verdict is final: every decoder of them reads all of the syntax, so the first
+that fails found damage, which the next would turn into an image (pydicom's RLE decoder only logs;
+pylibjpeg-libjpeg returns a cut JPEG Lossless frame)."""
 NATIVE = "native"
 """The decoder of uncompressed pixel data: read as stored, no codec."""
 
@@ -61,6 +72,8 @@ class Stored(NamedTuple):
     """``native``, or the codec package and its version, e.g. ``pylibjpeg-openjpeg 2.6.0``."""
     foreign_high_bits: int = 0
     """Signed data: words whose bits above HighBit were not the sign's (ignored, as the standard says)."""
+    level: int = 0
+    """The JPEG 2000 resolution level decoded: 0 is the full image, r is 2^r times smaller a side."""
 
 
 def read_dataset(path: Path) -> Dataset:
@@ -96,11 +109,25 @@ def read_dataset(path: Path) -> Dataset:
     return ds
 
 
-def stored_values(ds: Dataset, path: Path, *, max_pixels: int) -> Stored:
+def header_shape(path: Path) -> tuple[int, int] | None:
+    """(Rows, Columns) from the header alone, pixel data not read; None when the header cannot say (the decode
+    that follows will say why, with its kind)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return int(ds.Rows), int(ds.Columns)
+    except Exception:
+        return None
+
+
+def stored_values(ds: Dataset, path: Path, *, max_pixels: int, level: int = 0) -> Stored:
     """The stored pixel values of frame 1 (as decoded: uint16/int16 for 16-bit data), and the decoder that ran.
 
     Unsigned values beyond BitsStored are clipped to its range and counted; signed values are the
-    BitsStored-bit two's complement numbers the standard defines (:func:`twos_complement`).
+    BitsStored-bit two's complement numbers the standard defines (:func:`twos_complement`). ``level`` > 0
+    asks for a JPEG 2000 frame at that coarser resolution level (:mod:`mammoscale.dicom.j2k`); where it
+    cannot be had, the full image is decoded: ``Stored.level`` says which.
     """
     rows, cols = int(ds.Rows), int(ds.Columns)
     bits_allocated, bits_stored = int(ds.BitsAllocated), int(ds.BitsStored)
@@ -127,8 +154,9 @@ def stored_values(ds: Dataset, path: Path, *, max_pixels: int) -> Stored:
         compressed = syntax.is_compressed
     except ValueError:
         raise UnsupportedTransferSyntaxError(path, f"{syntax} is not a transfer syntax UID") from None
+    used = 0
     if compressed:
-        raw, decoder = _decode_compressed(ds, path, rows=rows, cols=cols, max_pixels=max_pixels)
+        raw, decoder, used = _decode_compressed(ds, path, rows=rows, cols=cols, max_pixels=max_pixels, level=level)
     else:
         raw = _read_native(ds, path, rows=rows, cols=cols, bits_allocated=bits_allocated, signed=signed)
         decoder = NATIVE
@@ -138,12 +166,12 @@ def stored_values(ds: Dataset, path: Path, *, max_pixels: int) -> Stored:
         return Stored(values, 0, decoder, foreign)
     low, high = stored_range(ds)
     if raw.dtype.itemsize * 8 == bits_stored and raw.dtype.kind == "u":
-        return Stored(raw, 0, decoder)  # the dtype cannot hold a value outside the range
+        return Stored(raw, 0, decoder, level=used)  # the dtype cannot hold a value outside the range
     raw_min, raw_max = int(raw.min()), int(raw.max())
     if low <= raw_min and raw_max <= high:
-        return Stored(raw, 0, decoder)
+        return Stored(raw, 0, decoder, level=used)
     outside = int(np.count_nonzero((raw < low) | (raw > high)))
-    return Stored(np.clip(raw, low, high).astype(raw.dtype), outside, decoder)
+    return Stored(np.clip(raw, low, high).astype(raw.dtype), outside, decoder, level=used)
 
 
 def twos_complement(raw: np.ndarray, bits_stored: int) -> tuple[np.ndarray, int]:
@@ -189,7 +217,9 @@ def _read_native(ds: Dataset, path: Path, *, rows: int, cols: int, bits_allocate
     return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
 
 
-def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int, max_pixels: int) -> tuple[np.ndarray, str]:
+def _decode_compressed(
+    ds: Dataset, path: Path, *, rows: int, cols: int, max_pixels: int, level: int = 0
+) -> tuple[np.ndarray, str, int]:
     syntax = ds.file_meta.TransferSyntaxUID
     try:
         decoder = get_decoder(syntax)
@@ -211,10 +241,17 @@ def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int, max_pix
             raise ShapeMismatchError(
                 path, f"codestream is {coded_rows} x {coded_cols} but Rows x Columns is {rows} x {cols}"
             )
-    plugins = [name for name in PLUGIN_ORDER if name in decoder.available_plugins]
+    if level and syntax in JPEG2000TransferSyntaxes:
+        reduced = j2k.decode_at_level(_frame(ds, path), level)
+        expected = (-(-rows // 2**level), -(-cols // 2**level))
+        if reduced is not None and reduced.shape == expected:
+            return reduced, j2k.pillow(), level
+    order = (FIRST_PLUGIN[syntax], *PLUGIN_ORDER) if syntax in FIRST_PLUGIN else PLUGIN_ORDER
+    plugins = list(dict.fromkeys(name for name in order if name in decoder.available_plugins))
     plugins += [name for name in decoder.available_plugins if name not in plugins]
-    if syntax == RLELossless:  # every RLE decoder reads all of RLE: one that fails found damage, and pydicom's
-        plugins = plugins[:1]  # own, tried next, would decode the damage into an image (it only logs)
+    if syntax in FINAL:
+        plugins = plugins[:1]
+    _quiet(plugins[0])
     failures = []
     for plugin in plugins:  # as pydicom does: the first plugin that decodes the frame
         try:
@@ -235,7 +272,7 @@ def _decode_compressed(ds: Dataset, path: Path, *, rows: int, cols: int, max_pix
             ) from None
         if array.shape != (rows, cols):
             raise ShapeMismatchError(path, f"decoded {array.shape} but Rows x Columns is {rows} x {cols}")
-        return array, codec_package(plugin, syntax)
+        return array, codec_package(plugin, syntax), 0
     raise CorruptPixelDataError(path, f"{syntax.name} decoding failed: {'; '.join(failures)}")
 
 
@@ -271,6 +308,16 @@ def _check_rle_segment(ds: Dataset, path: Path, *, rows: int, cols: int) -> None
 
 
 @functools.cache
+def _quiet(plugin: str) -> None:
+    """GDCM prints its errors and warnings on standard error; the error raised says what matters."""
+    if plugin == "gdcm":
+        import gdcm
+
+        gdcm.Trace.ErrorOff()
+        gdcm.Trace.WarningOff()
+
+
+@functools.cache
 def codec_package(plugin: str, syntax) -> str:
     """The package (and its version) that a pydicom plugin decodes ``syntax`` with."""
     if plugin == "pylibjpeg":
@@ -295,6 +342,14 @@ def _first_fragment(ds: Dataset, path: Path) -> bytes:
         fragments = generate_fragments(ds.PixelData)
         next(fragments, b"")
         return next(fragments, b"")
+    except Exception as exc:
+        raise CorruptPixelDataError(path, f"encapsulated Pixel Data is malformed: {exc}") from None
+
+
+def _frame(ds: Dataset, path: Path) -> bytes:
+    """A single-frame image's whole codestream: every fragment after the Basic Offset Table."""
+    try:
+        return b"".join(itertools.islice(generate_fragments(ds.PixelData), 1, None))
     except Exception as exc:
         raise CorruptPixelDataError(path, f"encapsulated Pixel Data is malformed: {exc}") from None
 

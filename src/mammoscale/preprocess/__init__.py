@@ -2,6 +2,7 @@
 
 - :mod:`~mammoscale.preprocess.roi`: orientation (tissue on the left) and the breast's region;
 - :mod:`~mammoscale.preprocess.tiling`: resizing with the aspect kept, and the CC | MLO tile;
+- :mod:`~mammoscale.preprocess.levels`: the JPEG 2000 resolution level a view is decoded at;
 - :mod:`~mammoscale.preprocess.views`: stage 1, a shard's canonical views (decode, orient, crop);
 - :mod:`~mammoscale.preprocess.tiles`: stage 2, a shard's S x S tiles, and a size's index;
 - :mod:`~mammoscale.preprocess.summary`: decode errors, counts and decoders over the shards;
@@ -10,5 +11,5 @@
 
 Imports: numpy, pandas, Pillow, scipy, scikit-image, and :mod:`~mammoscale.dicom`,
 :mod:`~mammoscale.dataset`, :mod:`~mammoscale.files`, :mod:`~mammoscale.cache`,
-:mod:`~mammoscale.config`; never torch.
+:mod:`~mammoscale.config`, :mod:`~mammoscale.processes`; never torch.
 """

@@ -62,6 +62,7 @@ def summarise(
         "photometric": dict(Counter(ok["photometric"])),
         "voi": dict(Counter(ok["voi"])),
         "decoders": dict(Counter(ok["decoder"])),
+        "decode_levels": {str(k): v for k, v in sorted(Counter(ok["decode_level"]).items())},
         "versions": {**provenance.versions(provenance.PREPROCESSING_PACKAGES), **provenance.host()},
     }
     files.write_json(summary, summary_json)

@@ -24,7 +24,7 @@ from mammoscale import dicom, files
 from mammoscale.config import defaults
 from mammoscale.dataset.audit import report_fields
 from mammoscale.errors import UserError
-from mammoscale.preprocess import roi, tiling
+from mammoscale.preprocess import levels, roi, tiling
 from mammoscale.processes import map_isolated
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class ViewSettings:
     resample: str = _PREPROCESS["resample"]
     constant_images: str = _PREPROCESS["constant_images"]
     """``exclude`` (a decode error) or ``blank`` (a black view, an ROI fallback)."""
+    max_decode_level: int = _PREPROCESS["max_decode_level"]
+    """The coarsest JPEG 2000 resolution level stage 1 may decode at (0: always the full image)."""
     max_pixels: int = defaults()["decode"]["max_pixels"]
 
     @classmethod
@@ -60,6 +62,7 @@ class ViewSettings:
             trust_pixels_for_flip=preprocess["trust_pixels_for_flip"],
             resample=preprocess["resample"],
             constant_images=preprocess["constant_images"],
+            max_decode_level=preprocess["max_decode_level"],
             max_pixels=config["decode"]["max_pixels"],
         )
 
@@ -97,17 +100,12 @@ def process_breast(root: Path, breast: dict, settings: ViewSettings) -> tuple[li
         row = {**dict.fromkeys(files.IMAGE_TABLE.columns, ""), **_identity(root, breast, view)}
         path = root / row["path"]
         try:
-            decoded = dicom.decode_with_report(
-                path, max_pixels=settings.max_pixels, reject_constant=settings.constant_images == "exclude"
-            )
+            decoded, located, image = levels.decode_view(path, breast["laterality"], settings)
         except dicom.DicomError as exc:
             row.update(status="error", error_kind=exc.kind, message=exc.message)
             rows.append(row)
             continue
         row.update(report_fields(decoded))
-        # a constant image is nothing to see: black (MONOCHROME1's zeros would be a white "breast"), no tissue found
-        image = np.zeros_like(decoded.image) if decoded.report.constant else decoded.image
-        located = roi.locate(image, breast["laterality"], settings.roi, trust_pixels=settings.trust_pixels_for_flip)
         found = located.roi
         mask = found.mask if settings.roi.mask_outside else None
         views.append(
@@ -119,7 +117,8 @@ def process_breast(root: Path, breast: dict, settings: ViewSettings) -> tuple[li
             flipped=located.flip,
             flip_disagrees=located.disagrees,
             roi_fallback=found.fallback,
-            roi_box=" ".join(map(str, found.box)),
+            roi_box=" ".join(str(v << decoded.report.level) for v in found.box),  # in full-resolution pixels
+            decode_level=decoded.report.level,
             tissue_fraction=round(found.tissue_fraction, 4),
         )
         rows.append(row)

@@ -155,6 +155,15 @@ def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def _reduced(levels: dict | None) -> str | None:
+    """``12 (level 1: 4, level 2: 8)`` from the summary's images per decode level."""
+    if levels is None:
+        return None
+    reduced = {level: n for level, n in levels.items() if str(level) != "0"}
+    detail = ", ".join(f"level {level}: {n}" for level, n in reduced.items())
+    return f"{sum(reduced.values())}" + (f" ({detail})" if detail else "")
+
+
 def section_data_qc(counts: dict, preprocess: dict, contact_sheets: dict) -> str:
     excluded = counts.get("excluded_by_reason", {})
     errors = preprocess.get("errors_by_kind", {})
@@ -172,6 +181,9 @@ def section_data_qc(counts: dict, preprocess: dict, contact_sheets: dict) -> str
         "ROI fallbacks (full frame kept)": preprocess.get("roi_fallbacks"),
         "images with clipped pixels": preprocess.get("clipped_images"),
         "constant images": preprocess.get("constant_images"),
+        "missing files": preprocess.get("missing_files"),
+        "images lost (missing or failed)": preprocess.get("lost_images"),
+        "images decoded at a reduced JPEG 2000 level": _reduced(preprocess.get("decode_levels")),
     }
     sheets = "".join(
         '<figure class="sheet">'
