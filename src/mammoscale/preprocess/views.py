@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mammoscale import dicom, files
-from mammoscale.config import defaults
+from mammoscale.config import defaults, schema
 from mammoscale.dataset.audit import report_fields
 from mammoscale.errors import UserError
 from mammoscale.preprocess import levels, roi, tiling
@@ -30,7 +30,8 @@ from mammoscale.processes import map_isolated
 log = logging.getLogger(__name__)
 
 VIEWS = ("CC", "MLO")
-CONSTANT_IMAGES = ("exclude", "blank")
+CONSTANT_IMAGES = tuple(schema()["properties"]["preprocess"]["properties"]["constant_images"]["enum"])
+"""What stage 1 may do with a constant image: the schema's choices."""
 _PREPROCESS = defaults()["preprocess"]
 
 
@@ -117,7 +118,7 @@ def process_breast(root: Path, breast: dict, settings: ViewSettings) -> tuple[li
             flipped=located.flip,
             flip_disagrees=located.disagrees,
             roi_fallback=found.fallback,
-            roi_box=" ".join(str(v << decoded.report.level) for v in found.box),  # in full-resolution pixels
+            roi_box=" ".join(map(str, _full_resolution(found.box, decoded.report))),
             decode_level=decoded.report.level,
             tissue_fraction=round(found.tissue_fraction, 4),
         )
@@ -127,6 +128,13 @@ def process_breast(root: Path, breast: dict, settings: ViewSettings) -> tuple[li
 
 def _process(job: tuple[Path, dict, ViewSettings]):
     return process_breast(*job)
+
+
+def _full_resolution(box: tuple[int, int, int, int], report: dicom.DecodeReport) -> tuple[int, int, int, int]:
+    """A box of an image decoded at ``report.level``, in the full image's pixels (within its Rows and Columns)."""
+    rows, cols = report.shape
+    r0, c0, r1, c1 = (v << report.level for v in box)
+    return r0, c0, min(r1, rows), min(c1, cols)
 
 
 def _crashed(job: tuple[Path, dict, ViewSettings], message: str):
