@@ -24,6 +24,8 @@ rule train_cell:
         slurm_partition=get_request("slurm_partition"),
         slurm_account=get_request("slurm_account"),
         constraint=get_request("constraint"),
+        mpi=get_request("mpi"),
+        cpus_per_task=get_request("cpus_per_task"),
     params:
         cell=get_cell,
         launch=get_launch,

@@ -91,6 +91,124 @@ def test_two_horovod_ranks_under_horovodrun_match_one_process(train_cache, tmp_p
     assert result["backend"] == "horovod" and result["env"]["horovod"] == "0.28.1"
 
 
+def run_as_srun_would(profile: dict, out: Path, settings: dict) -> dict:
+    """The ranks of a cell on ``profile["nodes"]`` nodes (one rank each), started with the variables srun gives each
+    task, meeting at the rendezvous the job's process holds (:func:`mammoscale.train.rendezvous.hosted`)."""
+    from mammoscale.train import rendezvous
+
+    nodes = profile["nodes"]
+    args = [f"{key}={value}" for key, value in settings.items()]
+    with rendezvous.hosted(profile, timeout_s=120) as meet:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "mammoscale.train", "--out", str(out), *args],
+                env={
+                    **{k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "HOROVOD_", "MASTER_"))},
+                    **meet,
+                    "OMP_NUM_THREADS": "1",
+                    "SLURM_JOB_ID": "77",
+                    "SLURM_PROCID": str(node),
+                    "SLURM_NTASKS": str(nodes),
+                    "SLURM_LOCALID": "0",
+                    "SLURM_NODEID": str(node),
+                    "SLURM_NNODES": str(nodes),
+                    "SLURM_TASKS_PER_NODE": f"1(x{nodes})",
+                },
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for node in range(nodes)
+        ]
+        outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), "\n".join(outputs)
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("launcher, backend", [("torchrun", "ddp"), ("horovod", "horovod")])
+def test_ranks_started_as_srun_starts_them_match_one_process(train_cache, tmp_path, single, launcher, backend):
+    """Two ranks, each its node's only one (Horovod's local size 1, cross size 2), as a two-node cell runs."""
+    if backend == "horovod":
+        need_horovod()
+    profile = {"launcher": launcher, "nodes": 2, "gpus_per_node": 0, "cpus_per_task": 1, "network_interface": None}
+    result = run_as_srun_would(profile, tmp_path, cell(train_cache, backend=backend))
+    assert_same_training(result, single, world=2)
+    assert [(rank["rank"], rank["local_rank"], rank["slurm_job_id"]) for rank in result["ranks"]] == [
+        (0, 0, "77"),
+        (1, 0, "77"),
+    ]
+
+
+def test_the_rendezvous_of_a_cell_on_one_node_is_its_launchers():
+    from mammoscale.train import rendezvous
+
+    with rendezvous.hosted({"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8}) as env:
+        assert env == {}
+
+
+def test_two_cells_rendezvous_on_ports_of_their_own_and_name_the_interface():
+    """Two jobs sharing a node: the kernel gives each rendezvous its own port."""
+    from mammoscale.train import rendezvous
+
+    profile = {"launcher": "torchrun", "nodes": 2, "gpus_per_node": 8, "network_interface": "ib0"}
+    with rendezvous.hosted(profile) as first, rendezvous.hosted(profile) as second:
+        assert first[rendezvous.STORE] != second[rendezvous.STORE]
+        assert first["GLOO_SOCKET_IFNAME"] == first["NCCL_SOCKET_IFNAME"] == first["HOROVOD_GLOO_IFACE"] == "ib0"
+    need_horovod()
+    profile = {**profile, "launcher": "horovod", "network_interface": None}
+    with rendezvous.hosted(profile) as first, rendezvous.hosted(profile) as second:
+        assert first["HOROVOD_GLOO_RENDEZVOUS_PORT"] != second["HOROVOD_GLOO_RENDEZVOUS_PORT"]
+        assert "HOROVOD_GLOO_IFACE" not in first
+
+
+def test_a_horovod_rank_learns_its_place_from_srun():
+    env = {
+        "SLURM_PROCID": "9",
+        "SLURM_NTASKS": "16",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "1",
+        "SLURM_NNODES": "2",
+        "SLURM_NTASKS_PER_NODE": "8",
+    }
+    assert launch.horovod_env_from_slurm(env) == {
+        "HOROVOD_RANK": "9",
+        "HOROVOD_SIZE": "16",
+        "HOROVOD_LOCAL_RANK": "1",
+        "HOROVOD_LOCAL_SIZE": "8",
+        "HOROVOD_CROSS_RANK": "1",
+        "HOROVOD_CROSS_SIZE": "2",
+        "HOROVOD_HOSTNAME": launch.horovod_host(1),
+    }
+    assert launch.horovod_env_from_slurm({**env, "HOROVOD_RANK": "0"}) == {}  # horovodrun's own
+    assert launch.horovod_env_from_slurm({}) == {}
+
+
+def test_a_cell_on_several_nodes_is_launched_by_srun_one_task_per_rank():
+    profile = {"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "cpus_per_task": 32}
+    command = launch.launch_command(profile, "cell.yaml", "out")
+    assert command[:7] == [
+        "srun",
+        "--nodes=2",
+        "--ntasks=8",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=8",
+        "--gpus-per-node=4",
+        "--kill-on-bad-exit=1",
+    ]
+    assert command[7:] == [sys.executable, "-m", launch.TRAIN_MODULE, "--cell", "cell.yaml", "--out", "out"]
+    cpu = launch.launch_command({**profile, "launcher": "torchrun", "gpus_per_node": 0, "cpus_per_task": 2}, "c", "o")
+    assert cpu[:6] == [
+        "srun",
+        "--nodes=2",
+        "--ntasks=2",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=2",
+        "--kill-on-bad-exit=1",
+    ]
+    with pytest.raises(UserError, match="launcher none runs one process"):
+        launch.launch_command({**profile, "launcher": "none"}, "c", "o")
+
+
 @pytest.mark.parametrize("backend", ["ddp", "horovod"])
 def test_a_backend_in_a_world_of_one_matches_no_backend(train_cache, tmp_path, single, backend):
     if backend == "horovod":

@@ -75,20 +75,16 @@ def test_launch_commands(tmp_path):
     assert launch_command(CPU, "c.yaml", "out") == [sys.executable, *target]
     single = launch_command(GPU8, "c.yaml", "out")
     assert single[0].endswith("torchrun") and single[1:3] == ["--standalone", "--nproc-per-node=8"]
-    multi = launch_command({**GPU8, "nodes": 4}, "c.yaml", "out")
-    assert multi[:3] == ["srun", "--ntasks=32", "--ntasks-per-node=8"] and multi[-6:] == target
+    multi = launch_command({**GPU8, "nodes": 4, "cpus_per_task": 64}, "c.yaml", "out")
+    assert multi[:4] == ["srun", "--nodes=4", "--ntasks=32", "--ntasks-per-node=8"] and multi[-6:] == target
     horovod = launch_command({"launcher": "horovod", "nodes": 1, "gpus_per_node": 0, "micro_batch": 1}, "c.yaml", "out")
     assert horovod[0].endswith("horovodrun") and horovod[1:5] == ["-np", "1", "-H", "localhost:1"]
     assert "--gloo" in horovod
+    # several nodes: srun for Horovod too (no ssh to the other nodes, no horovodrun)
     hosts = launch_command(
-        {"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1},
-        "c.yaml",
-        "out",
-        env={"SLURM_JOB_NODELIST": "gpu[1-2]"},
+        {"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "cpus_per_task": 16, "micro_batch": 1}, "c.yaml", "out"
     )
-    assert hosts[1:5] == ["-np", "8", "-H", "gpu1:4,gpu2:4"] and "--gloo" not in hosts
-    with pytest.raises(UserError, match="inside a SLURM allocation"):
-        launch_command({"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "micro_batch": 1}, "c", "o", env={})
+    assert hosts[:4] == ["srun", "--nodes=2", "--ntasks=8", "--ntasks-per-node=4"] and "--gloo" not in hosts
     with pytest.raises(UserError, match="launcher none runs one process"):
         launch_command({**CPU, "nodes": 2}, "c", "o")
 
@@ -180,8 +176,20 @@ def test_extra_cells_join_the_grid_once_and_are_checked():
 def test_a_cells_job_is_one_task_per_node_holding_its_cpus_and_gpus():
     from mammoscale.plan.launch import job_request
 
-    gpu = job_request({**GPU8, "nodes": 2, "cpus_per_task": 48, "runtime_min": 60, "gpu_model": "a100"})
+    gpu = job_request({**GPU8, "cpus_per_task": 48, "runtime_min": 60, "gpu_model": "a100"})
     assert gpu["tasks"] == 0 and gpu["slurm_extra"] == "--ntasks-per-node=1"  # no --ntasks-per-gpu
-    assert gpu["gpu"] == 16 and gpu["gpu_model"] == "a100" and gpu["nodes"] == 2
-    cpu = job_request({**CPU, "nodes": 2, "runtime_min": 60})
-    assert cpu["tasks"] == 2 and cpu["gpu"] == 0 and cpu["slurm_extra"] == "" and cpu["constraint"] == ""
+    assert gpu["gpu"] == 8 and gpu["gpu_model"] == "a100" and gpu["nodes"] == 1
+    assert gpu["mpi"] is None and gpu["cpus_per_task"] is None  # the plugin's job step; CPUs from the threads
+    cpu = job_request({**CPU, "runtime_min": 60})
+    assert cpu["tasks"] == 1 and cpu["gpu"] == 0 and cpu["slurm_extra"] == "" and cpu["constraint"] == ""
+
+
+def test_a_cell_on_several_nodes_asks_for_a_task_per_rank_from_the_batch_script():
+    from mammoscale.plan.launch import job_request
+
+    gpu = job_request({**GPU8, "nodes": 2, "cpus_per_task": 48, "runtime_min": 60, "gpu_model": "a100"})
+    assert gpu["tasks"] == 16 and gpu["cpus_per_task"] == 6 and gpu["nodes"] == 2 and gpu["mpi"] == "srun"
+    assert gpu["slurm_extra"] == "--ntasks-per-node=8 --gpus-per-node=a100:8"
+    assert gpu["gpu"] is None and gpu["gpu_model"] is None  # per node, not a total SLURM may spread unevenly
+    cpu = job_request({**CPU, "launcher": "torchrun", "nodes": 3, "cpus_per_task": 4, "runtime_min": 60})
+    assert cpu["tasks"] == 3 and cpu["cpus_per_task"] == 4 and cpu["slurm_extra"] == "--ntasks-per-node=1"

@@ -100,10 +100,14 @@ def profiles(*configfiles) -> dict:
 @pytest.mark.parametrize(
     "configfiles, config",
     [
-        (("config/paper.yaml",), ("grid={hardware: [xe9680, xe8545, r750xa, h100]}",)),
+        (("config/paper.yaml",), ("grid={hardware: [xe9680, xe8545, r750xa, h100, xe9680x2]}",)),
         (
             ("config/test.yaml",),
-            ("grid={hardware: [local-cpu, local-cpu-b, slurm-gpu, slurm-xe8545]}", "train={global_batch: 4}"),
+            (
+                "grid={hardware: [local-cpu, local-cpu-b, slurm-gpu, slurm-xe8545, slurm-2node-ddp, "
+                "slurm-2node-horovod]}",
+                "train={global_batch: 4}",
+            ),
         ),
     ],
     ids=["paper", "test"],
@@ -117,12 +121,24 @@ def test_one_task_per_node_holds_the_profiles_cpus_and_gpus(tmp_path, configfile
         line = sbatch_line(job)
         seen.add(job.wildcards["hardware"])
         assert "--ntasks-per-gpu" not in line, line
-        assert option(line, "cpus-per-task") == profile["cpus_per_task"], line
         assert option(line, "nodes") == profile["nodes"], line
-        if profile["gpus_per_node"]:
+        if profile["nodes"] > 1:
+            # one task per rank, the node's CPUs shared by its ranks; the job's command runs in the batch
+            # script (mpi), where the ranks' srun is an ordinary step of the allocation
+            per_node = max(1, profile["gpus_per_node"])
+            assert job.resources["mpi"] == "srun", job.resources
+            assert option(line, "ntasks") == profile["nodes"] * per_node, line
+            assert option(line, "ntasks-per-node") == per_node, line
+            assert option(line, "cpus-per-task") == profile["cpus_per_task"] // per_node, line
+            assert option(line, "gpus") is None, line
+            assert option(line, "gpus-per-node") == (profile["gpus_per_node"] or None), line
+        elif profile["gpus_per_node"]:
+            assert "mpi" not in job.resources, job.resources
+            assert option(line, "cpus-per-task") == profile["cpus_per_task"], line
             assert option(line, "ntasks-per-node") == 1 and option(line, "ntasks") is None, line
             assert option(line, "gpus") == profile["gpus_per_node"] * profile["nodes"], line
         else:
+            assert option(line, "cpus-per-task") == profile["cpus_per_task"], line
             assert option(line, "ntasks") == profile["nodes"] and option(line, "gpus") is None, line
         assert option(line, "mem") == profile.get("mem_mb", 4000), line
     assert seen == set(config[0].split("[")[1].rstrip("]}").split(", "))

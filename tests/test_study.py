@@ -36,7 +36,13 @@ def test_the_paper_study_plans_its_cells_and_their_settings():
     assert s.hardware_used == ["xe9680", "xe8545", "r750xa"] and s.reference["hardware"] == "xe9680"
     settings = s.cell_settings(Cell("xe9680", "hf-eager", 512, 16))
     assert settings["family"] == "hf" and settings["mode"] == "full"
-    assert s.launch("xe9680") == {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8}
+    assert s.launch("xe9680") == {
+        "launcher": "torchrun",
+        "nodes": 1,
+        "gpus_per_node": 8,
+        "cpus_per_task": 48,
+        "network_interface": None,
+    }
     # the profile's 64 is a bound: each cell takes the largest divisor of 1536 / 8 = 192 that its memory allows
     assert settings["micro_batch"] == s.plan_of(Cell("xe9680", "hf-eager", 512, 16)).micro_batch < 64
     assert s.cell_settings(Cell("xe9680", "flash", 512, 16))["micro_batch"] == 64
@@ -97,9 +103,27 @@ def test_reference_hardware_defaults_to_the_first_in_the_grid():
         (
             {
                 "train": {"global_batch": 3},
-                "hardware": {"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], "nodes": 2}},
+                "hardware": {"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], "nodes": 2, "launcher": "torchrun"}},
             },
             r"cell local-cpu/flash/img384_p8: global batch 3 cannot be shared by 2 rank\(s\)",
+        ),
+        (
+            {"hardware": {"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], "nodes": 2}}},
+            r"hardware profile local-cpu: launcher none runs one process, but the profile asks for 2 ranks",
+        ),
+        (
+            {
+                "hardware": {
+                    "local-cpu": {
+                        **EMBEDDED["hardware"]["local-cpu"],
+                        "launcher": "torchrun",
+                        "nodes": 2,
+                        "gpus_per_node": 4,
+                        "cpus_per_task": 2,
+                    }
+                }
+            },
+            r"hardware profile local-cpu: cpus_per_task \(2\) are the CPUs of each node, shared by its 4 ranks",
         ),
         ({"typo_key": 1}, "unknown key.*'typo_key'"),
         (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,11 @@ TRAIN_MODULE = "mammoscale.train"
 
 def ranks(profile: dict) -> int:
     """Processes a profile's cell runs: one per GPU, or one per node without GPUs."""
-    return profile["nodes"] * max(1, profile.get("gpus_per_node", 0))
+    return profile["nodes"] * ranks_per_node(profile)
+
+
+def ranks_per_node(profile: dict) -> int:
+    return max(1, profile.get("gpus_per_node", 0))
 
 
 def in_process(profile: dict) -> bool:
@@ -35,60 +40,109 @@ def in_process(profile: dict) -> bool:
     return profile["launcher"] == "none" and ranks(profile) == 1
 
 
+def check_profile(name: str, profile: dict) -> None:
+    """Refuse, before any job is submitted, a profile whose cells could not start."""
+    if profile["launcher"] == "none" and ranks(profile) > 1:
+        raise UserError(
+            f"hardware profile {name}: launcher none runs one process, but the profile asks for {ranks(profile)} "
+            "ranks; use torchrun or horovod"
+        )
+    if profile["nodes"] > 1 and profile.get("cpus_per_task", 1) < ranks_per_node(profile):
+        raise UserError(
+            f"hardware profile {name}: cpus_per_task ({profile.get('cpus_per_task', 1)}) are the CPUs of each node, "
+            f"shared by its {ranks_per_node(profile)} ranks: give each rank at least one"
+        )
+
+
 def job_request(profile: dict) -> dict:
     """What one cell's job asks SLURM for, in snakemake-executor-plugin-slurm's resource names.
 
-    One task per node holds all of the node's share of the profile (``cpus_per_task`` CPUs, every
-    GPU); the launcher then starts the ranks inside it (torchrun or horovodrun one per GPU, or the
-    cell's own process). The plugin turns a GPU job's ``tasks`` into ``--ntasks-per-gpu``, which
-    would multiply the CPUs by the GPUs (8 x 48 = 384 CPUs for an 8-GPU, 48-CPU profile); so a GPU
-    job sets no ``tasks`` and asks for ``--ntasks-per-node=1`` instead. ``gpu`` is the job's total
-    (the plugin's ``--gpus``), the profile's ``gpus_per_node`` on each of its nodes. The CPUs
-    (``cpus_per_task``) are the rule's threads.
+    **One node**: one task holds all of the node's share of the profile (``cpus_per_task`` CPUs,
+    every GPU), and the launcher starts the ranks inside it (torchrun or horovodrun one per GPU,
+    or the cell's own process). The plugin turns a GPU job's ``tasks`` into ``--ntasks-per-gpu``,
+    which would multiply the CPUs by the GPUs (8 x 48 = 384 CPUs for an 8-GPU, 48-CPU profile);
+    so a GPU job sets no ``tasks`` and asks for ``--ntasks-per-node=1`` instead. ``gpu`` is the
+    job's total (the plugin's ``--gpus``). The CPUs (``cpus_per_task``) are the rule's threads.
+
+    **Several nodes**: one task per rank, ``--ntasks-per-node`` ranks and ``--gpus-per-node``
+    GPUs on each node, the node's ``cpus_per_task`` CPUs shared among its ranks. ``mpi`` makes
+    the plugin run the job's command in the batch script instead of in a job step of its own:
+    that step would hold the first node's CPUs and GPUs, so that the step starting the ranks
+    could never be created (SLURM 22.05 refuses it: "Invalid generic resource (gres)
+    specification"); from the batch script the ranks' ``srun`` is an ordinary step of the
+    allocation, as in any SLURM batch script. The GPUs are asked per node (not the plugin's
+    ``gpu``, a total SLURM may spread unevenly). ``None`` is a resource the job does not set.
     """
-    gpus = profile.get("gpus_per_node", 0)
-    return {
-        "nodes": profile["nodes"],
-        "tasks": 0 if gpus else profile["nodes"],
-        "gpu": profile["nodes"] * gpus,
-        "gpu_model": profile.get("gpu_model") or "",
-        "slurm_extra": "--ntasks-per-node=1" if gpus else "",
+    gpus, nodes = profile.get("gpus_per_node", 0), profile["nodes"]
+    model = profile.get("gpu_model") or ""
+    common = {
+        "nodes": nodes,
         "runtime": profile["runtime_min"],
         "slurm_partition": profile.get("partition") or "",
         "slurm_account": profile.get("account") or "",
         "constraint": profile.get("constraint") or "",
     }
+    if nodes == 1:
+        return {
+            **common,
+            "tasks": 0 if gpus else 1,
+            "gpu": gpus,
+            "gpu_model": model,
+            "slurm_extra": "--ntasks-per-node=1" if gpus else "",
+            "mpi": None,
+            "cpus_per_task": None,
+        }
+    per_node = ranks_per_node(profile)
+    extra = f"--ntasks-per-node={per_node}" + (f" --gpus-per-node={model + ':' if model else ''}{gpus}" if gpus else "")
+    return {
+        **common,
+        "tasks": nodes * per_node,
+        "gpu": None,
+        "gpu_model": None,
+        "slurm_extra": extra,
+        "mpi": "srun",
+        "cpus_per_task": cpus_per_rank(profile),
+    }
 
 
-def launch_command(profile: dict, cell_file: Path | str, out_dir: Path | str, env=os.environ) -> list[str]:
+def cpus_per_rank(profile: dict) -> int:
+    """A rank's CPUs: its node's ``cpus_per_task`` shared among the node's ranks."""
+    return max(1, profile.get("cpus_per_task", 1) // ranks_per_node(profile))
+
+
+def launch_command(profile: dict, cell_file: Path | str, out_dir: Path | str) -> list[str]:
     """The command that runs one cell with the profile's launcher, inside the job's allocation.
 
     - ``none``: one process.
-    - ``torchrun``: one node: ``torchrun --standalone``; several: ``srun``, one task per GPU,
-      ranks from SLURM's environment (torchrun's rendezvous adds nothing inside an allocation).
-    - ``horovod``: ``horovodrun -np ranks``, over the allocation's hosts; Gloo on CPU-only profiles.
+    - one node: ``torchrun --standalone`` (DDP) or ``horovodrun -np ranks -H localhost:ranks``
+      (Horovod; Gloo on CPU-only profiles), in the job's one task.
+    - several nodes, either backend: ``srun``, one task per rank, each rank on its node's GPUs
+      and CPUs; ranks from SLURM's environment, rendezvous at the server the job's own process
+      holds (:mod:`mammoscale.train.rendezvous`). No ``ssh`` to other nodes, which clusters often forbid.
     """
     target = ["-m", TRAIN_MODULE, "--cell", str(cell_file), "--out", str(out_dir)]
     launcher, nodes = profile["launcher"], profile["nodes"]
-    per_node = max(1, profile.get("gpus_per_node", 0))
+    per_node = ranks_per_node(profile)
+    check_profile("of this cell", profile)
     if launcher == "none":
-        if ranks(profile) > 1:
-            raise UserError(
-                f"launcher none runs one process, but the profile asks for {ranks(profile)} ranks; "
-                "use torchrun or horovod"
-            )
         return [sys.executable, *target]
+    if nodes > 1:
+        gpus = profile.get("gpus_per_node", 0)
+        return [
+            "srun",
+            f"--nodes={nodes}",
+            f"--ntasks={nodes * per_node}",
+            f"--ntasks-per-node={per_node}",
+            f"--cpus-per-task={cpus_per_rank(profile)}",
+            *([f"--gpus-per-node={gpus}"] if gpus else []),
+            # one rank that dies takes the others down, instead of leaving them in a collective
+            "--kill-on-bad-exit=1",
+            sys.executable,
+            *target,
+        ]
     if launcher == "torchrun":
-        if nodes == 1:
-            return [_tool("torchrun"), "--standalone", f"--nproc-per-node={per_node}", *target]
-        return ["srun", f"--ntasks={nodes * per_node}", f"--ntasks-per-node={per_node}", sys.executable, *target]
-    if nodes == 1:
-        hosts = ["localhost"]
-    elif "SLURM_JOB_NODELIST" in env:
-        hosts = hostnames(env["SLURM_JOB_NODELIST"])
-    else:
-        raise UserError(f"launcher horovod over {nodes} nodes runs inside a SLURM allocation (SLURM_JOB_NODELIST)")
-    command = [_tool("horovodrun"), "-np", str(nodes * per_node), "-H", ",".join(f"{h}:{per_node}" for h in hosts)]
+        return [_tool("torchrun"), "--standalone", f"--nproc-per-node={per_node}", *target]
+    command = [_tool("horovodrun"), "-np", str(per_node), "-H", f"localhost:{per_node}"]
     if not profile.get("gpus_per_node"):
         command.append("--gloo")
     return [*command, sys.executable, *target]
@@ -116,6 +170,50 @@ def local_world_from_env(world: int, env=os.environ) -> int:
         return int(env["LOCAL_WORLD_SIZE"])
     per_node = re.match(r"\d+", env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or "")
     return int(per_node.group()) if per_node else world
+
+
+HOROVOD_FROM_SLURM = {
+    "HOROVOD_RANK": "SLURM_PROCID",
+    "HOROVOD_SIZE": "SLURM_NTASKS",
+    "HOROVOD_LOCAL_RANK": "SLURM_LOCALID",
+    "HOROVOD_CROSS_RANK": "SLURM_NODEID",
+    "HOROVOD_CROSS_SIZE": "SLURM_NNODES",
+}
+"""What ``horovodrun`` would tell each rank, and the SLURM variable ``srun`` tells it in (the local size
+is the node's tasks, :func:`local_world_from_env`). Horovod's cross communicators join the ranks of one
+local rank across nodes: the cross rank is the node's index."""
+
+
+def horovod_env_from_slurm(env=os.environ) -> dict[str, str]:
+    """A Horovod rank's variables from SLURM's, for ranks started by ``srun`` instead of ``horovodrun``;
+    {} where ``horovodrun`` set them, or outside ``srun``."""
+    if "HOROVOD_RANK" in env or not all(slurm in env for slurm in HOROVOD_FROM_SLURM.values()):
+        return {}
+    out = {horovod: env[slurm] for horovod, slurm in HOROVOD_FROM_SLURM.items()}
+    out["HOROVOD_LOCAL_SIZE"] = str(local_world_from_env(int(env["SLURM_NTASKS"]), env))
+    out["HOROVOD_HOSTNAME"] = horovod_host(int(env["SLURM_NODEID"]))
+    return out
+
+
+def horovod_host(node: int) -> str:
+    """The name Horovod's rendezvous knows a node by (it groups a node's ranks by it): the node's index in
+    the allocation, which both the rendezvous server and the node's ranks know without asking SLURM."""
+    return f"node{node}"
+
+
+def interface_of_host() -> str | None:
+    """The network interface holding the address this host's name resolves to (None when no interface
+    does, or psutil is missing): where Horovod's Gloo should listen when the profile names none."""
+    try:
+        import psutil
+
+        address = socket.gethostbyname(socket.gethostname())
+        for name, addresses in psutil.net_if_addrs().items():
+            if any(entry.address == address for entry in addresses):
+                return name
+    except (ImportError, OSError):
+        pass
+    return None
 
 
 def hostnames(nodelist: str) -> list[str]:

@@ -21,7 +21,7 @@ from mammoscale import files
 from mammoscale.errors import UserError
 from mammoscale.plan import grid, sizing
 from mammoscale.plan.grid import Cell
-from mammoscale.plan.launch import ranks
+from mammoscale.plan.launch import check_profile, ranks
 from mammoscale.plan.settings import Settings
 
 
@@ -145,7 +145,10 @@ class Study:
     def launch(self, hardware: str) -> dict:
         """What the job needs to start a cell's ranks."""
         profile = self.profiles[hardware]
-        return {key: profile[key] for key in ("launcher", "nodes", "gpus_per_node")}
+        return {
+            key: profile.get(key)
+            for key in ("launcher", "nodes", "gpus_per_node", "cpus_per_task", "network_interface")
+        }
 
     # the cache
 
@@ -192,6 +195,8 @@ class Study:
 
     def check(self, *, need_cells: bool = True) -> None:
         grid.check_hardware(self.config["grid"]["hardware"], self.profiles)
+        for name in self.hardware_used:
+            check_profile(name, self.profiles[name])
         if not self.cells and need_cells:
             raise UserError(self.no_cell())
         if self.canonical_size < self.image_sizes[-1]:

@@ -7,6 +7,7 @@
 - :mod:`~mammoscale.train.optim`: AdamW, the learning-rate schedule, autocast;
 - :mod:`~mammoscale.train.batches`: tiles from the cache, on a loader or held on the device;
 - :mod:`~mammoscale.train.backends`: one process, torch DDP, Horovod;
+- :mod:`~mammoscale.train.rendezvous`: where the ranks of a cell on several nodes meet;
 - :mod:`~mammoscale.train.devices`: the device, timing and peak memory;
 - :mod:`~mammoscale.train.checkpoint`, :mod:`~mammoscale.train.record`, :mod:`~mammoscale.train.scores`;
 - :mod:`~mammoscale.train.bench`: the attention benchmark's instruments;

@@ -6,9 +6,10 @@ branches on the backend itself; each backend is a small class that says only how
 from one process.
 
 Ranks come from the launcher's environment (:func:`mammoscale.plan.launch.ranks_from_env`:
-torchrun's or SLURM's variables), or from ``horovodrun``/``mpirun`` for Horovod. With none of
-them a backend runs as a world of one, which is how the single-process tests exercise the
-``ddp`` and ``horovod`` code paths.
+torchrun's or SLURM's variables), or from ``horovodrun`` for Horovod; ranks ``srun`` started on
+several nodes meet at the rendezvous the job's process holds (:mod:`mammoscale.train.rendezvous`).
+With none of them a backend runs as a world of one, which is how the single-process tests
+exercise the ``ddp`` and ``horovod`` code paths.
 
 Gradient accumulation: DDP skips the all-reduce on all but the last micro-batch of a step
 (``no_sync``); Horovod's ``DistributedOptimizer`` counts ``backward_passes_per_step``.
@@ -27,8 +28,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mammoscale.errors import UserError
-from mammoscale.plan.launch import BACKENDS, first_host, local_world_from_env, ranks_from_env
+from mammoscale.plan.launch import (
+    BACKENDS,
+    first_host,
+    horovod_env_from_slurm,
+    interface_of_host,
+    local_world_from_env,
+    ranks_from_env,
+)
 from mammoscale.train import devices
+from mammoscale.train.rendezvous import STORE
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,8 @@ class Backend:
         self.device, self.rank, self.world, self.local_rank = device, rank, world, local_rank
         self.local_world = local_world
         """The ranks on this node, which share its CPUs and memory."""
+        self.placement: list[dict] = []
+        """Where each rank runs, in rank order (:func:`placement`), once :func:`init` has asked them."""
 
     @classmethod
     def start(cls, device_request: str, timeout_s: int) -> Backend:
@@ -101,6 +112,16 @@ class DDP(Backend):
     @classmethod
     def start(cls, device_request: str, timeout_s: int) -> DDP:
         rank, world, local_rank = ranks_from_env()
+        device = devices.choose(device_request, local_rank)
+        timeout = datetime.timedelta(seconds=timeout_s)
+        kind = "nccl" if device.type == "cuda" else "gloo"
+        if STORE in os.environ and world > 1:
+            # several nodes: every rank joins the store the job's process holds (mammoscale.train.rendezvous)
+            host, _, port = os.environ[STORE].rpartition(":")
+            store = torch.distributed.TCPStore(host, int(port), world, is_master=False, timeout=timeout)
+            torch.distributed.init_process_group(kind, store=store, rank=rank, world_size=world, timeout=timeout)
+            log.info("ddp: rank %d of %d (local rank %d) on %s, store at %s", rank, world, local_rank, device, host)
+            return cls(device, rank, world, local_rank, local_world_from_env(world))
         if "MASTER_ADDR" not in os.environ:
             if "SLURM_JOB_NODELIST" in os.environ and world > 1:
                 os.environ["MASTER_ADDR"] = first_host(os.environ["SLURM_JOB_NODELIST"])
@@ -113,13 +134,7 @@ class DDP(Backend):
                     "or SLURM_JOB_NODELIST (srun sets it)"
                 )
         os.environ.setdefault("MASTER_PORT", "29500")
-        device = devices.choose(device_request, local_rank)
-        torch.distributed.init_process_group(
-            "nccl" if device.type == "cuda" else "gloo",
-            rank=rank,
-            world_size=world,
-            timeout=datetime.timedelta(seconds=timeout_s),
-        )
+        torch.distributed.init_process_group(kind, rank=rank, world_size=world, timeout=timeout)
         log.info("ddp: rank %d of %d (local rank %d) on %s", rank, world, local_rank, device)
         return cls(device, rank, world, local_rank, local_world_from_env(world))
 
@@ -160,6 +175,11 @@ class Horovod(Backend):
     @classmethod
     def start(cls, device_request: str, timeout_s: int) -> Horovod:
         os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(timeout_s))
+        # ranks srun started on several nodes: their places from SLURM, the interface from the host's address
+        from_slurm = horovod_env_from_slurm()
+        if from_slurm and "HOROVOD_GLOO_IFACE" not in os.environ:
+            from_slurm["HOROVOD_GLOO_IFACE"] = interface_of_host() or ""
+        os.environ.update(from_slurm)
         hvd = _horovod()
         hvd.init()
         return cls(
@@ -206,10 +226,26 @@ assert tuple(BACKEND_CLASSES) == BACKENDS, "mammoscale.plan.launch.BACKENDS name
 
 
 def init(backend: str, device_request: str, timeout_s: int = 600) -> Backend:
-    """Join the job's process group (if any, its collectives bounded by ``timeout_s``); choose this rank's device."""
+    """Join the job's process group (if any, its collectives bounded by ``timeout_s``); choose this rank's device;
+    learn where every rank runs (:attr:`Backend.placement`)."""
     if backend not in BACKEND_CLASSES:
         raise UserError(f"distributed backend must be one of {', '.join(BACKEND_CLASSES)}, not {backend!r}")
-    return BACKEND_CLASSES[backend].start(device_request, timeout_s)
+    started = BACKEND_CLASSES[backend].start(device_request, timeout_s)
+    started.placement = started.gather(placement(started))
+    return started
+
+
+def placement(backend: Backend) -> dict:
+    """Where this rank runs: its host, its place there, its device and the GPUs SLURM gave its node."""
+    return {
+        "rank": backend.rank,
+        "host": socket.gethostname(),
+        "local_rank": backend.local_rank,
+        "device": str(backend.device),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_node_gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
 def unwrap(model: nn.Module) -> nn.Module:

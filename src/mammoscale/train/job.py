@@ -19,7 +19,7 @@ from mammoscale import files
 from mammoscale.errors import UserError
 from mammoscale.plan.launch import in_process, launch_command
 from mammoscale.plan.settings import Settings
-from mammoscale.train import checkpoint
+from mammoscale.train import checkpoint, rendezvous
 from mammoscale.train.cell import run_cell
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,9 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
         result = run_cell(cell, out_dir)
     else:
         command = launch_command(launch, cell_file, out_dir)
-        log.info("launching: %s", " ".join(command))
-        code = subprocess.run(command).returncode
+        with rendezvous.hosted(launch, settings.collective_timeout_s) as env:
+            log.info("launching: %s", " ".join(command))
+            code = subprocess.run(command, env={**os.environ, **env}).returncode
         metrics_file = out_dir / files.METRICS
         if not metrics_file.is_file():
             raise UserError(

@@ -94,6 +94,7 @@ def metrics(
         **_batches(s, progress, backend),
         "world_size": backend.world,
         "backend": backend.name,
+        "ranks": backend.placement,
         "throughput_img_s": throughput,
         "step_time_s": statistics.median(timed) if timed else None,
         "input_wait_fraction": sum(waits) / sum(timed) if throughput else None,
