@@ -1,17 +1,26 @@
-"""The embedded study through a real SLURM cluster (tests/local_slurm.py) with `--profile slurm`.
+"""The embedded study through a real SLURM cluster of two nodes (tests/local_slurm.py) with `--profile slurm`.
 
 Each training job must get its own GPU from SLURM (recorded in its metrics.json: the job id,
-SLURM_JOB_GPUS and CUDA_VISIBLE_DEVICES). Status comes from `squeue`: without slurmdbd,
-`sacct` does not answer, and running MariaDB + slurmdbd in CI would test the database, not
-the workflow. Skipped, with the reason, where the machine cannot run SLURM (not root).
+SLURM_JOB_GPUS and CUDA_VISIBLE_DEVICES); a cell on two nodes runs a rank on each, started by
+srun, for the DDP and the Horovod launcher alike, and trains as one process would. Status comes
+from `squeue`: without slurmdbd, `sacct` does not answer, and running MariaDB + slurmdbd in CI
+would test the database, not the workflow. Skipped, with the reason, where the machine cannot
+run SLURM (not root).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
+from pathlib import Path
 
 import pytest
+import yaml
+
+from mammoscale import files
+from mammoscale.train import checkpoint, run_cell
 
 import local_slurm
 from conftest import REPO
@@ -19,38 +28,49 @@ from test_workflow import copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 REASON = local_slurm.unavailable_reason()
+STATUS = [
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-no-account",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--seconds-between-status-checks",
+    "2",
+]
+# tests/conftest.py's training dataset: both classes in the train and val splits, as full-mode cells need
+DATASET = "synthetic={n_patients: 16, image_shape: [192, 144], seed: 9, cancer_rate: 0.3}"
+TWO_NODE_CELLS = (
+    "grid={hardware: [slurm-gpu], extra_cells: ["
+    "{hardware: slurm-2node-ddp, variant: flash, image_size: 64, patch_size: 32}, "
+    "{hardware: slurm-2node-horovod, variant: flash, image_size: 64, patch_size: 32}]}"
+)
 
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     if REASON:
         pytest.skip(f"no local SLURM: {REASON}")
-    with local_slurm.cluster(tmp_path_factory.mktemp("slurm")) as env:
-        yield env
+    with local_slurm.cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
 
 
-def test_the_study_runs_through_slurm_with_a_gpu_per_cell(slurm, tmp_path, monkeypatch):
-    for key, value in slurm.items():
-        monkeypatch.setenv(key, value)
-    workdir = copy_workflow(tmp_path / "wf")
+@pytest.fixture(scope="module")
+def workdir(slurm, tmp_path_factory):
+    """One workflow copy for the module: the first test builds its cache, the two-node tests reuse it."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("wf"))
     shutil.copytree(REPO / "slurm", workdir / "slurm")
-    snakemake(
+    return workdir
+
+
+def through_slurm(slurm, workdir: Path, config: list[str], targets: list[str], *, dry_run: bool = False):
+    """``snakemake --profile slurm`` on the test profile, with ``config`` after the module's dataset."""
+    return snakemake(
         workdir,
         "--profile",
         "slurm",
         "--configfile",
         "config/test.yaml",
-        "--config",
-        "grid={hardware: [slurm-gpu], extra_cells: [{hardware: slurm-xe8545, variant: flash, image_size: 64, "
-        "patch_size: 32}]}",
-        "train={global_batch: 4}",
-        "--slurm-status-command",
-        "squeue",
-        "--slurm-no-account",
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--seconds-between-status-checks",
-        "2",
+        *STATUS,
         "--default-resources",
         "mem_mb=500",
         "runtime=10",
@@ -58,8 +78,23 @@ def test_the_study_runs_through_slurm_with_a_gpu_per_cell(slurm, tmp_path, monke
         "cache_views=1",
         "--latency-wait",
         "5",
-        "all",
+        *(["-n"] if dry_run else []),
+        "--config",
+        DATASET,
+        *config,
+        "--",
+        *targets,
+        env={"SLURM_CONF": slurm.env["SLURM_CONF"]},
     )
+
+
+def test_the_study_runs_through_slurm_with_a_gpu_per_cell(slurm, workdir):
+    config = [
+        "grid={hardware: [slurm-gpu], extra_cells: [{hardware: slurm-xe8545, variant: flash, image_size: 64, "
+        "patch_size: 32}]}",
+        "train={global_batch: 4}",
+    ]
+    through_slurm(slurm, workdir, config, ["all"])
     runs = sorted((workdir / "results" / "runs" / "slurm-gpu").rglob("metrics.json"))
     assert len(runs) == 4
     jobs = set()
@@ -77,18 +112,99 @@ def test_the_study_runs_through_slurm_with_a_gpu_per_cell(slurm, tmp_path, monke
     )
     assert server["status"] == "ok" and server["world_size"] == 4 and server["backend"] == "ddp"
     assert len(server["env"]["slurm_job_gpus"].split(",")) == 4 and server["env"]["slurm_job_id"] not in jobs
-    again = snakemake(
-        workdir,
-        "--profile",
-        "slurm",
-        "--configfile",
-        "config/test.yaml",
-        "--config",
-        "grid={hardware: [slurm-gpu], extra_cells: [{hardware: slurm-xe8545, variant: flash, image_size: 64, "
-        "patch_size: 32}]}",
-        "train={global_batch: 4}",
-        "--slurm-no-account",
-        "-n",
-        "all",
-    )
+    assert [(rank["host"], rank["local_rank"]) for rank in server["ranks"]] == [
+        (server["env"]["host"], i) for i in range(4)
+    ]
+    again = through_slurm(slurm, workdir, config, ["all"], dry_run=True)
     assert planned_jobs(again) == {}
+
+
+def one_process(workdir: Path, run_dir: Path, out: Path) -> dict:
+    """The cell a run directory holds, trained again by one process (no launcher) with the same global batch."""
+    settings = yaml.safe_load((run_dir / files.CELL_SETTINGS).read_text())
+    cache_root = workdir / settings["cache_root"]  # relative to the workflow's directory
+    return run_cell({**settings, "backend": "none", "local_scratch": None, "cache_root": str(cache_root)}, out)
+
+
+def assert_on_two_nodes(record: dict, backend: str) -> None:
+    """A rank on each node, each with the GPU SLURM gave its node, in one SLURM job."""
+    assert record["status"] == "ok" and record["world_size"] == 2 and record["backend"] == backend
+    ranks = record["ranks"]
+    assert [rank["rank"] for rank in ranks] == [0, 1]
+    assert sorted(rank["host"] for rank in ranks) == list(local_slurm.NODES)
+    assert [rank["local_rank"] for rank in ranks] == [0, 0]
+    assert {rank["slurm_job_id"] for rank in ranks} == {record["env"]["slurm_job_id"]}
+    for rank in ranks:
+        assert rank["slurm_node_gpus"] is not None and len(rank["slurm_node_gpus"].split(",")) == 1, rank
+        assert rank["cuda_visible_devices"] is not None and len(rank["cuda_visible_devices"].split(",")) == 1
+
+
+def test_a_cell_on_two_nodes_trains_as_one_process_with_either_launcher(slurm, workdir, tmp_path):
+    """Both two-node cells at once, sharing both nodes (ports, staging, checkpoints must not clash)."""
+    scratch = tmp_path / "scratch"
+    through_slurm(
+        slurm,
+        workdir,
+        [TWO_NODE_CELLS, "train={global_batch: 4, mode: full, epochs: 2}", f"cache={{local_scratch: {scratch}}}"],
+        [
+            f"results/runs/{hardware}/flash/img64_p32/{files.METRICS}"
+            for hardware in ("slurm-2node-ddp", "slurm-2node-horovod")
+        ],
+    )
+    records = {}
+    for hardware, backend in (("slurm-2node-ddp", "ddp"), ("slurm-2node-horovod", "horovod")):
+        run_dir = workdir / "results" / "runs" / hardware / "flash" / "img64_p32"
+        records[backend] = json.loads((run_dir / files.METRICS).read_text())
+        assert_on_two_nodes(records[backend], backend)
+    jobs = [int(record["env"]["slurm_job_id"]) for record in records.values()]
+    allocations = slurm.allocations()
+    (nodes_a, start_a, end_a), (nodes_b, start_b, end_b) = (allocations[job] for job in jobs)
+    assert nodes_a == nodes_b == f"msnode[1-{len(local_slurm.NODES)}]"
+    assert start_a < end_b and start_b < end_a, f"the two cells' jobs did not overlap: {allocations}"
+    reference = one_process(workdir, run_dir, tmp_path / "one")
+    assert reference["world_size"] == 1 and reference["epochs"] == 2
+    for record in records.values():
+        assert record["grad_accum"] * record["micro_batch"] * 2 == reference["global_batch"]
+        assert record["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4)
+        assert record["val_auc"] == pytest.approx(reference["val_auc"], abs=1e-6)
+    assert list(scratch.rglob(files.TILE_INDEX.split("/")[-1])), "the cells staged the cache to local scratch"
+
+
+def test_a_node_that_dies_mid_run_resumes_from_the_last_checkpoint(slurm, workdir, tmp_path):
+    """Node 2 is killed (its slurmd, the job step, the rank) after the first epoch's checkpoint; SLURM marks it
+    down; the job fails or is requeued; the node comes back; the rerun resumes and ends as an uninterrupted run."""
+    run_dir = workdir / "results" / "runs" / "slurm-2node-ddp" / "flash" / "img64_p32"
+    epochs = 20  # about 3 s of training: time to kill it after the first checkpoint
+    killed = threading.Event()
+
+    def kill_after_first_checkpoint():
+        deadline = time.monotonic() + 500
+        while time.monotonic() < deadline:
+            if (run_dir / checkpoint.NAME).is_file() and (run_dir / files.CELL_SETTINGS).is_file():
+                settings = yaml.safe_load((run_dir / files.CELL_SETTINGS).read_text())
+                if settings.get("epochs") == epochs:
+                    slurm.kill_node("msnode2")
+                    killed.set()
+                    time.sleep(3 * local_slurm.SLURMD_TIMEOUT_S)  # down, as SLURM sees it, then back
+                    slurm.start_node("msnode2")
+                    return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer.start()
+    result = through_slurm(
+        slurm,
+        workdir,
+        [TWO_NODE_CELLS, f"train={{global_batch: 4, mode: full, epochs: {epochs}}}"],
+        [str((run_dir / files.METRICS).relative_to(workdir))],
+    )
+    killer.join(timeout=120)
+    assert killed.is_set(), "the run ended before its first checkpoint could be interrupted"
+    record = json.loads((run_dir / files.METRICS).read_text())
+    assert_on_two_nodes(record, "ddp")
+    assert record["resumed_from_epoch"] is not None and 1 <= record["resumed_from_epoch"] < epochs, result.stdout
+    reference = one_process(workdir, run_dir, tmp_path / "one")
+    assert record["epochs"] == reference["epochs"] == epochs
+    assert record["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4)
+    assert record["val_auc"] == pytest.approx(reference["val_auc"], abs=1e-6)
+    slurm.wait_idle()
