@@ -247,8 +247,13 @@ class Cluster:
     def allocations(self) -> dict[int, tuple[str, str, str]]:
         """Each finished job's nodes and when it started and ended, from the controller's log."""
         log = (self.state / "slurmctld.log").read_text()
-        started = {
-            int(m[1]): (m[2], m[0]) for m in re.findall(r"\[(\S+)\] sched: Allocate JobId=(\d+) NodeList=(\S+)", log)
+        started = {  # the main scheduler's words, or the backfill scheduler's
+            int(m[1] or m[2]): (m[3], m[0])
+            for m in re.findall(
+                r"\[(\S+)\] sched(?:: Allocate JobId=(\d+) NodeList="
+                r"|/backfill: _start_job: Started JobId=(\d+) in \S+ on )(\S+)",
+                log,
+            )
         }
         ended = {int(m[1]): m[0] for m in re.findall(r"\[(\S+)\] _job_complete: JobId=(\d+) done", log)}
         return {job: (nodes, start, ended[job]) for job, (nodes, start) in started.items() if job in ended}
