@@ -96,7 +96,7 @@ def run_as_srun_would(profile: dict, out: Path, settings: dict) -> dict:
     task, meeting at the rendezvous the job's process holds (:func:`mammoscale.train.rendezvous.hosted`)."""
     from mammoscale.train import rendezvous
 
-    nodes = profile["nodes"]
+    nodes, per_node = profile["nodes"], launch.ranks_per_node(profile)
     args = [f"{key}={value}" for key, value in settings.items()]
     with rendezvous.hosted(profile, timeout_s=120) as meet:
         procs = [
@@ -107,35 +107,42 @@ def run_as_srun_would(profile: dict, out: Path, settings: dict) -> dict:
                     **meet,
                     "OMP_NUM_THREADS": "1",
                     "SLURM_JOB_ID": "77",
-                    "SLURM_PROCID": str(node),
-                    "SLURM_NTASKS": str(nodes),
-                    "SLURM_LOCALID": "0",
+                    "SLURM_PROCID": str(node * per_node + local),
+                    "SLURM_NTASKS": str(nodes * per_node),
+                    "SLURM_LOCALID": str(local),
                     "SLURM_NODEID": str(node),
                     "SLURM_NNODES": str(nodes),
-                    "SLURM_TASKS_PER_NODE": f"1(x{nodes})",
+                    "SLURM_TASKS_PER_NODE": f"{per_node}(x{nodes})",
                 },
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
             )
             for node in range(nodes)
+            for local in range(per_node)
         ]
         outputs = [proc.communicate(timeout=600)[0] for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), "\n".join(outputs)
     return json.loads((out / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("launcher, backend", [("torchrun", "ddp"), ("horovod", "horovod")])
-def test_ranks_started_as_srun_starts_them_match_one_process(train_cache, tmp_path, single, launcher, backend):
-    """Two ranks, each its node's only one (Horovod's local size 1, cross size 2), as a two-node cell runs."""
+@pytest.mark.parametrize(
+    "launcher, backend, per_node", [("torchrun", "ddp", 0), ("horovod", "horovod", 0), ("horovod", "horovod", 2)]
+)
+def test_ranks_started_as_srun_starts_them_match_one_process(
+    train_cache, tmp_path, single, launcher, backend, per_node
+):
+    """Two nodes of one rank (Horovod's local size 1, cross size 2), and of two (local 2, cross 2), as srun runs
+    a cell on two nodes: the same training as one process."""
     if backend == "horovod":
         need_horovod()
-    profile = {"launcher": launcher, "nodes": 2, "gpus_per_node": 0, "cpus_per_task": 1, "network_interface": None}
-    result = run_as_srun_would(profile, tmp_path, cell(train_cache, backend=backend))
-    assert_same_training(result, single, world=2)
+    profile = {"launcher": launcher, "nodes": 2, "gpus_per_node": per_node, "cpus_per_task": 2}
+    world = launch.ranks(profile)
+    result = run_as_srun_would(profile, tmp_path, cell(train_cache, backend=backend, micro_batch=8 // world))
+    assert_same_training(result, single, world=world)
+    local = [rank % launch.ranks_per_node(profile) for rank in range(world)]
     assert [(rank["rank"], rank["local_rank"], rank["slurm_job_id"]) for rank in result["ranks"]] == [
-        (0, 0, "77"),
-        (1, 0, "77"),
+        (rank, local[rank], "77") for rank in range(world)
     ]
 
 
@@ -186,25 +193,22 @@ def test_a_horovod_rank_learns_its_place_from_srun():
 def test_a_cell_on_several_nodes_is_launched_by_srun_one_task_per_rank():
     profile = {"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "cpus_per_task": 32}
     command = launch.launch_command(profile, "cell.yaml", "out")
-    assert command[:7] == [
+    assert command[:9] == [
         "srun",
         "--nodes=2",
         "--ntasks=8",
         "--ntasks-per-node=4",
-        "--cpus-per-task=8",
         "--gpus-per-node=4",
+        "--cpus-per-task=8",
+        "--distribution=block",
+        "--export=ALL,OMP_NUM_THREADS=8",
         "--kill-on-bad-exit=1",
     ]
-    assert command[7:] == [sys.executable, "-m", launch.TRAIN_MODULE, "--cell", "cell.yaml", "--out", "out"]
+    assert command[9:] == [sys.executable, "-m", launch.TRAIN_MODULE, "--cell", "cell.yaml", "--out", "out"]
     cpu = launch.launch_command({**profile, "launcher": "torchrun", "gpus_per_node": 0, "cpus_per_task": 2}, "c", "o")
-    assert cpu[:6] == [
-        "srun",
-        "--nodes=2",
-        "--ntasks=2",
-        "--ntasks-per-node=1",
-        "--cpus-per-task=2",
-        "--kill-on-bad-exit=1",
-    ]
+    assert cpu[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=2"]
+    with pytest.raises(UserError, match=r"cpus_per_task \(2\) are the CPUs of each node, shared by its 4 ranks"):
+        launch.launch_command({**profile, "cpus_per_task": 2}, "c", "o")
     with pytest.raises(UserError, match="launcher none runs one process"):
         launch.launch_command({**profile, "launcher": "none"}, "c", "o")
 
@@ -278,6 +282,28 @@ def test_every_backend_resumes_to_the_uninterrupted_result(train_cache, tmp_path
     resumed = train.run_cell(settings, tmp_path / "preempted")
     assert resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 3
     assert resumed["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-6)
+
+
+def test_the_cpus_a_nodes_ranks_share():
+    """srun's tasks each hold SLURM_CPUS_PER_TASK (a binding cluster shows a rank only its own); the ranks
+    torchrun or horovodrun start inside one task share its CPUs, which each of them sees."""
+    srun = {"SLURM_NTASKS": "16", "SLURM_CPUS_PER_TASK": "6"}
+    assert launch.node_cpus(6, 8, srun) == 48  # each rank bound to its own 6
+    assert launch.node_cpus(64, 8, srun) == 48  # no binding: still the 48 SLURM gave the node's tasks
+    one_task = {"SLURM_NTASKS": "1", "SLURM_CPUS_PER_TASK": "48"}  # torchrun's or horovodrun's ranks inside it
+    assert launch.node_cpus(48, 8, one_task) == 48
+    assert launch.node_cpus(2, 1, {}) == 2
+
+
+def test_the_interface_of_this_hosts_address():
+    import socket
+
+    import psutil
+
+    name = launch.interface_of_host()
+    address = socket.gethostbyname(socket.gethostname())
+    holders = [nic for nic, entries in psutil.net_if_addrs().items() if any(e.address == address for e in entries)]
+    assert name == (holders[0] if holders else None)
 
 
 def test_the_ranks_on_a_node_from_torchrun_slurm_or_the_world():

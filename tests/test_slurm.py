@@ -126,21 +126,24 @@ def one_process(workdir: Path, run_dir: Path, out: Path) -> dict:
     return run_cell({**settings, "backend": "none", "local_scratch": None, "cache_root": str(cache_root)}, out)
 
 
-def assert_on_two_nodes(record: dict, backend: str) -> None:
-    """A rank on each node, each with the GPU SLURM gave its node, in one SLURM job."""
-    assert record["status"] == "ok" and record["world_size"] == 2 and record["backend"] == backend
+def assert_on_two_nodes(record: dict, backend: str, per_node: int) -> None:
+    """``per_node`` ranks on each node (in blocks: the first node's ranks first), each seeing the ``per_node``
+    GPUs SLURM gave its node, all in one SLURM job."""
+    world = per_node * len(local_slurm.NODES)
+    assert record["status"] == "ok" and record["world_size"] == world and record["backend"] == backend
     ranks = record["ranks"]
-    assert [rank["rank"] for rank in ranks] == [0, 1]
-    assert sorted(rank["host"] for rank in ranks) == list(local_slurm.NODES)
-    assert [rank["local_rank"] for rank in ranks] == [0, 0]
+    assert [rank["rank"] for rank in ranks] == list(range(world))
+    assert [rank["local_rank"] for rank in ranks] == [i % per_node for i in range(world)]
+    assert [rank["host"] for rank in ranks] == [node for node in local_slurm.NODES for _ in range(per_node)]
     assert {rank["slurm_job_id"] for rank in ranks} == {record["env"]["slurm_job_id"]}
     for rank in ranks:
-        assert rank["slurm_node_gpus"] is not None and len(rank["slurm_node_gpus"].split(",")) == 1, rank
-        assert rank["cuda_visible_devices"] is not None and len(rank["cuda_visible_devices"].split(",")) == 1
+        assert rank["slurm_node_gpus"] is not None and len(rank["slurm_node_gpus"].split(",")) == per_node, rank
+        assert rank["cuda_visible_devices"] is not None and len(rank["cuda_visible_devices"].split(",")) == per_node
 
 
 def test_a_cell_on_two_nodes_trains_as_one_process_with_either_launcher(slurm, workdir, tmp_path):
-    """Both two-node cells at once, sharing both nodes (ports, staging, checkpoints must not clash)."""
+    """Both two-node cells at once, sharing both nodes (ports, staging, checkpoints must not clash): DDP with
+    one rank on each node, Horovod with two."""
     scratch = tmp_path / "scratch"
     through_slurm(
         slurm,
@@ -152,10 +155,10 @@ def test_a_cell_on_two_nodes_trains_as_one_process_with_either_launcher(slurm, w
         ],
     )
     records = {}
-    for hardware, backend in (("slurm-2node-ddp", "ddp"), ("slurm-2node-horovod", "horovod")):
+    for hardware, backend, per_node in (("slurm-2node-ddp", "ddp", 1), ("slurm-2node-horovod", "horovod", 2)):
         run_dir = workdir / "results" / "runs" / hardware / "flash" / "img64_p32"
         records[backend] = json.loads((run_dir / files.METRICS).read_text())
-        assert_on_two_nodes(records[backend], backend)
+        assert_on_two_nodes(records[backend], backend, per_node)
     jobs = [int(record["env"]["slurm_job_id"]) for record in records.values()]
     allocations = slurm.allocations()
     (nodes_a, start_a, end_a), (nodes_b, start_b, end_b) = (allocations[job] for job in jobs)
@@ -164,7 +167,7 @@ def test_a_cell_on_two_nodes_trains_as_one_process_with_either_launcher(slurm, w
     reference = one_process(workdir, run_dir, tmp_path / "one")
     assert reference["world_size"] == 1 and reference["epochs"] == 2
     for record in records.values():
-        assert record["grad_accum"] * record["micro_batch"] * 2 == reference["global_batch"]
+        assert record["grad_accum"] * record["micro_batch"] * record["world_size"] == reference["global_batch"]
         assert record["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4)
         assert record["val_auc"] == pytest.approx(reference["val_auc"], abs=1e-6)
     assert list(scratch.rglob(files.TILE_INDEX.split("/")[-1])), "the cells staged the cache to local scratch"
@@ -201,7 +204,7 @@ def test_a_node_that_dies_mid_run_resumes_from_the_last_checkpoint(slurm, workdi
     killer.join(timeout=120)
     assert killed.is_set(), "the run ended before its first checkpoint could be interrupted"
     record = json.loads((run_dir / files.METRICS).read_text())
-    assert_on_two_nodes(record, "ddp")
+    assert_on_two_nodes(record, "ddp", 1)
     assert record["resumed_from_epoch"] is not None and 1 <= record["resumed_from_epoch"] < epochs, result.stdout
     reference = one_process(workdir, run_dir, tmp_path / "one")
     assert record["epochs"] == reference["epochs"] == epochs

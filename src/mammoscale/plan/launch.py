@@ -1,10 +1,11 @@
 """How a cell's ranks are started and how each rank learns who it is: the launcher's side and the rank's.
 
 A hardware profile names a launcher: ``none`` (one process), ``torchrun`` (torch DDP) or
-``horovod`` (``horovodrun``). :func:`launch_command` is the command a job runs inside its
-allocation; :func:`ranks_from_env` reads back, in each process, the variables that command's
-launcher set: torchrun's (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) or SLURM's under ``srun``
-(``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``). Torch-free.
+``horovod`` (Horovod). :func:`job_request` is what a cell's job asks SLURM for and
+:func:`launch_command` the command it runs inside its allocation (torchrun or horovodrun on one
+node, ``srun`` on several); :func:`ranks_from_env` reads back, in each process, the variables
+that command's launcher set: torchrun's (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) or SLURM's
+under ``srun`` (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``). Torch-free.
 """
 
 from __future__ import annotations
@@ -92,17 +93,22 @@ def job_request(profile: dict) -> dict:
             "mpi": None,
             "cpus_per_task": None,
         }
-    per_node = ranks_per_node(profile)
-    extra = f"--ntasks-per-node={per_node}" + (f" --gpus-per-node={model + ':' if model else ''}{gpus}" if gpus else "")
     return {
         **common,
-        "tasks": nodes * per_node,
+        "tasks": ranks(profile),
         "gpu": None,
         "gpu_model": None,
-        "slurm_extra": extra,
+        "slurm_extra": " ".join(per_node_request(profile, model)),
         "mpi": "srun",
         "cpus_per_task": cpus_per_rank(profile),
     }
+
+
+def per_node_request(profile: dict, gpu_model: str = "") -> list[str]:
+    """The ranks and GPUs of each node of a cell on several nodes: the job's request and its ranks' step alike."""
+    gpus = profile.get("gpus_per_node", 0)
+    model = f"{gpu_model}:" if gpu_model else ""
+    return [f"--ntasks-per-node={ranks_per_node(profile)}", *([f"--gpus-per-node={model}{gpus}"] if gpus else [])]
 
 
 def cpus_per_rank(profile: dict) -> int:
@@ -127,14 +133,19 @@ def launch_command(profile: dict, cell_file: Path | str, out_dir: Path | str) ->
     if launcher == "none":
         return [sys.executable, *target]
     if nodes > 1:
-        gpus = profile.get("gpus_per_node", 0)
         return [
             "srun",
             f"--nodes={nodes}",
-            f"--ntasks={nodes * per_node}",
-            f"--ntasks-per-node={per_node}",
+            f"--ntasks={ranks(profile)}",
+            *per_node_request(profile),
             f"--cpus-per-task={cpus_per_rank(profile)}",
-            *([f"--gpus-per-node={gpus}"] if gpus else []),
+            # ranks 0..G-1 on the first node, and so on (Horovod's rendezvous plans the same). No --gpu-bind: every
+            # rank sees its node's GPUs and takes its local rank's (SLURM 22.05's --gpu-bind=none sets no
+            # CUDA_VISIBLE_DEVICES at all, which would show a rank the GPUs of other jobs on the node)
+            "--distribution=block",
+            # torch's threads: the rank's CPUs (torchrun sets 1; srun sets nothing, and every rank would take
+            # every CPU it can see)
+            f"--export=ALL,OMP_NUM_THREADS={cpus_per_rank(profile)}",
             # one rank that dies takes the others down, instead of leaving them in a collective
             "--kill-on-bad-exit=1",
             sys.executable,
@@ -161,6 +172,17 @@ def ranks_from_env(env=os.environ) -> tuple[int, int, int]:
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
     return 0, 1, 0
+
+
+def node_cpus(affinity: int, local_ranks: int, env=os.environ) -> int:
+    """The CPUs this node's ranks share. Ranks srun started one task each (a step of several tasks) hold
+    ``SLURM_CPUS_PER_TASK`` CPUs each, and a cluster that binds tasks to their CPUs shows each rank only its
+    own: the node's are all its tasks'. Otherwise (torchrun's or horovodrun's ranks inside the job's one
+    task, or no SLURM) the ranks share what this process may run on (``affinity``)."""
+    tasks, per_task = env.get("SLURM_NTASKS", ""), env.get("SLURM_CPUS_PER_TASK", "")
+    if tasks.isdigit() and int(tasks) > 1 and per_task.isdigit():
+        return int(per_task) * local_ranks
+    return affinity
 
 
 def local_world_from_env(world: int, env=os.environ) -> int:

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from mammoscale import files
 from mammoscale.cache import Tiles, open_tiles
 from mammoscale.errors import UserError
+from mammoscale.plan.launch import node_cpus
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +121,10 @@ def plan_loader(asked: int, *, cpus: int, local_ranks: int, batch_bytes: int, me
     return LoaderPlan(workers, prefetch)
 
 
-def node_resources() -> tuple[int, int | None]:
-    """The CPUs this process may run on (SLURM's or the machine's) and the job's memory in bytes (SLURM's
-    ``SLURM_MEM_PER_NODE``, else the machine's)."""
-    cpus = len(os.sched_getaffinity(0))
+def node_resources(local_ranks: int = 1) -> tuple[int, int | None]:
+    """The CPUs this node's ranks share (:func:`mammoscale.plan.launch.node_cpus`) and the job's memory in bytes
+    (SLURM's ``SLURM_MEM_PER_NODE``, else the machine's)."""
+    cpus = node_cpus(len(os.sched_getaffinity(0)), local_ranks)
     memory_mb = os.environ.get("SLURM_MEM_PER_NODE")
     if memory_mb and memory_mb.isdigit():
         return cpus, int(memory_mb) * 2**20
@@ -187,7 +188,7 @@ class Batches:
         on_device = {"yes": True, "no": False}.get(s.data_on_device)
         if on_device is None:
             on_device = fits_on_device(data.nbytes(), device)
-        cpus, memory = node_resources()
+        cpus, memory = node_resources(local_ranks)
         batch_bytes = s.micro_batch * data.tiles.image_size**2
         loader = plan_loader(
             s.loader_workers, cpus=cpus, local_ranks=local_ranks, batch_bytes=batch_bytes, memory_bytes=memory

@@ -3,9 +3,10 @@
 On one node torchrun and horovodrun hold the rendezvous. On several nodes ``srun`` starts the
 ranks (:func:`mammoscale.plan.launch.launch_command`) and the job's process, which runs in the
 batch script on the allocation's first node, holds it instead: for DDP a ``TCPStore`` (what
-torchrun's agent holds), for Horovod the Gloo rendezvous server ``horovodrun`` would start. Both
-listen on a port the kernel chooses, so two cells whose jobs share a node never race for a port,
-and a rank 0 placed on any node finds them. :func:`hosted` yields the variables that tell the
+torchrun's agent holds), for Horovod the Gloo rendezvous server ``horovodrun`` would start. Each
+binds a free port as it starts (the kernel's choice for the store, Horovod's own search for its
+server), so two cells whose jobs share a node never race for a port, and a rank 0 placed on any
+node finds them. :func:`hosted` yields the variables that tell the
 ranks where it is; the ranks read them in :mod:`mammoscale.train.backends`.
 """
 
