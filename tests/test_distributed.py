@@ -168,6 +168,18 @@ def test_two_cells_rendezvous_on_ports_of_their_own_and_name_the_interface():
         assert "HOROVOD_GLOO_IFACE" not in first
 
 
+def test_a_horovod_cell_on_several_nodes_without_horovod_is_one_line(monkeypatch):
+    from mammoscale.train import rendezvous
+
+    monkeypatch.setitem(sys.modules, "horovod.runner.http.http_server", None)  # import fails, as without Horovod
+    profile = {"launcher": "horovod", "nodes": 2, "gpus_per_node": 8}
+    with (
+        pytest.raises(UserError, match="backend horovod needs Horovod built against this torch"),
+        rendezvous.hosted(profile),
+    ):
+        pass
+
+
 def test_a_horovod_rank_learns_its_place_from_srun():
     env = {
         "SLURM_PROCID": "9",

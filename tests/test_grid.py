@@ -148,6 +148,18 @@ def test_a_launched_job_reads_the_metrics_its_processes_wrote(train_cache, tmp_p
     assert result["status"] == "ok" and result["backend"] == "ddp"
 
 
+def test_a_cell_on_several_nodes_outside_a_slurm_job_is_refused_before_srun(train_cache, tmp_path, monkeypatch):
+    """srun outside a job would ask SLURM for an allocation of its own, or be missing: one line instead."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with pytest.raises(UserError, match="a cell on 2 nodes runs inside a SLURM job"):
+        run_job(
+            job_cell(train_cache, backend="ddp", checkpoint=False),
+            {"launcher": "torchrun", "nodes": 2, "gpus_per_node": 0, "cpus_per_task": 1},
+            tmp_path,
+        )
+    assert not (tmp_path / files.METRICS).exists()
+
+
 def test_extra_cells_join_the_grid_once_and_are_checked():
     variants = {"flash": {}, "eager": {}}
     product = grid.cells([384, 512], [16], variants, ["a"])

@@ -116,6 +116,21 @@ def cpus_per_rank(profile: dict) -> int:
     return max(1, profile.get("cpus_per_task", 1) // ranks_per_node(profile))
 
 
+HOROVOD_MISSING = (
+    "backend horovod needs Horovod built against this torch: run `make horovod` (docs/training.md, 'Horovod')"
+)
+
+
+def check_allocation(profile: dict, env=os.environ) -> None:
+    """A cell on several nodes runs inside its SLURM job's allocation: ``srun`` elsewhere is missing, or would
+    ask SLURM for a new allocation of its own."""
+    if profile["nodes"] > 1 and not env.get("SLURM_JOB_ID"):
+        raise UserError(
+            f"a cell on {profile['nodes']} nodes runs inside a SLURM job (srun starts its ranks), and this process "
+            "is in none: run it with `snakemake --profile slurm` (docs/multi-node.md)"
+        )
+
+
 def launch_command(profile: dict, cell_file: Path | str, out_dir: Path | str) -> list[str]:
     """The command that runs one cell with the profile's launcher, inside the job's allocation.
 

@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mammoscale.errors import UserError
 from mammoscale.plan.launch import (
     BACKENDS,
+    HOROVOD_MISSING,
     first_host,
     horovod_env_from_slurm,
     interface_of_host,
@@ -257,9 +258,7 @@ def _horovod():
     try:
         import horovod.torch as hvd
     except ImportError:
-        raise UserError(
-            "backend horovod needs Horovod built against this torch: run `make horovod` (docs/training.md, 'Horovod')"
-        ) from None
+        raise UserError(HOROVOD_MISSING) from None
     return hvd
 
 

@@ -17,7 +17,7 @@ import yaml
 
 from mammoscale import files
 from mammoscale.errors import UserError
-from mammoscale.plan.launch import in_process, launch_command
+from mammoscale.plan.launch import check_allocation, in_process, launch_command
 from mammoscale.plan.settings import Settings
 from mammoscale.train import checkpoint, rendezvous
 from mammoscale.train.cell import run_cell
@@ -43,6 +43,7 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
         result = run_cell(cell, out_dir)
     else:
         command = launch_command(launch, cell_file, out_dir)
+        check_allocation(launch)
         with rendezvous.hosted(launch, settings.collective_timeout_s) as env:
             log.info("launching: %s", " ".join(command))
             code = subprocess.run(command, env={**os.environ, **env}).returncode

@@ -17,7 +17,8 @@ import datetime
 import logging
 import socket
 
-from mammoscale.plan.launch import horovod_host, ranks, ranks_per_node
+from mammoscale.errors import UserError
+from mammoscale.plan.launch import HOROVOD_MISSING, horovod_host, ranks, ranks_per_node
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,11 @@ def hosted(profile: dict, timeout_s: int = 600):
 @contextlib.contextmanager
 def _horovod_server(profile: dict):
     """Horovod's Gloo rendezvous server, told the slots of every node (``ranks_per_node`` on each)."""
-    from horovod.runner.common.util.hosts import SlotInfo
-    from horovod.runner.http.http_server import RendezvousServer
+    try:
+        from horovod.runner.common.util.hosts import SlotInfo
+        from horovod.runner.http.http_server import RendezvousServer
+    except ImportError:
+        raise UserError(HOROVOD_MISSING) from None
 
     nodes, per_node = profile["nodes"], ranks_per_node(profile)
     slots = [
