@@ -5,7 +5,7 @@ settings of ``config/paper.yaml`` on a one-GPU profile, throughput mode; the tab
 workflow's (:mod:`mammoscale.report.tables`). Each cell runs ``python -m mammoscale.train`` in its
 own process on a cache of random tiles held on the device, so an OOM is recorded and the next
 cell starts clean. Each cell's micro-batch is the workflow's plan (:mod:`mammoscale.plan.sizing`:
-the largest divisor of the global batch whose predicted peak fits --device-memory-gb, by default
+the largest divisor of the global batch whose predicted peak fits --device-memory-gib, by default
 the GPU's), settled on the device by the probe; the global batch is constant. Prints throughput,
 peak memory (measured and predicted), MFU and status per cell, and the speed-up of each flash
 variant over each baseline, to compare with the study (paper.md, section 1): patch 8: 3.0-4.2x,
@@ -55,7 +55,7 @@ def cells(args, variants: dict) -> list[tuple[grid.Cell, dict]]:
             "nodes": 1,
             "gpus_per_node": 0 if args.tiny else 1,
             "peak_tflops": args.peak_tflops,
-            "device_memory_gb": args.device_memory_gb,
+            "device_memory_gib": args.device_memory_gib,
             "micro_batch": args.global_batch,
             "data_on_device": "yes",
             "device": args.device,
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patches", type=int, nargs="+", help="default 8 16 32 (tiny: 8 16)")
     parser.add_argument("--variants", nargs="+", help="of config/paper.yaml's grid.variants (default: all)")
     parser.add_argument("--global-batch", type=int, default=64, help="a power of two")
-    parser.add_argument("--device-memory-gb", type=float, help="plan micro-batches for it (default: the GPU's)")
+    parser.add_argument("--device-memory-gib", type=float, help="plan micro-batches for it (default: the GPU's)")
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--timed-steps", type=int, default=10)
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, for MFU")
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if torch.cuda.is_available():
         print(f"device: {torch.cuda.get_device_name(0)}")
-        args.device_memory_gb = args.device_memory_gb or torch.cuda.get_device_properties(0).total_memory / 1e9
+        args.device_memory_gib = args.device_memory_gib or torch.cuda.get_device_properties(0).total_memory / 2**30
     planned = cells(args, variants)
     runs_root = args.out / "runs"
     for cell, settings in planned:
@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> None:
             "mfu",
             "attention_backend",
         ]
-    ].assign(peak_mem_bytes=runs["peak_mem_bytes"] / 1e9, predicted_peak_bytes=runs["predicted_peak_bytes"] / 1e9)
-    gb = {"peak_mem_bytes": "peak_mem_gb", "predicted_peak_bytes": "predicted_gb"}
-    print(bench.markdown(shown.rename(columns=gb)))
+    ].assign(peak_mem_bytes=runs["peak_mem_bytes"] / 2**30, predicted_peak_bytes=runs["predicted_peak_bytes"] / 2**30)
+    gib = {"peak_mem_bytes": "peak_mem_gib", "predicted_peak_bytes": "predicted_gib"}
+    print(bench.markdown(shown.rename(columns=gib)))
     print()
     pairs = tables.speedups(runs)
     files.SPEEDUP_TABLE.write(pairs, args.out / "speedups.csv")

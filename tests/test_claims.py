@@ -154,16 +154,16 @@ def test_the_memory_model_is_judged_against_the_published_fits():
     assert baseline["verdict"] == claims.NOT_REPRODUCED and baseline["measured"] == "9 of 12 fit"
     # the finding: 1024/p8 has as many tokens as 2048/p16, and the model predicts both out of memory
     assert baseline["detail"].startswith(
-        "img1024_p8 (16,385 tokens): 255 GB even at micro-batch 1, over 72 GB, published as run"
+        "img1024_p8 (16,385 tokens): 238 GiB even at micro-batch 1, over 72 GiB, published as run"
     )
-    assert "img2048_p16 has as many tokens, published OOM; predicted 256 GB" in baseline["detail"]
+    assert "img2048_p16 has as many tokens, published OOM; predicted 238 GiB" in baseline["detail"]
     assert "img2048_p8" not in baseline["detail"]  # predicted OOM, as published
 
 
 def test_predicted_fits_need_a_device_memory_and_planned_cells():
     plan = paper_plan().assign(memory_limit_bytes=float("nan"))
     (row, _) = claims.predicted_fit_claims(plan, hardware="xe9680", flash="flash", baseline="hf-eager")
-    assert row["verdict"] == claims.NOT_RUN and row["detail"] == "xe9680 has no device_memory_gb"
+    assert row["verdict"] == claims.NOT_RUN and row["detail"] == "xe9680 has no device_memory_gib"
     (row, _) = claims.predicted_fit_claims(paper_plan(), hardware="elsewhere", flash="flash", baseline="hf-eager")
     assert row["verdict"] == claims.NOT_RUN and row["detail"] == "no cell of the study's sizes planned"
 

@@ -74,6 +74,12 @@ def test_a_bad_config_is_one_line_naming_the_key():
         load({"grid": {"hardware": ["a"]}})
 
 
+def test_a_renamed_key_says_what_to_write_instead():
+    profile = {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8, "micro_batch": 64, "device_memory_gb": 80}
+    with pytest.raises(ConfigError, match=r"^config: hardware.a.device_memory_gb was renamed device_memory_gib: the"):
+        load({"grid": {"hardware": ["a"]}, "hardware": {"a": profile}})
+
+
 def test_the_configuration_reference_is_generated_from_the_schema():
     """docs/configuration.md is tools/config-docs' output: regenerate it after changing the schema."""
     assert (REPO / "docs" / "configuration.md").read_text() == reference()

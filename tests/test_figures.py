@@ -13,8 +13,8 @@ from records import VARIANTS, record, write
 
 REFERENCE = {"hardware": "xe9680", "variant": "flash", "image_size": 512, "patch_size": 16}
 PROFILES = {
-    "xe8545": {"gpus_per_node": 4, "nodes": 1, "micro_batch": 24, "device_memory_gb": 40},
-    "xe9680": {"gpus_per_node": 8, "nodes": 1, "micro_batch": 64, "device_memory_gb": 80},
+    "xe8545": {"gpus_per_node": 4, "nodes": 1, "micro_batch": 24, "device_memory_gib": 40},
+    "xe9680": {"gpus_per_node": 8, "nodes": 1, "micro_batch": 64, "device_memory_gib": 80},
 }
 PIPELINE = pd.DataFrame(
     [
@@ -114,7 +114,7 @@ def test_the_full_paper_grid_with_every_status(tmp_path):
         .legends[0]
         .get_texts()
     ]
-    assert "device memory: 80 GB" in drawn["memory"]
+    assert "device memory: 80 GiB" in drawn["memory"]
     # Figure 2 labels each profile with its ranks and micro-batch
     fig2 = figures.draw(
         "fig2_hardware",

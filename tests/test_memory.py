@@ -93,7 +93,7 @@ def test_the_micro_batch_is_the_largest_divisor_that_fits():
     assert memory.choose_micro_batch(7, 4, None, peak).micro_batch == 1  # 7 is prime: one image at a time
 
 
-GPU = {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8, "micro_batch": 64, "device_memory_gb": 80}
+GPU = {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8, "micro_batch": 64, "device_memory_gib": 80}
 PLAN = {"memory_headroom": 0.9, "submit_predicted_oom": False, "mfu": 0.5, "train_breasts": None}
 
 
@@ -119,7 +119,8 @@ def test_a_cell_plan_fits_its_device_and_says_what_it_costs():
     cell = Cell("xe9680", "flash", 1024, 16)
     plan = sizing.plan_cell(cell, settings(), {**GPU, "peak_tflops": 312}, PLAN, train_breasts=16_000)
     assert plan.world_size == 8 and plan.micro_batch * plan.grad_accum == 1536 // 8
-    assert plan.predicted_peak_bytes <= plan.memory_limit_bytes == 72 * 10**9 and plan.fits and plan.submitted
+    assert plan.memory_limit_bytes == int(0.9 * 80 * 2**30)  # device_memory_gib: 80 GiB
+    assert plan.predicted_peak_bytes <= plan.memory_limit_bytes and plan.fits and plan.submitted
     assert plan.steps == 20 * (16_000 // 1536) and plan.images == plan.steps * 1536
     per_image = flops.train_flops_per_image("vit-base", seq_len=4096, patch_size=16, channels=3)
     assert plan.flops_per_img == per_image
@@ -155,9 +156,9 @@ def test_a_predicted_oom_is_recorded_without_running():
     record = sizing.predicted_oom_record(plan.row(), cell_settings)
     files.validate_metrics(record)
     assert record["status"] == "oom" and record["oom_basis"] == "predicted" and record["steps"] == 0
-    assert record["predicted_peak_bytes"] == plan.predicted_peak_bytes > 72 * 10**9
+    assert record["predicted_peak_bytes"] == plan.predicted_peak_bytes > 72 * 2**30
     assert record["seq_len"] == 16385 and record["peak_mem_bytes"] is None and record["throughput_img_s"] is None
-    assert "predicted out of memory" in record["message"] and "72.0 GB allowed" in record["message"]
+    assert "predicted out of memory" in record["message"] and "72.0 GiB allowed" in record["message"]
 
 
 def test_the_nominal_training_set():

@@ -25,7 +25,7 @@ PROFILES = {
         "nodes": 1,
         "gpus_per_node": 8,
         "micro_batch": 64,
-        "device_memory_gb": 80,
+        "device_memory_gib": 80,
         "peak_tflops": 312,
     }
 }
@@ -112,9 +112,9 @@ def grid_records():
         *(
             record("xe9680", v, 512, 16, throughput=t, peak=p, job="81234")
             for v, t, p in (
-                ("flash", 300.0, 2 * 10**9),
-                ("materialised", 100.0, 5 * 10**9),
-                ("hf-eager", 90.0, 6 * 10**9),
+                ("flash", 300.0, 2 * 2**30),
+                ("materialised", 100.0, 5 * 2**30),
+                ("hf-eager", 90.0, 6 * 2**30),
             )
         ),
         record("xe9680", "hf-eager", 512, 32, "oom", message="CUDA out of memory"),
@@ -190,8 +190,8 @@ def test_the_plan_is_shown_beside_what_each_cell_did(tmp_path, pngs):
             "world_size": 8,
             "micro_batch": 16,
             "grad_accum": 12,
-            "predicted_peak_bytes": 300 * 10**9 if cell.variant == "hf-eager" and cell.patch_size == 16 else 5 * 10**9,
-            "memory_limit_bytes": 72 * 10**9,
+            "predicted_peak_bytes": 300 * 2**30 if cell.variant == "hf-eager" and cell.patch_size == 16 else 5 * 2**30,
+            "memory_limit_bytes": 72 * 2**30,
             "fits": not (cell.variant == "hf-eager" and cell.patch_size == 16),
             "submitted": not (cell.variant == "hf-eager" and cell.patch_size == 16),
             "flops_per_img": 10**12,
@@ -208,8 +208,8 @@ def test_the_plan_is_shown_beside_what_each_cell_did(tmp_path, pngs):
     assert "12 cells planned before any ran: 10 fit their device at the planned micro-batch, 2 predicted" in section
     assert "Predicted cost of the 10 submitted GPU cells: 2.5 GPU-hours at 35% MFU" in section
     assert section.count("<tr") == 1 + 12 and section.count(">predicted OOM</td>") == 2
-    assert ">300</td>" in section and ">72</td>" in section  # predicted and allowed GB
-    assert ">2</td>" in section  # the measured peak of the flash img512_p16 cell, GB
+    assert ">300</td>" in section and ">72</td>" in section  # predicted and allowed GiB
+    assert ">2</td>" in section  # the measured peak of the flash img512_p16 cell, GiB
     assert "which cells fit in memory, baseline (hf-eager), predicted" in set(verdicts["claim"])
 
 

@@ -68,14 +68,14 @@ def test_submitting_predicted_ooms_is_a_switch():
     assert s.predicted_oom_cells == [] and s.submitted_cells == s.cells
     assert s.cell_settings(Cell("xe9680", "hf-eager", 2048, 8))["micro_batch"] == 1
     roomy = Study.from_config({**raw, "plan": {"memory_headroom": 1.0}})
-    assert len(roomy.predicted_oom_cells) == 6  # 255 GB at micro-batch 1: no headroom makes it fit
+    assert len(roomy.predicted_oom_cells) == 6  # 238 GiB at micro-batch 1: no headroom makes it fit
 
 
 def test_a_new_headroom_changes_only_the_settings_of_the_cells_it_replans():
     raw = {**EMBEDDED, **PAPER, "hardware": {**EMBEDDED["hardware"], **PAPER["hardware"]}}
     before, after = Study.from_config(raw), Study.from_config({**raw, "plan": {"memory_headroom": 0.8}})
     changed = [cell for cell in before.cells if before.cell_settings(cell) != after.cell_settings(cell)]
-    assert Cell("xe9680", "flash", 384, 8) in changed  # 70 GB at 64 images: over 0.8 x 80 GB
+    assert Cell("xe9680", "flash", 384, 8) in changed  # 65 GiB at 64 images: over 0.8 x 80 GiB
     assert Cell("xe9680", "flash", 512, 16) not in changed and 0 < len(changed) < len(before.cells)
     for cell in changed:
         old, new = before.cell_settings(cell), after.cell_settings(cell)

@@ -169,7 +169,7 @@ def test_a_memory_headroom_change_replans_only_the_cells_it_changes(finished_run
 def test_cells_predicted_out_of_memory_get_their_record_without_running(finished_run, tmp_path):
     workdir = tmp_path / "wf"
     shutil.copytree(finished_run, workdir, symlinks=True)
-    small = "hardware={local-cpu-b: {device_memory_gb: 0.01}}"  # 9 MB allowed: the 40 MB a step takes cannot fit
+    small = "hardware={local-cpu-b: {device_memory_gib: 0.01}}"  # 9 MB allowed: the 40 MB a step takes cannot fit
     planned = planned_jobs(snakemake(workdir, "-n", "all", "--configfile", "config/test.yaml", "--config", small))
     assert planned == {"all": 1, **REPLAN, **AFTER_CELLS}  # no training job
     snakemake(workdir, "--cores", "2", "all", "--configfile", "config/test.yaml", "--config", small)

@@ -26,6 +26,10 @@ import yaml
 from mammoscale.errors import UserError
 
 _MISSING = object()
+RENAMED = {
+    "device_memory_gb": 'device_memory_gib: the unit is GiB, 2^30 bytes (an "80GB" A100 or H100 holds 80 GiB)',
+}
+"""Keys a config may still carry under an earlier name -> what to write instead."""
 
 
 class ConfigError(UserError, ValueError):
@@ -91,6 +95,9 @@ def validate(config: dict) -> None:
     if error.validator == "additionalProperties":
         allowed = list(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
+        renamed = [key for key in unknown if key in RENAMED]
+        if renamed:
+            raise ConfigError(f"config: {where}.{renamed[0]} was renamed {RENAMED[renamed[0]]}")
         hints = [
             f"{key!r} (did you mean {close[0]!r}?)"
             if (close := difflib.get_close_matches(key, allowed, n=1))

@@ -40,7 +40,7 @@ ViT), width ``D``, depth ``L``, ``H`` heads, as :mod:`mammoscale.train.loop` run
 The step's peak is ``state + gradients + max(weight copies + activations, optimiser step) +
 workspace``: small cells peak in the optimiser step, large ones in the backward pass.
 
-What the device holds beyond that (the CUDA context, about 0.5 GB, outside the allocator; the
+What the device holds beyond that (the CUDA context, about 0.5 GiB, outside the allocator; the
 caching allocator's fragmentation) is left to the headroom: a cell fits when its predicted peak is
 at most ``plan.memory_headroom`` of the device's memory.
 """
@@ -53,7 +53,9 @@ from dataclasses import dataclass
 from mammoscale.plan.vit import NUM_CLASSES, SIZES, patches, seq_len
 
 MiB = 1 << 20
-GB = 10**9
+GiB = 1 << 30
+"""The unit of device memory: GPUs are sold by binary capacity (an "80GB" A100 or H100 holds 80 GiB, 85.9e9
+bytes; ``nvidia-smi`` shows 81,920 MiB), so ``device_memory_gib`` and every memory figure and table are in GiB."""
 WORKSPACE_BYTES = 256 * MiB
 """GPU allowance for library workspaces and kernel scratch (not measured on a CPU)."""
 BACKEND_BYTES = {"none": 0, "ddp": 0, "horovod": 128 * MiB}

@@ -4,9 +4,9 @@ A hardware profile's ``micro_batch`` is an upper bound (the study's numbers are 
 patch 16). Each cell takes the largest micro-batch that divides its images per rank (the global
 batch over the ranks: accumulation keeps the global batch), is within the bound, and whose
 predicted peak (:mod:`mammoscale.plan.memory`) is at most ``plan.memory_headroom`` of the
-profile's ``device_memory_gb``. A cell that does not fit even at micro-batch 1 is *predicted out
+profile's ``device_memory_gib``. A cell that does not fit even at micro-batch 1 is *predicted out
 of memory*: unless ``plan.submit_predicted_oom``, it is not submitted, and :func:`predicted_oom_record`
-is its record, written without a GPU. Profiles without ``device_memory_gb`` (CPUs) take the largest
+is its record, written without a GPU. Profiles without ``device_memory_gib`` (CPUs) take the largest
 divisor within the bound.
 
 The cost: training FLOPs (:mod:`mammoscale.plan.flops`) of the images a cell trains on, and the
@@ -44,7 +44,7 @@ class CellPlan:
     grad_accum: int
     predicted_peak_bytes: int
     memory_limit_bytes: int | None
-    """``plan.memory_headroom`` x ``device_memory_gb``; None without a device memory (no memory planning)."""
+    """``plan.memory_headroom`` x ``device_memory_gib`` (GiB); None without a device memory (no memory planning)."""
     fits: bool
     submitted: bool
     flops_per_img: int
@@ -81,8 +81,8 @@ def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_br
     world = ranks(profile)
     images_per_rank = per_rank(settings["global_batch"], world, f"cell {cell.name}")
     on_gpu = profile["gpus_per_node"] > 0 and settings["device"] != "cpu"
-    memory_gb = profile.get("device_memory_gb")
-    limit = int(plan["memory_headroom"] * memory_gb * memory.GB) if memory_gb else None
+    memory_gib = profile.get("device_memory_gib")
+    limit = int(plan["memory_headroom"] * memory_gib * memory.GiB) if memory_gib else None
 
     def peak_of(micro_batch: int) -> int:
         return memory.step_peak(
@@ -143,8 +143,8 @@ def nominal_train_breasts(config: dict) -> int:
 
 def oom_message(row: dict) -> str:
     return (
-        f"predicted out of memory: {row['predicted_peak_bytes'] / memory.GB:.1f} GB at micro-batch 1, over the "
-        f"{row['memory_limit_bytes'] / memory.GB:.1f} GB allowed (plan.memory_headroom x device_memory_gb); "
+        f"predicted out of memory: {row['predicted_peak_bytes'] / memory.GiB:.1f} GiB at micro-batch 1, over the "
+        f"{row['memory_limit_bytes'] / memory.GiB:.1f} GiB allowed (plan.memory_headroom x device_memory_gib); "
         "plan.submit_predicted_oom: true runs it to confirm"
     )
 

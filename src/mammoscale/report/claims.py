@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mammoscale.plan.memory import GiB
+
 REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
 PAPER_IMAGE_SIZES = (384, 512, 1024, 2048)
 PAPER_PATCH_SIZES = (8, 16, 32)
@@ -177,7 +179,7 @@ def predicted_fit_claims(plan: pd.DataFrame, *, hardware: str, flash: str, basel
         cells = _study_cells(plan, hardware, name)
         row = {"claim": f"which cells fit in memory, {label} ({name}), predicted", "published": published}
         if cells.empty or cells["memory_limit_bytes"].isna().all():
-            detail = "no cell of the study's sizes planned" if cells.empty else f"{hardware} has no device_memory_gb"
+            detail = "no cell of the study's sizes planned" if cells.empty else f"{hardware} has no device_memory_gib"
             rows.append({**row, "measured": "-", "verdict": NOT_RUN, "detail": detail})
             continue
         published_oom = [
@@ -203,18 +205,18 @@ def predicted_fit_claims(plan: pd.DataFrame, *, hardware: str, flash: str, basel
 
 def _predicted(cell, cells: pd.DataFrame) -> str:
     """One cell's prediction against the paper, with its numbers, and the cells of as many tokens."""
-    peak, limit = cell.predicted_peak_bytes / 1e9, cell.memory_limit_bytes / 1e9
+    peak, limit = cell.predicted_peak_bytes / GiB, cell.memory_limit_bytes / GiB
     where = f"img{cell.image_size}_p{cell.patch_size} ({cell.seq_len:,} tokens)"
     if cell.fits:
-        said = f"{where}: {peak:.1f} GB at micro-batch {cell.micro_batch} fits {limit:.0f} GB, published OOM"
+        said = f"{where}: {peak:.1f} GiB at micro-batch {cell.micro_batch} fits {limit:.0f} GiB, published OOM"
     else:
-        said = f"{where}: {peak:.0f} GB even at micro-batch 1, over {limit:.0f} GB, published as run"
+        said = f"{where}: {peak:.0f} GiB even at micro-batch 1, over {limit:.0f} GiB, published as run"
     twins = cells[(cells["seq_len"] == cell.seq_len) & (cells["image_size"] != cell.image_size)]
     for twin in twins.itertuples():
         published = "OOM" if (twin.image_size, twin.patch_size) in BASELINE_OOM else "run"
         said += (
             f" (img{twin.image_size}_p{twin.patch_size} has as many tokens, published {published}; "
-            f"predicted {twin.predicted_peak_bytes / 1e9:.0f} GB)"
+            f"predicted {twin.predicted_peak_bytes / GiB:.0f} GiB)"
         )
     return said
 

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from mammoscale.plan.memory import GiB
 from mammoscale.report import plots
 from mammoscale.report.tables import STATUS_LABEL
 
@@ -34,8 +35,8 @@ def memory_figure(runs: pd.DataFrame, variants, profiles: dict) -> plt.Figure:
         runs,
         variants,
         profiles,
-        value=lambda ok: ok["peak_mem_bytes"].astype(float) / plots.GB,
-        ylabel="peak memory (GB, log)",
+        value=lambda ok: ok["peak_mem_bytes"].astype(float) / GiB,
+        ylabel="peak memory (GiB, log)",
         title="Peak memory vs sequence length: measured and predicted",
         limit=True,
     )
@@ -139,7 +140,7 @@ def _panel(ax, here: pd.DataFrame, value, palette: dict, marker: dict, *, limit_
     if top:
         ax.axhline(top, linestyle="--", color="#444444", linewidth=1)
         ax.annotate(
-            f"{label}: {top:g} GB",
+            f"{label}: {top:g} GiB",
             (0.02, top),
             xycoords=("axes fraction", "data"),
             fontsize=7,
@@ -177,7 +178,7 @@ def _predicted(ax, here: pd.DataFrame, palette: dict, marker: dict) -> None:
         group = group.sort_values("seq_len")
         ax.plot(
             group["seq_len"],
-            group["predicted_peak_bytes"].astype(float) / plots.GB,
+            group["predicted_peak_bytes"].astype(float) / GiB,
             marker=marker[patch],
             markerfacecolor="none",
             linestyle=":",

@@ -20,7 +20,6 @@ from mammoscale.report.tables import status_label
 
 STATUS_COLOUR = {"oom": "#b2182b", "failed": "#b2182b", "skipped": "#555555", "missing": "#555555"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "*", "h"]
-GB = 1e9
 
 
 def setup() -> None:
@@ -95,10 +94,10 @@ def log_if_wide(ax, values) -> None:
 def device_limit(profile: dict | None) -> tuple[float | None, str]:
     if not profile:
         return None, ""
-    if profile.get("device_memory_gb"):
-        return float(profile["device_memory_gb"]), "device memory"
+    if profile.get("device_memory_gib"):
+        return float(profile["device_memory_gib"]), "device memory"
     if not profile.get("gpus_per_node") and profile.get("mem_mb"):
-        return profile["mem_mb"] / 1000, "job memory (mem_mb)"
+        return profile["mem_mb"] / 1024, "job memory (mem_mb)"
     return None, ""
 
 

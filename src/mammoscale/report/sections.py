@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from mammoscale import files
+from mammoscale.plan.memory import GiB
 from mammoscale.report import claims
 from mammoscale.report.html import esc, image, items, table
 from mammoscale.report.tables import STATUS_LABEL, STATUSES, status_label
@@ -22,7 +23,7 @@ CELL_COLUMNS = {
     "attention_backend": "kernel",
     "throughput_img_s": "images/s",
     "step_time_s": "step (s)",
-    "peak_mem_gb": "peak mem (GB)",
+    "peak_mem_gib": "peak mem (GiB)",
     "achieved_tflops": "TFLOP/s",
     "mfu_pct": "MFU (%)",
     "input_wait_pct": "input wait (%)",
@@ -52,7 +53,7 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
                         "gpu_model",
                         "micro_batch",
                         "precision",
-                        "device_memory_gb",
+                        "device_memory_gib",
                         "peak_tflops",
                     )
                 },
@@ -79,7 +80,7 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
                 "gpu_model": "GPU model",
                 "micro_batch": "micro-batch",
                 "precision": "precision",
-                "device_memory_gb": "device memory (GB)",
+                "device_memory_gib": "device memory (GiB)",
                 "peak_tflops": "peak TFLOP/s",
             },
         )
@@ -148,7 +149,7 @@ def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame) ->
 
 def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
     rows = runs.copy()
-    rows["peak_mem_gb"] = rows["peak_mem_bytes"].astype(float) / 1e9
+    rows["peak_mem_gib"] = rows["peak_mem_bytes"].astype(float) / GiB
     rows["mfu_pct"] = rows["mfu"].astype(float) * 100
     rows["input_wait_pct"] = rows["input_wait_fraction"].astype(float) * 100
     rows["status"] = [status_label(status, basis) for status, basis in zip(rows["status"], rows["oom_basis"])]
@@ -300,9 +301,9 @@ PLAN_COLUMNS = {
     "micro_batch": "micro-batch (planned)",
     "micro_batch_used": "micro-batch (trained)",
     "grad_accum": "accumulation",
-    "predicted_gb": "predicted peak (GB)",
-    "measured_gb": "measured peak (GB)",
-    "limit_gb": "allowed (GB)",
+    "predicted_gib": "predicted peak (GiB)",
+    "measured_gib": "measured peak (GiB)",
+    "limit_gib": "allowed (GiB)",
     "fits": "fits",
     "gpu_hours": "GPU-hours (predicted)",
 }
@@ -316,9 +317,9 @@ def section_plan(plan: pd.DataFrame | None, runs: pd.DataFrame) -> str:
     key = ["hardware", "variant", "image_size", "patch_size"]
     ran = runs[[*key, "micro_batch", "peak_mem_bytes"]].rename(columns={"micro_batch": "micro_batch_used"})
     rows = plan.merge(ran, on=key, how="left")
-    rows["predicted_gb"] = rows["predicted_peak_bytes"].astype(float) / 1e9
-    rows["measured_gb"] = rows["peak_mem_bytes"].astype(float) / 1e9
-    rows["limit_gb"] = rows["memory_limit_bytes"].astype(float) / 1e9
+    rows["predicted_gib"] = rows["predicted_peak_bytes"].astype(float) / GiB
+    rows["measured_gib"] = rows["peak_mem_bytes"].astype(float) / GiB
+    rows["limit_gib"] = rows["memory_limit_bytes"].astype(float) / GiB
     rows["fits"] = rows["fits"].map({True: "yes", False: "predicted OOM"})
     submitted = rows[rows["submitted"].astype(bool)]
     hours = submitted["gpu_hours"].dropna()
