@@ -76,11 +76,14 @@ def assert_same_training(result: dict, single: dict, world: int) -> None:
     assert result["val_auc"] == pytest.approx(single["val_auc"], abs=1e-6)
 
 
-def test_two_ddp_ranks_under_torchrun_match_one_process(train_cache, tmp_path, single):
+@pytest.mark.parametrize("micro_batch", [4, 2])
+def test_two_ddp_ranks_under_torchrun_match_one_process(train_cache, tmp_path, single, micro_batch):
+    """Without accumulation, and with two micro-batches a step (the first under no_sync, accumulating into the
+    gradients DDP's zero_grad keeps as views of its buckets)."""
     launcher = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2"]
-    result = run_launched(launcher, tmp_path, cell(train_cache, backend="ddp"))
+    result = run_launched(launcher, tmp_path, cell(train_cache, backend="ddp", micro_batch=micro_batch))
     assert_same_training(result, single, world=2)
-    assert result["grad_accum"] == 1 and result["backend"] == "ddp"
+    assert result["grad_accum"] == 4 // micro_batch and result["backend"] == "ddp"
 
 
 def test_two_horovod_ranks_under_horovodrun_match_one_process(train_cache, tmp_path, single):

@@ -35,7 +35,9 @@ ViT), width ``D``, depth ``L``, ``H`` heads, as :mod:`mammoscale.train.loop` run
   while the gradients are alive;
 - **workspace** (GPU only): an allowance of :data:`WORKSPACE_BYTES` for cuBLAS/cuBLASLt and cuDNN
   workspaces and fused kernels' scratch, plus Horovod's fusion buffer (:data:`BACKEND_BYTES`; DDP's
-  gradients are views of its buckets, so it adds none).
+  gradients are views of its buckets, zeroed in place between steps, so it adds none: freed instead,
+  the ``no_sync`` micro-batches of gradient accumulation would make a second ``4P`` beside the buckets,
+  measured by ``tests/test_memory.py``).
 
 The step's peak is ``state + gradients + max(weight copies + activations, optimiser step) +
 workspace``: small cells peak in the optimiser step, large ones in the backward pass.

@@ -78,6 +78,10 @@ class Backend:
         """The context of one micro-batch's backward pass."""
         return contextlib.nullcontext()
 
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        """After an optimiser step: the gradients are freed (set to None) until the next backward pass."""
+        optimizer.zero_grad(set_to_none=True)
+
     def mean(self, value: float) -> float:
         """``value`` averaged over the ranks."""
         return float(value) if self.world == 1 else self._mean(float(value))
@@ -140,14 +144,24 @@ class DDP(Backend):
         return cls(device, rank, world, local_rank, local_world_from_env(world))
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
-        """Wrapping broadcasts rank 0's weights. The gradients are views of DDP's all-reduce buckets, so
-        they take no second copy of the parameters' size (:mod:`mammoscale.plan.memory`)."""
+        """Wrapping broadcasts rank 0's weights. The gradients are views of DDP's all-reduce buckets
+        (``gradient_as_bucket_view``), so they take no second copy of the parameters' size, as long as
+        they stay views (:meth:`zero_grad`; :mod:`mammoscale.plan.memory`)."""
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model.to(self.device), device_ids=ids, gradient_as_bucket_view=True)
 
     def sync_gradients(self, model: nn.Module, last_micro_batch: bool):
         """All-reduce only on the last micro-batch of a step."""
         return contextlib.nullcontext() if last_micro_batch else model.no_sync()
+
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        """Zero the gradients in place: they stay views of the buckets, which DDP holds anyway.
+
+        Freed instead (``set_to_none``), the next micro-batch under ``no_sync`` would accumulate into new
+        gradients beside the buckets until the synchronised one copies them in: a second 4 bytes per
+        parameter at the peak of every step with accumulation (measured exactly by
+        :func:`mammoscale.train.memory.measure_step`, ``tests/test_memory.py``)."""
+        optimizer.zero_grad(set_to_none=False)
 
     def close(self) -> None:
         if torch.distributed.is_initialized():
@@ -200,6 +214,10 @@ class Horovod(Backend):
         return hvd.DistributedOptimizer(
             optimizer, named_parameters=model.named_parameters(), backward_passes_per_step=grad_accum, op=hvd.Average
         )
+
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        """Horovod's optimiser takes no arguments; it frees the gradients (torch's default)."""
+        optimizer.zero_grad()
 
     def broadcast_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
         """After a resume only: a fresh optimiser has no state, and Horovod would create it with a

@@ -139,7 +139,7 @@ def _steps(run, progress: Progress, stream, steps: int) -> None:
                 loss.backward()
             step_loss += loss.detach()
         run.optimizer.step()
-        run.optimizer.zero_grad()
+        backend.zero_grad(run.optimizer)
         value = backend.mean(float(step_loss))
         progress.step_times.append(devices.now(run.device) - started)
         progress.wait_times.append(waited)

@@ -29,6 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from mammoscale.train import batches, models
+from mammoscale.train.backends import BACKEND_CLASSES, unwrap
 from mammoscale.train.optim import autocast_for, optimizer_for
 
 
@@ -96,18 +97,46 @@ def measure_step(
     grad_accum: int = 2,
     device: str | torch.device = "cpu",
     fake: bool = False,
+    backend: str = "none",
+    set_to_none: bool | None = None,
 ) -> Measured:
-    """The peak memory of one optimiser step of ``grad_accum`` micro-batches of ``micro_batch`` images."""
+    """The peak memory of one optimiser step of ``grad_accum`` micro-batches of ``micro_batch`` images.
+
+    ``backend="ddp"``: the model wrapped as the training's DDP backend wraps it, in a gloo process group
+    of one rank (made here unless one exists), micro-batches before the last under ``no_sync``, the
+    gradients zeroed as that backend zeroes them (``set_to_none`` overrides it, to measure the other
+    choice); DDP's all-reduce buckets, alive between steps whatever ``zero_grad`` does, count in ``state``.
+    Real tensors only (DDP cannot wrap fake ones)."""
+    if backend not in ("none", "ddp"):
+        raise ValueError(f"measure_step measures backends none and ddp, not {backend!r}")
+    if fake and backend == "ddp":
+        raise ValueError("DDP cannot wrap fake tensors: measure a ddp step on real ones")
     device = torch.device(device)
-    torch.manual_seed(0)
-    model = models.build(
-        family, attention, model_size, image_size=image_size, patch_size=patch_size, channels=channels
-    ).to(device)
-    optimizer = optimizer_for(model, 1e-4, 0.05)
+    with _process_group(backend == "ddp"):
+        torch.manual_seed(0)
+        runner = BACKEND_CLASSES[backend](device)
+        model = runner.wrap_model(
+            models.build(family, attention, model_size, image_size=image_size, patch_size=patch_size, channels=channels)
+        )
+        return _measure(
+            model,
+            runner,
+            precision=precision,
+            channels=channels,
+            tiles=torch.zeros(micro_batch, image_size, image_size, dtype=torch.uint8),
+            grad_accum=grad_accum,
+            kernel=models.kernel_context(attention, device),
+            fake=fake,
+            set_to_none=set_to_none,
+        )
+
+
+def _measure(model, runner, *, precision, channels, tiles, grad_accum, kernel, fake, set_to_none) -> Measured:
+    device = runner.device
+    optimizer = optimizer_for(unwrap(model), 1e-4, 0.05)
     autocast = autocast_for(precision, device)
-    kernel = models.kernel_context(attention, device)
-    tiles = torch.zeros(micro_batch, image_size, image_size, dtype=torch.uint8)
-    labels = torch.zeros(micro_batch, dtype=torch.long)
+    labels = torch.zeros(len(tiles), dtype=torch.long)
+    buckets: dict[int, int] = {}
     fake_mode = contextlib.nullcontext()
     if fake:
         from torch._subclasses.fake_tensor import FakeTensorMode
@@ -115,21 +144,31 @@ def measure_step(
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
 
     def step(phases: LiveTensors | None = None) -> int | None:
-        for _ in range(grad_accum):
-            inputs, targets = batches.to_device(tiles, labels, channels, device)
-            with kernel, autocast():
+        for micro in range(grad_accum):
+            with runner.sync_gradients(model, micro == grad_accum - 1), kernel, autocast():
+                inputs, targets = batches.to_device(tiles, labels, channels, device)
                 logits = model(inputs)
-            (torch.nn.functional.cross_entropy(logits.float(), targets) / grad_accum).backward()
-            del inputs, targets, logits
+                (torch.nn.functional.cross_entropy(logits.float(), targets) / grad_accum).backward()
+                del inputs, targets, logits
+        if runner.name == "ddp":  # the gradients are views of the buckets after a synced pass
+            buckets.clear()
+            buckets.update(
+                {p.grad.untyped_storage().data_ptr(): p.grad.untyped_storage().nbytes() for p in model.parameters()}
+            )
         forward_backward = phases.peak if phases else None
         optimizer.step()
-        optimizer.zero_grad()
+        if set_to_none is None:
+            runner.zero_grad(optimizer)
+        else:
+            optimizer.zero_grad(set_to_none=set_to_none)
         return forward_backward
 
     with fake_mode:
-        step()  # creates AdamW's state
+        step()  # creates AdamW's state (and DDP's buckets)
+        if runner.name == "ddp":
+            step()  # DDP rebuilds its buckets in the order the gradients became ready, once, in its second step
         held = [*model.parameters(), *_optimizer_tensors(optimizer)]
-        state = _storage_bytes(held)
+        state = _storage_bytes(held) + sum(buckets.values())
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -140,6 +179,19 @@ def measure_step(
             torch.cuda.synchronize(device)
             cuda_peak = int(torch.cuda.max_memory_allocated(device))
     return Measured(state=state, peak=live.peak, forward_backward=forward_backward, cuda_max_allocated=cuda_peak)
+
+
+@contextlib.contextmanager
+def _process_group(needed: bool):
+    """A gloo process group of one rank for the enclosed code, unless one exists already."""
+    if not needed or torch.distributed.is_initialized():
+        yield
+        return
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
