@@ -113,7 +113,14 @@ def test_the_micro_batch_is_the_largest_divisor_that_fits():
     assert memory.choose_micro_batch(7, 4, None, peak).micro_batch == 1  # 7 is prime: one image at a time
 
 
-GPU = {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8, "micro_batch": 64, "device_memory_gib": 80}
+GPU = {
+    "launcher": "torchrun",
+    "nodes": 1,
+    "gpus_per_node": 8,
+    "micro_batch": 64,
+    "device_memory_gib": 80,
+    "runtime_min": 2880,
+}
 PLAN = {"memory_headroom": 0.9, "submit_predicted_oom": False, "mfu": 0.5, "train_breasts": None}
 
 
@@ -154,8 +161,52 @@ def test_a_cell_plan_fits_its_device_and_says_what_it_costs():
     assert list(plan.row()) == list(files.PLAN_TABLE.columns)
 
 
+def test_the_plan_holds_the_split_on_the_device_only_beside_the_planned_peak():
+    """16,678 training breasts at 1024 px are 16.3 GiB per rank: beside flash 1024/p16's 64 GiB at micro-batch 32
+    they would pass the 72 GiB allowed, so the split stays on the host and the micro-batch is the one planned;
+    at 384 px (2.3 GiB) it fits beside the peak and is held on the device."""
+    plans = {
+        size: sizing.plan_cell(Cell("xe9680", "flash", size, 16), settings(), GPU, PLAN, train_breasts=16_678)
+        for size in (384, 1024)
+    }
+    large, small = plans[1024], plans[384]
+    assert large.data_bytes == 16_678 * (1024**2 + 8) == memory.split_bytes(16_678, 1024)
+    assert large.predicted_peak_bytes <= large.memory_limit_bytes < large.predicted_peak_bytes + large.data_bytes
+    assert large.data_on_device is False and large.data_setting == "no" and large.micro_batch == 32
+    assert small.data_on_device is True and small.data_setting == "yes"
+    assert small.predicted_peak_bytes + small.data_bytes <= small.memory_limit_bytes
+    # asked for: "yes" plans the micro-batch with the split already held; "no" never holds it
+    held = sizing.plan_cell(
+        Cell("xe9680", "flash", 1024, 16), settings(data_on_device="yes"), GPU, PLAN, train_breasts=16_678
+    )
+    assert held.data_on_device is True and held.micro_batch < large.micro_batch
+    assert held.predicted_peak_bytes + held.data_bytes <= held.memory_limit_bytes
+    assert not sizing.plan_cell(
+        Cell("xe9680", "flash", 384, 16), settings(data_on_device="no"), GPU, PLAN, train_breasts=9
+    ).data_on_device
+    # without a device memory the device decides (auto); a CPU never holds it unless asked
+    assert sizing.place_data("auto", on_gpu=True, peak=1, data_bytes=1, limit=None) is None
+    assert sizing.place_data("auto", on_gpu=False, peak=1, data_bytes=1, limit=10) is False
+    assert sizing.place_data("yes", on_gpu=False, peak=1, data_bytes=1, limit=None) is True
+    assert sizing.place_data("auto", on_gpu=True, peak=6, data_bytes=4, limit=10) is True
+    assert sizing.place_data("auto", on_gpu=True, peak=6, data_bytes=5, limit=10) is False
+
+
+def test_a_cell_is_predicted_against_its_time_limit():
+    cell = Cell("xe9680", "flash", 2048, 8)
+    plan = sizing.plan_cell(
+        cell, settings(), {**GPU, "peak_tflops": 312, "runtime_min": 2880}, PLAN, train_breasts=16_678
+    )
+    assert plan.predicted_hours == pytest.approx(plan.gpu_hours / 8) and plan.time_limit_hours == 48
+    assert sizing.over_time_limit([plan], 0.9) == ([plan] if plan.predicted_hours > 43.2 else [])
+    assert sizing.over_time_limit([plan], plan.predicted_hours / 48 + 0.01) == []
+    message = sizing.time_limit_message([plan] * 5, 0.9)
+    assert message.startswith(f"5 cell(s) would not finish within their SLURM time limit ({cell.name} ")
+    assert "and 2 more" in message and "more nodes" in message and "runtime_min" in message and "\n" not in message
+
+
 def test_a_cpu_profile_is_planned_without_memory():
-    cpu = {"launcher": "none", "nodes": 1, "gpus_per_node": 0, "micro_batch": 4}
+    cpu = {"launcher": "none", "nodes": 1, "gpus_per_node": 0, "micro_batch": 4, "runtime_min": 60}
     plan = sizing.plan_cell(
         Cell("cpu", "flash", 384, 8), settings(device="cpu", global_batch=6), cpu, PLAN, train_breasts=9
     )

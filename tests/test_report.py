@@ -193,11 +193,15 @@ def test_the_plan_is_shown_beside_what_each_cell_did(tmp_path, pngs):
             "predicted_peak_bytes": 300 * 2**30 if cell.variant == "hf-eager" and cell.patch_size == 16 else 5 * 2**30,
             "memory_limit_bytes": 72 * 2**30,
             "fits": not (cell.variant == "hf-eager" and cell.patch_size == 16),
+            "data_bytes": 2 * 10**9,
+            "data_on_device": cell.image_size == 384,
             "submitted": not (cell.variant == "hf-eager" and cell.patch_size == 16),
             "flops_per_img": 10**12,
             "steps": 4,
             "images": 6144,
             "gpu_hours": 0.25,
+            "predicted_hours": 0.25 / 8,
+            "time_limit_hours": 48.0,
             "mfu": 0.35,
         }
         for cell in cells
@@ -210,6 +214,7 @@ def test_the_plan_is_shown_beside_what_each_cell_did(tmp_path, pngs):
     assert section.count("<tr") == 1 + 12 and section.count(">predicted OOM</td>") == 2
     assert ">300</td>" in section and ">72</td>" in section  # predicted and allowed GiB
     assert ">2</td>" in section  # the measured peak of the flash img512_p16 cell, GiB
+    assert section.count(">device</td>") == 6 and section.count(">host (loader)</td>") == 6 and ">48</td>" in section
     assert "which cells fit in memory, baseline (hf-eager), predicted" in set(verdicts["claim"])
 
 

@@ -62,6 +62,45 @@ def test_the_paper_study_plans_its_cells_and_their_settings():
         assert plan.fits == (plan.predicted_peak_bytes <= plan.memory_limit_bytes)
 
 
+def test_the_paper_study_places_every_cells_data_and_keeps_its_time_limits():
+    """Every cell's settings say where its training split lives (the plan's decision, not the device's guess), a
+    split on the device fits beside the planned peak, and no submitted cell is predicted past its job's limit."""
+    s = Study.from_config({**EMBEDDED, **PAPER, "hardware": {**EMBEDDED["hardware"], **PAPER["hardware"]}})
+    for cell, plan in s.plans.items():
+        assert s.cell_settings(cell)["data_on_device"] == plan.data_setting in ("yes", "no")
+        if plan.data_on_device:
+            assert plan.predicted_peak_bytes + plan.data_bytes <= plan.memory_limit_bytes
+        if plan.submitted:
+            assert plan.predicted_hours <= s.config["plan"]["runtime_headroom"] * plan.time_limit_hours
+    assert s.plans[Cell("xe9680", "flash", 1024, 16)].data_on_device is False  # 16.3 GiB beside 58.9 GiB
+    assert s.plans[Cell("xe9680", "flash", 512, 16)].data_on_device is True  # 4.1 GiB beside 30.3 GiB
+
+
+def test_a_cell_predicted_past_its_time_limit_is_refused_with_the_ways_out():
+    hardware = {**EMBEDDED["hardware"], **PAPER["hardware"]}
+    hardware["xe9680"] = {**hardware["xe9680"], "runtime_min": 2880}
+    raw = {**EMBEDDED, **PAPER, "hardware": hardware}
+    with pytest.raises(
+        UserError, match=r"^1 cell\(s\) would not finish .* \(xe9680/flash/img2048_p8 49.7 h, 43.2 h allowed;"
+    ):
+        Study.from_config(raw)
+    # a measured MFU of 40 % instead of the assumed 35 % brings it to 43.5 h: still past; 45 % fits
+    with pytest.raises(UserError, match="img2048_p8 43.5 h"):
+        Study.from_config({**raw, "plan": {"mfu": 0.4}})
+    assert (
+        Study.from_config({**raw, "plan": {"mfu": 0.45}}).plans[Cell("xe9680", "flash", 2048, 8)].predicted_hours < 40
+    )
+    # the same cell on two nodes: half the hours
+    two = Study.from_config(
+        {
+            **raw,
+            "grid": {**PAPER["grid"], "hardware": ["xe9680x2"], "extra_cells": []},
+            "figures": {"reference": {"hardware": "xe9680x2"}},
+        }
+    )
+    assert two.plans[Cell("xe9680x2", "flash", 2048, 8)].predicted_hours == pytest.approx(49.66 / 2, abs=0.1)
+
+
 def test_submitting_predicted_ooms_is_a_switch():
     raw = {**EMBEDDED, **PAPER, "hardware": {**EMBEDDED["hardware"], **PAPER["hardware"]}}
     s = Study.from_config({**raw, "plan": {"submit_predicted_oom": True}})
@@ -77,9 +116,10 @@ def test_a_new_headroom_changes_only_the_settings_of_the_cells_it_replans():
     changed = [cell for cell in before.cells if before.cell_settings(cell) != after.cell_settings(cell)]
     assert Cell("xe9680", "flash", 384, 8) in changed  # 65 GiB at 64 images: over 0.8 x 80 GiB
     assert Cell("xe9680", "flash", 512, 16) not in changed and 0 < len(changed) < len(before.cells)
-    for cell in changed:
+    for cell in changed:  # a smaller micro-batch, or the split moved (a smaller micro-batch can make room for it)
         old, new = before.cell_settings(cell), after.cell_settings(cell)
-        assert new["micro_batch"] < old["micro_batch"] and {**old, "micro_batch": 0} == {**new, "micro_batch": 0}
+        assert new["micro_batch"] <= old["micro_batch"]
+        assert {**old, "micro_batch": 0, "data_on_device": 0} == {**new, "micro_batch": 0, "data_on_device": 0}
 
 
 def test_reference_hardware_defaults_to_the_first_in_the_grid():

@@ -424,6 +424,28 @@ def test_the_peak_is_the_steps_not_the_split_held_on_the_device(train_cache, tmp
     assert streamed["data_on_device"] is False and streamed["data_bytes"] == 0 and streamed["peak_mem_bytes"] == 10**9
 
 
+def test_the_probe_runs_with_the_split_where_the_run_holds_it(train_cache, tmp_path, monkeypatch):
+    """The split is on the device before the probe (its bytes count against the micro-batch there, as in training),
+    and the probe's images are the held ones; a cell left to decide on a CPU (auto) streams it."""
+    seen = []
+    first = batches.Batches.first
+
+    def spy(self, n):
+        tiles, labels = first(self, n)
+        shared = (
+            tiles.untyped_storage().data_ptr() == self.tiles.untyped_storage().data_ptr() if self.on_device else None
+        )
+        seen.append((self.on_device, self.device_bytes, shared))
+        return tiles, labels
+
+    monkeypatch.setattr(batches.Batches, "first", spy)
+    held = train.run_cell(cell(train_cache, mode="throughput", data_on_device="yes", checkpoint=False), tmp_path / "a")
+    assert seen == [(True, held["data_bytes"], True)] and held["data_bytes"] == memory.split_bytes(19, 64)
+    seen.clear()
+    auto = train.run_cell(cell(train_cache, mode="throughput", data_on_device="auto", checkpoint=False), tmp_path / "b")
+    assert seen == [(False, 0, None)] and auto["data_on_device"] is False
+
+
 def test_labels_and_inputs_are_copied_without_blocking():
     """A blocking label copy would synchronise every micro-batch; both copies are non_blocking (seen on 'meta')."""
     from torch.utils._python_dispatch import TorchDispatchMode

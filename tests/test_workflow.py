@@ -169,18 +169,18 @@ def test_a_memory_headroom_change_replans_only_the_cells_it_changes(finished_run
 def test_cells_predicted_out_of_memory_get_their_record_without_running(finished_run, tmp_path):
     workdir = tmp_path / "wf"
     shutil.copytree(finished_run, workdir, symlinks=True)
-    small = "hardware={local-cpu-b: {device_memory_gib: 0.01}}"  # 9 MB allowed: the 40 MB a step takes cannot fit
+    small = "hardware={local-cpu-b: {device_memory_gib: 0.01}}"  # 9.2 MiB allowed: the 40 MB a step takes cannot fit
     planned = planned_jobs(snakemake(workdir, "-n", "all", "--configfile", "config/test.yaml", "--config", small))
     assert planned == {"all": 1, **REPLAN, **AFTER_CELLS}  # no training job
     snakemake(workdir, "--cores", "2", "all", "--configfile", "config/test.yaml", "--config", small)
     plan = pd.read_csv(workdir / "results" / "tables" / "plan.csv")
     assert list(plan.columns) == list(files.PLAN_TABLE.columns) and len(plan) == 8
     assert plan.loc[plan["hardware"] == "local-cpu-b", "fits"].eq(False).all() and plan["fits"].sum() == 4
-    assert (plan.loc[plan["hardware"] == "local-cpu-b", "memory_limit_bytes"] == 9_000_000).all()
+    assert (plan.loc[plan["hardware"] == "local-cpu-b", "memory_limit_bytes"] == int(0.9 * 0.01 * 2**30)).all()
     runs = pd.read_csv(workdir / "results" / "tables" / "runs.csv")
     predicted = runs[runs["hardware"] == "local-cpu-b"]
     assert (predicted["status"] == "oom").all() and (predicted["oom_basis"] == "predicted").all()
-    assert predicted["throughput_img_s"].isna().all() and (predicted["predicted_peak_bytes"] > 9_000_000).all()
+    assert predicted["throughput_img_s"].isna().all() and (predicted["predicted_peak_bytes"] > 0.01 * 2**30).all()
     assert (runs.loc[runs["hardware"] == "local-cpu", "status"] == "ok").all()
     assert "OOM (predicted)" in (workdir / "results" / "report" / "report.html").read_text()
 

@@ -242,8 +242,9 @@ PIPELINE_TABLE = Table.of("stage:str image_size shard:str items item:str seconds
 """``pipeline.csv``: items and seconds of each preprocessing job."""
 PLAN_TABLE = Table.of(
     "hardware:str variant:str image_size:int64 patch_size:int64 seq_len:int64 mode:str device:str world_size:int64 "
-    "micro_batch:int64 grad_accum:int64 predicted_peak_bytes:int64 memory_limit_bytes fits:bool submitted:bool "
-    "flops_per_img:int64 steps:int64 images:int64 gpu_hours mfu"
+    "micro_batch:int64 grad_accum:int64 predicted_peak_bytes:int64 memory_limit_bytes fits:bool data_bytes:int64 "
+    "data_on_device submitted:bool flops_per_img:int64 steps:int64 images:int64 gpu_hours predicted_hours "
+    "time_limit_hours mfu"
 )
 """``plan.csv``: each configured cell's plan before it runs (:mod:`mammoscale.plan.sizing`)."""
 RUN_TEXT_COLUMNS = ("hardware", "variant", "status", "message", "attention_backend", "model", "run_dir")

@@ -68,6 +68,14 @@ GRADIENT_BYTES_PER_PARAMETER = 4
 OPTIMIZER_STEP_BYTES_PER_PARAMETER = 4
 """The foreach AdamW's temporary (the square root of the second moment, every parameter at once)."""
 WEIGHT_COPY_BYTES = {"bf16": 2, "fp32": 0}
+LABEL_BYTES = 8
+"""A label held on the device beside its tile (int64)."""
+
+
+def split_bytes(images: int, image_size: int) -> int:
+    """Bytes of a training split of ``images`` tiles held on the device: the uint8 tiles and their labels
+    (:class:`mammoscale.train.batches.Batches`); every rank holds the whole split."""
+    return images * (image_size**2 + LABEL_BYTES)
 
 
 @dataclass(frozen=True)

@@ -43,15 +43,24 @@ class CellPlan:
     micro_batch: int
     grad_accum: int
     predicted_peak_bytes: int
+    """The training step's peak (the split held on the device not included, as in the record's peak)."""
     memory_limit_bytes: int | None
     """``plan.memory_headroom`` x ``device_memory_gib`` (GiB); None without a device memory (no memory planning)."""
     fits: bool
+    data_bytes: int
+    """The training split as a rank would hold it on the device (:func:`mammoscale.plan.memory.split_bytes`)."""
+    data_on_device: bool | None
+    """Where each rank holds the split (:func:`place_data`); None: decided on the device (no device memory given)."""
     submitted: bool
     flops_per_img: int
     steps: int
     images: int
     gpu_hours: float | None
     """GPU-hours of the training at ``mfu`` of the profile's peak; None on CPUs or without a peak."""
+    predicted_hours: float | None
+    """Wall-clock hours of the training: the GPU-hours shared by the cell's GPUs."""
+    time_limit_hours: float
+    """The profile's ``runtime_min``: one job's time limit."""
     mfu: float
 
     @property
@@ -65,6 +74,11 @@ class CellPlan:
             **{key: getattr(self, key) for key in files.PLAN_TABLE.columns if hasattr(self, key)},
         }
 
+    @property
+    def data_setting(self) -> str:
+        """The cell's ``data_on_device`` setting: the plan's decision, or ``auto`` for the device to decide."""
+        return {True: "yes", False: "no", None: "auto"}[self.data_on_device]
+
 
 def per_rank(global_batch: int, world: int, where: str) -> int:
     """Images per rank per optimiser step; a global batch the ranks cannot share is refused."""
@@ -76,13 +90,32 @@ def per_rank(global_batch: int, world: int, where: str) -> int:
     return global_batch // world
 
 
+def place_data(asked: str, *, on_gpu: bool, peak: int, data_bytes: int, limit: int | None) -> bool | None:
+    """Whether each rank holds the training split on its device: as ``asked`` (``yes``, ``no``); for ``auto``, on a
+    GPU when the step's predicted ``peak`` and the split fit under ``limit`` together, never on a CPU, and None
+    (the device decides, with its own memory as the limit) when no limit is known."""
+    if asked in ("yes", "no"):
+        return asked == "yes"
+    if not on_gpu:
+        return False
+    if limit is None:
+        return None
+    return peak + data_bytes <= limit
+
+
 def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_breasts: int) -> CellPlan:
-    """The plan of ``cell`` whose resolved settings (``micro_batch`` not yet chosen) are ``settings``."""
+    """The plan of ``cell`` whose resolved settings (``micro_batch`` not yet chosen) are ``settings``.
+
+    The micro-batch comes first (it decides the speed the study measures), the split's place second: ``auto``
+    holds it on the device only beside the chosen micro-batch's peak, never at the cost of a smaller micro-batch;
+    ``yes`` plans the micro-batch with the split already held."""
     world = ranks(profile)
     images_per_rank = per_rank(settings["global_batch"], world, f"cell {cell.name}")
     on_gpu = profile["gpus_per_node"] > 0 and settings["device"] != "cpu"
     memory_gib = profile.get("device_memory_gib")
     limit = int(plan["memory_headroom"] * memory_gib * memory.GiB) if memory_gib else None
+    data_bytes = memory.split_bytes(train_breasts, cell.image_size)
+    asked = settings.get("data_on_device", "auto")
 
     def peak_of(micro_batch: int) -> int:
         return memory.step_peak(
@@ -98,7 +131,8 @@ def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_br
             backend=BACKEND_OF_LAUNCHER[profile["launcher"]],
         ).total
 
-    chosen = memory.choose_micro_batch(images_per_rank, profile["micro_batch"], limit, peak_of)
+    step_limit = limit - data_bytes if limit is not None and asked == "yes" and on_gpu else limit
+    chosen = memory.choose_micro_batch(images_per_rank, profile["micro_batch"], step_limit, peak_of)
     tokens = seq_len(settings["family"], cell.image_size, cell.patch_size)
     per_image = flops.train_flops_per_image(
         settings["model_size"], seq_len=tokens, patch_size=cell.patch_size, channels=settings["channels"]
@@ -118,11 +152,15 @@ def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_br
         predicted_peak_bytes=chosen.peak,
         memory_limit_bytes=limit,
         fits=chosen.fits,
+        data_bytes=data_bytes,
+        data_on_device=place_data(asked, on_gpu=on_gpu, peak=chosen.peak, data_bytes=data_bytes, limit=limit),
         submitted=chosen.fits or plan["submit_predicted_oom"],
         flops_per_img=per_image,
         steps=steps,
         images=images,
         gpu_hours=gpu_hours,
+        predicted_hours=gpu_hours / world if gpu_hours is not None else None,
+        time_limit_hours=profile["runtime_min"] / 60,
         mfu=plan["mfu"],
     )
 
@@ -139,6 +177,26 @@ def nominal_train_breasts(config: dict) -> int:
         return config["plan"]["train_breasts"]
     patients = config["synthetic"]["n_patients"] if config["data"]["source"] == "synthetic" else RSNA_PATIENTS
     return max(1, round(2 * patients * config["manifest"]["split"]["train"]))
+
+
+def over_time_limit(plans, headroom: float) -> list[CellPlan]:
+    """The submitted cells whose predicted hours pass ``headroom`` (``plan.runtime_headroom``) of their time limit."""
+    return [plan for plan in plans if plan.submitted and (plan.predicted_hours or 0) > headroom * plan.time_limit_hours]
+
+
+def time_limit_message(late: list[CellPlan], headroom: float) -> str:
+    """One line naming the cells that cannot finish within their job, and the ways out."""
+    named = "; ".join(
+        f"{plan.cell.name} {plan.predicted_hours:.1f} h, {headroom * plan.time_limit_hours:.1f} h allowed"
+        for plan in late[:3]
+    )
+    more = f" and {len(late) - 3} more" if len(late) > 3 else ""
+    return (
+        f"{len(late)} cell(s) would not finish within their SLURM time limit ({named}{more}; hours predicted at "
+        f"plan.mfu {late[0].mfu:.0%} of the profile's peak_tflops, allowed plan.runtime_headroom x runtime_min): give "
+        "the cell more nodes (a profile with nodes: 2 halves its hours), a longer runtime_min, or a smaller grid "
+        "(fewer train.epochs, or grid sizes without it)"
+    )
 
 
 def oom_message(row: dict) -> str:

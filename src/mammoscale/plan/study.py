@@ -96,8 +96,10 @@ class Study:
         return Cell(hardware, variant, int(image_size), int(patch_size))
 
     def cell_settings(self, cell: Cell) -> dict:
-        """The cell's own settings, and nothing else: a config change reruns only the cells it concerns."""
-        return self._settings(cell, self.plan_of(cell).micro_batch)
+        """The cell's own settings, and nothing else: a config change reruns only the cells it concerns. Its
+        micro-batch and where it holds its data are its plan's."""
+        plan = self.plan_of(cell)
+        return {**self._settings(cell, plan.micro_batch), "data_on_device": plan.data_setting}
 
     def _settings(self, cell: Cell, micro_batch: int) -> dict:
         return grid.cell_settings(
@@ -216,6 +218,9 @@ class Study:
                 f"grid: {', '.join(self.hardware_used)})"
             )
         self.baseline  # noqa: B018 (refuses an unknown figures.baseline)
+        late = sizing.over_time_limit(self.plans.values(), self.config["plan"]["runtime_headroom"])
+        if late:
+            raise UserError(sizing.time_limit_message(late, self.config["plan"]["runtime_headroom"]))
         for cell in self.cells:
             settings = self.cell_settings(cell)  # plans the cell: a global batch its ranks cannot share fails here
             try:

@@ -305,8 +305,18 @@ PLAN_COLUMNS = {
     "measured_gib": "measured peak (GiB)",
     "limit_gib": "allowed (GiB)",
     "fits": "fits",
+    "data_on_device": "split held on",
     "gpu_hours": "GPU-hours (predicted)",
+    "predicted_hours": "hours (predicted)",
+    "time_limit_hours": "time limit (h)",
 }
+
+
+def _held_on(value) -> str:
+    """plan.csv's ``data_on_device`` (True, False, or empty: the device decides) as where the split lives."""
+    if pd.isna(value) or value == "":
+        return "decided on the device"
+    return "device" if str(value) == "True" else "host (loader)"
 
 
 def section_plan(plan: pd.DataFrame | None, runs: pd.DataFrame) -> str:
@@ -321,6 +331,7 @@ def section_plan(plan: pd.DataFrame | None, runs: pd.DataFrame) -> str:
     rows["measured_gib"] = rows["peak_mem_bytes"].astype(float) / GiB
     rows["limit_gib"] = rows["memory_limit_bytes"].astype(float) / GiB
     rows["fits"] = rows["fits"].map({True: "yes", False: "predicted OOM"})
+    rows["data_on_device"] = rows["data_on_device"].map(_held_on)
     submitted = rows[rows["submitted"].astype(bool)]
     hours = submitted["gpu_hours"].dropna()
     oom = int((rows["fits"] == "predicted OOM").sum())

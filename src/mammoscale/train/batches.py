@@ -27,6 +27,7 @@ from mammoscale import files
 from mammoscale.cache import Tiles, open_tiles
 from mammoscale.errors import UserError
 from mammoscale.plan.launch import node_cpus
+from mammoscale.plan.memory import split_bytes
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class Split(Dataset):
         return torch.from_numpy(np.array(self.tiles[int(self.rows[i])])), int(self.labels[i])
 
     def nbytes(self) -> int:
-        return len(self) * self.tiles.image_size**2
+        """Bytes of the split held on the device (tiles and labels), as the plan counts them."""
+        return split_bytes(len(self), self.tiles.image_size)
 
 
 def open_split(cache_root, image_size: int, split: str, *, min_size: int = 1, both_classes: bool = False) -> Split:
@@ -159,7 +161,7 @@ class Batches:
         self.device_bytes = 0
         """Bytes of the split held on the device (the tiles and labels), not part of a step's peak."""
         if on_device:
-            log.info("holding %d tiles (%.1f MB) on %s: no data loader", len(data), data.nbytes() / 1e6, device)
+            log.info("holding %d tiles (%.1f MiB) on %s: no data loader", len(data), data.nbytes() / 2**20, device)
             self.tiles = torch.from_numpy(np.stack([data.tiles[int(r)] for r in data.rows])).to(device)
             self.labels = torch.from_numpy(data.labels.copy()).to(device)
             self.device_bytes = self.tiles.nbytes + self.labels.nbytes
@@ -181,13 +183,12 @@ class Batches:
             )
 
     @classmethod
-    def for_rank(cls, data: Split, s, *, world: int, rank: int, local_ranks: int, device: torch.device) -> Batches:
+    def for_rank(
+        cls, data: Split, s, *, world: int, rank: int, local_ranks: int, device: torch.device, on_device: bool
+    ) -> Batches:
         """This rank's training micro-batches under a cell's settings ``s``: the split held on the device
-        when ``data_on_device`` says so (``auto``: when it fits, :func:`fits_on_device`), else a loader
-        whose workers and prefetch fit the node (:func:`plan_loader`, said in the log)."""
-        on_device = {"yes": True, "no": False}.get(s.data_on_device)
-        if on_device is None:
-            on_device = fits_on_device(data.nbytes(), device)
+        (``on_device``: the plan's decision, :func:`mammoscale.train.cell.holds_split`), else a loader whose
+        workers and prefetch fit the node (:func:`plan_loader`, said in the log)."""
         cpus, memory = node_resources(local_ranks)
         batch_bytes = s.micro_batch * data.tiles.image_size**2
         loader = plan_loader(
@@ -217,6 +218,12 @@ class Batches:
             pin_memory=s.pin_memory,
         )
 
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split's first ``n`` tiles and labels, from where the run holds them (the probe's micro-batch)."""
+        if self.on_device:
+            return self.tiles[:n], self.labels[:n]
+        return torch.stack([self.data[i][0] for i in range(n)]), torch.tensor([self.data[i][1] for i in range(n)])
+
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.sampler.set_epoch(epoch)
         if not self.on_device:
@@ -226,14 +233,6 @@ class Batches:
         for start in range(0, len(order) - self.micro_batch + 1, self.micro_batch):
             chosen = order[start : start + self.micro_batch]
             yield self.tiles[chosen], self.labels[chosen]
-
-
-def fits_on_device(nbytes: int, device: torch.device, fraction: float = 0.25) -> bool:
-    """Whether ``nbytes`` of tiles take at most ``fraction`` of the GPU's free memory (never on a CPU)."""
-    if device.type != "cuda":
-        return False
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes <= fraction * free
 
 
 def eval_rows(n: int, *, world: int, rank: int) -> list[int]:

@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from mammoscale import cache, files, logs
+from mammoscale.config import defaults
 from mammoscale.errors import UserError
+from mammoscale.plan import sizing
 from mammoscale.plan.settings import Settings
 from mammoscale.plan.vit import seq_len
 from mammoscale.train import batches, checkpoint, devices, loop, models, outcome, probe, record
@@ -42,6 +44,8 @@ from mammoscale.train.optim import autocast_for, optimizer_for
 log = logging.getLogger("mammoscale.train")
 
 EXIT_CODES = {"ok": 0, "oom": 0, "skipped": 0, "failed": 1}
+HEADROOM = defaults()["plan"]["memory_headroom"]
+"""The share of a GPU a cell run by hand (``data_on_device: auto``) plans the split on the device beside."""
 
 
 @dataclass(frozen=True)
@@ -108,14 +112,20 @@ def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, pe
     kernel()  # refuses a kernel this machine cannot run before any work
     model = model.to(device)
     feed = batches.Batches.for_rank(
-        train_split, s, world=backend.world, rank=backend.rank, local_ranks=backend.local_world, device=device
+        train_split,
+        s,
+        world=backend.world,
+        rank=backend.rank,
+        local_ranks=backend.local_world,
+        device=device,
+        on_device=holds_split(s, train_split, backend),
     )
     progress.data_on_device, progress.data_bytes = feed.on_device, feed.device_bytes
     progress.loader_workers = feed.plan.workers
     autocast = autocast_for(s.precision, device)
     micro = probe.settle(
         model,
-        train_split,
+        feed,
         s,
         backend,
         autocast=autocast,
@@ -152,6 +162,23 @@ def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, pe
         autocast=autocast,
         kernel=kernel,
     )
+
+
+def holds_split(s: Settings, split: batches.Split, backend: Backend) -> bool:
+    """Whether this rank holds the training split on its device: the plan's decision (``yes``, ``no``); for a
+    cell run by hand (``auto``), the plan's rule (:func:`mammoscale.plan.sizing.place_data`) on the device itself,
+    its memory x the default ``plan.memory_headroom`` as the limit."""
+    on_gpu, limit = backend.device.type == "cuda", None
+    if on_gpu and s.data_on_device == "auto":
+        limit = int(HEADROOM * torch.cuda.mem_get_info(backend.device)[1])
+    placed = sizing.place_data(
+        s.data_on_device,
+        on_gpu=on_gpu,
+        peak=record.predicted_peak(s, s.micro_batch, backend),
+        data_bytes=split.nbytes(),
+        limit=limit,
+    )
+    return bool(placed)
 
 
 def _describe(s: Settings, backend: Backend, progress: Progress, grad_accum: int, schedule: Schedule) -> None:

@@ -36,13 +36,14 @@ class ProbeOutOfMemory(MemoryError):
 
 
 def settle(
-    model: nn.Module, data, s, backend, *, autocast: Callable, kernel: Callable, per_rank: int, retries: list[int]
+    model: nn.Module, feed, s, backend, *, autocast: Callable, kernel: Callable, per_rank: int, retries: list[int]
 ) -> int:
     """The micro-batch to train with (at most ``s.micro_batch``, dividing ``per_rank``); those that ran out of
     memory before it are appended to ``retries``, largest first (also when none fits).
 
-    ``model``: unwrapped, on ``backend.device``; ``data``: the training split; ``autocast`` and ``kernel``:
-    the run's context factories.
+    ``model``: unwrapped, on ``backend.device``; ``feed``: the run's :class:`~mammoscale.train.batches.Batches`,
+    the training split already where the run holds it (on the device, its bytes are there during the probe, as
+    during training); ``autocast`` and ``kernel``: the run's context factories.
     """
     device = backend.device
     failures: list[tuple[int, str]] = []
@@ -50,7 +51,7 @@ def settle(
         optimizer = _with_state(model, s.weight_decay)
         try:
             for micro in divisors(per_rank, s.micro_batch):
-                error = _attempt(model, data, s.channels, device, micro, autocast=autocast, kernel=kernel)
+                error = _attempt(model, feed, s.channels, device, micro, autocast=autocast, kernel=kernel)
                 failures = [(rank, said) for rank, said in enumerate(backend.gather(error)) if said]
                 if not failures:
                     if retries:
@@ -89,12 +90,12 @@ def _with_state(model: nn.Module, weight_decay: float) -> torch.optim.Optimizer:
     return optimizer
 
 
-def _attempt(model, data, channels, device, micro, *, autocast, kernel) -> str | None:
+def _attempt(model, feed, channels, device, micro, *, autocast, kernel) -> str | None:
     """One forward and backward pass of ``micro`` training images: the allocation failure's first line, or None.
 
     The pass runs in a function of its own, so that what it held is freed when it returns or raises."""
     try:
-        _forward_backward(model, data, channels, device, micro, autocast=autocast, kernel=kernel)
+        _forward_backward(model, feed, channels, device, micro, autocast=autocast, kernel=kernel)
         error = None
     except Exception as exc:  # an allocation failure is an answer; anything else is raised
         if not devices.is_oom(exc):
@@ -104,10 +105,8 @@ def _attempt(model, data, channels, device, micro, *, autocast, kernel) -> str |
     return error
 
 
-def _forward_backward(model, data, channels, device, micro, *, autocast, kernel) -> None:
-    tiles = torch.stack([data[i][0] for i in range(micro)])
-    labels = torch.tensor([data[i][1] for i in range(micro)])
-    inputs, labels = batches.to_device(tiles, labels, channels, device)
+def _forward_backward(model, feed, channels, device, micro, *, autocast, kernel) -> None:
+    inputs, labels = batches.to_device(*feed.first(micro), channels, device)
     with kernel(), autocast():
         logits = model(inputs)
     nn.functional.cross_entropy(logits.float(), labels).backward()
