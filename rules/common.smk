@@ -126,8 +126,14 @@ def get_threads(wildcards):
 
 
 def get_request(key):
-    """One resource of what a cell's job asks SLURM for (mammoscale.plan.launch.job_request)."""
-    return lambda wildcards: job_request(STUDY.profiles[cell_of(wildcards).hardware])[key]
+    """One resource of what a cell's job asks SLURM for (mammoscale.plan.launch.job_request), signalled ahead of its
+    time limit as its plan says."""
+
+    def request(wildcards):
+        cell = cell_of(wildcards)
+        return job_request(STUDY.profiles[cell.hardware], STUDY.plan_of(cell).signal_before_limit_s)[key]
+
+    return request
 
 
 def get_cell_mem_mb(wildcards, attempt):

@@ -8,11 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from mammoscale import train
+from mammoscale import files, train
 from mammoscale.errors import UserError
 from mammoscale.plan import launch
 from mammoscale.train import backends
@@ -219,7 +220,16 @@ def test_a_cell_on_several_nodes_is_launched_by_srun_one_task_per_rank():
         "--export=ALL,OMP_NUM_THREADS=8",
         "--kill-on-bad-exit=1",
     ]
-    assert command[9:] == [sys.executable, "-m", launch.TRAIN_MODULE, "--cell", "cell.yaml", "--out", "out"]
+    assert command[9:] == [
+        sys.executable,
+        "-m",
+        launch.TRAIN_MODULE,
+        "--cell",
+        "cell.yaml",
+        "--out",
+        "out",
+        "--rank-log",
+    ]
     cpu = launch.launch_command({**profile, "launcher": "torchrun", "gpus_per_node": 0, "cpus_per_task": 2}, "c", "o")
     assert cpu[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=2"]
     with pytest.raises(UserError, match=r"cpus_per_task \(2\) are the CPUs of each node, shared by its 4 ranks"):
@@ -328,15 +338,22 @@ def test_the_ranks_on_a_node_from_torchrun_slurm_or_the_world():
     assert launch.local_world_from_env(2, {}) == 2
 
 
-def test_an_oom_on_one_rank_is_the_cells_outcome(train_cache, tmp_path):
-    """Rank 1 alone runs out of memory (its address space capped: a real allocation failure) while rank 0 waits for
-    it in a collective: rank 0 still writes the record, and the cell is oom, not a crash of rank 0."""
-    import resource
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_one_ranks_oom_ends_the_cell_at_once_and_the_job_records_it(train_cache, tmp_path, monkeypatch):
+    """Rank 1 alone runs out of memory (a ``sitecustomize`` caps its address space as it starts: a real allocation
+    failure) under torchrun, through the workflow's job. It exits non-zero at once, torchrun stops rank 0 (which waits
+    for it in a collective: under NCCL one that never returns), and the job builds the cell's record from the ranks'
+    outcomes: oom, measured, naming rank 1, every rank's last log lines in it. Seconds, not the 600 s collective
+    timeout. (Gloo notices a peer gone by itself; NCCL does not, which is why the failing rank must end the cell.)"""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, resource\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
     # 4,096 materialised tokens: a 201 MB score tensor per layer, over rank 1's 2 GiB address space once trained
     settings = cell(
         train_cache,
@@ -350,39 +367,72 @@ def test_an_oom_on_one_rank_is_the_cells_outcome(train_cache, tmp_path):
         global_batch=2,
         micro_batch=1,
         backend="ddp",
-        collective_timeout_s=60,
+        device="cpu",
+        collective_timeout_s=600,
     )
-    args = [f"{key}={value}" for key, value in settings.items()]
+    profile = {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 2, "cpus_per_task": 2}
+    out = tmp_path / "run"
+    started = time.monotonic()
+    record = train.run_job(settings, profile, out)
+    elapsed = time.monotonic() - started
+    assert elapsed < 120, f"the cell took {elapsed:.0f} s to end"
+    assert record["status"] == "oom" and record["oom_basis"] == "measured"
+    assert record["message"].startswith("rank 1: ") and "allocate" in record["message"]
+    assert json.loads((out / files.METRICS).read_text()) == record and not list(out.glob(".rank*"))
+    tails = {placed["rank"]: "\n".join(placed["log_tail"]) for placed in record["ranks"]}
+    assert "rank 1 ended oom" in tails[1] and "ending the cell" in tails[1]
+    assert set(tails) == {0, 1} and (out / "rank0.log").is_file()
 
-    def cap():
-        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
-    procs = []
-    for rank in (0, 1):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "mammoscale.train", "--out", str(tmp_path), *args],
-                env=env,
-                preexec_fn=cap if rank == 1 else None,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    logs = [proc.communicate(timeout=300)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], logs
-    record = json.loads((tmp_path / "metrics.json").read_text())
-    assert record["status"] == "oom" and record["message"].startswith("rank 1: ") and "allocate" in record["message"]
-    assert "can't allocate memory" in logs[1] and not list(tmp_path.glob(".rank*"))
+def test_ranks_stop_after_the_same_step_when_one_is_signalled(train_cache, tmp_path, monkeypatch):
+    """SIGUSR1 (SLURM's warning ahead of the time limit) to rank 1 alone, under torchrun through the workflow's job:
+    both ranks stop after the same step (they agree in the step's all-reduce) and rank 0, never signalled, writes the
+    checkpoint. Outside SLURM the job cannot be requeued, so it fails saying so; run again, the cell resumes and
+    trains as one process does."""
+    import threading
+
+    import psutil
+
+    from mammoscale.train import checkpoint, stopping
+
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = cell(train_cache, backend="ddp", device="cpu", epochs=30, checkpoint=True)
+    profile = {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 2, "cpus_per_task": 2}
+    out = tmp_path / "run"
+    sent = threading.Event()
+
+    def signal_rank_1():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not sent.is_set():
+            if (out / checkpoint.NAME).exists():
+                for proc in psutil.Process().children(recursive=True):
+                    try:
+                        if proc.environ().get("RANK") == "1" and "mammoscale.train" in proc.cmdline():
+                            proc.send_signal(stopping.SIGNAL)
+                            sent.set()
+                    except psutil.Error:
+                        pass
+            time.sleep(0.05)
+
+    signaller = threading.Thread(target=signal_rank_1, daemon=True)
+    signaller.start()
+    with pytest.raises(UserError, match=r"stopped when asked after step .*not requeued \(this process is in no SLURM"):
+        train.run_job(settings, profile, out)
+    signaller.join(timeout=10)
+    assert sent.is_set()
+    saved = torch_load(out / checkpoint.NAME)
+    assert 1 <= saved["epoch"] < 30 and not (out / files.METRICS).exists()
+    resumed = train.run_job(settings, profile, out)
+    assert resumed["status"] == "ok" and resumed["world_size"] == 2 and resumed["resumed_from_step"] == saved["step"]
+    reference = train.run_cell({**settings, "backend": "none"}, tmp_path / "one")
+    assert resumed["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4)
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True)
 
 
 def test_the_worst_outcome_of_any_rank_is_the_cells(tmp_path):

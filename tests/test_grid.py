@@ -70,13 +70,25 @@ def test_a_cell_takes_its_profile_variant_and_train_settings():
     assert full["mode"] == "full" and "full_mode_at" not in full and Settings.from_dict(full).mode == "full"
 
 
-def test_launch_commands(tmp_path):
-    target = ["-m", "mammoscale.train", "--cell", "c.yaml", "--out", "out"]
+def test_launch_commands(tmp_path, monkeypatch):
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    target = ["-m", "mammoscale.train", "--cell", "c.yaml", "--out", "out", "--rank-log"]
     assert launch_command(CPU, "c.yaml", "out") == [sys.executable, *target]
     single = launch_command(GPU8, "c.yaml", "out")
     assert single[0].endswith("torchrun") and single[1:3] == ["--standalone", "--nproc-per-node=8"]
+    # in the SLURM executor's job (no SLURM_NTASKS: the plugin drops them), one node too is a step of a task per rank
+    step = launch_command(GPU8, "c.yaml", "out", env={"SLURM_JOB_ID": "7"})
+    assert step[:5] == ["srun", "--nodes=1", "--ntasks=8", "--ntasks-per-node=8", "--gpus-per-node=8"]
+    assert step[-7:] == target and launch_command(CPU, "c", "o", env={"SLURM_JOB_ID": "7"})[:3] == [
+        "srun",
+        "--nodes=1",
+        "--ntasks=1",
+    ]
+    # an allocation of one's own with one task for 8 ranks: torchrun inside it
+    assert launch_command(GPU8, "c", "o", env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"})[0].endswith("torchrun")
     multi = launch_command({**GPU8, "nodes": 4, "cpus_per_task": 64}, "c.yaml", "out")
-    assert multi[:4] == ["srun", "--nodes=4", "--ntasks=32", "--ntasks-per-node=8"] and multi[-6:] == target
+    assert multi[:4] == ["srun", "--nodes=4", "--ntasks=32", "--ntasks-per-node=8"] and multi[-7:] == target
     horovod = launch_command({"launcher": "horovod", "nodes": 1, "gpus_per_node": 0, "micro_batch": 1}, "c.yaml", "out")
     assert horovod[0].endswith("horovodrun") and horovod[1:5] == ["-np", "1", "-H", "localhost:1"]
     assert "--gloo" in horovod
@@ -185,15 +197,16 @@ def test_extra_cells_join_the_grid_once_and_are_checked():
             )
 
 
-def test_a_cells_job_is_one_task_per_node_holding_its_cpus_and_gpus():
+def test_a_cells_job_is_a_task_per_rank_signalled_ahead_of_its_limit():
     from mammoscale.plan.launch import job_request
 
-    gpu = job_request({**GPU8, "cpus_per_task": 48, "runtime_min": 60, "gpu_model": "a100"})
-    assert gpu["tasks"] == 0 and gpu["slurm_extra"] == "--ntasks-per-node=1"  # no --ntasks-per-gpu
-    assert gpu["gpu"] == 8 and gpu["gpu_model"] == "a100" and gpu["nodes"] == 1
-    assert gpu["mpi"] is None and gpu["cpus_per_task"] is None  # the plugin's job step; CPUs from the threads
+    gpu = job_request({**GPU8, "cpus_per_task": 48, "runtime_min": 60, "gpu_model": "a100"}, 900)
+    assert gpu["tasks"] == 8 and gpu["cpus_per_task"] == 6 and gpu["nodes"] == 1 and gpu["mpi"] == "srun"
+    assert gpu["slurm_extra"] == "--ntasks-per-node=8 --gpus-per-node=a100:8 --signal=USR1@900"
+    assert gpu["gpu"] is None and gpu["gpu_model"] is None  # per node: no --gpus, which with tasks is --ntasks-per-gpu
     cpu = job_request({**CPU, "runtime_min": 60})
-    assert cpu["tasks"] == 1 and cpu["gpu"] == 0 and cpu["slurm_extra"] == "" and cpu["constraint"] == ""
+    assert cpu["tasks"] == 1 and cpu["cpus_per_task"] == 1 and cpu["slurm_extra"] == "--ntasks-per-node=1"
+    assert cpu["constraint"] == "" and cpu["mpi"] == ""  # one task: the plugin submits it as no MPI job
 
 
 def test_a_cell_on_several_nodes_asks_for_a_task_per_rank_from_the_batch_script():

@@ -205,6 +205,21 @@ def test_a_cell_is_predicted_against_its_time_limit():
     assert "and 2 more" in message and "more nodes" in message and "runtime_min" in message and "\n" not in message
 
 
+def test_slurm_signals_a_cell_two_of_its_steps_ahead_of_its_time_limit():
+    cell = Cell("xe9680", "flash", 2048, 8)
+    long = sizing.plan_cell(
+        cell, settings(), {**GPU, "peak_tflops": 312, "runtime_min": 4320}, PLAN, train_breasts=16_678
+    )
+    step_s = 3600 * long.predicted_hours / long.steps  # 10 minutes a step at 50 % MFU
+    assert long.signal_before_limit_s == int(2 * step_s + 120) and 1300 < long.signal_before_limit_s < 1450
+    short = sizing.plan_cell(Cell("xe9680", "flash", 384, 32), settings(), GPU, PLAN, train_breasts=16_678)
+    assert short.signal_before_limit_s == sizing.SIGNAL_MIN_S  # no prediction: five minutes
+    brief = sizing.plan_cell(
+        Cell("xe9680", "flash", 384, 32), settings(), {**GPU, "runtime_min": 2}, PLAN, train_breasts=9
+    )
+    assert brief.signal_before_limit_s == 30  # a quarter of a 2-minute limit
+
+
 def test_a_cpu_profile_is_planned_without_memory():
     cpu = {"launcher": "none", "nodes": 1, "gpus_per_node": 0, "micro_batch": 4, "runtime_min": 60}
     plan = sizing.plan_cell(

@@ -39,6 +39,9 @@ STATUS = [
 ]
 # tests/conftest.py's training dataset: both classes in the train and val splits, as full-mode cells need
 DATASET = "synthetic={n_patients: 16, image_shape: [192, 144], seed: 9, cancer_rate: 0.3}"
+LONG_EPOCHS = 700
+"""Epochs of the time-limit test's cell: about 2 minutes of training (0.18 s an epoch on 2 cores), past the signal
+SLURM sends 60 to 90 s into a 2-minute job (``--signal=USR1@30``; the controller checks limits every 30 s)."""
 TWO_NODE_CELLS = (
     "grid={hardware: [slurm-gpu], extra_cells: ["
     "{hardware: slurm-2node-ddp, variant: flash, image_size: 64, patch_size: 32}, "
@@ -171,6 +174,27 @@ def test_a_cell_on_two_nodes_trains_as_one_process_with_either_launcher(slurm, w
         assert record["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4)
         assert record["val_auc"] == pytest.approx(reference["val_auc"], abs=1e-6)
     assert list(scratch.rglob(files.TILE_INDEX.split("/")[-1])), "the cells staged the cache to local scratch"
+
+
+def test_a_cell_past_its_time_limit_is_signalled_requeued_and_resumes(slurm, workdir, tmp_path):
+    """A two-node cell whose job's limit (2 minutes) is shorter than its training: SLURM signals its ranks 30 s ahead
+    (--signal=USR1@30, from the plan), they stop after the same step with a checkpoint, the job has SLURM requeue it,
+    and the requeued job resumes mid-run; the cell ends with the loss curve and AUC of one uninterrupted process."""
+    run_dir = workdir / "results" / "runs" / "slurm-2node-ddp" / "flash" / "img64_p32"
+    limit = "hardware={slurm-2node-ddp: {runtime_min: 2}}"
+    config = [TWO_NODE_CELLS, limit, f"train={{global_batch: 4, mode: full, epochs: {LONG_EPOCHS}}}"]
+    through_slurm(slurm, workdir, config, [str((run_dir / files.METRICS).relative_to(workdir))])
+    record = json.loads((run_dir / files.METRICS).read_text())
+    assert "signal SIGUSR1: stopping after the current step" in (run_dir / files.TRAIN_LOG).read_text()
+    assert_on_two_nodes(record, "ddp", 1)
+    assert record["env"]["slurm_restarts"] >= 1, "the job was never requeued"
+    assert record["resumed_from_step"] is not None and 0 < record["resumed_from_step"] < len(record["loss_curve"])
+    reference = one_process(workdir, run_dir, tmp_path / "one")
+    assert record["epochs"] == reference["epochs"] == LONG_EPOCHS
+    # two ranks sum their gradients in another order than one process: 1e-4 of the loss, or 1e-6 once it is near 0
+    assert record["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4, abs=1e-6)
+    assert record["val_auc"] == pytest.approx(reference["val_auc"], abs=1e-6)
+    slurm.wait_idle()
 
 
 def test_a_node_that_dies_mid_run_resumes_from_the_last_checkpoint(slurm, workdir, tmp_path):

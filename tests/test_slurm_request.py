@@ -3,7 +3,8 @@
 The jobs and their resources come from a real dry run of the workflow (the study's
 ``config/paper.yaml`` and the test profile); the sbatch line from the plugin's own
 ``get_submit_command`` and ``set_gres_string``. A line is refused when it asks a node for more CPUs
-than the profile has, or multiplies CPUs by GPUs (the plugin's ``--ntasks-per-gpu``).
+than the profile has, multiplies CPUs by GPUs (the plugin's ``--ntasks-per-gpu``), or has SLURM give the
+cell no warning ahead of its time limit.
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ def profiles(*configfiles) -> dict:
     ],
     ids=["paper", "test"],
 )
-def test_one_task_per_node_holds_the_profiles_cpus_and_gpus(tmp_path, configfiles, config):
+def test_a_task_per_rank_shares_the_profiles_cpus_and_gpus_and_is_warned_ahead_of_its_limit(
+    tmp_path, configfiles, config
+):
     known = profiles(*configfiles)
     cells = study_cells(tmp_path, *configfiles, config=config)
     seen = set()
@@ -126,23 +129,16 @@ def test_one_task_per_node_holds_the_profiles_cpus_and_gpus(tmp_path, configfile
         seen.add(job.wildcards["hardware"])
         assert "--ntasks-per-gpu" not in line, line
         assert option(line, "nodes") == profile["nodes"], line
-        if profile["nodes"] > 1:
-            # one task per rank, the node's CPUs shared by its ranks; the job's command runs in the batch
-            # script (mpi), where the ranks' srun is an ordinary step of the allocation
-            per_node = max(1, profile["gpus_per_node"])
-            assert job.resources["mpi"] == "srun", job.resources
-            assert option(line, "ntasks") == profile["nodes"] * per_node, line
-            assert option(line, "ntasks-per-node") == per_node, line
-            assert option(line, "cpus-per-task") == profile["cpus_per_task"] // per_node, line
-            assert option(line, "gpus") is None, line
-            assert option(line, "gpus-per-node") == (profile["gpus_per_node"] or None), line
-        elif profile["gpus_per_node"]:
-            assert "mpi" not in job.resources, job.resources
-            assert option(line, "cpus-per-task") == profile["cpus_per_task"], line
-            assert option(line, "ntasks-per-node") == 1 and option(line, "ntasks") is None, line
-            assert option(line, "gpus") == profile["gpus_per_node"] * profile["nodes"], line
-        else:
-            assert option(line, "cpus-per-task") == profile["cpus_per_task"], line
-            assert option(line, "ntasks") == profile["nodes"] and option(line, "gpus") is None, line
+        # one task per rank, each node's CPUs shared by its ranks; the job's command runs in the batch script (mpi),
+        # where the ranks' srun is the allocation's one step: SLURM's warning signal reaches the ranks alone
+        per_node = max(1, profile["gpus_per_node"])
+        assert job.resources["mpi"] == ("srun" if profile["nodes"] * per_node > 1 else ""), job.resources
+        assert option(line, "ntasks") == profile["nodes"] * per_node, line
+        assert option(line, "ntasks-per-node") == per_node, line
+        assert option(line, "cpus-per-task") == profile["cpus_per_task"] // per_node, line
+        assert option(line, "gpus") is None, line
+        assert option(line, "gpus-per-node") == (profile["gpus_per_node"] or None), line
+        warning = re.search(r"--signal=USR1@(\d+)", line)
+        assert warning and 0 < int(warning.group(1)) <= 60 * profile.get("runtime_min", 60) / 4, line
         assert option(line, "mem") == profile.get("mem_mb", 4000), line
     assert seen == set(config[0].split("[")[1].split("]")[0].split(", "))

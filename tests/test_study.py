@@ -42,6 +42,7 @@ def test_the_paper_study_plans_its_cells_and_their_settings():
         "gpus_per_node": 8,
         "cpus_per_task": 48,
         "network_interface": None,
+        "nccl_debug": "WARN",
     }
     # the profile's 64 is a bound: each cell takes the largest divisor of 1536 / 8 = 192 that its memory allows
     assert settings["micro_batch"] == s.plan_of(Cell("xe9680", "hf-eager", 512, 16)).micro_batch < 64

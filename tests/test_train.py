@@ -24,7 +24,7 @@ import torch
 from mammoscale import files, train
 from mammoscale.errors import UserError
 from mammoscale.plan import memory
-from mammoscale.train import batches, checkpoint, cli, devices, loop, models, optim
+from mammoscale.train import batches, checkpoint, cli, devices, loop, models, optim, stopping
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -243,6 +243,85 @@ def test_a_killed_cell_resumes_from_its_checkpoint(train_cache, tmp_path):
     assert resumed["epochs"] == 4 and len(resumed["epoch_times_s"]) == 4
     assert resumed["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-5)
     assert resumed["val_auc"] == reference["val_auc"]
+
+
+class Preempted(BaseException):
+    """Stands for a SIGKILL right after a checkpoint is on disk."""
+
+
+def mid_epoch(train_cache, **overrides) -> dict:
+    """9 steps an epoch (19 training tiles, global batch 2), a checkpoint after every step (checkpoint_every_min)."""
+    base = {"image_size": 64, "patch_size": 16, "epochs": 3, "global_batch": 2, "micro_batch": 2, "precision": "fp32"}
+    return cell(train_cache, **{**base, "checkpoint_every_min": 1e-6, **overrides})
+
+
+def test_checkpoints_every_few_minutes_resume_mid_epoch(train_cache, tmp_path, monkeypatch):
+    """Killed right after the checkpoint of step 13 (the 4th of epoch 2), the cell resumes after it: the samples of the
+    epoch's first 4 steps are skipped, and the loss curve is an uninterrupted run's."""
+    settings = mid_epoch(train_cache)
+    reference = train.run_cell({**settings, "checkpoint_every_min": 30}, tmp_path / "reference")
+    save = checkpoint.save
+
+    def save_then_die(out_dir, state):
+        save(out_dir, state)
+        if (state["epoch"], state["epoch_step"]) == (1, 4):
+            raise Preempted
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Preempted):
+        train.run_cell(settings, tmp_path / "killed")
+    monkeypatch.setattr(checkpoint, "save", save)
+    resumed = train.run_cell(settings, tmp_path / "killed")
+    assert resumed["resumed_from_epoch"] == 1 and resumed["resumed_from_step"] == 9 + 4
+    assert (
+        resumed["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-6) and len(resumed["loss_curve"]) == 27
+    )
+    assert resumed["epochs"] == 3 and len(resumed["epoch_times_s"]) == 3 and resumed["val_auc"] == reference["val_auc"]
+
+
+def test_a_signalled_cell_stops_after_the_step_with_a_checkpoint_and_resumes(train_cache, tmp_path, monkeypatch):
+    """SIGUSR1 (SLURM's warning ahead of the time limit) during step 13: the cell finishes step 14, writes its
+    checkpoint, and stops (Interrupted: no record); run again, it resumes after step 14 as if never stopped."""
+    settings = mid_epoch(train_cache, checkpoint_every_min=30)
+    reference = train.run_cell(settings, tmp_path / "reference")
+    calls = []
+
+    def signal_at_step_13(*args, **kwargs):
+        value = step_end(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 13:
+            os.kill(os.getpid(), stopping.SIGNAL)
+        return value
+
+    from mammoscale.train.backends import Backend
+
+    step_end = Backend.step_end
+    monkeypatch.setattr(Backend, "step_end", lambda self, loss, stop: signal_at_step_13(self, loss, stop))
+    with pytest.raises(stopping.Interrupted, match="stopped when asked"):
+        train.run_cell(settings, tmp_path / "stopped")
+    monkeypatch.setattr(Backend, "step_end", step_end)
+    saved = torch.load(tmp_path / "stopped" / checkpoint.NAME, weights_only=True)
+    assert (saved["step"], saved["epoch"], saved["epoch_step"]) == (14, 1, 5)
+    assert not (tmp_path / "stopped" / files.METRICS).exists()
+    resumed = train.run_cell(settings, tmp_path / "stopped")
+    assert resumed["resumed_from_step"] == 14 and resumed["epochs"] == 3
+    assert resumed["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-6)
+
+
+def test_a_signalled_process_exits_with_the_try_again_code(train_cache, tmp_path):
+    """From outside, as SLURM sends it: the command line exits 75 with a checkpoint and no record."""
+    settings = mid_epoch(train_cache, epochs=40, checkpoint_every_min=30)
+    out = tmp_path / "run"
+    proc = run_cli(out, settings)
+    deadline = time.monotonic() + 120
+    while not (out / checkpoint.NAME).exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(stopping.SIGNAL)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == stopping.EXIT_CODE, output
+    assert "stopping after the current step" in output and not (out / files.METRICS).exists()
+    assert torch.load(out / checkpoint.NAME, weights_only=True)["step"] > 9
 
 
 def test_a_checkpoint_of_other_settings_or_unreadable_is_refused(train_cache, tmp_path):

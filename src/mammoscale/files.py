@@ -82,6 +82,8 @@ FAILED_METRICS = "metrics.failed.json"
 CELL_SETTINGS = "cell.yaml"
 TRAIN_LOG = "train.log"
 CHECKPOINT = "checkpoint.pt"
+RANK_LOG = "rank{rank}.log"
+"""Everything one rank of a launched cell wrote: its log, tracebacks, NCCL's warnings (``--rank-log``)."""
 RANK_OUTCOME = ".rank{rank}.outcome.json"
 """How one rank of a cell ended, for rank 0 to agree on the cell's outcome (:mod:`mammoscale.train.outcome`)."""
 TABLES = "results/tables"
@@ -244,7 +246,7 @@ PLAN_TABLE = Table.of(
     "hardware:str variant:str image_size:int64 patch_size:int64 seq_len:int64 mode:str device:str world_size:int64 "
     "micro_batch:int64 grad_accum:int64 predicted_peak_bytes:int64 memory_limit_bytes fits:bool data_bytes:int64 "
     "data_on_device submitted:bool flops_per_img:int64 steps:int64 images:int64 gpu_hours predicted_hours "
-    "time_limit_hours mfu"
+    "time_limit_hours signal_before_limit_s:int64 mfu"
 )
 """``plan.csv``: each configured cell's plan before it runs (:mod:`mammoscale.plan.sizing`)."""
 RUN_TEXT_COLUMNS = ("hardware", "variant", "status", "message", "attention_backend", "model", "run_dir")

@@ -25,6 +25,9 @@ BACKEND_OF_LAUNCHER = {"none": "none", "torchrun": "ddp", "horovod": "horovod"}
 BACKENDS = tuple(BACKEND_OF_LAUNCHER.values())
 """The data-parallel backends a cell can train with (:mod:`mammoscale.train.backends`)."""
 TRAIN_MODULE = "mammoscale.train"
+STOP_SIGNAL = "USR1"
+"""The signal SLURM sends a cell's ranks ahead of its time limit: they stop at the next step with a checkpoint
+(:mod:`mammoscale.train.stopping`)."""
 
 
 def ranks(profile: dict) -> int:
@@ -36,9 +39,23 @@ def ranks_per_node(profile: dict) -> int:
     return max(1, profile.get("gpus_per_node", 0))
 
 
-def in_process(profile: dict) -> bool:
-    """Whether a cell of this profile runs in the job's own process (no launcher)."""
-    return profile["launcher"] == "none" and ranks(profile) == 1
+def by_srun(profile: dict, env=os.environ) -> bool:
+    """Whether a cell's ranks run as a SLURM job step of their own, one task per rank started by ``srun``: on several
+    nodes always; on one, inside a SLURM job that holds a task per rank. The SLURM executor's job asked for them
+    (:func:`job_request`) and its process sees no ``SLURM_NTASKS`` (the plugin drops a job's step variables); an
+    allocation of your own (``salloc``) says how many tasks it holds, and one with fewer than the ranks runs the
+    profile's launcher inside it instead."""
+    if profile["nodes"] > 1:
+        return True
+    if not env.get("SLURM_JOB_ID"):
+        return False
+    tasks = env.get("SLURM_NTASKS", "")
+    return not tasks.isdigit() or int(tasks) >= ranks(profile)
+
+
+def in_process(profile: dict, env=os.environ) -> bool:
+    """Whether a cell of this profile runs in the job's own process: one rank, no launcher, and not a SLURM step."""
+    return profile["launcher"] == "none" and ranks(profile) == 1 and not by_srun(profile, env)
 
 
 def check_profile(name: str, profile: dict) -> None:
@@ -55,51 +72,40 @@ def check_profile(name: str, profile: dict) -> None:
         )
 
 
-def job_request(profile: dict) -> dict:
+def job_request(profile: dict, signal_before_limit_s: int | None = None) -> dict:
     """What one cell's job asks SLURM for, in snakemake-executor-plugin-slurm's resource names.
 
-    **One node**: one task holds all of the node's share of the profile (``cpus_per_task`` CPUs,
-    every GPU), and the launcher starts the ranks inside it (torchrun or horovodrun one per GPU,
-    or the cell's own process). The plugin turns a GPU job's ``tasks`` into ``--ntasks-per-gpu``,
-    which would multiply the CPUs by the GPUs (8 x 48 = 384 CPUs for an 8-GPU, 48-CPU profile);
-    so a GPU job sets no ``tasks`` and asks for ``--ntasks-per-node=1`` instead. ``gpu`` is the
-    job's total (the plugin's ``--gpus``). The CPUs (``cpus_per_task``) are the rule's threads.
+    One task per rank on every node: ``--ntasks-per-node`` ranks and ``--gpus-per-node`` GPUs on each,
+    the node's ``cpus_per_task`` CPUs shared among its ranks (``--cpus-per-task`` is a rank's share).
+    ``mpi`` makes the plugin run the job's command in the batch script instead of in a job step of its
+    own, and the ranks are then the job's one step, started by ``srun`` (:func:`launch_command`):
 
-    **Several nodes**: one task per rank, ``--ntasks-per-node`` ranks and ``--gpus-per-node``
-    GPUs on each node, the node's ``cpus_per_task`` CPUs shared among its ranks. ``mpi`` makes
-    the plugin run the job's command in the batch script instead of in a job step of its own:
-    that step would hold the first node's CPUs and GPUs, so that the step starting the ranks
-    could never be created (SLURM 22.05 refuses it: "Invalid generic resource (gres)
-    specification"); from the batch script the ranks' ``srun`` is an ordinary step of the
-    allocation, as in any SLURM batch script. The GPUs are asked per node (not the plugin's
-    ``gpu``, a total SLURM may spread unevenly). ``None`` is a resource the job does not set.
+    - every process of that step is a rank, so SLURM's signal ahead of the time limit
+      (``--signal=USR1@seconds``, :mod:`mammoscale.train.stopping`) reaches the ranks and nothing else
+      (a step of the plugin's would hold snakemake and the launcher, which the signal would kill);
+    - on several nodes a step of the plugin's would hold the first node's CPUs and GPUs, so that the
+      ranks' step could never be created (SLURM 22.05: "Invalid generic resource (gres) specification").
+
+    The GPUs are asked per node (not the plugin's ``gpu``, a total SLURM may spread unevenly, and which
+    with ``tasks`` it would turn into ``--ntasks-per-gpu``). ``None`` is a resource the job does not set.
+    A cell of one rank sets ``mpi`` to ``""``: the plugin refuses an MPI job of one task, and reads an empty
+    ``mpi`` as no MPI when it submits (``--ntasks=1``) but as present when it runs the job, in the batch script.
     """
-    gpus, nodes = profile.get("gpus_per_node", 0), profile["nodes"]
     model = profile.get("gpu_model") or ""
-    common = {
-        "nodes": nodes,
+    extra = per_node_request(profile, model)
+    if signal_before_limit_s:
+        extra.append(f"--signal={STOP_SIGNAL}@{signal_before_limit_s}")
+    return {
+        "nodes": profile["nodes"],
         "runtime": profile["runtime_min"],
         "slurm_partition": profile.get("partition") or "",
         "slurm_account": profile.get("account") or "",
         "constraint": profile.get("constraint") or "",
-    }
-    if nodes == 1:
-        return {
-            **common,
-            "tasks": 0 if gpus else 1,
-            "gpu": gpus,
-            "gpu_model": model,
-            "slurm_extra": "--ntasks-per-node=1" if gpus else "",
-            "mpi": None,
-            "cpus_per_task": None,
-        }
-    return {
-        **common,
         "tasks": ranks(profile),
         "gpu": None,
         "gpu_model": None,
-        "slurm_extra": " ".join(per_node_request(profile, model)),
-        "mpi": "srun",
+        "slurm_extra": " ".join(extra),
+        "mpi": "srun" if ranks(profile) > 1 else "",
         "cpus_per_task": cpus_per_rank(profile),
     }
 
@@ -131,23 +137,54 @@ def check_allocation(profile: dict, env=os.environ) -> None:
         )
 
 
-def launch_command(profile: dict, cell_file: Path | str, out_dir: Path | str) -> list[str]:
-    """The command that runs one cell with the profile's launcher, inside the job's allocation.
+def requeue(env=os.environ) -> str | None:
+    """Put this SLURM job back in the queue (``scontrol requeue``): it starts again, the same job with the same
+    resources, and the cell resumes from its checkpoint. None when SLURM took it; else why not (outside a SLURM job,
+    no ``scontrol``, or a job SLURM will not requeue)."""
+    job = env.get("SLURM_JOB_ID")
+    if not job:
+        return "this process is in no SLURM job"
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"scontrol requeue {job}: {exc}"
+    if done.returncode:
+        return f"scontrol requeue {job}: {(done.stderr or done.stdout).strip()}"
+    return None
 
-    - ``none``: one process.
-    - one node: ``torchrun --standalone`` (DDP) or ``horovodrun -np ranks -H localhost:ranks``
-      (Horovod; Gloo on CPU-only profiles), in the job's one task.
-    - several nodes, either backend: ``srun``, one task per rank, each rank on its node's GPUs
-      and CPUs; ranks from SLURM's environment, rendezvous at the server the job's own process
-      holds (:mod:`mammoscale.train.rendezvous`). No ``ssh`` to other nodes, which clusters often forbid.
+
+def job_restarts(env=os.environ) -> int | None:
+    """How often SLURM requeued this job (``SLURM_RESTART_COUNT``; asked of ``scontrol`` where the SLURM executor's
+    job step dropped it), None outside a SLURM job or where SLURM does not say."""
+    if env.get("SLURM_RESTART_COUNT", "").isdigit():
+        return int(env["SLURM_RESTART_COUNT"])
+    if not env.get("SLURM_JOB_ID"):
+        return None
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "-o", env["SLURM_JOB_ID"]], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"\bRestarts=(\d+)", shown)
+    return int(found.group(1)) if found else None
+
+
+def launch_command(profile: dict, cell_file: Path | str, out_dir: Path | str, env=os.environ) -> list[str]:
+    """The command that starts one cell's ranks, each writing everything to its own log (``--rank-log``).
+
+    - a SLURM job step of one task per rank (:func:`by_srun`: the SLURM executor's jobs, and every
+      cell on several nodes): ``srun``, each rank on its node's GPUs and CPUs, ranks from SLURM's
+      environment, rendezvous at the server the job's own process holds
+      (:mod:`mammoscale.train.rendezvous`). No ``ssh`` to other nodes, which clusters often forbid;
+    - otherwise, on one node: one process (``none``), ``torchrun --standalone`` (DDP) or
+      ``horovodrun -np ranks -H localhost:ranks`` (Horovod; Gloo on CPU-only profiles).
     """
-    target = ["-m", TRAIN_MODULE, "--cell", str(cell_file), "--out", str(out_dir)]
+    target = ["-m", TRAIN_MODULE, "--cell", str(cell_file), "--out", str(out_dir), "--rank-log"]
     launcher, nodes = profile["launcher"], profile["nodes"]
     per_node = ranks_per_node(profile)
     check_profile("of this cell", profile)
-    if launcher == "none":
-        return [sys.executable, *target]
-    if nodes > 1:
+    if by_srun(profile, env):
         return [
             "srun",
             f"--nodes={nodes}",
@@ -161,17 +198,35 @@ def launch_command(profile: dict, cell_file: Path | str, out_dir: Path | str) ->
             # torch's threads: the rank's CPUs (torchrun sets 1; srun sets nothing, and every rank would take
             # every CPU it can see)
             f"--export=ALL,OMP_NUM_THREADS={cpus_per_rank(profile)}",
-            # one rank that dies takes the others down, instead of leaving them in a collective
+            # one rank that ends the cell (exits non-zero) takes the others down, instead of leaving them in a
+            # collective that never returns
             "--kill-on-bad-exit=1",
             sys.executable,
             *target,
         ]
+    if launcher == "none":
+        return [sys.executable, *target]
     if launcher == "torchrun":
         return [_tool("torchrun"), "--standalone", f"--nproc-per-node={per_node}", *target]
     command = [_tool("horovodrun"), "-np", str(per_node), "-H", f"localhost:{per_node}"]
     if not profile.get("gpus_per_node"):
         command.append("--gloo")
     return [*command, sys.executable, *target]
+
+
+ALLOCATOR = "expandable_segments:True"
+"""PyTorch's CUDA allocator setting for every rank: memory grows by extending segments instead of adding blocks
+of fixed sizes, so a long run fragments less and the probe's fit holds for the whole run."""
+
+
+def rank_env(profile: dict, env=os.environ) -> dict[str, str]:
+    """What every rank of a cell starts with, where the environment does not say otherwise: NCCL's warnings (the
+    profile's ``nccl_debug``; a first failure on a new cluster explains itself in the rank's log) and the allocator
+    with expandable segments (:data:`ALLOCATOR`)."""
+    wanted = {"PYTORCH_CUDA_ALLOC_CONF": ALLOCATOR}
+    if profile.get("nccl_debug"):
+        wanted["NCCL_DEBUG"] = profile["nccl_debug"]
+    return {name: value for name, value in wanted.items() if name not in env}
 
 
 def _tool(name: str) -> str:
@@ -181,9 +236,11 @@ def _tool(name: str) -> str:
 
 
 def ranks_from_env(env=os.environ) -> tuple[int, int, int]:
-    """(rank, world, local rank) from torchrun's or SLURM's variables; (0, 1, 0) when neither is set."""
+    """(rank, world, local rank) from torchrun's, horovodrun's or SLURM's variables; (0, 1, 0) when none is set."""
     if "RANK" in env and "WORLD_SIZE" in env:
         return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if "HOROVOD_RANK" in env and "HOROVOD_SIZE" in env:
+        return int(env["HOROVOD_RANK"]), int(env["HOROVOD_SIZE"]), int(env.get("HOROVOD_LOCAL_RANK", 0))
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
     return 0, 1, 0

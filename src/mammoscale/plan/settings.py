@@ -64,6 +64,7 @@ class Settings:
     data_on_device: str = "auto"
     peak_tflops: float | None = None
     checkpoint: bool = _TRAIN["checkpoint"]
+    checkpoint_every_min: float = _TRAIN["checkpoint_every_min"]
     collective_timeout_s: int = 600
     """How long a rank waits in a collective for the others (the process group's timeout)."""
 
@@ -94,8 +95,9 @@ class Settings:
         for name in ("timing_warmup_steps", "loader_workers"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative, not {getattr(self, name)}")
-        if not self.lr > 0:
-            raise SettingsError(f"lr must be positive, not {self.lr}")
+        for name in ("lr", "checkpoint_every_min"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name} must be positive, not {getattr(self, name)}")
         for name in ("warmup_fraction", "min_lr_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise SettingsError(f"{name} must be within [0, 1], not {getattr(self, name)}")

@@ -28,6 +28,8 @@ from mammoscale.plan.vit import seq_len
 
 RSNA_PATIENTS = 11_913
 """Patients of the RSNA Screening Mammography training set (54,706 images; the study's paper)."""
+SIGNAL_MIN_S = 300
+"""The least warning a cell gets before its time limit (:attr:`CellPlan.signal_before_limit_s`)."""
 OOM_BASES = ("measured", "predicted")
 """How a cell is known to be out of memory: an allocation failed on the device, or the memory model says so."""
 
@@ -73,6 +75,14 @@ class CellPlan:
             **self.cell._asdict(),
             **{key: getattr(self, key) for key in files.PLAN_TABLE.columns if hasattr(self, key)},
         }
+
+    @property
+    def signal_before_limit_s(self) -> int:
+        """How long before the time limit SLURM signals the cell to stop with a checkpoint (``--signal``): two of its
+        predicted steps and two minutes to write the checkpoint, at least :data:`SIGNAL_MIN_S`, at most a quarter of
+        the limit (SLURM sends it up to a minute early)."""
+        step_s = 3600 * self.predicted_hours / self.steps if self.predicted_hours and self.steps else 0
+        return int(min(max(SIGNAL_MIN_S, 2 * step_s + 120), 3600 * self.time_limit_hours / 4))
 
     @property
     def data_setting(self) -> str:

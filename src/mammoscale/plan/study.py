@@ -149,7 +149,7 @@ class Study:
         profile = self.profiles[hardware]
         return {
             key: profile.get(key)
-            for key in ("launcher", "nodes", "gpus_per_node", "cpus_per_task", "network_interface")
+            for key in ("launcher", "nodes", "gpus_per_node", "cpus_per_task", "network_interface", "nccl_debug")
         }
 
     # the cache

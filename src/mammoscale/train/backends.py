@@ -82,9 +82,13 @@ class Backend:
         """After an optimiser step: the gradients are freed (set to None) until the next backward pass."""
         optimizer.zero_grad(set_to_none=True)
 
-    def mean(self, value: float) -> float:
-        """``value`` averaged over the ranks."""
-        return float(value) if self.world == 1 else self._mean(float(value))
+    def step_end(self, loss: float, stop: bool) -> tuple[float, bool]:
+        """The step's loss averaged over the ranks, and whether any rank was asked to stop (:mod:`.stopping`): one
+        small all-reduce a step, so that every rank stops after the same step."""
+        if self.world == 1:
+            return float(loss), bool(stop)
+        total, stops = self._sum([float(loss), float(stop)])
+        return total / self.world, stops > 0
 
     def gather(self, obj) -> list:
         """Every rank's ``obj``, in rank order, on every rank."""
@@ -99,8 +103,8 @@ class Backend:
 
     # the collectives of a world of several ranks; a single process is its own world
 
-    def _mean(self, value: float) -> float:
-        return value
+    def _sum(self, values: list[float]) -> list[float]:
+        return values
 
     def _gather(self, obj) -> list:
         return [obj]
@@ -167,11 +171,11 @@ class DDP(Backend):
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
-    def _mean(self, value: float) -> float:
+    def _sum(self, values: list[float]) -> list[float]:
         on = self.device if self.device.type == "cuda" else torch.device("cpu")
-        tensor = torch.tensor([value], dtype=torch.float64, device=on)
+        tensor = torch.tensor(values, dtype=torch.float64, device=on)
         torch.distributed.all_reduce(tensor)
-        return float(tensor.item()) / self.world
+        return tensor.tolist()
 
     def _gather(self, obj) -> list:
         out = [None] * self.world
@@ -228,10 +232,10 @@ class Horovod(Backend):
     def close(self) -> None:
         _horovod().shutdown()
 
-    def _mean(self, value: float) -> float:
+    def _sum(self, values: list[float]) -> list[float]:
         hvd = _horovod()
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        return float(hvd.allreduce(tensor, op=hvd.Average).item())
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        return hvd.allreduce(tensor, op=hvd.Sum).tolist()
 
     def _gather(self, obj) -> list:
         return _horovod().allgather_object(obj)

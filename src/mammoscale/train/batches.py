@@ -14,6 +14,7 @@ batch whatever the world size, which is what makes a 1-, 2- or 8-rank run the sa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -136,8 +137,22 @@ def node_resources(local_ranks: int = 1) -> tuple[int, int | None]:
         return cpus, None
 
 
-def train_sampler(data: Split, *, world: int, rank: int, seed: int) -> DistributedSampler:
-    return DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+class EpochSampler(DistributedSampler):
+    """``DistributedSampler``'s order for an epoch, from the ``skip``-th index of this rank's share on: an epoch resumed
+    after the steps a checkpoint holds sees exactly the samples an uninterrupted one would, whatever the micro-batch
+    (a step is ``global_batch / world`` of this rank's indices, on any number of ranks)."""
+
+    skip = 0
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
+def train_sampler(data: Split, *, world: int, rank: int, seed: int) -> EpochSampler:
+    return EpochSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
 
 
 class Batches:
@@ -146,7 +161,7 @@ class Batches:
     def __init__(
         self,
         data: Split,
-        sampler: DistributedSampler,
+        sampler: EpochSampler,
         *,
         micro_batch: int,
         device: torch.device,
@@ -224,8 +239,10 @@ class Batches:
             return self.tiles[:n], self.labels[:n]
         return torch.stack([self.data[i][0] for i in range(n)]), torch.tensor([self.data[i][1] for i in range(n)])
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The micro-batches of ``epoch``, after the first ``skip`` of this rank's samples (a resumed epoch)."""
         self.sampler.set_epoch(epoch)
+        self.sampler.skip = skip
         if not self.on_device:
             yield from self.loader
             return

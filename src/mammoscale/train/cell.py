@@ -36,7 +36,7 @@ from mammoscale.errors import UserError
 from mammoscale.plan import sizing
 from mammoscale.plan.settings import Settings
 from mammoscale.plan.vit import seq_len
-from mammoscale.train import batches, checkpoint, devices, loop, models, outcome, probe, record
+from mammoscale.train import batches, checkpoint, devices, loop, models, outcome, probe, record, stopping
 from mammoscale.train.backends import Backend, init, unwrap
 from mammoscale.train.loop import NonFiniteLoss, Progress
 from mammoscale.train.optim import autocast_for, optimizer_for
@@ -44,6 +44,10 @@ from mammoscale.train.optim import autocast_for, optimizer_for
 log = logging.getLogger("mammoscale.train")
 
 EXIT_CODES = {"ok": 0, "oom": 0, "skipped": 0, "failed": 1}
+"""Exit codes of a cell's process (one rank, or rank 0 once every rank ended well): an OOM is a result."""
+RANK_ENDED_CELL = 3
+"""The exit code of a rank of several whose own outcome (out of memory, a failure, a skip) ends the cell: its
+launcher stops the other ranks at once, and the job builds the cell's record from the ranks' outcomes."""
 HEADROOM = defaults()["plan"]["memory_headroom"]
 """The share of a GPU a cell run by hand (``data_on_device: auto``) plans the split on the device beside."""
 
@@ -80,6 +84,8 @@ class Run:
     autocast: Callable
     kernel: Callable
     """A fresh kernel-forcing context for each use (``sdpa_kernel`` contexts cannot be re-entered)."""
+    stop: stopping.Stop
+    """Set when this rank is asked to stop ahead of a time limit (:mod:`.stopping`)."""
 
     @property
     def device(self) -> torch.device:
@@ -95,7 +101,9 @@ def _open_splits(s: Settings) -> tuple[batches.Split, batches.Split | None]:
     return train, batches.open_split(root, s.image_size, "val", both_classes=True) if full else None
 
 
-def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, peak: devices.PeakMemory) -> Run:
+def prepare(
+    s: Settings, backend: Backend, out_dir: Path, progress: Progress, peak: devices.PeakMemory, stop: stopping.Stop
+) -> Run:
     """Open the data, build the model, settle the micro-batch on the device (:mod:`.probe`), wrap the model
     and optimiser, resume from a checkpoint: a :class:`Run`."""
     device = backend.device
@@ -161,6 +169,7 @@ def prepare(s: Settings, backend: Backend, out_dir: Path, progress: Progress, pe
         batches=feed,
         autocast=autocast,
         kernel=kernel,
+        stop=stop,
     )
 
 
@@ -211,58 +220,99 @@ def _resume(state: dict | None, model: nn.Module, optimizer: torch.optim.Optimiz
     log.info("resuming from the checkpoint of epoch %d (step %d)", progress.epochs_done, progress.steps_done)
 
 
+@dataclass(frozen=True)
+class Ended:
+    """How one rank ended: its record (rank 0's is the cell's; None when interrupted), and its exit code."""
+
+    record: dict | None
+    primary: bool
+    code: int
+
+
 def run_cell(cell: dict, out_dir: Path | str) -> dict:
     """Run one cell from its resolved settings; write ``metrics.json`` (and ``train.log``, checkpoints)
-    into ``out_dir`` from rank 0; return the metrics (on every rank)."""
-    return run_rank(cell, out_dir)[0]
+    into ``out_dir`` from rank 0; return the metrics (on every rank). A cell stopped ahead of a time limit
+    (:mod:`.stopping`) raises :class:`~mammoscale.train.stopping.Interrupted`: run it again to resume."""
+    ended = run_rank(cell, out_dir)
+    if ended.code == stopping.EXIT_CODE:
+        raise stopping.Interrupted(
+            f"the cell in {out_dir} stopped when asked (SIGUSR1), its checkpoint written: run it again to resume"
+        )
+    return ended.record
 
 
-def run_rank(cell: dict, out_dir: Path | str) -> tuple[dict, bool]:
-    """:func:`run_cell` on this rank: its metrics (rank 0: the cell's, agreed with every rank; the others:
-    their own), and whether this rank is rank 0."""
+def run_rank(cell: dict, out_dir: Path | str) -> Ended:
+    """:func:`run_cell` on this rank: its record (rank 0: the cell's, agreed with every rank that ended well; a
+    rank whose own outcome ends the cell: its own, reported at once), and the exit code that tells its launcher."""
     settings = Settings.from_dict(cell)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     backend = init(settings.backend, settings.device, settings.collective_timeout_s)
     if not backend.primary:
         logging.getLogger("mammoscale").setLevel(logging.WARNING)
-    result = None
+    ended = None
     try:
-        with logs.also_to(out_dir / files.TRAIN_LOG if backend.primary else None):
+        with (
+            logs.also_to(out_dir / files.TRAIN_LOG if backend.primary else None),
+            stopping.on_signal(stopping.Stop()) as stop,
+        ):
             settings.grad_accum(backend.world)
             outcome.forget(out_dir, backend.rank)
-            result, error = _outcome(settings, backend, out_dir)
+            try:
+                result, error = _outcome(settings, backend, out_dir, stop)
+            except stopping.Interrupted as exc:
+                outcome.report(out_dir, backend.rank, "interrupted", str(exc))
+                ended = Ended(None, backend.primary, stopping.EXIT_CODE)
+                return ended
+            if backend.world > 1 and result["status"] != "ok":
+                ended = _end_the_cell(result, error, backend, out_dir)
+                return ended
             if backend.world > 1:
-                result, error = _agree(result, error, backend, out_dir, settings.collective_timeout_s)
+                result = _agree(result, backend, out_dir, settings.collective_timeout_s)
             if backend.primary:
-                files.write_metrics(result, out_dir / files.METRICS)
-                log.info(
-                    "%s: status %s%s",
-                    out_dir / files.METRICS,
-                    result["status"],
-                    f" ({result['message']})" if result["message"] else "",
-                )
+                _write(result, out_dir)
             if error is not None:
                 raise error
-        return result, backend.primary
+        ended = Ended(result, backend.primary, EXIT_CODES[result["status"]] if backend.primary else 0)
+        return ended
     finally:
-        # after any rank failed, other ranks may be gone: do not wait for them in a collective shutdown
-        if not (result and result["status"] != "ok" and backend.world > 1):
+        # after any rank ended the cell, the others may be gone: never wait for them in a collective shutdown
+        if backend.world == 1 or (ended is not None and ended.record and ended.record["status"] == "ok"):
             backend.close()
 
 
-def _agree(result: dict, error: Exception | None, backend: Backend, out_dir: Path, wait_s: int):
-    """Every rank reports how it ended; rank 0 takes the cell's outcome from all of them (:mod:`.outcome`)."""
+def _write(result: dict, out_dir: Path) -> None:
+    files.write_metrics(result, out_dir / files.METRICS)
+    said = f" ({result['message']})" if result["message"] else ""
+    log.info("%s: status %s%s", out_dir / files.METRICS, result["status"], said)
+
+
+def _end_the_cell(result: dict, error: Exception | None, backend: Backend, out_dir: Path) -> Ended:
+    """This rank's own outcome ends a cell of several ranks: report it, with its record, and leave at once with a
+    non-zero code, so that the launcher stops the others. They may be waiting for this rank in a collective, and
+    under NCCL one whose peer has gone never returns (until the watchdog's timeout: minutes of every GPU)."""
+    outcome.report(out_dir, backend.rank, result["status"], result["message"], result)
+    if error is not None:
+        log.error("rank %d: unexpected error", backend.rank, exc_info=error)
+    log.warning(
+        "rank %d ended %s (%s): ending the cell; the launcher stops the other ranks",
+        backend.rank,
+        result["status"],
+        result["message"],
+    )
+    return Ended(result, backend.primary, RANK_ENDED_CELL)
+
+
+def _agree(result: dict, backend: Backend, out_dir: Path, wait_s: int) -> dict:
+    """A rank that ended well says so; rank 0 takes the cell's outcome from every rank's (:mod:`.outcome`)."""
     outcome.report(out_dir, backend.rank, result["status"], result["message"])
     if not backend.primary:
-        return result, None  # rank 0 records the cell; this rank's own error is in its outcome
+        return result
     status, message = outcome.agree(out_dir, backend.world, result["status"], result["message"], wait_s=wait_s + 60)
-    if status == "oom" and result["status"] != "oom":
-        error = None  # a collective that broke because a peer ran out of memory: explained
-    return {**result, "status": status, "message": message}, error
+    return {**result, "status": status, "message": message}
 
 
-def _outcome(settings: Settings, backend: Backend, out_dir: Path) -> tuple[dict, Exception | None]:
+def _outcome(settings: Settings, backend: Backend, out_dir: Path, stop: stopping.Stop) -> tuple[dict, Exception | None]:
     """Train and evaluate; the record of how it ended, whatever the status, and an unexpected error to
     raise once the record is written (a problem the user can fix is raised at once, with no record)."""
     progress = Progress()
@@ -272,7 +322,7 @@ def _outcome(settings: Settings, backend: Backend, out_dir: Path) -> tuple[dict,
         return record.metrics(settings, backend, progress, status=status, message=message, peak=peak, quality=quality)
 
     try:
-        run = prepare(settings, backend, out_dir, progress, peak)
+        run = prepare(settings, backend, out_dir, progress, peak, stop)
         loop.train(run, progress)
         quality = loop.evaluate(run)
     except models.KernelUnavailable as exc:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import logging
+import os
+import sys
 from pathlib import Path
 
 import yaml
 
+from mammoscale import files
 from mammoscale.errors import UserError
 from mammoscale.logs import configure
-from mammoscale.train.cell import EXIT_CODES, run_rank
+from mammoscale.plan.launch import ranks_from_env
+from mammoscale.train.cell import RANK_ENDED_CELL, run_rank
 
 
 def parse_cell(cell_file: str | None, assignments: list[str]) -> dict:
@@ -37,10 +43,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cell", help="YAML or JSON file of cell settings")
     parser.add_argument("--out", required=True, help="output directory (metrics.json, train.log, checkpoint.pt)")
+    parser.add_argument(
+        "--rank-log",
+        action="store_true",
+        help="send everything this process writes (its log, tracebacks, NCCL's warnings) to OUT/rank<r>.log: how a "
+        "cell's job starts its ranks",
+    )
     parser.add_argument("settings", nargs="*", metavar="key=value", help="settings (override --cell)")
     args = parser.parse_args(argv)
+    if args.rank_log:
+        to_rank_log(Path(args.out))
     configure(None)
-    result, primary = run_rank(parse_cell(args.cell, args.settings), args.out)
-    # rank 0 says how the cell ended; another rank's own ending is in the record rank 0 wrote (and its exit
-    # code must not make the launcher stop rank 0 before it has)
-    return EXIT_CODES[result["status"]] if primary else 0
+    ended = run_rank(parse_cell(args.cell, args.settings), args.out)
+    if ended.code == RANK_ENDED_CELL:
+        # leave now: interpreter shutdown would tear down NCCL communicators whose peers may be waiting or gone
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(ended.code)
+    return ended.code
+
+
+def to_rank_log(out: Path) -> Path:
+    """Point this process's standard output and error (file descriptors 1 and 2: Python's and C libraries' alike)
+    at its rank's log, ``OUT/rank<r>.log``, and dump a crash's traceback there too."""
+    rank = ranks_from_env()[0]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / files.fill(files.RANK_LOG, rank=rank)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    faulthandler.enable()
+    return path

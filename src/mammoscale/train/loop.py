@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mammoscale.train import batches, checkpoint, devices, models, scores
+from mammoscale.train import batches, checkpoint, devices, models, scores, stopping
 from mammoscale.train.backends import unwrap
 from mammoscale.train.optim import learning_rate
 
@@ -49,39 +49,63 @@ class Progress:
     """The micro-batches the probe found out of memory, largest first."""
     epochs_done: int = 0
     steps_done: int = 0
+    epoch_steps: int = 0
+    """Steps done in the epoch under way: a checkpoint taken mid-epoch resumes after them."""
+    epoch_elapsed: float = 0.0
+    """Seconds the epoch under way ran before this process (a resume mid-epoch), and at a checkpoint."""
     resumed_from: int | None = None
+    resumed_step: int | None = None
+    """The optimiser step the run resumed after (None: it started afresh)."""
     loss_curve: list[float] = field(default_factory=list)
     epoch_times: list[float] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
     wait_times: list[float] = field(default_factory=list)
     last_report: float = field(default_factory=time.monotonic)
+    last_checkpoint: float = field(default_factory=time.monotonic)
 
     def state(self) -> dict:
         return {
             "epoch": self.epochs_done,
             "step": self.steps_done,
+            "epoch_step": self.epoch_steps,
+            "epoch_elapsed": self.epoch_elapsed,
             "loss_curve": self.loss_curve,
             "epoch_times": self.epoch_times,
         }
 
     def resume(self, state: dict) -> None:
         self.epochs_done = self.resumed_from = int(state["epoch"])
-        self.steps_done = int(state["step"])
+        self.steps_done = self.resumed_step = int(state["step"])
+        self.epoch_steps = int(state.get("epoch_step", 0))  # a checkpoint of an epoch's end has none
+        self.epoch_elapsed = float(state.get("epoch_elapsed", 0.0))
         self.loss_curve = [float(x) for x in state["loss_curve"]]
         self.epoch_times = [float(x) for x in state["epoch_times"]]
 
 
 def train(run, progress: Progress) -> None:
-    """Throughput mode: the planned steps; full mode: the remaining epochs, a checkpoint after each."""
+    """Throughput mode: the planned steps; full mode: the remaining epochs, from the step a checkpoint holds, with a
+    checkpoint after each epoch and every ``checkpoint_every_min`` minutes. Asked to stop (:mod:`.stopping`), the
+    ranks stop after the same step and rank 0 writes its checkpoint: :class:`~.stopping.Interrupted`."""
     s = run.settings
     if s.mode == "throughput":
-        _steps(run, progress, _forever(run.batches), run.schedule.total_steps)
+        if _steps(run, progress, _forever(run.batches), run.schedule.total_steps, started=time.perf_counter()):
+            raise stopping.Interrupted(
+                f"stopped after step {progress.steps_done} when asked (a throughput cell starts over)"
+            )
         return
     for epoch in range(progress.epochs_done, s.epochs):
-        started = time.perf_counter()
-        _steps(run, progress, iter(run.batches.epoch(epoch)), run.schedule.steps_per_epoch)
+        started = time.perf_counter() - progress.epoch_elapsed
+        done = progress.epoch_steps
+        stream = iter(run.batches.epoch(epoch, skip=done * (s.global_batch // run.backend.world)))
+        if _steps(run, progress, stream, run.schedule.steps_per_epoch - done, started=started):
+            progress.epoch_elapsed = devices.now(run.device) - started
+            _checkpoint(run, progress)
+            run.backend.barrier()
+            kept = "its checkpoint written" if s.checkpoint else "no checkpoint (train.checkpoint is off)"
+            at = f"step {progress.steps_done} ({progress.epoch_steps} of epoch {epoch + 1})"
+            raise stopping.Interrupted(f"stopped when asked after {at}, {kept}")
         progress.epoch_times.append(devices.now(run.device) - started)
-        progress.epochs_done = epoch + 1
+        progress.epochs_done, progress.epoch_steps, progress.epoch_elapsed = epoch + 1, 0, 0.0
         log.info(
             "epoch %d/%d: %.1f s, last loss %.4f",
             epoch + 1,
@@ -89,17 +113,23 @@ def train(run, progress: Progress) -> None:
             progress.epoch_times[-1],
             progress.loss_curve[-1],
         )
-        if s.checkpoint and run.backend.primary:
-            checkpoint.save(
-                run.out_dir,
-                {
-                    "fingerprint": run.fingerprint,
-                    **progress.state(),
-                    "model": unwrap(run.model).state_dict(),
-                    "optimizer": run.optimizer.state_dict(),
-                },
-            )
+        _checkpoint(run, progress)
         run.backend.barrier()
+
+
+def _checkpoint(run, progress: Progress) -> None:
+    """Rank 0 writes what a resume needs, the step it stands at included (full mode with ``checkpoint``)."""
+    if run.settings.mode == "full" and run.settings.checkpoint and run.backend.primary:
+        checkpoint.save(
+            run.out_dir,
+            {
+                "fingerprint": run.fingerprint,
+                **progress.state(),
+                "model": unwrap(run.model).state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+            },
+        )
+    progress.last_checkpoint = time.monotonic()
 
 
 def _forever(source: batches.Batches):
@@ -109,7 +139,9 @@ def _forever(source: batches.Batches):
         epoch += 1
 
 
-def _steps(run, progress: Progress, stream, steps: int) -> None:
+def _steps(run, progress: Progress, stream, steps: int, *, started: float) -> bool:
+    """``steps`` optimiser steps; True when the ranks agreed to stop after one of them (``started``: when the epoch
+    began, for a checkpoint taken on the way)."""
     s, schedule, backend = run.settings, run.schedule, run.backend
     criterion = nn.CrossEntropyLoss()
     run.model.train()
@@ -124,7 +156,7 @@ def _steps(run, progress: Progress, stream, steps: int) -> None:
         )
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        started = devices.now(run.device)
+        step_started = devices.now(run.device)
         step_loss, waited = 0.0, 0.0
         for micro in range(run.grad_accum):
             asked = time.perf_counter()
@@ -140,10 +172,11 @@ def _steps(run, progress: Progress, stream, steps: int) -> None:
             step_loss += loss.detach()
         run.optimizer.step()
         backend.zero_grad(run.optimizer)
-        value = backend.mean(float(step_loss))
-        progress.step_times.append(devices.now(run.device) - started)
+        value, stop = backend.step_end(float(step_loss), run.stop.requested)
+        progress.step_times.append(devices.now(run.device) - step_started)
         progress.wait_times.append(waited)
         progress.steps_done += 1
+        progress.epoch_steps += 1
         if not math.isfinite(value):
             raise NonFiniteLoss(
                 f"the training loss became {value} at step {progress.steps_done} (lr {lr:.3g}); "
@@ -151,6 +184,12 @@ def _steps(run, progress: Progress, stream, steps: int) -> None:
             )
         progress.loss_curve.append(value)
         _report(run, progress)
+        if stop:
+            return True
+        if time.monotonic() - progress.last_checkpoint >= 60 * s.checkpoint_every_min:
+            progress.epoch_elapsed = devices.now(run.device) - started
+            _checkpoint(run, progress)
+    return False
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import torch
 
 from mammoscale import files, provenance
 from mammoscale.plan import flops, memory
+from mammoscale.plan.launch import job_restarts
 from mammoscale.plan.settings import Settings
 from mammoscale.plan.vit import seq_len
 from mammoscale.train import devices
@@ -44,6 +45,9 @@ def environment(device: torch.device, backend: str) -> dict:
         # the job's GPUs as SLURM allocated them (inside a job step, SLURM sets SLURM_STEP_GPUS)
         "slurm_job_gpus": os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_restarts": job_restarts(),
+        "pytorch_cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
+        "nccl_debug": os.environ.get("NCCL_DEBUG"),
         "argv": sys.argv,
     }
 
@@ -110,6 +114,7 @@ def metrics(
         "val_pf1": quality["val_pf1"],
         "loss_curve": progress.loss_curve,
         "resumed_from_epoch": progress.resumed_from,
+        "resumed_from_step": progress.resumed_step,
         "env": environment(backend.device, backend.name),
         "config": s.as_dict(),
     }

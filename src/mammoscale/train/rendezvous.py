@@ -1,6 +1,6 @@
-"""Where the ranks of a cell on several nodes meet: a server the job's own process holds for the run.
+"""Where the ranks of a cell that srun starts meet: a server the job's own process holds for the run.
 
-On one node torchrun and horovodrun hold the rendezvous. On several nodes ``srun`` starts the
+Outside SLURM, torchrun and horovodrun hold the rendezvous. In a SLURM job ``srun`` starts the
 ranks (:func:`mammoscale.plan.launch.launch_command`) and the job's process, which runs in the
 batch script on the allocation's first node, holds it instead: for DDP a ``TCPStore`` (what
 torchrun's agent holds), for Horovod the Gloo rendezvous server ``horovodrun`` would start. Each
@@ -18,7 +18,7 @@ import logging
 import socket
 
 from mammoscale.errors import UserError
-from mammoscale.plan.launch import HOROVOD_MISSING, horovod_host, ranks, ranks_per_node
+from mammoscale.plan.launch import HOROVOD_MISSING, by_srun, horovod_host, ranks, ranks_per_node
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ def interface_env(profile: dict) -> dict[str, str]:
 
 @contextlib.contextmanager
 def hosted(profile: dict, timeout_s: int = 600):
-    """Hold the rendezvous of a cell on several nodes while its ranks run; yield the variables for them
-    ({} for a cell on one node, whose launcher holds its own)."""
-    if profile["nodes"] == 1:
+    """Hold the rendezvous of a cell whose ranks ``srun`` starts (:func:`mammoscale.plan.launch.by_srun`) while they
+    run; yield the variables for them ({} for one rank, or ranks whose launcher holds its own rendezvous)."""
+    if not by_srun(profile) or ranks(profile) == 1:
         yield {}
         return
     host = socket.gethostname()
