@@ -11,7 +11,7 @@ import torch
 from mammoscale import files
 from mammoscale.config import defaults
 from mammoscale.errors import UserError
-from mammoscale.plan import grid
+from mammoscale.plan import grid, launch
 from mammoscale.plan.grid import Cell
 from mammoscale.plan.launch import launch_command
 from mammoscale.plan.settings import Settings
@@ -151,13 +151,29 @@ def test_a_failed_cell_fails_the_job_and_keeps_its_record_apart(train_cache, tmp
     assert (tmp_path / "metrics.json").is_file() and not (tmp_path / files.FAILED_METRICS).exists()
 
 
-def test_a_launched_job_reads_the_metrics_its_processes_wrote(train_cache, tmp_path):
+def test_a_launched_job_reads_the_metrics_its_processes_wrote(train_cache, tmp_path, monkeypatch):
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "NCCL_DEBUG", "SLURM_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
     result = run_job(
         job_cell(train_cache, backend="ddp", checkpoint=False),
-        {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 0},
+        {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 0, "nccl_debug": "WARN"},
         tmp_path,
     )
     assert result["status"] == "ok" and result["backend"] == "ddp"
+    # every rank starts with NCCL's warnings on and the allocator's expandable segments, and logs to its own file
+    assert result["env"]["nccl_debug"] == "WARN" and result["env"]["pytorch_cuda_alloc_conf"] == launch.ALLOCATOR
+    assert "status ok" in (tmp_path / "rank0.log").read_text()
+
+
+def test_every_rank_starts_with_nccls_warnings_and_expandable_segments_unless_told_otherwise():
+    assert launch.rank_env({"nccl_debug": "WARN"}, env={}) == {
+        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+        "NCCL_DEBUG": "WARN",
+    }
+    assert launch.rank_env({"nccl_debug": None}, env={"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}) == {}
+    assert launch.rank_env({"nccl_debug": "INFO"}, env={"NCCL_DEBUG": "TRACE"}) == {
+        "PYTORCH_CUDA_ALLOC_CONF": launch.ALLOCATOR
+    }
 
 
 def test_a_cell_on_several_nodes_outside_a_slurm_job_is_refused_before_srun(train_cache, tmp_path, monkeypatch):

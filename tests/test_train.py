@@ -24,7 +24,7 @@ import torch
 from mammoscale import files, train
 from mammoscale.errors import UserError
 from mammoscale.plan import memory
-from mammoscale.train import batches, checkpoint, cli, devices, loop, models, optim, stopping
+from mammoscale.train import batches, checkpoint, cli, devices, loop, models, optim, probe, stopping
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -523,6 +523,19 @@ def test_the_probe_runs_with_the_split_where_the_run_holds_it(train_cache, tmp_p
     seen.clear()
     auto = train.run_cell(cell(train_cache, mode="throughput", data_on_device="auto", checkpoint=False), tmp_path / "b")
     assert seen == [(False, 0, None)] and auto["data_on_device"] is False
+
+
+def test_a_pass_that_leaves_the_gpu_too_little_free_is_not_a_fit():
+    """The probe's second question on a GPU: the device's used memory at the pass's peak (the allocator's reserve with
+    its fragments, and the CUDA context and NCCL's buffers outside it) must leave FREE_MARGIN of the device free."""
+    total = 80 * 2**30
+    roomy = devices.DeviceUse(reserved_peak=70 * 2**30, outside=2 * 2**30, total=total)
+    assert roomy.used_peak == 72 * 2**30 and probe.over_margin(roomy) is None
+    tight = devices.DeviceUse(reserved_peak=76 * 2**30, outside=2 * 2**30, total=total)
+    said = probe.over_margin(tight)
+    assert said.startswith("78.0 GiB of the device's 80.0 GiB used at the pass's peak (76.0 GiB reserved")
+    assert "less than 3% left free" in said
+    assert probe.over_margin(None) is None and devices.device_use(torch.device("cpu")) is None
 
 
 def test_labels_and_inputs_are_copied_without_blocking():

@@ -13,6 +13,7 @@ import os
 import re
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -90,6 +91,44 @@ class PeakMemory:
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
         return _status_kib("VmHWM") * 1024 or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def on_device(self) -> dict:
+        """What the GPU held at the peak beyond the allocated bytes (:func:`device_use`); nulls on a CPU."""
+        use = device_use(self.device)
+        return {
+            "peak_reserved_bytes": use.reserved_peak if use else None,
+            "device_used_bytes": use.used_peak if use else None,
+            "device_total_bytes": use.total if use else None,
+        }
+
+
+@dataclass(frozen=True)
+class DeviceUse:
+    """A GPU's memory around the caching allocator's peak since the last reset."""
+
+    reserved_peak: int
+    """The allocator's peak reserve (``max_memory_reserved``): allocated bytes and the fragments between them."""
+    outside: int
+    """What the driver reports used outside the allocator now: the CUDA context, NCCL's buffers, other processes."""
+    total: int
+
+    @property
+    def used_peak(self) -> int:
+        """The device's used memory at the allocator's peak: what ``nvidia-smi`` would have shown."""
+        return self.outside + self.reserved_peak
+
+    def within(self, margin: float) -> bool:
+        """Whether the peak left at least ``margin`` of the device free."""
+        return self.used_peak <= (1 - margin) * self.total
+
+
+def device_use(device: torch.device) -> DeviceUse | None:
+    """The GPU's memory at the allocator's peak since the last reset of its statistics; None on a CPU."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    outside = max(0, (total - free) - torch.cuda.memory_reserved(device))
+    return DeviceUse(int(torch.cuda.max_memory_reserved(device)), int(outside), int(total))
 
 
 def rss() -> int:

@@ -136,6 +136,7 @@ def _memory(s: Settings, progress, backend: Backend, peak: devices.PeakMemory, s
     return {
         "peak_mem_bytes": max(0, peak.peak() - (progress.data_bytes or 0)) if progress.params is not None else None,
         "peak_mem_kind": peak.kind,
+        **peak.on_device(),
         "predicted_peak_bytes": predicted_peak(s, progress.micro_batch or s.micro_batch, backend),
         "oom_basis": "measured" if status == "oom" else None,
         "data_on_device": progress.data_on_device,
