@@ -100,6 +100,10 @@ def test_the_gpu_adds_its_workspace_and_horovod_its_fusion_buffer():
     gpu = memory.step_peak("xtransformers", "flash", "vit-base", **shape, device="cuda", backend="horovod")
     assert gpu.total - cpu.total == memory.WORKSPACE_BYTES + memory.BACKEND_BYTES["horovod"]
     assert memory.coefficients("hf", "flash_attention_2", "bf16") == memory.coefficients("hf", "sdpa", "bf16")
+    for fused in ("cudnn", "mem_efficient"):  # keep what the flash kernel keeps for the backward pass
+        assert memory.coefficients("xtransformers", fused, "bf16") == memory.coefficients(
+            "xtransformers", "flash", "bf16"
+        )
 
 
 def test_the_micro_batch_is_the_largest_divisor_that_fits():

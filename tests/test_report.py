@@ -159,6 +159,18 @@ def test_the_report_is_well_formed_self_contained_and_has_every_section(tmp_path
         assert caption in page.replace("&#x27;", "'")
 
 
+def test_the_report_says_which_kernel_each_variant_ran(tmp_path, pngs):
+    page, _ = build(tmp_path, pngs, grid_records())
+    run = page[page.index('id="run"') : page.index('id="headline"')]
+    assert ">kernel that ran</th>" in run
+    for variant, attention, ran in (
+        ("flash", "flash", "sdpa-flash"),
+        ("materialised", "materialised", "matmul-softmax"),
+        ("hf-eager", "eager", "matmul-softmax"),
+    ):
+        assert f"<td>{variant}</td><td>" in run and f"<td>{attention}</td><td>{ran}</td></tr>" in run
+
+
 def test_the_numbers_are_the_recorded_ones(tmp_path, pngs):
     page, verdicts = build(tmp_path, pngs, grid_records())
     cells = page[page.index('id="cells"') : page.index('id="data-qc"')]

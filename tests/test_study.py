@@ -102,6 +102,41 @@ def test_a_cell_predicted_past_its_time_limit_is_refused_with_the_ways_out():
     assert two.plans[Cell("xe9680x2", "flash", 2048, 8)].predicted_hours == pytest.approx(49.66 / 2, abs=0.1)
 
 
+def test_a_kernel_that_cannot_run_where_a_cell_is_planned_is_refused_in_one_line():
+    cudnn = {
+        "variants": {
+            "flash": {"family": "xtransformers", "attention": "flash"},
+            "cudnn": {"family": "xtransformers", "attention": "cudnn"},
+        }
+    }
+    with pytest.raises(
+        UserError,
+        match=r"^cell local-cpu/cudnn/img384_p8: attention cudnn runs on CUDA GPUs only, and "
+        r"hardware profile local-cpu trains on the cpu at fp32: take variant cudnn out of grid.variants",
+    ):
+        study(grid={**EMBEDDED["grid"], **cudnn})
+    gpu = {**PAPER["hardware"]["xe9680"], "precision": "fp32"}
+    raw = {**EMBEDDED, **PAPER, "hardware": {**EMBEDDED["hardware"], **PAPER["hardware"], "xe9680": gpu}}
+    with pytest.raises(UserError, match=r"^cell xe9680/flash/img384_p8: attention flash takes bf16 or fp16 on a GPU"):
+        Study.from_config(raw)
+    # the paper's optional kernels (config/paper.yaml), in bf16 on its GPUs: planned, predicted as the flash kernel
+    optional = {name: {"family": "xtransformers", "attention": name} for name in ("cudnn", "mem_efficient")}
+    variants = {
+        **PAPER["grid"]["variants"],
+        **optional,
+        "hf-flash-attn": {"family": "hf", "attention": "flash_attention_2"},
+    }
+    paper = Study.from_config(
+        {
+            **raw,
+            "hardware": {**raw["hardware"], "xe9680": PAPER["hardware"]["xe9680"]},
+            "grid": {**PAPER["grid"], "variants": variants},
+        }
+    )
+    flash, cudnn = (paper.plans[Cell("xe9680", name, 512, 16)] for name in ("flash", "cudnn"))
+    assert cudnn.micro_batch == flash.micro_batch and cudnn.predicted_peak_bytes == flash.predicted_peak_bytes
+
+
 def test_submitting_predicted_ooms_is_a_switch():
     raw = {**EMBEDDED, **PAPER, "hardware": {**EMBEDDED["hardware"], **PAPER["hardware"]}}
     s = Study.from_config({**raw, "plan": {"submit_predicted_oom": True}})

@@ -480,13 +480,14 @@ def test_two_ranks_never_share_a_gpu(monkeypatch):
         devices.choose("auto", 2)
 
 
-def test_a_forced_kernel_that_cannot_run_stops_the_cell_instead_of_running_another(train_cache, tmp_path, monkeypatch):
-    """Flash forced to a kernel this CPU lacks (memory-efficient only): no silent fallback, a skipped cell."""
-    monkeypatch.setattr(
-        models, "FLASH_ONLY", {**models.FLASH_ONLY, "enable_flash": False, "enable_mem_efficient": True}
-    )
-    result = train.run_cell(cell(train_cache, mode="throughput", checkpoint=False), tmp_path)
-    assert result["status"] == "skipped" and "the flash kernel cannot run here: No viable backend" in result["message"]
+@pytest.mark.parametrize("attention", ["mem_efficient", "cudnn"])
+def test_a_forced_kernel_that_cannot_run_stops_the_cell_instead_of_running_another(train_cache, tmp_path, attention):
+    """PyTorch's memory-efficient and cuDNN kernels, forced, on a CPU that has neither: no silent fallback to the CPU's
+    flash or math kernel, a skipped cell (the plan refuses such a cell before it runs; by hand it is skipped)."""
+    settings = cell(train_cache, attention=attention, variant=attention, mode="throughput", checkpoint=False)
+    result = train.run_cell(settings, tmp_path)
+    said = f"the {attention} kernel cannot run here: No viable backend"
+    assert result["status"] == "skipped" and said in result["message"]
     assert result["attention_backend"] is None and result["throughput_img_s"] is None
     files.validate_metrics(json.loads((tmp_path / "metrics.json").read_text()))
 

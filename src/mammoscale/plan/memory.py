@@ -106,9 +106,10 @@ COEFFICIENTS: dict[tuple[str, str, str], Coefficients] = {
     ("hf", "sdpa", "bf16"): Coefficients(a=40.88, b=0.0, c=12.26, t=0.0, e=3.74),
     ("hf", "sdpa", "fp32"): Coefficients(a=66.1, b=0.0, c=13.17, t=0.0, e=2.23),
 }
-BORROWED = {"flash_attention_2": "sdpa"}
-"""Attentions that cannot run on a CPU, predicted with a fused kernel's coefficients of the same family
-(flash-attn keeps q, k, v, the output and a logsumexp, as SDPA's kernels do)."""
+BORROWED = {"flash_attention_2": "sdpa", "cudnn": "flash", "mem_efficient": "flash"}
+"""Attentions that cannot run on a CPU, predicted with a fused kernel's coefficients of the same family (flash-attn's,
+cuDNN's and the memory-efficient kernel keep q, k, v, the output and a logsumexp for the backward pass, as the flash
+kernel does; their own scratch is in the GPU's workspace allowance until ``bench/memory.py --device cuda`` says)."""
 
 
 def coefficients(family: str, attention: str, precision: str) -> Coefficients:

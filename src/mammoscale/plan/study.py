@@ -19,7 +19,7 @@ from functools import cached_property
 from mammoscale import config as configuration
 from mammoscale import files
 from mammoscale.errors import UserError
-from mammoscale.plan import grid, sizing
+from mammoscale.plan import grid, sizing, vit
 from mammoscale.plan.grid import Cell
 from mammoscale.plan.launch import check_profile, ranks
 from mammoscale.plan.settings import Settings
@@ -218,12 +218,25 @@ class Study:
                 f"grid: {', '.join(self.hardware_used)})"
             )
         self.baseline  # noqa: B018 (refuses an unknown figures.baseline)
-        late = sizing.over_time_limit(self.plans.values(), self.config["plan"]["runtime_headroom"])
-        if late:
-            raise UserError(sizing.time_limit_message(late, self.config["plan"]["runtime_headroom"]))
+        self._check_cells()
+
+    def _check_cells(self) -> None:
+        """Each cell can train where it is planned (its ranks share its global batch, its kernel runs on its device)
+        and finish within its job's time limit."""
         for cell in self.cells:
             settings = self.cell_settings(cell)  # plans the cell: a global batch its ranks cannot share fails here
+            device = self.plans[cell].device
+            reason = vit.cannot_run(settings["attention"], device=device, precision=settings["precision"])
+            if reason:
+                raise UserError(
+                    f"cell {cell.name}: {reason}, and hardware profile {cell.hardware} trains on the {device} at "
+                    f"{settings['precision']}: take variant {cell.variant} out of grid.variants, or the profile out "
+                    "of grid.hardware"
+                )
             try:
                 Settings.from_dict(settings).grad_accum(ranks(self.profiles[cell.hardware]))
             except UserError as exc:
                 raise UserError(f"cell {cell.name}: {exc}") from None
+        late = sizing.over_time_limit(self.plans.values(), self.config["plan"]["runtime_headroom"])
+        if late:
+            raise UserError(sizing.time_limit_message(late, self.config["plan"]["runtime_headroom"]))

@@ -4,8 +4,9 @@ Torch-free, so that a cell can be checked when the Snakefile is parsed; :mod:`ma
 builds the networks these names describe.
 
 - ``xtransformers``: x-transformers ``ViTransformerWrapper`` + ``Encoder`` (the study's flash model).
-  ``flash`` is PyTorch's fused scaled-dot-product attention; ``materialised`` the same
-  architecture with the (N x N) score matrix built explicitly.
+  ``flash`` is PyTorch's flash kernel of scaled-dot-product attention, forced; ``cudnn`` and
+  ``mem_efficient`` PyTorch's cuDNN and memory-efficient kernels, each forced (CUDA only);
+  ``materialised`` the same architecture with the (N x N) score matrix built explicitly.
 - ``hf``: Hugging Face ``ViTForImageClassification``: ``eager`` (the study's baseline, materialised),
   ``sdpa`` (PyTorch's kernel) or ``flash_attention_2`` (the flash-attn package, CUDA only).
 """
@@ -34,11 +35,42 @@ SIZES = {
     "vit-base": Size(dim=768, depth=12, heads=12),
 }
 ATTENTIONS = {
-    "xtransformers": ("flash", "materialised"),
+    "xtransformers": ("flash", "materialised", "cudnn", "mem_efficient"),
     "hf": ("eager", "sdpa", "flash_attention_2"),
 }
-FLASH_ATTENTIONS = ("flash", "flash_attention_2")
-"""The attentions the study calls flash: x-transformers' switch and HF's flash_attention_2."""
+FLASH_ATTENTIONS = ("flash", "flash_attention_2", "cudnn", "mem_efficient")
+"""The fused kernels a study's flash side is made of: x-transformers' switch (PyTorch's flash kernel), HF's
+flash_attention_2 (the flash-attn package), and PyTorch's cuDNN and memory-efficient kernels, each forced."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """What a forced attention kernel needs, known before any GPU is touched."""
+
+    cuda_only: bool = False
+    half_on_cuda: bool = False
+    """On a GPU it takes bf16 or fp16 only (bf16 autocast gives it that; ``precision: fp32`` does not)."""
+
+
+KERNELS = {
+    "flash": Kernel(half_on_cuda=True),  # on a CPU, PyTorch's CPU flash kernel, fp32 included
+    "cudnn": Kernel(cuda_only=True, half_on_cuda=True),
+    "mem_efficient": Kernel(cuda_only=True),
+    "flash_attention_2": Kernel(cuda_only=True, half_on_cuda=True),
+}
+"""The forced kernels' needs; the other attentions run anywhere."""
+
+
+def cannot_run(attention: str, *, device: str, precision: str) -> str | None:
+    """Why ``attention`` cannot run on ``device`` (``cuda`` or ``cpu``) at ``precision``, or None."""
+    kernel = KERNELS.get(attention, Kernel())
+    if kernel.cuda_only and device != "cuda":
+        return f"attention {attention} runs on CUDA GPUs only"
+    if kernel.half_on_cuda and device == "cuda" and precision == "fp32":
+        return f"attention {attention} takes bf16 or fp16 on a GPU, not fp32"
+    return None
+
+
 NUM_CLASSES = 2
 CHANNELS = (1, 3)
 

@@ -33,12 +33,20 @@ CELL_COLUMNS = {
 }
 
 
-VARIANT_COLUMNS = {"variant": "variant", "family": "model family", "attention": "attention"}
+VARIANT_COLUMNS = {"variant": "variant", "family": "model family", "attention": "attention", "ran": "kernel that ran"}
+
+
+def kernels_ran(runs: pd.DataFrame, variant: str) -> str:
+    """The attention kernel(s) observed in the cells of ``variant`` (``attention_backend``), or why none is known."""
+    seen = runs.loc[runs["variant"] == variant, "attention_backend"].dropna() if "attention_backend" in runs else []
+    return ", ".join(sorted(set(seen))) or "none observed yet"
 
 
 def section_run(run_config: dict, runs: pd.DataFrame) -> str:
     data, grid, train = run_config["data"], run_config["grid"], run_config["train"]
-    variants = pd.DataFrame([{"variant": name, **spec} for name, spec in grid["variants"].items()])
+    variants = pd.DataFrame(
+        [{"variant": name, **spec, "ran": kernels_ran(runs, name)} for name, spec in grid["variants"].items()]
+    )
     profiles = pd.DataFrame(
         [
             {

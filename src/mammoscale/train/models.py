@@ -4,18 +4,19 @@ The catalogue (families, sizes, attentions) is :mod:`mammoscale.plan.vit`; this 
 Each family has a switch that changes only the attention kernel:
 
 - ``xtransformers``: x-transformers ``ViTransformerWrapper`` + ``Encoder`` (the study's flash model).
-  ``attention="flash"`` sets ``attn_flash=True`` (PyTorch scaled-dot-product attention);
-  ``"materialised"`` the same architecture and weights with the (N x N) score matrix built
-  explicitly. Comparing the two isolates the kernel.
+  ``attention="flash"`` sets ``attn_flash=True`` (PyTorch scaled-dot-product attention, its flash
+  kernel forced); ``"cudnn"`` and ``"mem_efficient"`` force PyTorch's cuDNN and memory-efficient
+  kernels the same way; ``"materialised"`` the same architecture and weights with the (N x N)
+  score matrix built explicitly. Comparing them isolates the kernel.
 - ``hf``: Hugging Face ``ViTForImageClassification`` from a ``ViTConfig`` (no download).
   ``"eager"`` is the study's baseline (materialised attention); ``"sdpa"`` PyTorch's kernel;
   ``"flash_attention_2"`` the flash-attn package's kernel (CUDA only, where installed).
 
 Which kernel actually ran is observed, not assumed: :func:`attention_kernels` records the operators
 dispatched during a real training step (a ``TorchDispatchMode``, the mechanism of torch's own
-``FlopCounterMode``). On CUDA, ``attention="flash"`` is enforced with
-``torch.nn.attention.sdpa_kernel``, so a shape or dtype the flash kernel cannot take fails
-loudly instead of silently falling back to another kernel.
+``FlopCounterMode``). Each forced kernel is enforced with ``torch.nn.attention.sdpa_kernel``, so a
+shape, dtype or device it cannot take fails loudly instead of silently falling back to another kernel;
+the plan refuses beforehand what it can know (:func:`mammoscale.plan.vit.cannot_run`).
 """
 
 from __future__ import annotations
@@ -46,12 +47,18 @@ materialised variants, HF eager, and SDPA's math fallback, which decomposes into
 REFUSALS = ("No available kernel", "No viable backend for scaled_dot_product_attention")
 """How torch says that none of the SDPA kernels a context allows can take the input (CUDA; CPU)."""
 SOFTMAX_OPS = ("aten::_softmax", "aten::softmax", "aten::_safe_softmax")
-FLASH_ONLY = {"enable_flash": True, "enable_math": False, "enable_mem_efficient": False, "enable_cudnn": False}
-"""The SDPA kernels the x-transformers ``flash`` variant may run: flash alone (on a CPU, its flash kernel).
+SDPA_SWITCHES = {"flash": "enable_flash", "cudnn": "enable_cudnn", "mem_efficient": "enable_mem_efficient"}
+"""The x-transformers attentions that force one of PyTorch's scaled-dot-product kernels, and its switch."""
 
-x-transformers enters its own ``sdpa_kernel`` context around every attention call, which replaces
-any context around the model; so the choice is the model's own (``attn_attend_sdp_kwargs``), and a shape,
-dtype or device the flash kernel cannot take stops the cell instead of running another kernel."""
+
+def sdpa_only(attention: str) -> dict:
+    """The SDPA kernels an x-transformers attention may run: its own alone (``flash`` on a CPU: its CPU flash kernel).
+
+    x-transformers enters its own ``sdpa_kernel`` context around every attention call, which replaces any context
+    around the model; so the choice is the model's own (``attn_attend_sdp_kwargs``), and a shape, dtype or device the
+    kernel cannot take stops the cell instead of running another kernel."""
+    switches = ("enable_flash", "enable_math", "enable_mem_efficient", "enable_cudnn")
+    return {switch: switch == SDPA_SWITCHES[attention] for switch in switches}
 
 
 class KernelUnavailable(UserError, RuntimeError):
@@ -65,7 +72,8 @@ def build(family: str, attention: str, size: str, *, image_size: int, patch_size
     if family == "xtransformers":
         from x_transformers import Encoder, ViTransformerWrapper
 
-        flash = {"attn_flash": True, "attn_attend_sdp_kwargs": dict(FLASH_ONLY)} if attention == "flash" else {}
+        forced = attention in SDPA_SWITCHES
+        flash = {"attn_flash": True, "attn_attend_sdp_kwargs": sdpa_only(attention)} if forced else {}
         encoder = Encoder(dim=shape.dim, depth=shape.depth, heads=shape.heads, **flash)
         return ViTransformerWrapper(
             image_size=image_size,
@@ -114,7 +122,7 @@ def params(model: nn.Module) -> int:
 def kernel_context(attention: str, device: torch.device):
     """The context of every forward and backward: refuses ``flash_attention_2`` off CUDA before any work.
 
-    The flash variant's kernel is forced by the model itself (:data:`FLASH_ONLY`), not by a context
+    The x-transformers kernels are forced by the model itself (:func:`sdpa_only`), not by a context
     here, which x-transformers would replace.
     """
     if attention == "flash_attention_2" and device.type != "cuda":
