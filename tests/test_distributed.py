@@ -209,7 +209,7 @@ def test_a_horovod_rank_learns_its_place_from_srun():
 def test_a_cell_on_several_nodes_is_launched_by_srun_one_task_per_rank():
     profile = {"launcher": "horovod", "nodes": 2, "gpus_per_node": 4, "cpus_per_task": 32}
     command = launch.launch_command(profile, "cell.yaml", "out")
-    assert command[:9] == [
+    assert command[:10] == [
         "srun",
         "--nodes=2",
         "--ntasks=8",
@@ -217,10 +217,11 @@ def test_a_cell_on_several_nodes_is_launched_by_srun_one_task_per_rank():
         "--gpus-per-node=4",
         "--cpus-per-task=8",
         "--distribution=block",
+        "--cpu-bind=none",  # ranks on GPUs bind themselves near their GPU
         "--export=ALL,OMP_NUM_THREADS=8",
         "--kill-on-bad-exit=1",
     ]
-    assert command[9:] == [
+    assert command[10:] == [
         sys.executable,
         "-m",
         launch.TRAIN_MODULE,
@@ -232,6 +233,7 @@ def test_a_cell_on_several_nodes_is_launched_by_srun_one_task_per_rank():
     ]
     cpu = launch.launch_command({**profile, "launcher": "torchrun", "gpus_per_node": 0, "cpus_per_task": 2}, "c", "o")
     assert cpu[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=2"]
+    assert "--cpu-bind=none" not in cpu  # CPU ranks keep SLURM's binding
     with pytest.raises(UserError, match=r"cpus_per_task \(2\) are the CPUs of each node, shared by its 4 ranks"):
         launch.launch_command({**profile, "cpus_per_task": 2}, "c", "o")
     with pytest.raises(UserError, match="launcher none runs one process"):
@@ -307,6 +309,33 @@ def test_every_backend_resumes_to_the_uninterrupted_result(train_cache, tmp_path
     resumed = train.run_cell(settings, tmp_path / "preempted")
     assert resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 3
     assert resumed["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-6)
+
+
+def test_a_rank_on_a_gpu_takes_its_share_of_the_cpus_near_it():
+    """Two sockets of 52 cores, GPUs 0-3 on the first and 4-7 on the second (an XE9680). The job's 48 CPUs, 24 on each
+    socket: each rank binds to 6 on its GPU's socket, none shared. Ranks already on their GPU's node, or with no CPU
+    there, or with no topology known, keep what they have."""
+    from mammoscale.train import devices
+
+    sockets = [set(range(0, 52)), set(range(52, 104))]
+    numa = [sockets[0]] * 4 + [sockets[1]] * 4
+    allowed = devices.parse_cpus("0-23,52-75")
+    chosen = [devices.near_gpu(allowed, numa, rank) for rank in range(8)]
+    assert [devices.format_cpus(cpus) for cpus in chosen] == [
+        "0-5", "6-11", "12-17", "18-23", "52-57", "58-63", "64-69", "70-75"
+    ]  # fmt: skip
+    assert devices.near_gpu(devices.parse_cpus("6-11"), numa, 1) is None  # SLURM bound it near its GPU already
+    assert devices.near_gpu(devices.parse_cpus("0-47"), numa, 5) is None  # nothing near GPU 5: keep, with a warning
+    assert devices.near_gpu(allowed, [None] * 8, 3) is None  # no topology
+    assert devices.parse_cpus("0-2,7,9-10\n") == {0, 1, 2, 7, 9, 10} and devices.format_cpus({3, 1, 2, 8}) == "1-3,8"
+    placed = devices.bind_near_gpu(torch_device("cpu"), 0, 1)  # a CPU rank: left as it is
+    assert placed["gpu_numa_cpus"] is None and devices.parse_cpus(placed["cpus"]) == os.sched_getaffinity(0)
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
 
 
 def test_the_cpus_a_nodes_ranks_share():

@@ -220,6 +220,8 @@ def test_a_cells_job_is_a_task_per_rank_signalled_ahead_of_its_limit():
     assert gpu["tasks"] == 8 and gpu["cpus_per_task"] == 6 and gpu["nodes"] == 1 and gpu["mpi"] == "srun"
     assert gpu["slurm_extra"] == "--ntasks-per-node=8 --gpus-per-node=a100:8 --signal=USR1@900"
     assert gpu["gpu"] is None and gpu["gpu_model"] is None  # per node: no --gpus, which with tasks is --ntasks-per-gpu
+    bound = job_request({**GPU8, "cpus_per_task": 48, "runtime_min": 60, "slurm_extra": "--gres-flags=enforce-binding"})
+    assert bound["slurm_extra"] == "--ntasks-per-node=8 --gpus-per-node=8 --gres-flags=enforce-binding"  # the cluster's
     cpu = job_request({**CPU, "runtime_min": 60})
     assert cpu["tasks"] == 1 and cpu["cpus_per_task"] == 1 and cpu["slurm_extra"] == "--ntasks-per-node=1"
     assert cpu["constraint"] == "" and cpu["mpi"] == ""  # one task: the plugin submits it as no MPI job

@@ -93,6 +93,8 @@ def job_request(profile: dict, signal_before_limit_s: int | None = None) -> dict
     """
     model = profile.get("gpu_model") or ""
     extra = per_node_request(profile, model)
+    if profile.get("slurm_extra"):
+        extra.append(profile["slurm_extra"])
     if signal_before_limit_s:
         extra.append(f"--signal={STOP_SIGNAL}@{signal_before_limit_s}")
     return {
@@ -195,6 +197,9 @@ def launch_command(profile: dict, cell_file: Path | str, out_dir: Path | str, en
             # rank sees its node's GPUs and takes its local rank's (SLURM 22.05's --gpu-bind=none sets no
             # CUDA_VISIBLE_DEVICES at all, which would show a rank the GPUs of other jobs on the node)
             "--distribution=block",
+            # a rank on a GPU binds itself to its share of the CPUs near that GPU (the node's allocation, the job's
+            # CPUs on that node, is what it chooses from; SLURM's own binding would not know which GPU it takes)
+            *(["--cpu-bind=none"] if profile.get("gpus_per_node") else []),
             # torch's threads: the rank's CPUs (torchrun sets 1; srun sets nothing, and every rank would take
             # every CPU it can see)
             f"--export=ALL,OMP_NUM_THREADS={cpus_per_rank(profile)}",

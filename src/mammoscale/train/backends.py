@@ -254,7 +254,8 @@ def init(backend: str, device_request: str, timeout_s: int = 600) -> Backend:
     if backend not in BACKEND_CLASSES:
         raise UserError(f"distributed backend must be one of {', '.join(BACKEND_CLASSES)}, not {backend!r}")
     started = BACKEND_CLASSES[backend].start(device_request, timeout_s)
-    started.placement = started.gather(placement(started))
+    near = devices.bind_near_gpu(started.device, started.local_rank, started.local_world)
+    started.placement = started.gather({**placement(started), **near})
     return started
 
 

@@ -9,6 +9,7 @@ training's, not the import's.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import resource
@@ -44,6 +45,83 @@ def choose(requested: str, local_rank: int) -> torch.device:
         )
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
+
+
+def parse_cpus(text: str) -> set[int]:
+    """A Linux CPU list (``0-25,52-77``) as a set."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if part:
+            low, _, high = part.partition("-")
+            cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def format_cpus(cpus) -> str:
+    """A set of CPUs as a Linux CPU list, ranges compacted (``0-5,52-57``)."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(f"{low}-{high}" if high > low else str(low) for low, high in runs)
+
+
+def gpu_numa_cpus(index: int) -> set[int] | None:
+    """The CPUs on GPU ``index``'s NUMA node (its PCI device's ``local_cpulist`` in sysfs); None where unknown."""
+    props = torch.cuda.get_device_properties(index)
+    ids = [getattr(props, f"pci_{name}_id", None) for name in ("domain", "bus", "device")]
+    if None in ids:
+        return None
+    try:
+        text = Path("/sys/bus/pci/devices/{:04x}:{:02x}:{:02x}.0/local_cpulist".format(*ids)).read_text()
+    except OSError:
+        return None
+    return parse_cpus(text) or None
+
+
+def near_gpu(allowed: set[int], numa: list[set[int] | None], local_rank: int) -> set[int] | None:
+    """The CPUs local rank ``local_rank`` (on GPU ``local_rank``) binds to: its share of the ``allowed`` CPUs on its
+    GPU's NUMA node (``numa``: each of the node's ranks' GPUs' CPUs), split in local-rank order among the ranks whose
+    GPUs share that node. None to keep what it has: no topology known, its CPUs already all on its GPU's node, or
+    none of them there."""
+    mine = numa[local_rank] if local_rank < len(numa) else None
+    if not mine or allowed <= mine:
+        return None
+    here = sorted(allowed & mine)
+    if not here:
+        return None
+    sharing = [rank for rank, cpus in enumerate(numa) if cpus == mine]
+    share, extra = divmod(len(here), len(sharing))
+    place = sharing.index(local_rank)
+    start = place * share + min(place, extra)
+    return set(here[start : start + share + (place < extra)]) or None
+
+
+def bind_near_gpu(device: torch.device, local_rank: int, local_world: int) -> dict:
+    """On a GPU, bind this process to its share of the CPUs on its GPU's NUMA node (:func:`near_gpu`); say where it
+    runs: its CPUs, and its GPU's node's CPUs (None off a GPU or where unknown)."""
+    numa_of_mine = None
+    if device.type == "cuda":
+        visible = min(torch.cuda.device_count(), max(local_world, local_rank + 1))
+        numa = [gpu_numa_cpus(index) for index in range(visible)]
+        numa_of_mine = numa[device.index] if device.index is not None and device.index < len(numa) else None
+        chosen = near_gpu(os.sched_getaffinity(0), numa, device.index or 0)
+        if chosen:
+            os.sched_setaffinity(0, chosen)
+        elif numa_of_mine and not os.sched_getaffinity(0) & numa_of_mine:
+            logging.getLogger(__name__).warning(
+                "rank on %s: none of its CPUs (%s) is on its GPU's NUMA node (%s): its host-to-GPU copies cross "
+                "sockets (docs/gpu-cluster.md, 'CPUs near their GPUs')",
+                device,
+                format_cpus(os.sched_getaffinity(0)),
+                format_cpus(numa_of_mine),
+            )
+    return {
+        "cpus": format_cpus(os.sched_getaffinity(0)),
+        "gpu_numa_cpus": format_cpus(numa_of_mine) if numa_of_mine else None,
+    }
 
 
 def synchronize(device: torch.device) -> None:
