@@ -60,6 +60,7 @@ def cells(args, variants: dict) -> list[tuple[grid.Cell, dict]]:
             "data_on_device": "yes",
             "device": args.device,
         }
+        profile = config.with_defaults({"hardware": {HARDWARE: profile}})["hardware"][HARDWARE]  # the schema's rest
 
         spec = {
             "profile": profile,

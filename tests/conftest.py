@@ -74,3 +74,22 @@ def train_cache(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train-cache")
     data = synthetic.generate(out / "rsna", n_patients=16, image_shape=(192, 144), seed=9, cancer_rate=0.3)
     return build_cache(data, out, workers=2)
+
+
+class Preempted(BaseException):
+    """Stands for the SIGKILL of a preemption, raised right after a checkpoint is on disk."""
+
+
+def preempt_after_checkpoint(monkeypatch, when=lambda state: True) -> None:
+    """Make the first checkpoint whose state satisfies ``when`` the last thing the run does (:class:`Preempted`)."""
+    from mammoscale.train import checkpoint
+
+    save = checkpoint.save
+
+    def save_then_die(out_dir, state):
+        save(out_dir, state)
+        if when(state):
+            monkeypatch.setattr(checkpoint, "save", save)
+            raise Preempted
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)

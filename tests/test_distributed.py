@@ -18,6 +18,8 @@ from mammoscale.errors import UserError
 from mammoscale.plan import launch
 from mammoscale.train import backends
 
+from conftest import Preempted, preempt_after_checkpoint
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 BIN = Path(sys.executable).parent
 
@@ -284,28 +286,16 @@ def test_unknown_backend_and_missing_master_are_user_errors(monkeypatch):
         backends.init("ddp", "cpu")
 
 
-class Preempted(BaseException):
-    """Stands for the SIGKILL of a preemption, raised right after the first checkpoint is on disk."""
-
-
 @pytest.mark.parametrize("backend", ["none", "ddp", "horovod"])
 def test_every_backend_resumes_to_the_uninterrupted_result(train_cache, tmp_path, monkeypatch, backend):
     if backend == "horovod":
         need_horovod()
-    from mammoscale.train import checkpoint
 
     settings = cell(train_cache, backend=backend, epochs=3, checkpoint=True)
     reference = train.run_cell(settings, tmp_path / "reference")
-    save = checkpoint.save
-
-    def save_then_die(out_dir, state):
-        save(out_dir, state)
-        raise Preempted
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    preempt_after_checkpoint(monkeypatch)
     with pytest.raises(Preempted):
         train.run_cell(settings, tmp_path / "preempted")
-    monkeypatch.setattr(checkpoint, "save", save)
     resumed = train.run_cell(settings, tmp_path / "preempted")
     assert resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 3
     assert resumed["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-6)

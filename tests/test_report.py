@@ -214,6 +214,7 @@ def test_the_plan_is_shown_beside_what_each_cell_did(tmp_path, pngs):
             "gpu_hours": 0.25,
             "predicted_hours": 0.25 / 8,
             "time_limit_hours": 48.0,
+            "signal_before_limit_s": 300,
             "mfu": 0.35,
         }
         for cell in cells

@@ -7,6 +7,7 @@ import yaml
 
 from mammoscale import config as configuration
 from mammoscale.errors import UserError
+from mammoscale.plan import sizing
 from mammoscale.plan.grid import Cell
 from mammoscale.plan.study import Study
 
@@ -75,6 +76,10 @@ def test_the_paper_study_places_every_cells_data_and_keeps_its_time_limits():
             assert plan.predicted_hours <= s.config["plan"]["runtime_headroom"] * plan.time_limit_hours
     assert s.plans[Cell("xe9680", "flash", 1024, 16)].data_on_device is False  # 16.3 GiB beside 58.9 GiB
     assert s.plans[Cell("xe9680", "flash", 512, 16)].data_on_device is True  # 4.1 GiB beside 30.3 GiB
+    assert sizing.summary([plan.row() for plan in s.plans.values()]) == (
+        "38 cells, 32 submitted (21 with their training split on the device), 6 predicted out of memory; "
+        "the closest to its time limit: xe9680/flash/img2048_p8, 49.7 h of 72 h"
+    )
 
 
 def test_a_cell_predicted_past_its_time_limit_is_refused_with_the_ways_out():

@@ -26,6 +26,8 @@ from mammoscale.errors import UserError
 from mammoscale.plan import memory
 from mammoscale.train import batches, checkpoint, cli, devices, loop, models, optim, probe, stopping
 
+from conftest import Preempted, preempt_after_checkpoint
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
@@ -53,6 +55,14 @@ def run_cli(out: Path, settings: dict, **popen) -> subprocess.Popen:
         text=True,
         **popen,
     )
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 120) -> None:
+    """Until the cell running in ``proc`` has written its first checkpoint into ``out``."""
+    deadline = time.monotonic() + timeout
+    while not (out / checkpoint.NAME).exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
 
 
 def test_a_cell_writes_schema_valid_metrics(train_cache, tmp_path):
@@ -228,10 +238,7 @@ def test_a_killed_cell_resumes_from_its_checkpoint(train_cache, tmp_path):
 
     out = tmp_path / "preempted"
     proc = run_cli(out, settings)
-    deadline = time.monotonic() + 120
-    while not (out / checkpoint.NAME).exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
+    wait_for_checkpoint(proc, out)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert not (out / "metrics.json").exists(), "the cell finished before it could be killed"
@@ -245,10 +252,6 @@ def test_a_killed_cell_resumes_from_its_checkpoint(train_cache, tmp_path):
     assert resumed["val_auc"] == reference["val_auc"]
 
 
-class Preempted(BaseException):
-    """Stands for a SIGKILL right after a checkpoint is on disk."""
-
-
 def mid_epoch(train_cache, **overrides) -> dict:
     """9 steps an epoch (19 training tiles, global batch 2), a checkpoint after every step (checkpoint_every_min)."""
     base = {"image_size": 64, "patch_size": 16, "epochs": 3, "global_batch": 2, "micro_batch": 2, "precision": "fp32"}
@@ -260,17 +263,9 @@ def test_checkpoints_every_few_minutes_resume_mid_epoch(train_cache, tmp_path, m
     epoch's first 4 steps are skipped, and the loss curve is an uninterrupted run's."""
     settings = mid_epoch(train_cache)
     reference = train.run_cell({**settings, "checkpoint_every_min": 30}, tmp_path / "reference")
-    save = checkpoint.save
-
-    def save_then_die(out_dir, state):
-        save(out_dir, state)
-        if (state["epoch"], state["epoch_step"]) == (1, 4):
-            raise Preempted
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    preempt_after_checkpoint(monkeypatch, lambda state: (state["epoch"], state["epoch_step"]) == (1, 4))
     with pytest.raises(Preempted):
         train.run_cell(settings, tmp_path / "killed")
-    monkeypatch.setattr(checkpoint, "save", save)
     resumed = train.run_cell(settings, tmp_path / "killed")
     assert resumed["resumed_from_epoch"] == 1 and resumed["resumed_from_step"] == 9 + 4
     assert (
@@ -313,10 +308,7 @@ def test_a_signalled_process_exits_with_the_try_again_code(train_cache, tmp_path
     settings = mid_epoch(train_cache, epochs=40, checkpoint_every_min=30)
     out = tmp_path / "run"
     proc = run_cli(out, settings)
-    deadline = time.monotonic() + 120
-    while not (out / checkpoint.NAME).exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
+    wait_for_checkpoint(proc, out)
     proc.send_signal(stopping.SIGNAL)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == stopping.EXIT_CODE, output

@@ -17,6 +17,8 @@ Torch-free: the Snakefile plans every cell when it is parsed.
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass
 
 from mammoscale import files, provenance
@@ -282,3 +284,25 @@ def write(rows: list[dict], table: str, records: dict[str, dict]) -> None:
     files.PLAN_TABLE.write(files.PLAN_TABLE.frame(rows), table)
     for path, cell in records.items():
         files.write_metrics(predicted_oom_record(cell["row"], cell["settings"]), path)
+    said = f"{summary(rows)}; every cell in {table}"
+    logging.getLogger(__name__).info("%s", said)
+    print(f"plan: {said}", file=sys.stderr)
+
+
+def summary(rows: list[dict]) -> str:
+    """The plan in a sentence: what is submitted, where the data lives, the longest cell against its limit."""
+    submitted = [row for row in rows if row["submitted"]]
+    held = sum(1 for row in submitted if row["data_on_device"])
+    said = (
+        f"{len(rows)} cells, {len(submitted)} submitted ({held} with their training split on the device), "
+        f"{sum(1 for row in rows if not row['fits'])} predicted out of memory"
+    )
+    timed = [row for row in submitted if row["predicted_hours"] is not None]
+    if timed:
+        longest = max(timed, key=lambda row: row["predicted_hours"] / row["time_limit_hours"])
+        name = files.fill(files.CELL, **{key: longest[key] for key in Cell._fields})
+        said += (
+            f"; the closest to its time limit: {name}, {longest['predicted_hours']:.1f} h of "
+            f"{longest['time_limit_hours']:.0f} h"
+        )
+    return said

@@ -2,7 +2,9 @@
 
 - :mod:`~mammoscale.train.cell`: one cell end to end (:func:`run_cell`), every status a record;
 - :mod:`~mammoscale.train.loop`: optimiser steps, epochs and checkpoints, validation;
-- :mod:`~mammoscale.train.job`: a cell as a workflow job, under its launcher (:func:`run_job`);
+- :mod:`~mammoscale.train.job`: a cell as a workflow job, its ranks and its record (:func:`run_job`);
+- :mod:`~mammoscale.train.outcome`, :mod:`~mammoscale.train.stopping`: one outcome for several ranks;
+  stopping ahead of a time limit;
 - :mod:`~mammoscale.train.models`: the ViTs of :mod:`mammoscale.plan.vit`, and the kernel that ran;
 - :mod:`~mammoscale.train.optim`: AdamW, the learning-rate schedule, autocast;
 - :mod:`~mammoscale.train.batches`: tiles from the cache, on a loader or held on the device;

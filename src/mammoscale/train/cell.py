@@ -119,17 +119,7 @@ def prepare(
     kernel = functools.partial(models.kernel_context, s.attention, device)
     kernel()  # refuses a kernel this machine cannot run before any work
     model = model.to(device)
-    feed = batches.Batches.for_rank(
-        train_split,
-        s,
-        world=backend.world,
-        rank=backend.rank,
-        local_ranks=backend.local_world,
-        device=device,
-        on_device=holds_split(s, train_split, backend),
-    )
-    progress.data_on_device, progress.data_bytes = feed.on_device, feed.device_bytes
-    progress.loader_workers = feed.plan.workers
+    feed = _feed(s, train_split, backend, progress)
     autocast = autocast_for(s.precision, device)
     micro = probe.settle(
         model,
@@ -171,6 +161,22 @@ def prepare(
         kernel=kernel,
         stop=stop,
     )
+
+
+def _feed(s: Settings, train_split: batches.Split, backend: Backend, progress: Progress) -> batches.Batches:
+    """This rank's training micro-batches, the split already where the plan put it (:func:`holds_split`)."""
+    feed = batches.Batches.for_rank(
+        train_split,
+        s,
+        world=backend.world,
+        rank=backend.rank,
+        local_ranks=backend.local_world,
+        device=backend.device,
+        on_device=holds_split(s, train_split, backend),
+    )
+    progress.data_on_device, progress.data_bytes = feed.on_device, feed.device_bytes
+    progress.loader_workers = feed.plan.workers
+    return feed
 
 
 def holds_split(s: Settings, split: batches.Split, backend: Backend) -> bool:
@@ -243,42 +249,43 @@ def run_cell(cell: dict, out_dir: Path | str) -> dict:
 
 def run_rank(cell: dict, out_dir: Path | str) -> Ended:
     """:func:`run_cell` on this rank: its record (rank 0: the cell's, agreed with every rank that ended well; a
-    rank whose own outcome ends the cell: its own, reported at once), and the exit code that tells its launcher."""
+    rank whose own outcome ends the cell: its own, reported at once), and the exit code that tells its launcher.
+    A stop is listened for from the start (:mod:`.stopping`): a warning that comes while the ranks meet is kept."""
     settings = Settings.from_dict(cell)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    backend = init(settings.backend, settings.device, settings.collective_timeout_s)
-    if not backend.primary:
-        logging.getLogger("mammoscale").setLevel(logging.WARNING)
-    ended = None
+    with stopping.on_signal(stopping.Stop()) as stop:
+        backend = init(settings.backend, settings.device, settings.collective_timeout_s)
+        if not backend.primary:
+            logging.getLogger("mammoscale").setLevel(logging.WARNING)
+        ended = None
+        try:
+            with logs.also_to(out_dir / files.TRAIN_LOG if backend.primary else None):
+                ended = _rank(settings, backend, out_dir, stop)
+            return ended
+        finally:
+            # after any rank ended the cell, the others may be gone: never wait for them in a collective shutdown
+            if backend.world == 1 or (ended is not None and ended.record and ended.record["status"] == "ok"):
+                backend.close()
+
+
+def _rank(settings: Settings, backend: Backend, out_dir: Path, stop: stopping.Stop) -> Ended:
+    settings.grad_accum(backend.world)
+    outcome.forget(out_dir, backend.rank)
     try:
-        with (
-            logs.also_to(out_dir / files.TRAIN_LOG if backend.primary else None),
-            stopping.on_signal(stopping.Stop()) as stop,
-        ):
-            settings.grad_accum(backend.world)
-            outcome.forget(out_dir, backend.rank)
-            try:
-                result, error = _outcome(settings, backend, out_dir, stop)
-            except stopping.Interrupted as exc:
-                outcome.report(out_dir, backend.rank, "interrupted", str(exc))
-                ended = Ended(None, backend.primary, stopping.EXIT_CODE)
-                return ended
-            if backend.world > 1 and result["status"] != "ok":
-                ended = _end_the_cell(result, error, backend, out_dir)
-                return ended
-            if backend.world > 1:
-                result = _agree(result, backend, out_dir, settings.collective_timeout_s)
-            if backend.primary:
-                _write(result, out_dir)
-            if error is not None:
-                raise error
-        ended = Ended(result, backend.primary, EXIT_CODES[result["status"]] if backend.primary else 0)
-        return ended
-    finally:
-        # after any rank ended the cell, the others may be gone: never wait for them in a collective shutdown
-        if backend.world == 1 or (ended is not None and ended.record and ended.record["status"] == "ok"):
-            backend.close()
+        result, error = _outcome(settings, backend, out_dir, stop)
+    except stopping.Interrupted as exc:
+        outcome.report(out_dir, backend.rank, "interrupted", str(exc))
+        return Ended(None, backend.primary, stopping.EXIT_CODE)
+    if backend.world > 1 and result["status"] != "ok":
+        return _end_the_cell(result, error, backend, out_dir)
+    if backend.world > 1:
+        result = _agree(result, backend, out_dir, settings.collective_timeout_s)
+    if backend.primary:
+        _write(result, out_dir)
+    if error is not None:
+        raise error
+    return Ended(result, backend.primary, EXIT_CODES[result["status"]] if backend.primary else 0)
 
 
 def _write(result: dict, out_dir: Path) -> None:
