@@ -14,6 +14,7 @@ vit-base rows are then a held-out check.
 
 Run: python bench/memory.py [--fit] [--sizes vit-tiny vit-small vit-base] [--precisions bf16 fp32]
 GPU: python bench/memory.py --device cuda --max-tokens 65536
+DDP: python bench/memory.py --ddp   (a step under a gloo group of one: gradients zeroed in place or freed)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from mammoscale.train.memory import measure_step
 KINDS = [("xtransformers", "flash"), ("xtransformers", "materialised"), ("hf", "eager"), ("hf", "sdpa")]
 SHAPES = [(256, 16), (256, 8), (512, 16), (512, 8), (1024, 16), (1024, 8), (2048, 16), (2048, 8)]
 """(image size, patch size): 256, 1,024, 1,024, 4,096, 4,096, 16,384, 16,384 and 65,536 patches."""
-GiB = 2**30
+GiB, MiB = 2**30, 2**20
 
 
 def rows(args) -> list[dict]:
@@ -106,6 +107,35 @@ def fit(table: pd.DataFrame, channels: int) -> dict:
     return found
 
 
+DDP_SHAPES = [("vit-small", 128, 8, "fp32"), ("vit-base", 224, 16, "bf16")]
+"""(size, image size, patch size, precision) of the ``--ddp`` rows."""
+
+
+def ddp_rows(device: str) -> pd.DataFrame:
+    """One step of two micro-batches (the first under no_sync), micro-batch 2: one process, DDP with its gradients
+    zeroed in place (the DDP backend's), and DDP with them freed (``set_to_none``), in MiB; exact counts."""
+    out = []
+    for size, image, patch, precision in DDP_SHAPES:
+        step = {"image_size": image, "patch_size": patch, "precision": precision, "micro_batch": 2, "grad_accum": 2}
+        peaks = [
+            measure_step("xtransformers", "flash", size, **step, device=device, **kwargs).peak
+            for kwargs in ({}, {"backend": "ddp"}, {"backend": "ddp", "set_to_none": True})
+        ]
+        params = memory.parameters("xtransformers", size, image_size=image, patch_size=patch, channels=3)[0]
+        out.append(
+            {
+                "model": size,
+                "shape": f"{image}/{patch} {precision}",
+                "one_process_mib": peaks[0] / MiB,
+                "ddp_zeroed_mib": peaks[1] / MiB,
+                "ddp_freed_mib": peaks[2] / MiB,
+                "difference_mib": (peaks[2] - peaks[1]) / MiB,
+                "four_x_params_mib": 4 * params / MiB,
+            }
+        )
+    return pd.DataFrame(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=list(vit.SIZES))
@@ -116,12 +146,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--real-below", type=float, default=4.0, help="GiB: measure real tensors below, fake above")
     parser.add_argument("--fit", action="store_true", help="refit the coefficients on vit-tiny and vit-small")
+    parser.add_argument("--ddp", action="store_true", help="DDP's gradients under accumulation, zeroed or freed")
     args = parser.parse_args(argv)
     print(
         f"torch {torch.__version__} (CUDA {torch.version.cuda}), x-transformers {version('x-transformers')}, "
         f"transformers {version('transformers')}, python {platform.python_version()}, device {args.device}"
         + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
     )
+    if args.ddp:
+        print(markdown(ddp_rows(args.device).round(2)))
+        return
     table = pd.DataFrame(rows(args))
     table["error"] = table["predicted_live"] / table["measured"] - 1
     if args.fit:

@@ -442,6 +442,8 @@ def test_ranks_stop_after_the_same_step_when_one_is_signalled(train_cache, tmp_p
     assert sent.is_set()
     saved = torch_load(out / checkpoint.NAME)
     assert 1 <= saved["epoch"] < 30 and not (out / files.METRICS).exists()
+    stopped = f"SIGUSR1 (asked on another rank): stopping after step {saved['step']}, with a checkpoint"
+    assert stopped in (out / files.TRAIN_LOG).read_text()  # rank 0, never signalled, stopped with rank 1
     resumed = train.run_job(settings, profile, out)
     assert resumed["status"] == "ok" and resumed["world_size"] == 2 and resumed["resumed_from_step"] == saved["step"]
     reference = train.run_cell({**settings, "backend": "none"}, tmp_path / "one")

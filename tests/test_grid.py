@@ -165,6 +165,16 @@ def test_a_launched_job_reads_the_metrics_its_processes_wrote(train_cache, tmp_p
     assert "status ok" in (tmp_path / "rank0.log").read_text()
 
 
+def test_a_failed_cells_record_keeps_the_end_of_each_ranks_log(tmp_path):
+    from mammoscale.train import job
+
+    (tmp_path / "rank0.log").write_text("".join(f"NCCL INFO line {i}\n" for i in range(100_000)) + "the end\n")
+    (tmp_path / "rank1.log").write_text("")
+    tails = job.log_tails(tmp_path, 3)
+    assert tails[0][-1] == "the end" and tails[0][0] == "NCCL INFO line 99981" and len(tails[0]) == job.TAIL_LINES
+    assert tails[1] == [] and 2 not in tails
+
+
 def test_every_rank_starts_with_nccls_warnings_and_expandable_segments_unless_told_otherwise():
     assert launch.rank_env({"nccl_debug": "WARN"}, env={}) == {
         "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",

@@ -185,7 +185,7 @@ def test_a_cell_past_its_time_limit_is_signalled_requeued_and_resumes(slurm, wor
     config = [TWO_NODE_CELLS, limit, f"train={{global_batch: 4, mode: full, epochs: {LONG_EPOCHS}}}"]
     through_slurm(slurm, workdir, config, [str((run_dir / files.METRICS).relative_to(workdir))])
     record = json.loads((run_dir / files.METRICS).read_text())
-    assert "signal SIGUSR1: stopping after the current step" in (run_dir / files.TRAIN_LOG).read_text()
+    assert "SIGUSR1 (asked here): stopping after step" in (run_dir / files.TRAIN_LOG).read_text()
     assert_on_two_nodes(record, "ddp", 1)
     assert record["env"]["slurm_restarts"] >= 1, "the job was never requeued"
     assert record["resumed_from_step"] is not None and 0 < record["resumed_from_step"] < len(record["loss_curve"])

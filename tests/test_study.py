@@ -206,6 +206,10 @@ def test_reference_hardware_defaults_to_the_first_in_the_grid():
             },
             r"hardware profile local-cpu: cpus_per_task \(2\) are the CPUs of each node, shared by its 4 ranks",
         ),
+        (
+            {"hardware": {"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], "slurm_extra": "--qos=long --time=600"}}},
+            r"hardware profile local-cpu: slurm_extra sets --time=600, which the job sets from the profile's own keys",
+        ),
         ({"typo_key": 1}, "unknown key.*'typo_key'"),
         (
             {"grid": {"image_sizes": [384, 512], "patch_sizess": [8]}},

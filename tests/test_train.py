@@ -312,7 +312,7 @@ def test_a_signalled_process_exits_with_the_try_again_code(train_cache, tmp_path
     proc.send_signal(stopping.SIGNAL)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == stopping.EXIT_CODE, output
-    assert "stopping after the current step" in output and not (out / files.METRICS).exists()
+    assert "SIGUSR1 (asked here): stopping after step" in output and not (out / files.METRICS).exists()
     assert torch.load(out / checkpoint.NAME, weights_only=True)["step"] > 9
 
 

@@ -58,6 +58,15 @@ def in_process(profile: dict, env=os.environ) -> bool:
     return profile["launcher"] == "none" and ranks(profile) == 1 and not by_srun(profile, env)
 
 
+OWNED_OPTIONS = {
+    *("-N", "--nodes", "-n", "--ntasks", "--ntasks-per-node", "--ntasks-per-gpu", "-c", "--cpus-per-task"),
+    *("-G", "--gpus", "--gpus-per-node", "--gpus-per-task", "--gres", "--mem", "--mem-per-cpu", "--mem-per-gpu"),
+    *("-t", "--time", "-p", "--partition", "-A", "--account", "-C", "--constraint", "--signal"),
+}
+"""The sbatch options a cell's job sets from its profile and plan (:func:`job_request`): not a profile's
+``slurm_extra``'s, where they would contradict them."""
+
+
 def check_profile(name: str, profile: dict) -> None:
     """Refuse, before any job is submitted, a profile whose cells could not start."""
     if profile["launcher"] == "none" and ranks(profile) > 1:
@@ -69,6 +78,13 @@ def check_profile(name: str, profile: dict) -> None:
         raise UserError(
             f"hardware profile {name}: cpus_per_task ({profile.get('cpus_per_task', 1)}) are the CPUs of each node, "
             f"shared by its {ranks_per_node(profile)} ranks: give each rank at least one"
+        )
+    taken = [option for option in (profile.get("slurm_extra") or "").split() if option.split("=")[0] in OWNED_OPTIONS]
+    if taken:
+        raise UserError(
+            f"hardware profile {name}: slurm_extra sets {' '.join(taken)}, which the job sets from the profile's own "
+            "keys (nodes, gpus_per_node, cpus_per_task, mem_mb, runtime_min, partition, account, constraint) and its "
+            "plan (--signal): set those keys instead"
         )
 
 

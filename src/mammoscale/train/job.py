@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 TAIL_LINES = 20
 """Lines of each rank's log kept in a failed cell's record."""
+TAIL_BYTES = 1 << 16
+"""How much of the end of a rank's log is read for them (a log with NCCL's INFO lines runs to megabytes)."""
 REQUEUE_WAIT_S = 300
 """How long the job waits for SLURM to stop it after asking for a requeue."""
 
@@ -122,7 +124,9 @@ def log_tails(out_dir: Path, world: int, lines: int = TAIL_LINES) -> dict[int, l
     for rank in range(world):
         path = out_dir / files.fill(files.RANK_LOG, rank=rank)
         if path.is_file():
-            tails[rank] = path.read_text(errors="replace").splitlines()[-lines:]
+            with open(path, "rb") as log_file:
+                log_file.seek(max(0, path.stat().st_size - TAIL_BYTES))
+                tails[rank] = log_file.read().decode(errors="replace").splitlines()[-lines:]
     return tails
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mammoscale.plan.launch import STOP_SIGNAL
 from mammoscale.train import batches, checkpoint, devices, models, scores, stopping
 from mammoscale.train.backends import unwrap
 from mammoscale.train.optim import learning_rate
@@ -185,6 +186,10 @@ def _steps(run, progress: Progress, stream, steps: int, *, started: float) -> bo
         progress.loss_curve.append(value)
         _report(run, progress)
         if stop:
+            asked = "here" if run.stop.requested else "on another rank"
+            log.warning(
+                "SIG%s (asked %s): stopping after step %d, with a checkpoint", STOP_SIGNAL, asked, progress.steps_done
+            )
             return True
         if time.monotonic() - progress.last_checkpoint >= 60 * s.checkpoint_every_min:
             progress.epoch_elapsed = devices.now(run.device) - started

@@ -14,17 +14,14 @@ first, so that every job makes progress however early the signal comes.
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import threading
 
 from mammoscale.errors import UserError
+from mammoscale.plan.launch import STOP_SIGNAL
 
-log = logging.getLogger("mammoscale.train")
-
-SIGNAL = signal.SIGUSR1
+SIGNAL = getattr(signal, f"SIG{STOP_SIGNAL}")
 """The signal that asks a cell to stop at its next step boundary (SLURM's ``--signal=USR1@seconds``)."""
-SIGNAL_NAME = "USR1"
 EXIT_CODE = 75
 """A rank that stopped with its checkpoint written exits with it (``EX_TEMPFAIL``: try again later)."""
 
@@ -41,9 +38,7 @@ class Stop:
         self.requested = False
 
     def _handle(self, signum, frame) -> None:
-        if not self.requested:
-            log.warning("signal %s: stopping after the current step, with a checkpoint", signal.Signals(signum).name)
-        self.requested = True
+        self.requested = True  # only a flag: the training loop says it, outside the handler
 
 
 @contextlib.contextmanager
