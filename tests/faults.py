@@ -9,8 +9,11 @@ every fault is made here from the project's own synthetic files.
 from __future__ import annotations
 
 import dataclasses
+import io
 import shutil
 import struct
+import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +21,13 @@ import numpy as np
 import pandas as pd
 import pydicom
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from mammoscale import files
 
@@ -46,6 +55,30 @@ def _bomb(data: bytearray) -> bytes:
     at = data.index(b"\xff\x4f\xff\x51")
     data[at + 8 : at + 16] = struct.pack(">II", 40_000, 40_000)
     return bytes(data)
+
+
+def deflated_bomb(path: Path, rows: int = 16_000, cols: int = 16_000, *, bits: int = 16, declared=None) -> Path:
+    """``path`` rewritten as a Deflated Explicit VR Little Endian file of ``rows`` x ``cols`` zeros, its header
+    saying ``declared`` (rows, cols) if given. The zeros are streamed through zlib, never held: 16,000 x 16,000
+    16-bit pixels deflate to half a megabyte."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    ds.Rows, ds.Columns = declared or (rows, cols)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, min(bits, 12), min(bits, 12) - 1
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    written = buffer.getvalue()
+    start = 132 + 12 + struct.unpack("<I", written[140:144])[0]  # after the preamble and the file meta group
+    size = rows * cols * bits // 8
+    element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW" if bits == 16 else b"OB", 0, size)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [written[:start], deflate.compress(zlib.decompress(written[start:], -zlib.MAX_WBITS) + element)]
+    zeros = bytes(1 << 20)
+    for at in range(0, size, len(zeros)):
+        parts.append(deflate.compress(zeros[: min(len(zeros), size - at)]))
+    parts.append(deflate.flush())
+    path.write_bytes(b"".join(parts))
+    return path
 
 
 def _rows(delta: int) -> Callable[[pydicom.Dataset], None]:
@@ -78,6 +111,15 @@ def _voi_lut_without_data(ds):
     item = pydicom.Dataset()
     item.add_new(0x00283002, "US", [4096, 0, 12])
     ds.VOILUTSequence = Sequence([item])
+
+
+def _window_nan(ds):
+    """A window of NaN, and nothing before it in the VOI's order (a VOI LUT Sequence would be used instead)."""
+    if "VOILUTSequence" in ds:
+        del ds.VOILUTSequence
+    with warnings.catch_warnings():  # pydicom's, that NaN is no DS value: the point
+        warnings.simplefilter("ignore")
+        ds.WindowCenter, ds.WindowWidth = "NaN", "400"
 
 
 def _set(**attributes) -> Callable[[pydicom.Dataset], None]:
@@ -130,6 +172,12 @@ DECODE_FAULTS = (
         "beyond-bits-stored", NATIVE, lambda p: _edit(p, _beyond_bits_stored), None, "stored values beyond BitsStored"
     ),
     Fault("voi-lut-no-data", None, lambda p: _edit(p, _voi_lut_without_data), None, "VOI LUT ignored"),
+    Fault("deflated-bomb", NATIVE, deflated_bomb, "too_large"),
+    Fault("native-zero-rows", NATIVE, lambda p: _edit(p, _set(Rows=0)), "invalid_header"),
+    Fault("window-nan", None, lambda p: _edit(p, _window_nan), "invalid_header"),
+    Fault(
+        "rescale-slope-zero", None, lambda p: _edit(p, _set(RescaleSlope="0", RescaleIntercept="0")), "constant_image"
+    ),
 )
 
 

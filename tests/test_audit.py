@@ -75,3 +75,21 @@ def test_unusable_train_csv_is_a_clear_error(tmp_path, content, message):
         (tmp_path / "train.csv").write_text(content)
     with pytest.raises(ManifestError, match=message):
         audit.summarise_dataset(tmp_path)
+
+
+def test_an_unexpected_failure_is_that_images_internal_error_and_the_audit_goes_on(broken_dataset, monkeypatch):
+    root, n_rows = broken_dataset
+    decode = audit.dicom.decode_with_report
+    row = pd.read_csv(root / "train.csv", dtype=str).iloc[5]  # a file the fixture left whole
+    victim = root / "train_images" / row["patient_id"] / f"{row['image_id']}.dcm"
+
+    def fails_on_victim(path, **kwargs):
+        if path == victim:
+            raise KeyError("x")
+        return decode(path, **kwargs)
+
+    monkeypatch.setattr(audit.dicom, "decode_with_report", fails_on_victim)
+    summary, counts = audit.summarise_dataset(root, workers=0)
+    found = summary[summary["path"] == str(victim.relative_to(root))].iloc[0]
+    assert found["error_kind"] == "internal_error" and found["message"].startswith("KeyError: 'x' (at ")
+    assert counts["errors_by_kind"]["internal_error"] == 1 and counts["images"] == n_rows

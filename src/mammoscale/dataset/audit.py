@@ -79,6 +79,11 @@ def _summarise_one(job: tuple[Path, str, str, int]) -> dict:
     except dicom.DicomError as exc:
         row.update(status="error", error_kind=exc.kind, message=exc.message)
         return row
+    except Exception as exc:  # a bug met on this file: recorded as its error, the audit goes on
+        log.warning("%s: unexpected error", path, exc_info=True)
+        error = dicom.InternalError.of(path, exc)
+        row.update(status="error", error_kind=error.kind, message=error.message)
+        return row
     row.update(report_fields(decoded))
     return row
 

@@ -1,6 +1,7 @@
 """Decoding mammography DICOM files: from a file to the normalised 2-D image a model sees.
 
-- :mod:`~mammoscale.dicom.read`: the header checked, the stored values decoded;
+- :mod:`~mammoscale.dicom.read`: the file checked, its header read (a deflated one inflated within bounds);
+- :mod:`~mammoscale.dicom.pixels`: the stored values, decoded by a codec or read as stored;
 - :mod:`~mammoscale.dicom.j2k`: a JPEG 2000 frame at a coarser resolution level;
 - :mod:`~mammoscale.dicom.grayscale`: modality LUT, VOI LUT or window, min-max;
 - :mod:`~mammoscale.dicom.decode`: the pipeline in the standard's order (:func:`decode`);
@@ -20,6 +21,7 @@ from mammoscale.dicom.errors import (
     CorruptPixelDataError,
     DicomError,
     ImplausibleShapeError,
+    InternalError,
     InvalidHeaderError,
     MissingCodecError,
     MissingFileError,
@@ -33,15 +35,8 @@ from mammoscale.dicom.errors import (
     UnsupportedTransferSyntaxError,
 )
 from mammoscale.dicom.grayscale import apply_voi, minmax, modality_lut, to_uint8, window
-from mammoscale.dicom.read import (
-    DEFAULT_MAX_PIXELS,
-    NATIVE,
-    Stored,
-    codestream_shape,
-    header_shape,
-    read_dataset,
-    stored_values,
-)
+from mammoscale.dicom.pixels import NATIVE, Stored, codestream_shape, stored_values
+from mammoscale.dicom.read import DEFAULT_MAX_PIXELS, file_problem, header_shape, read_dataset
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -54,6 +49,7 @@ __all__ = [
     "Decoded",
     "DicomError",
     "ImplausibleShapeError",
+    "InternalError",
     "InvalidHeaderError",
     "MissingCodecError",
     "MissingFileError",
@@ -71,6 +67,7 @@ __all__ = [
     "codestream_shape",
     "decode",
     "decode_with_report",
+    "file_problem",
     "header_shape",
     "minmax",
     "modality_lut",

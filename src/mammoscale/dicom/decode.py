@@ -7,7 +7,7 @@ mean "no tissue". A model sees none of that: it sees the image a radiologist wou
 number in [0, 1] per pixel. The DICOM grayscale pipeline runs in the standard's order
 (PS3.3 C.11, PS3.4 N.2):
 
-1. pixel data -> stored values (:mod:`mammoscale.dicom.read`);
+1. pixel data -> stored values (:mod:`mammoscale.dicom.read`, :mod:`mammoscale.dicom.pixels`);
 2. modality LUT: RescaleSlope / RescaleIntercept (C.11.1);
 3. VOI: the VOI LUT Sequence (C.11.2.1.1), else the first window of WindowCenter /
    WindowWidth with VOILUTFunction LINEAR, LINEAR_EXACT or SIGMOID (C.11.2.1.2-3),
@@ -31,8 +31,9 @@ import numpy as np
 from pydicom.uid import RLELossless
 
 from mammoscale.dicom.errors import ConstantImageError, DicomError, ImplausibleShapeError, InvalidHeaderError
-from mammoscale.dicom.grayscale import apply_voi, has_rescale, modality_lut, to_uint8
-from mammoscale.dicom.read import DEFAULT_MAX_PIXELS, read_dataset, stored_range, stored_values
+from mammoscale.dicom.grayscale import apply_voi, has_rescale, modality_lut, rescale, to_uint8
+from mammoscale.dicom.pixels import stored_range, stored_values
+from mammoscale.dicom.read import DEFAULT_MAX_PIXELS, read_dataset
 
 log = logging.getLogger("mammoscale.dicom")
 
@@ -51,7 +52,8 @@ class DecodeReport:
     clipped_pixels: int
     """Stored values outside the BitsStored range, clipped to it."""
     constant: bool
-    """The image has a single value after the modality LUT: nothing to see."""
+    """The image has a single value as stored, after the modality LUT, or after VOI (one grey level): nothing to
+    see."""
     laterality: str
     view: str
     decoder: str
@@ -139,33 +141,30 @@ def decode_with_report(
     if voi not in ("auto", "window", "lut", "minmax"):
         raise ValueError(f"voi must be 'auto', 'window', 'lut' or 'minmax', not {voi!r}")
     path = Path(path)
-    ds = read_dataset(path)
+    ds = read_dataset(path, max_pixels=max_pixels)
     stored, clipped, decoder, foreign, level = stored_values(ds, path, max_pixels=max_pixels, level=level)
-    notes: list[str] = []
-    if clipped:
-        notes.append(f"{clipped} stored values beyond BitsStored={ds.BitsStored} clipped")
-        log.warning("%s: %s", path, notes[-1])
-    if foreign:
-        notes.append(f"{foreign} signed values not sign-extended above HighBit: read as {ds.BitsStored}-bit")
-        log.warning("%s: %s", path, notes[-1])
+    notes = _stored_notes(ds, path, clipped, foreign)
 
     # Every step from here on is a function of the stored value alone, so it is evaluated once
     # over the BitsStored range and applied as one table look-up (the standard's own model:
     # PS3.4 N.2 chains LUTs). One gather per pixel instead of several float passes.
     low, high = stored_range(ds)
     raw_min, raw_max = int(stored.min()), int(stored.max())
-    constant = raw_min == raw_max
-    if constant:
-        if reject_constant:
-            raise ConstantImageError(path, f"every stored value is {raw_min}: no image")
-        notes.append("constant image")
-        log.warning("%s: constant image (every stored value %d)", path, raw_min)
-
-    unit, voi_used, voi_notes = _display_table(ds, path, (low, high), (raw_min, raw_max), voi)
+    single = f"every stored value is {raw_min}" if raw_min == raw_max else None
+    if single and reject_constant:
+        raise ConstantImageError(path, f"{single}: no image")
+    values, unit, voi_used, voi_notes = _display_table(ds, path, (low, high), (raw_min, raw_max), voi)
     notes.extend(voi_notes)
     photometric = str(ds.PhotometricInterpretation)
     index = stored if low == 0 else stored.astype(np.int32) - low
     grey = to_uint8(unit)[index]
+    single = single or _single_value(ds, values[raw_min - low : raw_max - low + 1], grey, voi_used)
+    constant = single is not None
+    if constant:
+        if reject_constant:
+            raise ConstantImageError(path, f"{single}: no image")
+        notes.append(f"constant image: {single}")
+        log.warning("%s: %s", path, notes[-1])
     syntax = ds.file_meta.TransferSyntaxUID
     if not syntax.is_compressed or syntax == RLELossless:
         check_rows_continue(grey, path)
@@ -189,9 +188,42 @@ def decode_with_report(
     return Decoded(image=image, report=report)
 
 
+def _stored_notes(ds, path: Path, clipped: int, foreign: int) -> list[str]:
+    """What reading the stored values found and did (values clipped to BitsStored, signed values read as such)."""
+    notes = []
+    if clipped:
+        notes.append(f"{clipped} stored values beyond BitsStored={ds.BitsStored} clipped")
+    if foreign:
+        notes.append(f"{foreign} signed values not sign-extended above HighBit: read as {ds.BitsStored}-bit")
+    for note in notes:
+        log.warning("%s: %s", path, note)
+    return notes
+
+
+def _single_value(ds, shown: np.ndarray, grey: np.ndarray, voi_used: str) -> str | None:
+    """Why an image of several stored values shows a single one, or None: the modality LUT maps them all to one
+    value (a RescaleSlope of 0, say), or the VOI to one grey level (a window far from the image's values).
+
+    ``shown`` is the modality values of the stored values from the image's least to its greatest; ``grey`` the
+    image as displayed. Either way there is nothing to see, as in an image stored constant.
+    """
+    if shown.min() == shown.max():
+        if "ModalityLUTSequence" in ds:
+            lut = "the Modality LUT Sequence"
+        else:
+            slope, intercept = rescale(ds)
+            lut = f"RescaleSlope {slope:g}, RescaleIntercept {intercept:g}"
+        return f"every value is {float(shown[0]):g} after the modality LUT ({lut})"
+    level = int(grey.min())
+    if level == int(grey.max()):
+        return f"every pixel is grey level {level} after the VOI ({voi_used})"
+    return None
+
+
 def _display_table(ds, path: Path, stored: tuple[int, int], present: tuple[int, int], voi: str):
-    """Modality LUT, VOI and MONOCHROME1 over every stored value of the range: the display value in [0, 1] of each,
-    the VOI branch taken, and its notes. ``present`` is the image's (min, max) stored value, for min-max."""
+    """Modality LUT, VOI and MONOCHROME1 over every stored value of the range: the modality value and the display
+    value in [0, 1] of each, the VOI branch taken, and its notes. ``present`` is the image's (min, max) stored
+    value, for min-max."""
     low, high = stored
     try:
         values = modality_lut(np.arange(low, high + 1), ds)
@@ -205,4 +237,4 @@ def _display_table(ds, path: Path, stored: tuple[int, int], present: tuple[int, 
         raise InvalidHeaderError(path, f"grayscale attributes unusable ({type(exc).__name__}: {exc})") from None
     if str(ds.PhotometricInterpretation) == "MONOCHROME1":
         unit = 1.0 - unit
-    return unit, voi_used, notes
+    return values, unit, voi_used, notes

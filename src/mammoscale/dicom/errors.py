@@ -5,6 +5,7 @@ Each has a one-word ``kind``, used as a column of the QC tables, and a message a
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 
@@ -83,6 +84,30 @@ class CodecCrashError(DicomError):
     kind = "codec_crash"
 
 
+class InternalError(DicomError):
+    """Processing the file raised something that is not a :class:`DicomError`: a bug met on this file (ours or a
+    library's). The file is recorded with the exception and where it was raised; the other files go on."""
+
+    kind = "internal_error"
+
+    @classmethod
+    def of(cls, path: Path | str, exc: BaseException) -> InternalError:
+        """The error recording ``exc``: its type, its message on one line, and the file and line it was raised at."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {_short(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+        message = " ".join(str(exc).split())
+        return cls(path, f"{type(exc).__name__}{': ' + message if message else ''}{where}")
+
+
+def _short(filename: str) -> str:
+    """A source file from its package down (``mammoscale/preprocess/tiling.py``), not the whole install path."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "src"):
+        if marker in parts:
+            return "/".join(parts[len(parts) - parts[::-1].index(marker) :])
+    return Path(filename).name
+
+
 ERROR_KINDS = tuple(
     cls.kind
     for cls in (
@@ -101,5 +126,6 @@ ERROR_KINDS = tuple(
         ConstantImageError,
         ImplausibleShapeError,
         CodecCrashError,
+        InternalError,
     )
 )

@@ -8,6 +8,7 @@ applies the result as one table look-up.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,33 @@ from mammoscale.dicom.errors import InvalidHeaderError
 log = logging.getLogger("mammoscale.dicom")
 
 
+def rescale(ds: Dataset) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept); absent or empty, the identity's (1, 0).
+
+    A slope of 0 is taken as written (every value becomes the intercept: a constant image, which
+    :func:`mammoscale.dicom.decode` says), not as absent. A value that is not a finite number is the
+    header's fault: NaN or infinity would turn every pixel into one grey level without a word.
+    """
+    return _number(ds, "RescaleSlope", 1.0), _number(ds, "RescaleIntercept", 0.0)
+
+
 def has_rescale(ds: Dataset) -> bool:
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    return slope != 1.0 or intercept != 0.0
+    return rescale(ds) != (1.0, 0.0)
+
+
+def _number(ds: Dataset, keyword: str, default: float) -> float:
+    """A single-valued numeric attribute as a finite float; ``default`` when absent or empty."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    return finite(float(value), keyword, ds.filename or "")
+
+
+def finite(value: float, keyword: str, path: Path | str) -> float:
+    """``value``, refused as an invalid header when it is NaN or infinite."""
+    if not math.isfinite(value):
+        raise InvalidHeaderError(path, f"{keyword} is {value}: not a finite number")
+    return value
 
 
 def modality_lut(stored: np.ndarray, ds: Dataset) -> np.ndarray:
@@ -35,9 +59,16 @@ def modality_lut(stored: np.ndarray, ds: Dataset) -> np.ndarray:
             raise InvalidHeaderError(
                 ds.filename or "", f"Modality LUT Sequence unusable ({type(exc).__name__}: {exc})"
             ) from None
-    if not has_rescale(ds):
+    slope, intercept = rescale(ds)
+    if (slope, intercept) == (1.0, 0.0):
         return stored
-    return stored * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = stored * slope + intercept
+    if not np.isfinite(values).all():
+        raise InvalidHeaderError(
+            ds.filename or "", f"RescaleSlope {slope:g} and RescaleIntercept {intercept:g} overflow: not finite values"
+        )
+    return values
 
 
 def apply_voi(
@@ -60,7 +91,8 @@ def apply_voi(
     elif mode == "lut":
         notes.append("no VOI LUT Sequence: min-max used")
     if mode in ("auto", "window") and has_window:
-        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        center = finite(_first(ds.WindowCenter), "WindowCenter", path)
+        width = finite(_first(ds.WindowWidth), "WindowWidth", path)
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
         try:
             return window(values, center, width, function), f"window:{function}", notes

@@ -1,45 +1,41 @@
-"""From a file to its stored pixel values: the header checked, the pixel data decoded (or read as stored).
+"""From a file to its DICOM dataset, the header checked: nothing is read that the header has not vouched for.
 
-Compressed pixel data goes through pydicom's decoder plugins; which plugin (and so which codec
-package) decoded a frame is recorded, for the provenance of the cache. Native data is read
-directly, so that values beyond BitsStored are seen, clipped and counted rather than masked.
-Codestream headers (JPEG 2000 SIZ, JPEG SOF) are read before any codec runs, so that a
-decompression bomb or a codestream that disagrees with Rows/Columns is refused first.
+A path that is not a regular file is said to be what it is, and never opened (a named pipe would
+block). A deflated dataset is inflated here, within bounds, rather than by pydicom
+(:func:`_inflate`): a decompression bomb is refused before it costs memory. Rows x Columns are
+checked against the pixel limit before any pixel data is read (:func:`shape_problem`).
+:mod:`mammoscale.dicom.pixels` turns the dataset's pixel data into stored values.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
-import itertools
-import re
+import logging
+import os
+import stat
 import struct
 import warnings
+import zlib
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
-from pydicom.encaps import generate_fragments
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import get_decoder
-from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLossless, JPEGLosslessSV1, RLELossless
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+)
 
-from mammoscale.dicom import j2k
 from mammoscale.dicom.errors import (
-    CorruptPixelDataError,
+    DicomError,
     InvalidHeaderError,
-    MissingCodecError,
     MissingFileError,
     MissingPixelDataError,
     NotDicomError,
-    ShapeMismatchError,
     TooLargeError,
     TruncatedError,
     UnreadableFileError,
     UnsupportedImageError,
-    UnsupportedTransferSyntaxError,
 )
 
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
@@ -47,43 +43,108 @@ DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 
 PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 """(7FE0,0010) Pixel Data as it appears in a little-endian file."""
+MAX_BYTES_PER_PIXEL = 2
+"""Of the BitsAllocated values decoded (8 and 16), the larger's bytes."""
+HEADER_MARGIN = 16 * 1024 * 1024
+"""What a deflated dataset may inflate to beyond its pixel data (the header before it, any element after it).
+A mammogram's header is tens of kilobytes."""
+INFLATE_STEP = 1024 * 1024
+"""Bytes of a deflated dataset read, and at most inflated, at a time."""
 
-PLUGIN_ORDER = ("pylibjpeg", "pyjpegls", "pydicom", "pillow", "gdcm")
-"""pydicom's decoder plugins in the order they are tried (pydicom's own order for those installed)."""
-FIRST_PLUGIN = dict.fromkeys((JPEGLosslessSV1, JPEGLossless), "gdcm")
-"""Where another plugin goes first, chosen by measurement on one core (``bench/jpeg_lossless.py``; stage 1 runs
-one decoding process per core): for JPEG Lossless, GDCM decodes 1.1x faster than pylibjpeg-libjpeg, exactly, and
-is the only candidate that refuses a truncated codestream (pylibjpeg-libjpeg, dicomsdl and imagecodecs return an
-image). For JPEG 2000, GDCM is faster only by using a second core (slower on one) and pylibjpeg-openjpeg stays."""
-FINAL = (RLELossless, JPEGLosslessSV1, JPEGLossless)
-"""Syntaxes whose first plugin's verdict is final: every decoder of them reads all of the syntax, so the first
-that fails found damage, which the next would turn into an image (pydicom's RLE decoder only logs;
-pylibjpeg-libjpeg returns a cut JPEG Lossless frame)."""
-NATIVE = "native"
-"""The decoder of uncompressed pixel data: read as stored, no codec."""
+log = logging.getLogger("mammoscale.dicom")
 
 
-class Stored(NamedTuple):
-    """Frame 1's stored values, how many were outside BitsStored (then clipped), and what decoded them."""
+def file_problem(path: Path | str) -> DicomError | None:
+    """Why ``path`` cannot be read as a file, or None for a regular file: a :class:`MissingFileError` when nothing is
+    there, an :class:`UnreadableFileError` saying what is there instead (a directory, a named pipe, ...).
 
-    values: np.ndarray
-    clipped: int
-    decoder: str
-    """``native``, or the codec package and its version, e.g. ``pylibjpeg-openjpeg 2.6.0``."""
-    foreign_high_bits: int = 0
-    """Signed data: words whose bits above HighBit were not the sign's (ignored, as the standard says)."""
-    level: int = 0
-    """The JPEG 2000 resolution level decoded: 0 is the full image, r is 2^r times smaller a side."""
-
-
-def read_dataset(path: Path) -> Dataset:
-    """Read the header and the (still encoded) pixel data; check that an image is there."""
-    if not path.is_file():
-        raise MissingFileError(path, "no such file")
+    The path is examined, never opened: opening a named pipe (FIFO) blocks until something writes to it.
+    """
     try:
-        with warnings.catch_warnings():
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            return MissingFileError(path, f"is a symbolic link to {os.readlink(path)}, which does not exist")
+        return MissingFileError(path, "no such file")
+    except (OSError, ValueError) as exc:
+        return UnreadableFileError(path, f"cannot be examined: {getattr(exc, 'strerror', None) or exc}")
+    return _not_a_file(path, mode)
+
+
+def _not_a_file(path: Path | str, mode: int) -> UnreadableFileError | None:
+    """What a ``stat`` mode that is not a regular file's is, as the error of reading it."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    what = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return UnreadableFileError(path, f"is {what}, not a file")
+
+
+def _open(path: Path):
+    """``path`` opened for reading, once :func:`file_problem` found a regular file there.
+
+    Opened non-blocking and checked again (fstat) once open: a path replaced by a named pipe in between
+    cannot block the process.
+    """
+    fp = open(str(path), "rb", opener=_non_blocking)  # noqa: SIM115 (the caller's); a str name, for pydicom's messages
+    try:
+        problem = _not_a_file(path, os.fstat(fp.fileno()).st_mode)
+    except BaseException:
+        fp.close()
+        raise
+    if problem is not None:
+        fp.close()
+        raise problem
+    return fp
+
+
+def _non_blocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+
+
+def read_dataset(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dataset:
+    """Read the header and the (still encoded) pixel data; check that an image is there.
+
+    ``max_pixels`` bounds what a deflated dataset may inflate to (:func:`_inflate`).
+    """
+    ds = _read(path, max_pixels=max_pixels, header_only=False)
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise TruncatedError(path, "file meta information has no TransferSyntaxUID (file cut short?)")
+    if "PixelData" not in ds:
+        with _open(path) as fp:
+            cut = PIXEL_DATA_TAG in fp.read()
+        if cut:
+            raise TruncatedError(path, "file ends inside the Pixel Data element")
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise UnsupportedImageError(path, "float pixel data is not a mammogram")
+        raise MissingPixelDataError(path, "no Pixel Data element (7FE0,0010); the file may also be cut short before it")
+    for keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored", "PhotometricInterpretation"):
+        if ds.get(keyword) in (None, ""):
+            raise InvalidHeaderError(path, f"required attribute {keyword} is missing")
+    return ds
+
+
+def _read(path: Path, *, max_pixels: int, header_only: bool) -> Dataset:
+    """The dataset of ``path`` (without its pixel data when ``header_only``), or the :class:`DicomError` why not."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise problem
+    try:
+        with _open(path) as fp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path)
+            meta = _file_meta(fp)
+            if meta is not None and meta[1].get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+                return _read_deflated(fp, path, *meta, max_pixels=max_pixels, header_only=header_only)
+            fp.seek(0)
+            return pydicom.dcmread(fp, stop_before_pixels=header_only)
+    except DicomError:
+        raise
     except InvalidDicomError:
         raise NotDicomError(path, "not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from None
     except OSError as exc:
@@ -95,302 +156,127 @@ def read_dataset(path: Path) -> Dataset:
     except Exception as exc:
         raise NotDicomError(path, f"unreadable DICOM header: {exc}") from None
 
-    if "TransferSyntaxUID" not in ds.file_meta:
-        raise TruncatedError(path, "file meta information has no TransferSyntaxUID (file cut short?)")
-    if "PixelData" not in ds:
-        if PIXEL_DATA_TAG in path.read_bytes():
-            raise TruncatedError(path, "file ends inside the Pixel Data element")
-        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
-            raise UnsupportedImageError(path, "float pixel data is not a mammogram")
-        raise MissingPixelDataError(path, "no Pixel Data element (7FE0,0010); the file may also be cut short before it")
-    for keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored", "PhotometricInterpretation"):
-        if ds.get(keyword) in (None, ""):
-            raise InvalidHeaderError(path, f"required attribute {keyword} is missing")
-    return ds
 
-
-def header_shape(path: Path) -> tuple[int, int] | None:
-    """(Rows, Columns) from the header alone, pixel data not read; None when the header cannot say (the decode
-    that follows will say why, with its kind)."""
+def _file_meta(fp) -> tuple[bytes, Dataset] | None:
+    """The preamble and the file meta group, ``fp`` left after them; None where they cannot be read (pydicom's
+    reading of the whole file then says why). pydicom has no public reader of the group from an open file."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        return int(ds.Rows), int(ds.Columns)
+        preamble = read_preamble(fp, False)
+        return preamble, _read_file_meta_info(fp)
     except Exception:
         return None
 
 
-def stored_values(ds: Dataset, path: Path, *, max_pixels: int, level: int = 0) -> Stored:
-    """The stored pixel values of frame 1 (as decoded: uint16/int16 for 16-bit data), and the decoder that ran.
+def _read_deflated(
+    fp, path: Path, preamble: bytes, file_meta: Dataset, *, max_pixels: int, header_only: bool
+) -> FileDataset:
+    """A Deflated Explicit VR Little Endian file (PS3.5 A.5) read as pydicom would, but inflated by :func:`_inflate`.
 
-    Unsigned values beyond BitsStored are clipped to its range and counted; signed values are the
-    BitsStored-bit two's complement numbers the standard defines (:func:`twos_complement`). ``level`` > 0
-    asks for a JPEG 2000 frame at that coarser resolution level (:mod:`mammoscale.dicom.j2k`); where it
-    cannot be had, the full image is decoded: ``Stored.level`` says which.
+    The dataset keeps its transfer syntax: its pixel data is native, little-endian.
     """
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    bits_allocated, bits_stored = int(ds.BitsAllocated), int(ds.BitsStored)
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
-    photometric = str(ds.PhotometricInterpretation)
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise UnsupportedImageError(path, f"PhotometricInterpretation {photometric} is not grayscale")
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise UnsupportedImageError(path, f"SamplesPerPixel is {ds.SamplesPerPixel}, expected 1")
-    if bits_allocated not in (8, 16):
-        raise UnsupportedImageError(path, f"BitsAllocated {bits_allocated}: only 8 and 16 are supported")
-    if not 1 <= bits_stored <= bits_allocated:
-        raise InvalidHeaderError(path, f"BitsStored {bits_stored} is not in 1..BitsAllocated ({bits_allocated})")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames != 1:
-        raise UnsupportedImageError(path, f"{frames} frames: a 2-D mammogram has one (tomosynthesis is not supported)")
-    if rows <= 0 or cols <= 0:
-        raise InvalidHeaderError(path, f"Rows x Columns is {rows} x {cols}")
-    if rows * cols > max_pixels:
-        raise TooLargeError(path, f"{rows} x {cols} pixels is over the limit of {max_pixels:,} (max_pixels)")
-
-    syntax = ds.file_meta.TransferSyntaxUID
-    try:
-        compressed = syntax.is_compressed
-    except ValueError:
-        raise UnsupportedTransferSyntaxError(path, f"{syntax} is not a transfer syntax UID") from None
-    used = 0
-    if compressed:
-        raw, decoder, used = _decode_compressed(ds, path, rows=rows, cols=cols, max_pixels=max_pixels, level=level)
-    else:
-        raw = _read_native(ds, path, rows=rows, cols=cols, bits_allocated=bits_allocated, signed=signed)
-        decoder = NATIVE
-
-    if signed:  # a BitsStored-bit two's complement number whatever the bits above it hold (PS3.5 8.1.1)
-        values, foreign = twos_complement(raw, bits_stored)
-        return Stored(values, 0, decoder, foreign)
-    low, high = stored_range(ds)
-    if raw.dtype.itemsize * 8 == bits_stored and raw.dtype.kind == "u":
-        return Stored(raw, 0, decoder, level=used)  # the dtype cannot hold a value outside the range
-    raw_min, raw_max = int(raw.min()), int(raw.max())
-    if low <= raw_min and raw_max <= high:
-        return Stored(raw, 0, decoder, level=used)
-    outside = int(np.count_nonzero((raw < low) | (raw > high)))
-    return Stored(np.clip(raw, low, high).astype(raw.dtype), outside, decoder, level=used)
+    data = _inflate(fp, path, max_pixels=max_pixels, header_only=header_only)
+    stop = _at_pixel_data if header_only else None
+    dataset = pydicom.filereader.read_dataset(DicomBytesIO(data), False, True, stop_when=stop)
+    ds = FileDataset(str(path), dataset, preamble, file_meta, is_implicit_VR=False, is_little_endian=True)
+    ds.set_original_encoding(False, True, dataset.original_character_set)
+    return ds
 
 
-def twos_complement(raw: np.ndarray, bits_stored: int) -> tuple[np.ndarray, int]:
-    """Signed stored values as the standard reads them: the low ``bits_stored`` bits of each word, as a two's
-    complement number (PS3.5 8.1.1), and how many words held other bits above HighBit than the sign's.
+def _at_pixel_data(tag, vr, length) -> bool:
+    return tag == 0x7FE00010
 
-    Producers should sign-extend, and many do not: reading the whole word would turn every negative
-    value of such a file into a large positive one.
+
+def _inflate(fp, path: Path, *, max_pixels: int, header_only: bool) -> bytes:
+    """The rest of ``fp``, a raw deflate stream, inflated in steps: never more than the header allows.
+
+    pydicom inflates a deflated dataset whole as it opens the file, before anything can read Rows and Columns:
+    half a megabyte of deflated zeros becomes a gigabyte. Here the header is read as soon as the Pixel Data
+    element is reached: Rows x Columns over ``max_pixels`` is refused there, and the rest may inflate to the
+    pixel data the header describes plus :data:`HEADER_MARGIN`, no more. Until then, the bound is what the
+    largest image allowed could take (``max_pixels`` x :data:`MAX_BYTES_PER_PIXEL` + :data:`HEADER_MARGIN`).
+    ``header_only`` stops at the Pixel Data element.
     """
-    word = raw.view(raw.dtype.str.replace("u", "i")) if raw.dtype.kind == "u" else raw
-    shift = word.dtype.itemsize * 8 - bits_stored
-    if shift == 0:
-        return word, 0
-    values = (word << shift) >> shift  # drop the bits above HighBit, then extend the sign
-    return values, int(np.count_nonzero(values != word))
-
-
-def stored_range(ds: Dataset) -> tuple[int, int]:
-    """The values BitsStored can hold, signed (PixelRepresentation 1) or not."""
-    bits = int(ds.BitsStored)
-    if int(ds.get("PixelRepresentation", 0)) == 1:
-        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return 0, (1 << bits) - 1
-
-
-def _read_native(ds: Dataset, path: Path, *, rows: int, cols: int, bits_allocated: int, signed: bool) -> np.ndarray:
-    """Native (uncompressed) pixel data, read as stored: pydicom would mask bits beyond BitsStored."""
-    syntax = ds.file_meta.TransferSyntaxUID
-    if not syntax.is_little_endian:
-        dtype = np.dtype(f">{'i' if signed else 'u'}{bits_allocated // 8}")
-    else:
-        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
-    data = ds.PixelData
-    expected = rows * cols * dtype.itemsize
-    if len(data) < expected:
-        raise ShapeMismatchError(
-            path, f"Pixel Data holds {len(data):,} bytes; Rows x Columns ({rows} x {cols}) needs {expected:,}"
-        )
-    if len(data) > expected + 1:
-        raise ShapeMismatchError(
-            path, f"Pixel Data holds {len(data):,} bytes; Rows x Columns ({rows} x {cols}) needs {expected:,}"
-        )
-    return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
-
-
-def _decode_compressed(
-    ds: Dataset, path: Path, *, rows: int, cols: int, max_pixels: int, level: int = 0
-) -> tuple[np.ndarray, str, int]:
-    syntax = ds.file_meta.TransferSyntaxUID
-    try:
-        decoder = get_decoder(syntax)
-    except NotImplementedError:
-        raise UnsupportedTransferSyntaxError(path, f"no decoder for transfer syntax {syntax} ({syntax.name})") from None
-    if not decoder.is_available:
-        raise MissingCodecError(path, f"{syntax.name} needs {_missing_packages(decoder)}")
-
-    if syntax == RLELossless:
-        _check_rle_segment(ds, path, rows=rows, cols=cols)
-    coded = None if syntax == RLELossless else codestream_shape(_first_fragment(ds, path))
-    if coded is not None:
-        coded_rows, coded_cols = coded
-        if coded_rows * coded_cols > max_pixels:
-            raise TooLargeError(
-                path, f"codestream is {coded_rows} x {coded_cols} pixels, over the limit of {max_pixels:,}"
-            )
-        if (coded_rows, coded_cols) != (rows, cols):
-            raise ShapeMismatchError(
-                path, f"codestream is {coded_rows} x {coded_cols} but Rows x Columns is {rows} x {cols}"
-            )
-    if level and syntax in JPEG2000TransferSyntaxes:
-        reduced = j2k.decode_at_level(_frame(ds, path), level)
-        expected = (-(-rows // 2**level), -(-cols // 2**level))
-        if reduced is not None and reduced.shape == expected:
-            return reduced, j2k.pillow(), level
-    order = (FIRST_PLUGIN[syntax], *PLUGIN_ORDER) if syntax in FIRST_PLUGIN else PLUGIN_ORDER
-    plugins = list(dict.fromkeys(name for name in order if name in decoder.available_plugins))
-    plugins += [name for name in decoder.available_plugins if name not in plugins]
-    if syntax in FINAL:
-        plugins = plugins[:1]
-    _quiet(plugins[0])
-    failures = []
-    for plugin in plugins:  # as pydicom does: the first plugin that decodes the frame
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    limit = max_pixels * MAX_BYTES_PER_PIXEL + HEADER_MARGIN
+    why = f"more than {max_pixels:,} pixels (max_pixels) take"
+    searched, found = 0, False
+    pending = b""
+    while not inflater.eof:
+        if not pending:
+            pending = fp.read(INFLATE_STEP)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                array, _ = decoder.as_array(ds, index=0, decoding_plugin=plugin)
-        except Exception as exc:
-            failures.append(f"{plugin}: {exc}")
-            continue
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
-            # A Rust codec's panic (pyo3's PanicException, a BaseException): it found the frame inconsistent
-            # with the header. No other plugin gets the frame: pydicom's own RLE decoder, for one, would
-            # turn the same bytes into a plausible image without a word.
-            raise CorruptPixelDataError(
-                path, f"{syntax.name}: {plugin} found the frame inconsistent ({type(exc).__name__}: {exc})"
-            ) from None
-        if array.shape != (rows, cols):
-            raise ShapeMismatchError(path, f"decoded {array.shape} but Rows x Columns is {rows} x {cols}")
-        return array, codec_package(plugin, syntax), 0
-    raise CorruptPixelDataError(path, f"{syntax.name} decoding failed: {'; '.join(failures)}")
+            chunk = inflater.decompress(pending, min(INFLATE_STEP, limit + 1 - len(out)))
+        except zlib.error as exc:
+            raise NotDicomError(path, f"the deflated dataset cannot be inflated: the file is damaged ({exc})") from None
+        if not pending and not chunk and not inflater.eof:
+            raise TruncatedError(path, "the deflated dataset ends before its end (file cut short?)")
+        pending = inflater.unconsumed_tail
+        out += chunk
+        if not found:
+            header, searched = _header_in(out, searched)
+            if header is not None:
+                found = True
+                end, ds = header
+                rows, cols = ds.get("Rows"), ds.get("Columns")
+                if isinstance(rows, int) and isinstance(cols, int):
+                    problem = shape_problem(path, rows, cols, max_pixels=max_pixels)
+                    if isinstance(problem, TooLargeError):
+                        raise problem
+                    size = max(rows * cols, 0) * (1 if ds.get("BitsAllocated") == 8 else MAX_BYTES_PER_PIXEL)
+                    if end + size + HEADER_MARGIN < limit:
+                        limit = end + size + HEADER_MARGIN
+                        why = f"when its Rows x Columns ({rows} x {cols}) take {size:,}"
+                if header_only:
+                    return bytes(out)
+        if len(out) > limit:
+            raise TooLargeError(
+                path, f"the deflated dataset inflates to more than {limit:,} bytes, {why}: a decompression bomb?"
+            )
+    return bytes(out)
 
 
-def _check_rle_segment(ds: Dataset, path: Path, *, rows: int, cols: int) -> None:
-    """An RLE frame's first segment must decode to Rows x Columns bytes (PS3.5 G.3.1).
+def _header_in(out: bytearray, searched: int) -> tuple[tuple[int, Dataset] | None, int]:
+    """Where the Pixel Data element starts in the inflated dataset ``out`` and the header before it, once there;
+    and how far the search has gone (it resumes there). The tag's bytes found, the dataset is read up to them:
+    bytes of a value that look like the tag do not stop pydicom's reading."""
+    at = out.find(PIXEL_DATA_TAG, max(0, searched - len(PIXEL_DATA_TAG) + 1))
+    if at < 0:
+        return None, len(out)
+    buffer = DicomBytesIO(bytes(out))
+    where = []
 
-    RLE has no header of its own saying the image's size, and pydicom's RLE decoder crops or pads a
-    segment to the size the header asks for without a word: a wrong Rows or Columns would become a
-    sheared image. The segment costs a few milliseconds to decode (pylibjpeg-rle); without that
-    package the check is skipped.
-    """
+    def stop(tag, vr, length) -> bool:
+        if tag == 0x7FE00010:
+            where.append(buffer.tell())
+            return True
+        return False
+
     try:
-        from rle.rle import decode_segment
-    except ImportError:
-        return
-    frame = _first_fragment(ds, path)
-    if len(frame) < 64:
-        raise CorruptPixelDataError(path, f"RLE frame of {len(frame)} bytes has no 64-byte header")
-    count, *offsets = struct.unpack("<16I", frame[:64])
-    if not 1 <= count <= 15 or offsets[0] != 64:
-        raise CorruptPixelDataError(path, f"RLE header is malformed ({count} segments, the first at {offsets[0]})")
-    end = offsets[1] if count > 1 else len(frame)
-    try:
-        decoded = len(decode_segment(frame[64:end]))
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # pylibjpeg-rle panics on a damaged segment
-        raise CorruptPixelDataError(path, f"RLE segment 1 cannot be decoded ({type(exc).__name__}: {exc})") from None
-    if decoded != rows * cols:
-        raise ShapeMismatchError(
-            path, f"RLE segment 1 holds {decoded:,} pixels; Rows x Columns ({rows} x {cols}) needs {rows * cols:,}"
-        )
+        ds = pydicom.filereader.read_dataset(buffer, False, True, stop_when=stop)
+    except Exception:
+        ds = None
+    if ds is None or not where:
+        return None, len(out)
+    return (where[0], ds), len(out)
 
 
-@functools.cache
-def _quiet(plugin: str) -> None:
-    """GDCM prints its errors and warnings on standard error; the error raised says what matters."""
-    if plugin == "gdcm":
-        import gdcm
-
-        gdcm.Trace.ErrorOff()
-        gdcm.Trace.WarningOff()
-
-
-@functools.cache
-def codec_package(plugin: str, syntax) -> str:
-    """The package (and its version) that a pydicom plugin decodes ``syntax`` with."""
-    if plugin == "pylibjpeg":
-        name = (
-            "pylibjpeg-openjpeg"
-            if syntax in JPEG2000TransferSyntaxes
-            else "pylibjpeg-rle"
-            if syntax == RLELossless
-            else "pylibjpeg-libjpeg"
-        )
-    else:
-        name = {"gdcm": "python-gdcm"}.get(plugin, plugin)
-    try:
-        return f"{name} {importlib.metadata.version(name)}"
-    except importlib.metadata.PackageNotFoundError:
-        return name
-
-
-def _first_fragment(ds: Dataset, path: Path) -> bytes:
-    """The first fragment after the Basic Offset Table: where a JPEG codestream's header is."""
-    try:
-        fragments = generate_fragments(ds.PixelData)
-        next(fragments, b"")
-        return next(fragments, b"")
-    except Exception as exc:
-        raise CorruptPixelDataError(path, f"encapsulated Pixel Data is malformed: {exc}") from None
-
-
-def _frame(ds: Dataset, path: Path) -> bytes:
-    """A single-frame image's whole codestream: every fragment after the Basic Offset Table."""
-    try:
-        return b"".join(itertools.islice(generate_fragments(ds.PixelData), 1, None))
-    except Exception as exc:
-        raise CorruptPixelDataError(path, f"encapsulated Pixel Data is malformed: {exc}") from None
-
-
-def codestream_shape(fragment: bytes) -> tuple[int, int] | None:
-    """(rows, columns) from a JPEG 2000 SIZ or JPEG / JPEG-LS SOF marker, without decoding.
-
-    Lets :func:`decode` refuse a decompression bomb, or a codestream that disagrees with
-    Rows/Columns, before handing it to a codec. ``None`` when the format has no such header
-    (RLE) or it cannot be found in the first fragment.
-    """
-    if fragment[:4] == b"\xff\x4f\xff\x51" and len(fragment) >= 24:
-        xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", fragment[8:24])
-        return ysiz - yosiz, xsiz - xosiz
-    if fragment[:2] == b"\xff\xd8":
-        sof = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
-        i = 2
-        while i + 9 <= len(fragment):
-            if fragment[i] != 0xFF:
-                return None
-            marker = fragment[i + 1]
-            if marker == 0xFF:
-                i += 1
-                continue
-            length = struct.unpack(">H", fragment[i + 2 : i + 4])[0]
-            if marker in sof:
-                height, width = struct.unpack(">HH", fragment[i + 5 : i + 9])
-                return height, width
-            i += 2 + length
+def shape_problem(path: Path | str, rows: int, cols: int, *, max_pixels: int) -> DicomError | None:
+    """Why Rows x Columns cannot be decoded, or None: not both positive (invalid_header), or over ``max_pixels``."""
+    if rows <= 0 or cols <= 0:
+        return InvalidHeaderError(path, f"Rows x Columns is {rows} x {cols}")
+    if rows * cols > max_pixels:
+        return TooLargeError(path, f"{rows} x {cols} pixels is over the limit of {max_pixels:,} (max_pixels)")
     return None
 
 
-def _missing_packages(decoder) -> str:
-    """The pip command for the first plugin pydicom lists as unavailable, and pydicom's own words.
-
-    pydicom says e.g. ``pylibjpeg - requires numpy, pylibjpeg>=2.0 and pylibjpeg-openjpeg>=2.0``.
-    """
-    wanted = decoder.missing_dependencies
-    if not wanted:
-        return "a decoding plugin, and none is registered"
-    listed = re.split(r", | and ", wanted[0].split(" - requires ", 1)[-1])
-    packages = [p for p in listed if p and not p.startswith("numpy") and " " not in p]
-    command = f"pip install {' '.join(repr(p) if '>' in p else p for p in packages)}" if packages else ""
-    return f"{' and '.join(packages) or 'a decoding plugin'} ({command}; pydicom: {'; '.join(wanted)})"
+def header_shape(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+    """(Rows, Columns) from the header alone, pixel data not read; None when the header cannot say, or says a shape
+    that cannot be decoded (not positive, over ``max_pixels``): the decode that follows will say why, with its
+    kind, as it would without this look."""
+    try:
+        ds = _read(Path(path), max_pixels=max_pixels, header_only=True)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception:
+        return None
+    return None if shape_problem(path, rows, cols, max_pixels=max_pixels) else (rows, cols)

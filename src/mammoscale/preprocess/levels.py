@@ -67,7 +67,8 @@ def decode_view(path: Path, laterality: str, settings) -> tuple[dicom.Decoded, r
         max_pixels=settings.max_pixels,
         reject_constant=settings.constant_images == "exclude",
     )
-    most, shape = settings.max_decode_level, dicom.header_shape(path) if settings.max_decode_level else None
+    most = settings.max_decode_level
+    shape = dicom.header_shape(path, max_pixels=settings.max_pixels) if most else None
     worth_it = shape is not None and level_for(shape, settings.canonical_size, most) >= min(WORTH_IT, most)
     decoded = decode(level=coarse_level(shape, most)) if worth_it else decode()
     first = decoded.report.level

@@ -95,35 +95,48 @@ def _identity(root: Path, breast: dict, view: str) -> dict:
 
 
 def process_breast(root: Path, breast: dict, settings: ViewSettings) -> tuple[list[np.ndarray] | None, list[dict]]:
-    """Decode, orient and crop both views of one breast: the canonical views (None on failure), a row per image."""
+    """Decode, orient and crop both views of one breast: the canonical views (None on failure), a row per image.
+
+    Whatever one image's processing raises is that image's recorded error: a :class:`dicom.DicomError` with its
+    kind, anything else (a bug met on this image) as ``internal_error``, its traceback in the log. The shard goes on.
+    """
     views, rows = [], []
     for view in VIEWS:
         row = {**dict.fromkeys(files.IMAGE_TABLE.columns, ""), **_identity(root, breast, view)}
         path = root / row["path"]
         try:
-            decoded, located, image = levels.decode_view(path, breast["laterality"], settings)
+            canonical, fields = _canonical_view(path, breast["laterality"], settings)
         except dicom.DicomError as exc:
-            row.update(status="error", error_kind=exc.kind, message=exc.message)
-            rows.append(row)
+            error = exc
+        except Exception as exc:
+            error = dicom.InternalError.of(path, exc)
+            log.warning("%s: %s", row["path"], error.message, exc_info=True)
+        else:
+            views.append(canonical)
+            rows.append({**row, **fields})
             continue
-        row.update(report_fields(decoded))
-        found = located.roi
-        mask = found.mask if settings.roi.mask_outside else None
-        views.append(
-            tiling.canonical_view(
-                image, mask, settings.canonical_size, settings.resample, box=found.box, flip=located.flip
-            )
-        )
-        row.update(
-            flipped=located.flip,
-            flip_disagrees=located.disagrees,
-            roi_fallback=found.fallback,
-            roi_box=" ".join(map(str, _full_resolution(found.box, decoded.report))),
-            decode_level=decoded.report.level,
-            tissue_fraction=round(found.tissue_fraction, 4),
-        )
-        rows.append(row)
+        rows.append({**row, "status": "error", "error_kind": error.kind, "message": error.message})
     return (views if len(views) == len(VIEWS) else None), rows
+
+
+def _canonical_view(path: Path, laterality: str, settings: ViewSettings) -> tuple[np.ndarray, dict]:
+    """One image's canonical view and its image-table fields (what was found and done)."""
+    decoded, located, image = levels.decode_view(path, laterality, settings)
+    found = located.roi
+    mask = found.mask if settings.roi.mask_outside else None
+    canonical = tiling.canonical_view(
+        image, mask, settings.canonical_size, settings.resample, box=found.box, flip=located.flip
+    )
+    fields = {
+        **report_fields(decoded),
+        "flipped": located.flip,
+        "flip_disagrees": located.disagrees,
+        "roi_fallback": found.fallback,
+        "roi_box": " ".join(map(str, _full_resolution(found.box, decoded.report))),
+        "decode_level": decoded.report.level,
+        "tissue_fraction": round(found.tissue_fraction, 4),
+    }
+    return canonical, fields
 
 
 def _process(job: tuple[Path, dict, ViewSettings]):
