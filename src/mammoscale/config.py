@@ -10,7 +10,10 @@ asks :func:`defaults`, never a copy of its own.
 Snakemake parses a nested ``--config`` value (``--config grid="{image_sizes: [64, 96]}"``)
 with YAML's base loader, which keeps every scalar a string: ``"64"``. :func:`coerce_scalars`
 gives back their types to strings that YAML reads as numbers, booleans or null, and leaves
-every other string alone, so paths and names stay strings.
+every other string alone, so paths and names stay strings. YAML 1.1 (PyYAML, which reads the
+config files too) reads ``1e-4`` as a string, as it needs a dot (``1.0e-4``);
+:func:`coerce_numbers` makes such a string a number where the schema wants a number, and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import re
 from importlib import resources
 from typing import Any
 
@@ -30,6 +34,15 @@ RENAMED = {
     "device_memory_gb": 'device_memory_gib: the unit is GiB, 2^30 bytes (an "80GB" A100 or H100 holds 80 GiB)',
 }
 """Keys a config may still carry under an earlier name -> what to write instead."""
+PATTERNS = {
+    "^[A-Za-z0-9_-]+$": "use letters, digits, _ and - only (hardware and variant names are wildcards and directories: "
+    "results/runs/<hardware>/<variant>)",
+    "^[A-Za-z0-9_.:-]+$": "write a network interface's name, such as ib0 or eth0 (letters, digits, _ . : and -)",
+    "^\\S(.*\\S)?$": "write a path on one line, without spaces at its start or end (spaces inside it are fine)",
+}
+"""Each ``pattern`` of the schema -> what a value that does not match it should be (a sentence, never the regex)."""
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+"""A number as YAML 1.2 writes it (``1e-4``, ``5E-3``, ``-1e+2``); YAML 1.1 reads those without a dot as strings."""
 
 
 class ConfigError(UserError, ValueError):
@@ -83,6 +96,28 @@ def coerce_scalars(value: Any) -> Any:
     return value
 
 
+def coerce_numbers(config: Any, node: dict | None = None) -> Any:
+    """A copy of ``config`` in which every string written as a number (:data:`NUMBER`) is a float where the schema
+    wants a number (``type: number``, alone or among others); every other value is left as it is."""
+    node = schema() if node is None else node
+    if isinstance(config, str) and _wants_number(node) and NUMBER.fullmatch(config):
+        return float(config)
+    if isinstance(config, dict):
+        extra = node.get("additionalProperties")
+        return {
+            key: coerce_numbers(item, node.get("properties", {}).get(key, extra if isinstance(extra, dict) else {}))
+            for key, item in config.items()
+        }
+    if isinstance(config, list) and isinstance(node.get("items"), dict):
+        return [coerce_numbers(item, node["items"]) for item in config]
+    return config
+
+
+def _wants_number(node: dict) -> bool:
+    kinds = node.get("type", [])
+    return "number" in ([kinds] if isinstance(kinds, str) else kinds) or any(map(_wants_number, node.get("oneOf", [])))
+
+
 def validate(config: dict) -> None:
     """Raise :class:`ConfigError` naming the first bad key (and, for a typo, the closest valid one)."""
     import jsonschema
@@ -105,12 +140,16 @@ def validate(config: dict) -> None:
             for key in unknown
         ]
         raise ConfigError(f"config: unknown key(s) {', '.join(hints)} in {where}; valid: {', '.join(allowed)}")
+    if error.validator == "pattern":
+        rule = PATTERNS.get(error.validator_value, "see docs/configuration.md for what it may be")
+        what = "the name " if "propertyNames" in error.schema_path else ""
+        raise ConfigError(f"config: {where}: {what}{error.instance!r} is not allowed: {rule}")
     raise ConfigError(f"config: {where}: {error.message}")
 
 
 def load(config: dict) -> dict:
     """The complete, valid config from what the config files and ``--config`` gave."""
-    complete = with_defaults(coerce_scalars(config))
+    complete = with_defaults(coerce_numbers(coerce_scalars(config)))
     validate(complete)
     return complete
 
