@@ -142,8 +142,8 @@ def prepare(
     # Horovod's wrapper is a new optimiser over the same parameters: load a checkpoint into it, not before
     optimizer = backend.wrap_optimizer(optimizer_for(unwrap(model), s.lr, s.weight_decay), model, grad_accum)
     fingerprint = checkpoint.fingerprint(s.training_identity())
-    if s.mode == "full" and s.checkpoint:
-        _resume(checkpoint.load(out_dir, fingerprint), model, optimizer, progress)
+    if s.mode == "full" and s.checkpoint:  # rank 0 alone sets a bad one aside; every rank skips it
+        _resume(checkpoint.load(out_dir, fingerprint, set_aside=backend.primary), model, optimizer, progress)
     backend.broadcast_optimizer_state(optimizer)
     _describe(s, backend, progress, grad_accum, schedule)
     return Run(

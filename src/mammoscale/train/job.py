@@ -48,8 +48,9 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
     """Run one cell as a workflow job: write ``cell.yaml``, run its ranks, and fail the job if the cell failed.
 
     A checkpoint left in ``out_dir`` is resumed only when it is an unfinished run of these very
-    settings (a requeued job); one of other settings, or of a finished run, means the workflow
-    asked for this cell anew (a changed config, ``--forcerun``), so it is removed first.
+    settings (a requeued job); one of a finished run means the workflow asked for this cell anew
+    (``--forcerun``), so it is removed first; one of other settings (a changed config), or a damaged
+    one, is set aside (:mod:`mammoscale.train.checkpoint`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,15 +151,9 @@ def _again_later(why: str) -> None:
 
 
 def _drop_stale_checkpoint(out_dir: Path, settings: Settings) -> None:
-    path = out_dir / checkpoint.NAME
-    if not path.is_file():
-        return
-    try:
-        state = checkpoint.load(out_dir, checkpoint.fingerprint(settings.training_identity()))
-        stale = state["epoch"] >= settings.epochs
-        reason = "of a finished run"
-    except checkpoint.CheckpointError as exc:
-        stale, reason = True, str(exc)
-    if stale:
-        log.warning("removing %s: %s", path, reason)
-        path.unlink()
+    """A finished run's checkpoints mean the workflow asked for the cell anew (``--forcerun``): removed, so that the
+    cell starts over. A damaged one, or one of other settings (a changed config), is set aside by the load itself."""
+    state = checkpoint.load(out_dir, checkpoint.fingerprint(settings.training_identity()))
+    if state is not None and state["epoch"] >= settings.epochs:
+        removed = checkpoint.discard(out_dir)
+        log.warning("removing %s: of a finished run", ", ".join(str(path) for path in removed))
