@@ -1,8 +1,11 @@
 # The study the config describes, checked whole before any job runs, and the input functions of every rule.
 # Paths are mammoscale.files' templates; the logic is mammoscale.plan's (tested without Snakemake).
+import functools
+import os
 import sys
 
 from mammoscale import files
+from mammoscale.dataset import sources
 from mammoscale.errors import UserError
 from mammoscale.plan.digest import digest
 from mammoscale.plan.launch import job_request
@@ -56,8 +59,39 @@ def get_train_csv():
     return f"{get_data_root()}/{files.TRAIN_CSV}"
 
 
+def get_data(wildcards):
+    """train.csv, for a job that reads the data: an RSNA data.root must be there (one line before any job, asked
+    only of the targets that read the data: ``snakemake plan`` plans a cluster's study on a laptop without it)."""
+    try:
+        STUDY.check_data()
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    return get_train_csv()
+
+
 def is_synthetic():
     return config["data"]["source"] == "synthetic"
+
+
+@functools.cache
+def get_sources():
+    """Each shard's fingerprint of the DICOM files it reads, and of the absent ones (mammoscale.dataset.sources):
+    a replaced file reruns its shard. None for the synthetic set, which this workflow writes itself."""
+    if is_synthetic() or not os.path.isfile(get_train_csv()):
+        return None
+    return sources.fingerprints(get_data_root(), config["cache"]["shards"])
+
+
+def get_shard_sources(wildcards):
+    return get_sources().shards[wildcards.shard] if get_sources() else ""
+
+
+def get_absent_sources(wildcards):
+    return get_sources().absent if get_sources() else ""
+
+
+def get_all_sources(wildcards):
+    return " ".join(get_sources().shards.values()) if get_sources() else ""
 
 
 def get_views(template):

@@ -26,7 +26,7 @@ if is_synthetic():
 
 rule manifest:
     input:
-        csv=get_train_csv(),
+        csv=get_data,
     output:
         breasts=files.BREASTS,
         excluded=files.EXCLUDED,
@@ -38,6 +38,7 @@ rule manifest:
     conda:
         "../envs/mammoscale.yaml"
     params:
+        absent=get_absent_sources,
         split=config["manifest"]["split"],
         seed=config["manifest"]["seed"],
         shards=config["cache"]["shards"],
@@ -47,7 +48,7 @@ rule manifest:
 
 rule decode_audit:
     input:
-        csv=get_train_csv(),
+        csv=get_data,
     output:
         audit=files.DECODE_AUDIT,
         counts=files.DECODE_AUDIT_COUNTS,
@@ -61,6 +62,7 @@ rule decode_audit:
     resources:
         mem_mb=grow_with_attempt(2000),
     params:
+        sources=get_all_sources,
         max_pixels=config["decode"]["max_pixels"],
     script:
         "../workflow/scripts/decode_audit.py"

@@ -3,7 +3,7 @@
 
 rule cache_views:
     input:
-        csv=get_train_csv(),
+        csv=get_data,
         breasts=files.BREASTS,
     output:
         npy=cache_path(files.VIEWS_SHARD),
@@ -19,6 +19,7 @@ rule cache_views:
     resources:
         mem_mb=grow_with_attempt(2000),
     params:
+        sources=get_shard_sources,
         canonical_size=STUDY.canonical_size,
         preprocess=config["preprocess"],
         decode=config["decode"],
@@ -70,8 +71,10 @@ rule cache_index:
         tables=get_tiles(files.TILES_INDEX),
         summary=files.PREPROCESS_SUMMARY,
         errors=files.DECODE_ERRORS,
+        breasts=files.BREASTS,
     output:
         index=cache_path(files.TILE_INDEX),
+        check=cache_path(files.TILE_INDEX_CHECK),
     log:
         log_of("cache_index/img{image_size}"),
     benchmark:

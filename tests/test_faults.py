@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,7 @@ from mammoscale.preprocess import tiles, views
 from mammoscale.preprocess.tiles import PreprocessError
 from mammoscale.processes import map_isolated
 
-from test_workflow import build_cache_of, copy_workflow
+from test_workflow import build_cache_of, copy_workflow, planned_jobs, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +212,10 @@ def test_the_index_is_built_from_the_shards_real_bytes(altered, tmp_path):
         PreprocessError, match=rf"shard0001.npy: sha256 .* the file changed since. .*{cache.REBUILD_TILES}"
     ):
         tiles.gather_index(
-            [s.with_suffix(".csv") for s in shards], tmp_path / "index.csv", [s.with_suffix(".npy") for s in shards]
+            [s.with_suffix(".csv") for s in shards],
+            tmp_path / "index.csv",
+            [s.with_suffix(".npy") for s in shards],
+            tmp_path / "index.json",
         )
 
 
@@ -251,3 +255,269 @@ def test_a_constant_image_is_excluded_or_a_black_counted_fallback_never_a_white_
     else:
         assert made is not None and not any(view.any() for view in made)
         assert all(r["status"] == "ok" and r["roi_fallback"] and r["constant"] for r in rows)
+
+
+# the cache after the fact: damaged or deleted files, the commands that repair them, changed DICOMs
+
+
+DATA = "rsna"
+"""The RSNA-layout directory of :func:`built`, inside its workflow directory: data.root is relative to it, so a
+copy of both is the same study to Snakemake."""
+
+
+@pytest.fixture(scope="module")
+def built(clean, tmp_path_factory) -> Path:
+    """A workflow directory whose cache (img64, img128) was built by ``snakemake cache`` from an RSNA-layout copy."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("built") / "wf")
+    shutil.copytree(clean, workdir / DATA)
+    build_cache_of(workdir, Path(DATA))
+    return workdir
+
+
+@pytest.fixture
+def study(built, tmp_path) -> tuple[Path, Path]:
+    """A copy of ``built`` of the test's own, data and all: (workflow directory, data root)."""
+    shutil.copytree(built, tmp_path / "wf", symlinks=True)
+    return tmp_path / "wf", tmp_path / "wf" / DATA
+
+
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """``snakemake <args>`` with the test profile over the study's data, as the fixture built it."""
+    return snakemake(
+        workdir, *args, "--configfile", "config/test.yaml", "--config", f"data={{source: rsna, root: {DATA}}}"
+    )
+
+
+def _cache_is_whole(workdir: Path) -> None:
+    for size in (64, 128):
+        read = cache.open_tiles(workdir / "results" / "cache", size, verify=True)
+        assert len(read) and all(read[i].shape == (size, size) for i in range(len(read)))
+
+
+def _cut_mid_line(path: Path) -> None:
+    text = path.read_text()
+    path.write_text(text[: len(text) * 2 // 3])
+
+
+def _remove_rows(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-3]))
+
+
+DAMAGE = {
+    "flipped tile shard": ("img64/shard0000.npy", _flip, cache.REBUILD_TILES),
+    "deleted tile shard": ("img64/shard0001.npy", Path.unlink, cache.REBUILD_TILES),
+    "flipped views shard": ("views/shard0000.npy", _flip, cache.REBUILD_VIEWS),
+    "index cut mid-line": ("img64/index.csv", _cut_mid_line, cache.REBUILD_INDEX),
+    "index short of rows": ("img64/index.csv", _remove_rows, cache.REBUILD_INDEX),
+    "index check deleted": ("img64/index.json", Path.unlink, cache.REBUILD_INDEX),
+    "index deleted": ("img64/index.csv", Path.unlink, cache.BUILD),
+}
+
+
+def _message(root: Path, name: str) -> str:
+    """What a user is told about the damage: by training (or the contact sheet) or, for views, by stage 2."""
+    try:
+        if name.startswith("views/"):
+            tiles.build_tiles(
+                root / name, (root / name).with_suffix(".csv"), root / "t.npy", root / "t.csv", image_size=64
+            )
+        else:
+            read = cache.open_tiles(root, 64)
+            for i in range(len(read)):
+                read[i]
+    except (cache.CacheError, PreprocessError) as error:
+        return str(error)
+    raise AssertionError(f"damage to {name} went unnoticed")
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_the_command_an_error_prints_repairs_what_it_names(study, damage):
+    """Each command printed for a damaged cache file, run as printed (with the user's --configfile and --config),
+    rebuilds it: ``snakemake cache`` alone leaves a deleted intermediate file missing under a newer index."""
+    workdir, data = study
+    root = workdir / "results" / "cache"
+    name, harm, command = DAMAGE[damage]
+    harm(root / name)
+    message = _message(root, name)
+    printed = [c for c in (cache.REBUILD_TILES, cache.REBUILD_VIEWS, cache.REBUILD_INDEX, cache.BUILD) if c in message]
+    assert printed and max(printed, key=len) == command, message
+    assert message.count("\n") == 0 and message.endswith(command)
+    args = command.split()
+    assert args[0] == "snakemake"
+    planned = planned_jobs(_snakemake(workdir, "-n", *args[1:]))
+    assert "manifest" not in planned and ("--forcerun" not in args or args[-1] in planned), planned
+    _snakemake(workdir, "-c2", *args[1:])
+    _cache_is_whole(workdir)
+
+
+def test_training_refuses_an_index_cut_short_in_one_line(study, tmp_path):
+    workdir, _ = study
+    root = workdir / "results" / "cache"
+    _cut_mid_line(root / "img64" / "index.csv")
+    args = ["cache_root=" + str(root), "image_size=64", "patch_size=16", "mode=full", "epochs=1"]
+    args += ["global_batch=8", "micro_batch=4", "loader_workers=0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mammoscale.train", "--out", str(tmp_path / "run"), *args],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "was cut short or edited" in errors[0] and errors[0].endswith(cache.REBUILD_INDEX)
+
+
+def test_the_index_holds_each_splits_breasts_of_the_manifest_and_no_other(study, tmp_path):
+    workdir, _ = study
+    results, root = workdir / "results", workdir / "results" / "cache" / "img64"
+    shards = sorted(root.glob("shard*.csv"))
+    table = files.TILE_TABLE.read(shards[0])
+    dropped = table.iloc[0]
+    files.TILE_TABLE.write(table.iloc[1:], shards[0])  # a breast gone from a shard's table (and so from the index)
+
+    def gather():
+        tiles.gather_index(
+            shards,
+            tmp_path / "index.csv",
+            [s.with_suffix(".npy") for s in shards],
+            tmp_path / "index.json",
+            breasts_csv=results / "manifest" / "breasts.csv",
+            decode_errors_csv=results / "qc" / "decode_errors.csv",
+        )
+
+    with pytest.raises(
+        PreprocessError, match=rf"the {dropped['split']} split .* \(1 missing, .*{dropped['breast_id']}"
+    ):
+        gather()
+    files.TILE_TABLE.write(pd.concat([table, table.iloc[[0]].assign(breast_id="999_L")]), shards[0])
+    with pytest.raises(
+        PreprocessError, match=r"1 not the manifest's, e.g. \['999_L'\].*" + re.escape(cache.REBUILD_VIEWS)
+    ):
+        gather()
+
+
+def test_a_replaced_dicom_reruns_its_shard_and_what_depends_on_it_only(study):
+    """Replaced by a copy with an older modification time (a re-download that kept the archive's): only the size
+    and time differ from what the shard read, and only that shard's jobs and those after them rerun."""
+    workdir, data = study
+    breasts = files.BREAST_TABLE.read(workdir / "results" / "manifest" / "breasts.csv")
+    victim = breasts[breasts["shard"] == 1].iloc[0]
+    path = files.image_path(data, victim["patient_id"], victim["cc_image_id"])
+    before = path.stat()
+    path.write_bytes(path.read_bytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns - 10**12))
+    planned = _snakemake(workdir, "-n", "cache")
+    assert planned_jobs(planned) == {
+        "cache_views": 1,
+        "cache_tiles": 2,
+        "preprocess_summary": 1,
+        "cache_index": 2,
+        "contact_sheet": 2,
+        "cache": 1,
+    }
+    outputs = " ".join(line for line in planned.stdout.splitlines() if "output:" in line)
+    assert "views/shard0001.npy" in outputs and "shard0000" not in outputs
+    _snakemake(workdir, "-c2", "cache")
+    assert "Nothing to be done" in (done := _snakemake(workdir, "-n", "cache")).stdout + done.stderr
+    path.unlink()  # a file gone: the manifest decides again (its breast is excluded), and all after it
+    assert planned_jobs(_snakemake(workdir, "-n", "cache"))["manifest"] == 1
+
+
+# a stage-1 job killed, or out of disk
+
+
+@pytest.fixture
+def shard_zero(clean, tmp_path) -> Path:
+    """The manifest of ``clean`` in two shards: its breasts.csv."""
+    from mammoscale.dataset import manifest
+
+    breasts = tmp_path / "breasts.csv"
+    split = {"train": 0.6, "val": 0.2, "test": 0.2}
+    manifest.main(clean, breasts, tmp_path / "x.csv", tmp_path / "c.json", split_fractions=split, seed=1, n_shards=2)
+    return breasts
+
+
+STAGE_ONE = """
+import sys, time
+from mammoscale.logs import configure
+from mammoscale.preprocess import views
+configure(sys.argv[5])
+process = views.process_breast
+def slow(root, breast, settings):
+    time.sleep(float(sys.argv[4]))
+    return process(root, breast, settings)
+views.process_breast = slow  # the forked workers see it
+out = sys.argv[3]
+views.build_views(sys.argv[1], sys.argv[2], 0, out + "/s.npy", out + "/s.csv", out + "/s.images.csv",
+                  settings=views.ViewSettings(canonical_size=64), workers=2)
+"""
+
+
+def _stage_one(clean: Path, breasts: Path, out: Path, *, pause: float) -> subprocess.Popen:
+    command = [sys.executable, "-c", STAGE_ONE, str(clean), str(breasts), str(out), str(pause), str(out / "log")]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_stage_one_takes_its_workers_along_and_the_next_run_sweeps_its_temporary_file(
+    clean, shard_zero, tmp_path
+):
+    out = tmp_path / "views"
+    out.mkdir()
+    job = _stage_one(clean, shard_zero, out, pause=0.5)
+    deadline = time.monotonic() + 60
+    while not (list(out.glob(".s.npy.*.tmp")) and len(_children(job.pid)) == 2):
+        assert time.monotonic() < deadline and job.poll() is None, "stage 1 never got under way"
+        time.sleep(0.05)
+    workers = _children(job.pid)
+    job.kill()  # SIGKILL, as the OOM killer does: no cleanup runs in the parent
+    job.wait()
+    time.sleep(1.0)
+    assert not [w for w in workers if _alive(w)], "a worker outlived the stage-1 process that started it"
+    left = list(out.glob(".s.npy.*.tmp"))
+    assert len(left) == 1  # nothing removed it: the next run of the same shard does
+    done = _stage_one(clean, shard_zero, out, pause=0)
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    assert not list(out.glob(".*.tmp")) and (out / "s.npy").is_file()
+    assert f"removed {left[0]}" in (out / "log").read_text()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 32 KiB file system of its own (tmpfs): the views of one shard do not fit."""
+    where = tmp_path / "full"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"a small file system to fill needs mount (root): {mounted.stderr.decode().strip()}")
+    yield where
+    subprocess.run(["umount", str(where)], check=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_behind(clean, shard_zero, full_disk):
+    job = _stage_one(clean, shard_zero, full_disk, pause=0)
+    stdout, stderr = job.communicate(timeout=300)
+    assert job.returncode == 1 and "Traceback" not in stderr
+    assert stderr.splitlines() == [
+        f"error: no space left on device writing {full_disk / 's.npy'} "
+        f"({shutil.disk_usage(full_disk).free / 2**20:,.1f} MiB left there): free space, or write elsewhere"
+    ]
+    assert [p.name for p in full_disk.iterdir()] == ["log"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -116,6 +118,17 @@ def test_missing_files_and_incomplete_breasts(tmp_path):
     assert counts["excluded_by_reason"] == {"missing_cc": 1, "missing_file": 1, "missing_mlo": 2}
 
 
+def test_a_directory_or_a_fifo_in_a_files_place_is_not_missing_it_goes_on_to_say_what_it_is(tmp_path):
+    rows = breast(1, "L") + breast(2, "L")
+    root = write_dataset(tmp_path, rows)
+    for row, make in zip(rows[1::2], (lambda p: p.mkdir(), os.mkfifo), strict=True):
+        path = image_path(root, str(row["patient_id"]), str(row["image_id"]))
+        path.unlink()
+        make(path)
+    breasts, excluded, _ = build(root)
+    assert breasts["breast_id"].tolist() == ["1_L", "2_L"] and excluded.empty  # stage 1 records them as unreadable
+
+
 def test_conflicting_labels_within_a_breast_are_excluded(tmp_path):
     rows = breast(1, "L") + breast(2, "L")
     rows[1]["cancer"] = 1
@@ -170,11 +183,12 @@ def test_split_is_by_patient_stratified_and_seeded(tmp_path):
     assert not breasts["split"].equals(other["split"])
 
 
-def test_shards_are_dealt_round_robin(tmp_path):
-    rows = [r for p in range(1, 6) for r in breast(p, "L")]
-    breasts, _, counts = build(write_dataset(tmp_path, rows), n_shards=2)
-    assert breasts["shard"].tolist() == [0, 1, 0, 1, 0]
-    assert counts["breasts_by_shard"] == [3, 2]
+def test_a_patients_breasts_go_to_the_shard_of_its_id(tmp_path):
+    rows = [r for p in range(1, 6) for r in breast(p, "L")] + [r for p in (2, 3) for r in breast(p, "R")]
+    breasts, _, counts = build(write_dataset(tmp_path, rows), n_shards=3)
+    shards = {"1_L": 1, "2_L": 2, "2_R": 2, "3_L": 0, "3_R": 0, "4_L": 1, "5_L": 2}  # the id modulo 3
+    assert dict(zip(breasts["breast_id"], breasts["shard"], strict=True)) == shards
+    assert counts["breasts_by_shard"] == [2, 2, 3]
 
 
 @pytest.mark.parametrize(

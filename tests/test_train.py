@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import resource
 import shutil
 import signal
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mammoscale import files, train
+from mammoscale import cache, files, train
 from mammoscale.errors import UserError
 from mammoscale.plan import memory
 from mammoscale.train import batches, checkpoint, cli, devices, loop, models, optim, probe, stopping
@@ -316,27 +315,6 @@ def test_a_signalled_process_exits_with_the_try_again_code(train_cache, tmp_path
     assert torch.load(out / checkpoint.NAME, weights_only=True)["step"] > 9
 
 
-def test_a_checkpoint_of_other_settings_or_unreadable_is_refused(train_cache, tmp_path):
-    train.run_cell(cell(train_cache), tmp_path)
-    with pytest.raises(checkpoint.CheckpointError, match="written for other settings"):
-        train.run_cell(cell(train_cache, lr=5e-4), tmp_path)
-    (tmp_path / checkpoint.NAME).write_bytes(b"not a checkpoint")
-    with pytest.raises(checkpoint.CheckpointError, match="cannot be read"):
-        train.run_cell(cell(train_cache), tmp_path)
-
-
-class Payload:
-    def __reduce__(self):
-        return (os.system, ("echo owned",))
-
-
-def test_a_checkpoint_cannot_run_code(tmp_path):
-    with open(tmp_path / checkpoint.NAME, "wb") as f:
-        pickle.dump({"fingerprint": "x", "model": Payload()}, f, protocol=2)
-    with pytest.raises(checkpoint.CheckpointError, match="cannot be read"):
-        checkpoint.load(tmp_path, "x")
-
-
 def test_too_few_tiles_for_one_global_batch_is_a_user_error(train_cache, tmp_path):
     with pytest.raises(UserError, match="train split of the img64 cache has 19 tiles; at least 32"):
         train.run_cell(cell(train_cache, global_batch=32, micro_batch=8), tmp_path)
@@ -601,8 +579,10 @@ def test_a_split_without_a_positive_breast_stops_training_with_a_clear_error(tra
     shutil.copytree(train_cache, root)
     index = files.TILE_TABLE.read(root / "img64" / "index.csv")
     assert batches.open_split(root, 64, "val", both_classes=True).labels.sum() > 0
-    files.TILE_TABLE.write(
-        index.assign(label=index["label"].where(index["split"] != "val", 0)), root / "img64" / "index.csv"
+    cache.write_index(  # a consistent index (its check rewritten) whose val split has no positive breast
+        index.assign(label=index["label"].where(index["split"] != "val", 0)),
+        root / "img64" / "index.csv",
+        root / "img64" / "index.json",
     )
     with pytest.raises(
         UserError, match=r"the val split of the img64 cache has 0 positive breast\(s\) of \d+: .*both classes"

@@ -10,13 +10,20 @@ under ``cache.root`` (default ``results/cache``; the templates are :mod:`mammosc
     img512/shard0007.npy         uint8 (n, 512, 512): tiles (CC | MLO) of the shard's breasts
     img512/shard0007.csv         one row per tile: offset, crc32 of the tile, sha256 of the file
     img512/index.csv             every shard's rows: what open_tiles reads
+    img512/index.json            the index's sha256, rows and breasts per split: checked before it is read
 
 Every file is written to a temporary name in the same directory and renamed into place only
 when complete, so a half-written file is never read under its real name. Each tile row holds
 the crc32 of the tile's bytes and the sha256 of its shard file. Reading checks each tile's crc32
 the first time a process reads it (about 6 GiB/s, against 1.8 GiB/s for sha256, and only the
 tiles a job reads; ``bench/README.md``), so an altered tile is never trained on; staging to
-scratch and ``open_tiles(verify=True)`` check whole files by sha256.
+scratch and ``open_tiles(verify=True)`` check whole files by sha256. The index itself is checked
+against ``index.json`` (its sha256, rows and breasts per split) before it is parsed: an index cut
+short or missing rows is refused, never trained on.
+
+Every error names the file and the command that rebuilds it. ``snakemake cache`` alone does not
+rebuild a damaged or deleted file under a newer index (Snakemake does not regenerate an intermediate
+file whose consumers are up to date), so the commands force the rule that writes it.
 """
 
 from __future__ import annotations
@@ -42,10 +49,15 @@ class CacheError(UserError, RuntimeError):
     """The cache is missing, incomplete or corrupt; the message says which file and how."""
 
 
-REBUILD_TILES = "snakemake --forcerun cache_tiles cache"
-"""What to run when a tile shard no longer matches its index: stage 2 again, from the views."""
-REBUILD_VIEWS = "snakemake --forcerun cache_views cache"
+BUILD = "snakemake cache"
+"""What to run when a size's index is not there: the cache, built where it is missing."""
+REBUILD_TILES = "snakemake cache --forcerun cache_tiles"
+"""What to run when a tile shard is missing or no longer matches its index: stage 2 again, from the views.
+(The target comes first: ``--forcerun`` takes every word after it as a rule to force.)"""
+REBUILD_VIEWS = "snakemake cache --forcerun cache_views"
 """What to run when a views shard no longer matches its index: stage 1 again, from the DICOM files."""
+REBUILD_INDEX = "snakemake cache --forcerun cache_index"
+"""What to run when a size's index is damaged or does not match its check: the index again, from the shards."""
 
 
 # reading
@@ -93,7 +105,8 @@ class Tiles(Sequence):
             path = self.directory / name
             if not path.is_file():
                 raise CacheError(
-                    f"{path} is missing: the cache for img{self.image_size} is incomplete; rebuild it (snakemake cache)"
+                    f"{path} is missing: the cache for img{self.image_size} is incomplete. Rebuild the tiles: "
+                    f"{REBUILD_TILES}"
                 )
             try:
                 array = np.load(path, mmap_mode="r")
@@ -122,20 +135,59 @@ class Tiles(Sequence):
 def open_tiles(cache_root: Path | str, image_size: int, *, verify: bool = False) -> Tiles:
     """Open the tiles of ``image_size`` under ``cache_root`` (see the module docstring for the layout)."""
     index_path = files.under(cache_root, files.TILE_INDEX, image_size=image_size)
-    directory = index_path.parent
     if not index_path.is_file():
-        raise CacheError(f"{index_path} not found: build the cache for img{image_size} first (snakemake cache)")
-    index = files.TILE_TABLE.read(index_path)
-    missing = files.TILE_TABLE.missing(index)
-    if missing:
-        raise CacheError(
-            f"{index_path} lacks column(s) {', '.join(missing)}: rebuild the index: "
-            "snakemake --forcerun cache_index cache"
-        )
-    tiles = Tiles(directory, image_size, index)
+        raise CacheError(f"{index_path} not found: build the cache for img{image_size} first: {BUILD}")
+    index = read_index(index_path, files.under(cache_root, files.TILE_INDEX_CHECK, image_size=image_size))
+    tiles = Tiles(index_path.parent, image_size, index)
     if verify:
         tiles.verify()
     return tiles
+
+
+# the index and its check
+
+
+def write_index(index: pd.DataFrame, index_csv: Path | str, check_json: Path | str) -> None:
+    """Write a size's index and then its check (sha256 of the index's bytes, rows, breasts per split)."""
+    files.TILE_TABLE.write(index, index_csv)
+    files.write_json({"sha256": files.sha256_file(index_csv), "rows": len(index), "splits": _splits(index)}, check_json)
+
+
+def read_index(index_csv: Path | str, check_json: Path | str) -> pd.DataFrame:
+    """A size's index, read only once its bytes match its check: an index cut short, edited or missing rows
+    is refused in one line naming the command that rebuilds it."""
+    index_csv = Path(index_csv)
+    rebuild = f"Rebuild the index: {REBUILD_INDEX}"
+    try:
+        check = files.read_json(check_json)
+        expected = check["sha256"], int(check["rows"]), dict(check["splits"])
+    except FileNotFoundError:
+        raise CacheError(f"{check_json} not found: {index_csv} cannot be checked. {rebuild}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CacheError(f"{check_json} is unreadable ({type(exc).__name__}: {exc}). {rebuild}") from None
+    actual = files.sha256_file(index_csv)
+    if actual != expected[0]:
+        raise CacheError(
+            f"{index_csv}: sha256 {actual[:12]}... is not the {str(expected[0])[:12]}... recorded in {check_json}: "
+            f"the index was cut short or edited after it was written. {rebuild}"
+        )
+    try:
+        index = files.TILE_TABLE.read(index_csv)
+    except (ValueError, pd.errors.ParserError) as exc:  # the bytes are the ones written: a bug, said as such
+        raise CacheError(f"{index_csv} cannot be parsed ({str(exc).splitlines()[0]}). {rebuild}") from None
+    missing = files.TILE_TABLE.missing(index)
+    if missing:
+        raise CacheError(f"{index_csv} lacks column(s) {', '.join(missing)}. {rebuild}")
+    if (len(index), _splits(index)) != expected[1:]:
+        raise CacheError(
+            f"{index_csv} holds {len(index)} tiles {_splits(index)}; {check_json} says {expected[1]} "
+            f"{expected[2]}. {rebuild}"
+        )
+    return index
+
+
+def _splits(index: pd.DataFrame) -> dict[str, int]:
+    return {split: int((index["split"] == split).sum()) for split in files.SPLITS}
 
 
 # staging to node-local scratch
@@ -151,26 +203,30 @@ def stage(cache_root: Path | str, image_size: int, scratch: Path | str) -> Path:
     source_index = files.under(cache_root, files.TILE_INDEX, image_size=image_size)
     source = source_index.parent
     if not source_index.is_file():
-        raise CacheError(f"{source_index} not found: build the cache for img{image_size} first")
+        raise CacheError(f"{source_index} not found: build the cache for img{image_size} first: {BUILD}")
+    source_check = files.under(cache_root, files.TILE_INDEX_CHECK, image_size=image_size)
+    index = read_index(source_index, source_check)
     key = hashlib.sha256(str(Path(cache_root).resolve()).encode()).hexdigest()[:12]
     staged_root = files.under(scratch, files.STAGED, key=key)
     target = files.under(staged_root, files.TILE_INDEX, image_size=image_size).parent
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".img{image_size}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        staged_index = target / source_index.name
-        if staged_index.is_file() and staged_index.read_bytes() == source_index.read_bytes():
+        if all(
+            (target / path.name).is_file() and (target / path.name).read_bytes() == path.read_bytes()
+            for path in (source_index, source_check)
+        ):
             log.info("cache for img%d already staged at %s", image_size, target)
             return staged_root
         shutil.rmtree(target, ignore_errors=True)
         partial = target.with_name(f".{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        index = files.TILE_TABLE.read(source_index)
         total = 0
         for name, expected in index.groupby("file")["shard_sha256"].first().items():
             total += _copy_verified(source / name, partial / name, expected)
-        shutil.copyfile(source_index, partial / source_index.name)
+        for name in (source_index.name, source_check.name):
+            shutil.copyfile(source / name, partial / name)
         os.replace(partial, target)
         log.info("staged %d tiles of img%d (%.1f MB) to %s", len(index), image_size, total / 1e6, target)
     return staged_root

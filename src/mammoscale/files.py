@@ -9,29 +9,37 @@ Paths come as templates whose ``{fields}`` are Snakemake's wildcards, so a rule 
 
 - the RSNA layout, under ``data.root``: :data:`TRAIN_CSV`, :data:`IMAGE`;
 - the results, under the working directory: :data:`BREASTS` ... :data:`REPORT`;
-- the tile cache, under ``cache.root``: :data:`VIEWS_SHARD` ... :data:`TILE_INDEX`.
+- the tile cache, under ``cache.root``: :data:`VIEWS_SHARD` ... :data:`TILE_INDEX_CHECK`.
 
 Tables are :class:`Table` objects: their columns in order, the dtypes a reader needs, and an
 atomic writer. Every file is written to a temporary name in its directory and renamed into
-place when complete (:func:`atomic_path`), so a half-written file never appears under its real
-name, whatever kills the writer.
+place when complete (:func:`atomic_path`, from :mod:`mammoscale.atomic`), so a half-written file
+never appears under its real name, whatever kills the writer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
-import os
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from mammoscale.atomic import (  # noqa: F401 (how every file here is written: mammoscale.atomic's, asked of files)
+    DiskFullError,
+    atomic_array,
+    atomic_path,
+    write_csv,
+    write_json,
+    write_text,
+)
+from mammoscale.errors import UserError
 
 # the RSNA layout (data.root)
 
@@ -82,6 +90,8 @@ FAILED_METRICS = "metrics.failed.json"
 CELL_SETTINGS = "cell.yaml"
 TRAIN_LOG = "train.log"
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_PREVIOUS = "checkpoint.prev.pt"
+"""The checkpoint before the newest, kept for a damaged newest to fall back to (:mod:`mammoscale.train.checkpoint`)."""
 RANK_LOG = "rank{rank}.log"
 """Everything one rank of a launched cell wrote: its log, tracebacks, NCCL's warnings (``--rank-log``)."""
 RANK_OUTCOME = ".rank{rank}.outcome.json"
@@ -107,6 +117,8 @@ TILES_DIR = "img{image_size}"
 TILES_SHARD = "img{image_size}/shard{shard}.npy"
 TILES_INDEX = "img{image_size}/shard{shard}.csv"
 TILE_INDEX = "img{image_size}/index.csv"
+TILE_INDEX_CHECK = "img{image_size}/index.json"
+"""What the index must be when it is read: its sha256, its rows and its breasts per split."""
 STAGED = "mammoscale-cache-{key}"
 """A cache copied to node-local scratch, keyed by its source's location."""
 
@@ -284,8 +296,6 @@ def write_metrics(record: dict, path: Path | str) -> None:
 
 def read_cell_record(run: Path | str) -> dict | None:
     """A cell's record in its run directory: ``metrics.json``, else a failed run's, else None."""
-    from mammoscale.errors import UserError
-
     for name in (METRICS, FAILED_METRICS):
         path = Path(run) / name
         if path.is_file():
@@ -296,56 +306,11 @@ def read_cell_record(run: Path | str) -> dict | None:
     return None
 
 
-# atomic writing
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """A temporary path beside ``path`` that becomes ``path`` (synced) only if the block ends cleanly."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_csv(frame: pd.DataFrame, path: Path | str) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
-def write_text(text: str, path: Path | str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_json(value, path: Path | str) -> None:
-    write_text(json.dumps(value, indent=2) + "\n", path)
+# reading back
 
 
 def read_json(path: Path | str) -> dict:
     return json.loads(Path(path).read_text())
-
-
-@contextlib.contextmanager
-def atomic_array(path: Path | str, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
-    """A writable memory map of ``shape`` (uint8, zeros) that becomes the ``.npy`` file ``path`` only
-    if the block ends cleanly."""
-    with atomic_path(path) as tmp:
-        if 0 in shape:  # an empty file cannot be memory-mapped
-            yield np.zeros(shape, np.uint8)
-            with open(tmp, "wb") as handle:  # np.save(path) would append ".npy" to the name
-                np.save(handle, np.zeros(shape, np.uint8))
-        else:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-            yield array
-            array.flush()
-            del array
 
 
 # checksums

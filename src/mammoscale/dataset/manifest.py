@@ -21,8 +21,10 @@ Rules (also in docs/pipeline.md):
 - Split by patient (a patient's breasts share a split), stratified by the patient's label
   (any positive breast), seeded; the counts per stratum follow the fractions by largest
   remainder.
-- Shards: breasts in (patient_id, laterality) order, dealt round-robin, so every shard gets a
-  similar share of the work.
+- Shards: a patient's breasts go to the shard of its id modulo the number of shards
+  (:func:`mammoscale.dataset.sources.shard_of`), so that the files a shard reads are known from
+  ``train.csv`` alone and a changed file reruns its shard only; with ids spread as the RSNA set's
+  are, every shard gets a similar share of the work.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mammoscale import files
+from mammoscale import dicom, files
+from mammoscale.dataset import sources
 from mammoscale.errors import UserError
 from mammoscale.files import SPLITS
 
@@ -83,7 +86,7 @@ def build(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Return (breasts, excluded, counts) for the RSNA-layout directory ``root``."""
     root = Path(root)
-    fractions = _check_fractions(split_fractions)
+    fractions = check_fractions(split_fractions)
     if n_shards < 1:
         raise ManifestError(f"the number of shards must be >= 1, got {n_shards}")
     table = _normalised(read_train_csv(root))
@@ -92,9 +95,9 @@ def build(
     table = _valid_rows(table, excluded)
     if check_files:  # the CC and MLO images, which are decoded; other views are not read
         standard = table["view"].isin(USED_VIEWS).to_numpy()
-        exists = np.array(
+        exists = np.array(  # a directory or a FIFO in a file's place is there: stage 1 says what it is, as lost
             [
-                not used or files.image_path(root, p, i).is_file()
+                not used or not isinstance(dicom.file_problem(files.image_path(root, p, i)), dicom.MissingFileError)
                 for p, i, used in zip(table["patient_id"], table["image_id"], standard, strict=True)
             ],
             dtype=bool,
@@ -105,7 +108,7 @@ def build(
     breasts, breast_excluded, other_views = _pair_views(table)
     excluded.extend(breast_excluded)
     breasts = assign_splits(breasts, fractions, seed=seed)
-    breasts["shard"] = np.arange(len(breasts)) % n_shards
+    breasts["shard"] = sources.shard_of(breasts["patient_id"].to_numpy(np.int64), n_shards)
     excluded_frame = files.EXCLUDED_TABLE.frame(excluded)
     counts = _counts(breasts, excluded_frame, other_views, rows=n_rows, n_shards=n_shards)
     if counts["rows_accounted"] != n_rows:  # every row is used, excluded or an other view of a used breast
@@ -254,7 +257,9 @@ def _largest_remainder(n: int, fractions: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def _check_fractions(fractions: dict[str, float]) -> dict[str, float]:
+def check_fractions(fractions: dict[str, float]) -> dict[str, float]:
+    """The split fractions, in :data:`~mammoscale.files.SPLITS` order, once they name each split and sum to 1
+    (to 1e-6); the plan refuses a config with the same rule before any job (:mod:`mammoscale.plan.study`)."""
     if set(fractions) != set(SPLITS):
         raise ManifestError(f"split fractions must name exactly {', '.join(SPLITS)}; got {', '.join(fractions)}")
     if any(f < 0 for f in fractions.values()) or not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-6):

@@ -42,33 +42,7 @@ def build_cache(data_root: Path | str, workdir: Path | str, *, config: dict | No
     settings = ViewSettings.from_config(cfg, cfg["cache"]["canonical_size"] or sizes[-1])
     shards = files.shard_names(n_shards)
     for shard in shards:
-        views = {
-            kind: files.under(root, template, shard=shard)
-            for kind, template in (
-                ("npy", files.VIEWS_SHARD),
-                ("csv", files.VIEWS_INDEX),
-                ("images", files.VIEWS_IMAGES),
-            )
-        }
-        build_views(
-            data_root,
-            breasts_csv,
-            int(shard),
-            views["npy"],
-            views["csv"],
-            views["images"],
-            settings=settings,
-            workers=workers,
-        )
-        for size in sizes:
-            build_tiles(
-                views["npy"],
-                views["csv"],
-                files.under(root, files.TILES_SHARD, image_size=size, shard=shard),
-                files.under(root, files.TILES_INDEX, image_size=size, shard=shard),
-                image_size=size,
-                resample=settings.resample,
-            )
+        _build_shard(data_root, breasts_csv, root, shard, sizes, settings, workers)
     summarise(
         [files.under(root, files.VIEWS_IMAGES, shard=shard) for shard in shards],
         workdir / files.EXCLUDED,
@@ -80,5 +54,35 @@ def build_cache(data_root: Path | str, workdir: Path | str, *, config: dict | No
             [files.under(root, files.TILES_INDEX, image_size=size, shard=shard) for shard in shards],
             files.under(root, files.TILE_INDEX, image_size=size),
             [files.under(root, files.TILES_SHARD, image_size=size, shard=shard) for shard in shards],
+            files.under(root, files.TILE_INDEX_CHECK, image_size=size),
+            breasts_csv=breasts_csv,
+            decode_errors_csv=workdir / files.DECODE_ERRORS,
         )
     return root
+
+
+def _build_shard(data_root, breasts_csv: Path, root: Path, shard: str, sizes: list[int], settings, workers: int):
+    """Stage 1 of one shard, then its stage 2 at every size."""
+    views = {
+        kind: files.under(root, template, shard=shard)
+        for kind, template in (("npy", files.VIEWS_SHARD), ("csv", files.VIEWS_INDEX), ("images", files.VIEWS_IMAGES))
+    }
+    build_views(
+        data_root,
+        breasts_csv,
+        int(shard),
+        views["npy"],
+        views["csv"],
+        views["images"],
+        settings=settings,
+        workers=workers,
+    )
+    for size in sizes:
+        build_tiles(
+            views["npy"],
+            views["csv"],
+            files.under(root, files.TILES_SHARD, image_size=size, shard=shard),
+            files.under(root, files.TILES_INDEX, image_size=size, shard=shard),
+            image_size=size,
+            resample=settings.resample,
+        )

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mammoscale import files
-from mammoscale.cache import REBUILD_TILES, REBUILD_VIEWS
+from mammoscale.cache import REBUILD_TILES, REBUILD_VIEWS, write_index
 from mammoscale.config import defaults
 from mammoscale.errors import UserError
 from mammoscale.preprocess import tiling
@@ -76,11 +76,21 @@ def build_tiles(
     return len(rows)
 
 
-def gather_index(shard_csvs: list[Path | str], index_csv: Path | str, shard_npys: list[Path | str]) -> int:
-    """Every shard's tile rows -> the size's index.csv, read by :func:`mammoscale.cache.open_tiles`.
+def gather_index(
+    shard_csvs: list[Path | str],
+    index_csv: Path | str,
+    shard_npys: list[Path | str],
+    check_json: Path | str,
+    *,
+    breasts_csv: Path | str | None = None,
+    decode_errors_csv: Path | str | None = None,
+) -> int:
+    """Every shard's tile rows -> the size's index.csv and its check, read by :func:`mammoscale.cache.open_tiles`.
 
     Each shard file's sha256 is computed from its bytes and must equal the one stage 2 recorded
-    when it wrote the file: a shard changed since is refused, never indexed.
+    when it wrote the file: a shard changed since is refused, never indexed. Given the manifest
+    (``breasts_csv``) and ``decode_errors_csv``, the index must hold every breast the manifest put in
+    each split, less those whose images failed to decode, and no other.
     """
     frames = []
     for csv, npy in zip(shard_csvs, shard_npys, strict=True):
@@ -94,6 +104,26 @@ def gather_index(shard_csvs: list[Path | str], index_csv: Path | str, shard_npys
             )
         frames.append(frame)
     index = pd.concat(frames, ignore_index=True)
-    files.TILE_TABLE.write(index, index_csv)
+    if breasts_csv is not None:
+        _check_against_manifest(index, breasts_csv, decode_errors_csv)
+    write_index(index, index_csv, check_json)
     log.info("%s: %d tiles in %d shards, every shard's sha256 checked", index_csv, len(index), len(frames))
     return len(index)
+
+
+def _check_against_manifest(index: pd.DataFrame, breasts_csv: Path | str, decode_errors_csv: Path | str | None):
+    """Each split of the index holds the manifest's breasts of that split that decoded, and nothing else."""
+    breasts = files.BREAST_TABLE.read(breasts_csv, columns=("breast_id", "split"))
+    failed = set() if decode_errors_csv is None else set(files.DECODE_ERROR_TABLE.read(decode_errors_csv)["breast_id"])
+    expected = breasts[~breasts["breast_id"].isin(failed)]
+    for split in files.SPLITS:
+        want = set(expected.loc[expected["split"] == split, "breast_id"])
+        have = set(index.loc[index["split"] == split, "breast_id"])
+        if want != have:
+            lost, foreign = sorted(want - have), sorted(have - want)
+            raise PreprocessError(
+                f"the {split} split of the tiles holds {len(have)} breasts; the manifest ({breasts_csv}) less the "
+                f"decode errors puts {len(want)} there ({len(lost)} missing, e.g. {lost[:3]}; {len(foreign)} not "
+                f"the manifest's, e.g. {foreign[:3]}): the views no longer match the manifest. Rebuild the views: "
+                f"{REBUILD_VIEWS}"
+            )

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mammoscale import files
+from mammoscale import cache, files
 from mammoscale.plan.vit import seq_len
 from mammoscale.train import devices, models
 from mammoscale.train.optim import autocast_for, optimizer_for
@@ -117,7 +117,7 @@ def random_cache(root: Path, image_size: int, n_tiles: int, *, seed: int = 0) ->
             tiles[i] = rng.integers(0, 256, (image_size, image_size), dtype=np.uint8)
     stored = np.load(shard, mmap_mode="r")
     digest = files.sha256_file(shard)
-    files.TILE_TABLE.write(
+    cache.write_index(
         files.TILE_TABLE.frame(
             {
                 "breast_id": f"{i}_L",
@@ -134,6 +134,7 @@ def random_cache(root: Path, image_size: int, n_tiles: int, *, seed: int = 0) ->
             for i in range(n_tiles)
         ),
         index,
+        files.under(root, files.TILE_INDEX_CHECK, image_size=image_size),
     )
     return Path(root)
 
