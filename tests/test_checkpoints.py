@@ -1,8 +1,7 @@
 """Checkpoints a cell can vouch for: checksummed, the previous one kept, a bad one set aside with one warning.
 
 Every file here is a real ``torch.save`` file, damaged on disk as a failing disk or a stray copy would.
-Run as a script (``python tests/test_checkpoints.py --measure``), it measures what the checksum costs on a
-vit-base state (:mod:`mammoscale.train.checkpoint` quotes the numbers).
+What the checksum costs is measured by ``bench/checkpoint.py``.
 """
 
 from __future__ import annotations
@@ -296,64 +295,3 @@ def test_the_command_line_resumes_from_the_previous_checkpoint_when_the_newest_i
     assert warning.endswith("resuming from checkpoint.prev.pt") and "Traceback" not in log + said
     assert again["status"] == "ok" and again["resumed_from_epoch"] == 1 and again["epochs"] == 2
     assert again["loss_curve"] == pytest.approx(first["loss_curve"], rel=1e-6)
-
-
-def measure(repeats: int = 5) -> None:
-    """Save and load a vit-base state (with AdamW's moments) as before the checksum and as now; the medians. A save's
-    time is mostly the disk's (fsync): serialising to nowhere, with and without the digest, isolates its cost."""
-    import statistics
-    import tempfile
-    import time
-
-    from mammoscale.train import models
-    from mammoscale.train.optim import optimizer_for
-
-    model = models.build("xtransformers", "flash", "vit-base", image_size=224, patch_size=16, channels=1)
-    optimizer = optimizer_for(model, 1e-4, 0.05)
-    for parameter in model.parameters():
-        parameter.grad = torch.zeros_like(parameter)
-    optimizer.step()
-    big = {**state(1), "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-    params = sum(p.numel() for p in model.parameters())
-    out = Path(tempfile.mkdtemp())
-
-    def before_save():  # the save before checksums: atomic, synced
-        with files.atomic_path(out / "before.pt") as tmp:
-            torch.save(big, tmp)
-
-    class Sink:  # serialising alone, no disk: what the digest adds to a save
-        def write(self, data) -> int:
-            return len(data)
-
-        def flush(self) -> None:
-            pass
-
-    def seconds(work) -> float:
-        started = time.perf_counter()
-        work()
-        return time.perf_counter() - started
-
-    times: dict[str, list[float]] = {}
-    for _ in range(repeats):
-        for name, work in (
-            ("serialise", lambda: torch.save(big, Sink())),
-            ("serialise + sha256", lambda: torch.save(big, checkpoint._Hashing(Sink()))),
-            ("save before", before_save),
-            ("save now", lambda: checkpoint.save(out, big)),
-            ("load before", lambda: torch.load(out / "before.pt", map_location="cpu", weights_only=True)),
-            ("load now", lambda: checkpoint.load(out, FINGERPRINT)),
-            ("sha256 alone", lambda: files.sha256_file(out / "before.pt")),
-        ):
-            times.setdefault(name, []).append(seconds(work))
-    size = (out / "checkpoint.pt").stat().st_size
-    print(f"{params / 1e6:.1f}M parameters, {size / 1e9:.2f} GB, {os.cpu_count()} CPUs, medians of {repeats}:")
-    for name, values in times.items():
-        print(f"  {name}: {statistics.median(values):.2f} s ({', '.join(f'{v:.2f}' for v in values)})")
-    print(f"  sha256: {size / statistics.median(times['sha256 alone']) / 1e9:.2f} GB/s")
-    for path in out.iterdir():
-        path.unlink()
-    out.rmdir()
-
-
-if __name__ == "__main__" and "--measure" in sys.argv:
-    measure()

@@ -176,15 +176,17 @@ def _flip(path: Path, offsets=(-100, -2000, -5000)) -> None:
     path.write_bytes(bytes(data))
 
 
+def _train(cache_root: Path, out: Path) -> subprocess.CompletedProcess:
+    """One small cell on ``cache_root`` from the command line, as a workflow job runs it."""
+    args = ["cache_root=" + str(cache_root), "image_size=64", "patch_size=16", "mode=full", "epochs=1"]
+    args += ["global_batch=8", "micro_batch=4", "loader_workers=0"]
+    command = [sys.executable, "-m", "mammoscale.train", "--out", str(out), *args]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
 def test_training_refuses_an_altered_tile_and_says_what_to_run(altered, tmp_path):
     _flip(altered / "img64" / "shard0000.npy")
-    args = ["cache_root=" + str(altered), "image_size=64", "patch_size=16", "mode=full", "epochs=1"]
-    args += ["global_batch=8", "micro_batch=4", "loader_workers=0"]
-    done = subprocess.run(
-        [sys.executable, "-m", "mammoscale.train", "--out", str(tmp_path / "run"), *args],
-        capture_output=True,
-        text=True,
-    )
+    done = _train(altered, tmp_path / "run")
     assert done.returncode == 1
     message = (
         f"does not match its crc32: the file changed after it was written. Rebuild the tiles: {cache.REBUILD_TILES}"
@@ -355,13 +357,7 @@ def test_training_refuses_an_index_cut_short_in_one_line(study, tmp_path):
     workdir, _ = study
     root = workdir / "results" / "cache"
     _cut_mid_line(root / "img64" / "index.csv")
-    args = ["cache_root=" + str(root), "image_size=64", "patch_size=16", "mode=full", "epochs=1"]
-    args += ["global_batch=8", "micro_batch=4", "loader_workers=0"]
-    done = subprocess.run(
-        [sys.executable, "-m", "mammoscale.train", "--out", str(tmp_path / "run"), *args],
-        capture_output=True,
-        text=True,
-    )
+    done = _train(root, tmp_path / "run")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "was cut short or edited" in errors[0] and errors[0].endswith(cache.REBUILD_INDEX)
@@ -509,7 +505,7 @@ def full_disk(tmp_path):
     if mounted.returncode:
         pytest.skip(f"a small file system to fill needs mount (root): {mounted.stderr.decode().strip()}")
     yield where
-    subprocess.run(["umount", str(where)], check=True)
+    subprocess.run(["umount", "--lazy", str(where)], check=True)  # lazy: a process left by a failure cannot block it
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_behind(clean, shard_zero, full_disk):

@@ -187,8 +187,24 @@ def test_cells_predicted_out_of_memory_get_their_record_without_running(finished
 
 def test_one_cell_reruns_alone_on_request(finished_run):
     target = "results/runs/local-cpu/flash/img64_p32/metrics.json"
-    result = snakemake(finished_run, "-n", "--configfile", "config/test.yaml", "--forcerun", target, "--", target)
+    result = snakemake(finished_run, "-n", target, "--forcerun", target, "--configfile", "config/test.yaml")
     assert planned_jobs(result) == {"train_cell": 1}
+
+
+def test_a_damaged_cell_record_is_one_line_whose_command_reruns_that_cell(finished_run, tmp_path):
+    workdir = tmp_path / "wf"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    record = workdir / "results" / "runs" / "local-cpu" / "flash" / "img64_p32" / "metrics.json"
+    record.write_text('{"status": "ok", ')  # cut short (a full disk, an editor)
+    failed = snakemake(workdir, "-c2", "all", "--configfile", "config/test.yaml", check=False)
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert failed.returncode != 0 and len(errors) == 1 and "is not valid JSON" in errors[0]
+    command = errors[0].split("rerun the cell: ", 1)[1].split()
+    assert command[0] == "snakemake" and "Traceback" not in failed.stderr
+    assert planned_jobs(snakemake(workdir, "-n", *command[1:], "--configfile", "config/test.yaml")) == {"train_cell": 1}
+    snakemake(workdir, "-c2", *command[1:], "--configfile", "config/test.yaml")
+    assert json.loads(record.read_text())["status"] == "ok"
+    snakemake(workdir, "-c2", "all", "--configfile", "config/test.yaml")
 
 
 def test_changing_the_roi_rebuilds_the_views_and_everything_after(finished_run):

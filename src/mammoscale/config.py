@@ -154,6 +154,36 @@ def load(config: dict) -> dict:
     return complete
 
 
+CHECKED = """
+## Checked before any job runs
+
+Snakemake reads the config files and `--config`, fills in every default and checks the whole study
+(`mammoscale.plan.study.Study`) before it plans a job; a mistake stops it with one line,
+`error: <what is wrong and what to write instead>`:
+- every key's type, range and spelling (an unknown key names the closest valid one; a renamed key
+  says its new name);
+- names and paths: hardware profile and variant names take letters, digits, `_` and `-` only (they
+  become wildcards and directories); `network_interface` a name such as `ib0`; `data.root` and
+  `cache.root` a path on one line, without spaces at either end (spaces inside a path are fine);
+- a number written without a dot (`lr: 1e-4`, `5E-3`, `-1e+2`) is a number wherever the key takes
+  one, although YAML 1.1 (PyYAML, which Snakemake uses) reads it as a string; an integer key takes
+  an integer (`epochs: 1000`, not `1e3`);
+- `manifest.split`: the three fractions sum to 1 (within 1e-6, the manifest's own rule);
+- `grid.hardware` and every extra cell name existing profiles and variants; an extra cell's image
+  size is in `grid.image_sizes` and its patch size divides it; `cache.canonical_size` is at least the
+  largest image size;
+- `figures.reference` is a cell of the grid (the error lists the cells it could be);
+  `figures.baseline` is one of `grid.variants`;
+- every hardware profile in use can start its ranks (launcher, nodes, `cpus_per_task`,
+  `slurm_extra`), and every cell can train: its ranks share its global batch, its attention kernel
+  runs on its device at its precision, and its predicted hours fit within `plan.runtime_headroom` of
+  `runtime_min`;
+- with `data.source: rsna`, `data.root` is the RSNA-layout directory holding `train.csv`, when a
+  target reads the data (`snakemake plan` needs none, so a laptop plans a cluster's study).
+"""
+"""What the reference says is checked at parse time (each item is tested: tests/test_config_mistakes.py)."""
+
+
 def reference() -> str:
     """The configuration reference as Markdown: every key, its default and its meaning (docs/configuration.md)."""
     lines = [
@@ -165,6 +195,8 @@ def reference() -> str:
         "",
         "Set a key in `config/config.yaml`, in a file of your own (`--configfile`), or on the command line",
         '(`--config grid="{image_sizes: [256, 384]}"`; nested values are typed back before validation).',
+        "",
+        *CHECKED.strip().splitlines(),
     ]
     for section, node in schema()["properties"].items():
         lines += ["", f"## `{section}`", "", _sentence(node.get("description", "")), ""]

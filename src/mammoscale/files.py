@@ -294,6 +294,12 @@ def write_metrics(record: dict, path: Path | str) -> None:
     write_text(json.dumps(record, indent=2) + "\n", path)
 
 
+def rerun_cell(run: Path | str) -> str:
+    """The command that reruns the cell of run directory ``run`` (as Snakemake names it), and nothing else."""
+    metrics = Path(run) / METRICS
+    return f"snakemake {metrics} --forcerun {metrics}"  # the target first: --forcerun takes every word after it
+
+
 def read_cell_record(run: Path | str) -> dict | None:
     """A cell's record in its run directory: ``metrics.json``, else a failed run's, else None."""
     for name in (METRICS, FAILED_METRICS):
@@ -302,7 +308,7 @@ def read_cell_record(run: Path | str) -> dict | None:
             try:
                 return json.loads(path.read_text())
             except json.JSONDecodeError as exc:
-                raise UserError(f"{path} is not valid JSON ({exc}); rerun the cell with --forcerun") from exc
+                raise UserError(f"{path} is not valid JSON ({exc}); rerun the cell: {rerun_cell(run)}") from None
     return None
 
 

@@ -115,7 +115,8 @@ def runs_table(cells, variants: dict, runs_root: Path | str = files.RUNS) -> pd.
             found = tuple(record.get(key) for key in KEY)
             if found != tuple(cell):
                 raise UserError(
-                    f"{directory} holds the record of cell {found}, not of {tuple(cell)}; remove it and rerun the cell"
+                    f"{directory} holds the record of cell {found}, not of {tuple(cell)}; rerun the cell: "
+                    f"{files.rerun_cell(directory)}"
                 )
             row.update(flatten(record))
         rows.append(row)
