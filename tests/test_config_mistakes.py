@@ -181,15 +181,15 @@ def test_a_number_yaml_11_reads_as_a_string_is_a_number_where_the_schema_wants_o
 
 
 def test_only_numbers_become_numbers_and_only_where_the_schema_wants_one():
-    assert configuration.coerce_numbers({"train": {"lr": "-1e+2"}}) == {"train": {"lr": -100.0}}
+    assert configuration.coerce_yaml11({"train": {"lr": "-1e+2"}}) == {"train": {"lr": -100.0}}
     for text in ("1e", "e3", "1e-4x", "0x10", "1_0e3", ".inf", "nan", "1e-4 "):
-        assert configuration.coerce_numbers({"train": {"lr": text}}) == {"train": {"lr": text}}
+        assert configuration.coerce_yaml11({"train": {"lr": text}}) == {"train": {"lr": text}}
     strings = {
         "data": {"root": "1e3"},  # a path
         "grid": {"variants": {"1e3": {"family": "hf", "attention": "eager"}}},
         "hardware": {"h": {"partition": "1e3", "gpu_model": "5E3"}},
     }
-    assert configuration.coerce_numbers(strings) == strings
+    assert configuration.coerce_yaml11(strings) == strings
     with pytest.raises(ConfigError, match=r"^config: train\.epochs: '1e3' is not of type 'integer'$"):
         load(merged(EMBEDDED, train={"epochs": "1e3"}))  # an integer is not guessed from an exponent
     with pytest.raises(ConfigError, match=r"^config: train\.lr: -100\.0 is less than or equal to the minimum of 0$"):
@@ -266,3 +266,12 @@ def test_a_dry_run_reads_a_config_file_with_1e_4_over_a_data_root_and_a_cache_wi
     jobs = planned_jobs(result)
     assert jobs["manifest"] == 1 and jobs["train_cell"] > 0 and "synthetic_data" not in jobs
     assert "error:" not in result.stdout + result.stderr
+
+
+def test_yes_and_no_yaml_11_reads_as_booleans_are_the_words_where_the_schema_wants_them():
+    """``data_on_device: yes`` in a config file: PyYAML (YAML 1.1) reads ``yes`` as True."""
+    for word in ("yes", "no"):
+        read = yaml.safe_load(f"hardware:\n  local-cpu:\n    data_on_device: {word}\n")
+        assert read["hardware"]["local-cpu"]["data_on_device"] is (word == "yes")  # what YAML 1.1 gives
+        assert configuration.coerce_yaml11(read) == {"hardware": {"local-cpu": {"data_on_device": word}}}
+    assert configuration.coerce_yaml11({"cache": {"local_scratch": True}}) == {"cache": {"local_scratch": True}}

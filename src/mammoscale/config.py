@@ -12,8 +12,9 @@ with YAML's base loader, which keeps every scalar a string: ``"64"``. :func:`coe
 gives back their types to strings that YAML reads as numbers, booleans or null, and leaves
 every other string alone, so paths and names stay strings. YAML 1.1 (PyYAML, which reads the
 config files too) reads ``1e-4`` as a string, as it needs a dot (``1.0e-4``);
-:func:`coerce_numbers` makes such a string a number where the schema wants a number, and
-nowhere else.
+:func:`coerce_yaml11` makes such a string a number where the schema wants a number, and
+nowhere else; it also gives back ``yes`` and ``no``, which YAML 1.1 reads as booleans, where the
+schema wants one of those words.
 """
 
 from __future__ import annotations
@@ -96,20 +97,23 @@ def coerce_scalars(value: Any) -> Any:
     return value
 
 
-def coerce_numbers(config: Any, node: dict | None = None) -> Any:
+def coerce_yaml11(config: Any, node: dict | None = None) -> Any:
     """A copy of ``config`` in which every string written as a number (:data:`NUMBER`) is a float where the schema
-    wants a number (``type: number``, alone or among others); every other value is left as it is."""
+    wants a number (``type: number``, alone or among others), and a boolean is ``"yes"`` or ``"no"`` where the
+    schema wants one of those words (``data_on_device: yes``); every other value is left as it is."""
     node = schema() if node is None else node
     if isinstance(config, str) and _wants_number(node) and NUMBER.fullmatch(config):
         return float(config)
+    if isinstance(config, bool) and {"yes", "no"} <= set(node.get("enum", ())):
+        return "yes" if config else "no"
     if isinstance(config, dict):
         extra = node.get("additionalProperties")
         return {
-            key: coerce_numbers(item, node.get("properties", {}).get(key, extra if isinstance(extra, dict) else {}))
+            key: coerce_yaml11(item, node.get("properties", {}).get(key, extra if isinstance(extra, dict) else {}))
             for key, item in config.items()
         }
     if isinstance(config, list) and isinstance(node.get("items"), dict):
-        return [coerce_numbers(item, node["items"]) for item in config]
+        return [coerce_yaml11(item, node["items"]) for item in config]
     return config
 
 
@@ -149,7 +153,7 @@ def validate(config: dict) -> None:
 
 def load(config: dict) -> dict:
     """The complete, valid config from what the config files and ``--config`` gave."""
-    complete = with_defaults(coerce_numbers(coerce_scalars(config)))
+    complete = with_defaults(coerce_yaml11(coerce_scalars(config)))
     validate(complete)
     return complete
 
