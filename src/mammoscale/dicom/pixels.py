@@ -272,9 +272,9 @@ def _panics_logged(path: Path):
 
     A panic reaches Python as an exception (the file is refused), but Rust's default panic hook first writes to
     standard error: a line, a note and, with RUST_BACKTRACE=1 in the user's environment, a backtrace of some sixty
-    lines that takes 70 ms to symbolise. Rust reads the variable once, at the process's first panic: it is 0
-    during the call (then restored, for child processes), and file descriptor 2 goes to a temporary file
-    meanwhile. Costs some 40 microseconds a call.
+    lines. Rust reads the variable once, at the process's first panic: it is 0 during the call (then restored,
+    for child processes), and file descriptor 2 goes to a temporary file meanwhile. Costs 35 microseconds a call
+    (the context around an empty body, median of 5 x 2,000 calls on a 2-core VM).
     """
     try:
         capture = tempfile.TemporaryFile()  # noqa: SIM115 (the with below closes it)

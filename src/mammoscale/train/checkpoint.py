@@ -11,13 +11,9 @@ damaged, truncated or replaced. A restarted cell resumes only from a checkpoint 
   weights, or end in a NaN blamed on the learning rate. A sidecar, not a digest inside the file:
   ``checkpoint.pt`` stays a plain ``torch.save`` of the state that ``torch.load`` opens, and the
   state is never held twice in memory as bytes. The digest is taken as the bytes are written, and
-  checked before ``torch.load`` reads them. Its cost, measured on a vit-base state (85.4M parameters
-  and AdamW's moments: 1.02 GB) on a shared 2-core CPU with ``python tests/test_checkpoints.py
-  --measure`` (medians of 5): sha256 runs at 1.56 GB/s, so it adds 0.57 s to a save's serialising
-  (0.24 -> 0.81 s), hidden in its disk time (2.2 s before, 2.0 s now: the fsync dominates, and varies
-  more than that), and 0.56 s to a load (0.37 -> 0.93 s): noise against the epoch (or the 30 minutes)
-  between two saves. Keeping the previous checkpoint doubles the disk a cell's checkpoints take (2 GB
-  for vit-base).
+  checked before ``torch.load`` reads them. Its cost on a vit-base state (1 GB): about 0.6 s more
+  to a save's serialising and to a load, sha256 running at 1.6 GB/s (``bench/checkpoint.py``, bench/README.md);
+  keeping the previous checkpoint doubles the disk a cell's checkpoints take (2 GB for vit-base).
 - **The previous one kept.** Before the new file is renamed into place, ``checkpoint.pt`` (and its
   sidecar) become ``checkpoint.prev.pt``. Every step of that swap leaves at least one complete
   checkpoint whose own sidecar matches it (:func:`save` says how), so a damaged newest falls back
