@@ -16,6 +16,7 @@ include: "rules/plan.smk"
 include: "rules/dataset.smk"
 include: "rules/preprocess.smk"
 include: "rules/train.smk"
+include: "rules/profile.smk"
 include: "rules/report.smk"
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mammoscale import files
 from mammoscale.plan import memory, vit
 from mammoscale.train.bench import markdown
 from mammoscale.train.memory import measure_step
@@ -68,7 +69,7 @@ def rows(args) -> list[dict]:
         }
         out.append(row)
         print(
-            f"{family}/{attention} {size} img{image}_p{patch} x{micro} {precision}: measured "
+            f"{family}/{attention} {size} {files.cell_label(image, patch)} x{micro} {precision}: measured "
             f"{measured.peak / GiB:.3f} GiB ({row['how']}), predicted {row['predicted_live'] / GiB:.3f} GiB",
             flush=True,
         )

@@ -21,6 +21,7 @@ config.update(STUDY.config)  # every default filled in, validated
 
 wildcard_constraints:
     shard=r"\d{4}",
+    seed=r"\d+",
     image_size=r"\d+",
     patch_size=r"\d+",
     hardware=r"[A-Za-z0-9_-]+",
@@ -124,6 +125,16 @@ def get_run_outputs():
     return [f"{cell.run_dir()}/{files.METRICS}" for cell in STUDY.cells]
 
 
+def get_seed_outputs():
+    """The records of every configured quality cell's extra seeds (train.seeds)."""
+    return [f"{run}/{files.METRICS}" for run in STUDY.seed_runs]
+
+
+def get_seed_cell(wildcards):
+    """A quality cell's settings, trained with another seed."""
+    return {**get_cell(wildcards), "seed": int(wildcards.seed)}
+
+
 def get_plan_rows():
     """plan.csv's rows: every configured cell's plan (mammoscale.plan.sizing)."""
     return [plan.row() for plan in STUDY.plans.values()]
@@ -218,7 +229,7 @@ def get_pipeline_jobs():
                 size,
                 shard,
                 cache_path(files.TILES_INDEX, image_size=size, shard=shard),
-                benchmark_of(f"cache_tiles/img{size}_shard{shard}"),
+                benchmark_of(files.fill(files.TILES_JOB, image_size=size, shard=shard)),
             )
             for size in STUDY.image_sizes
             for shard in STUDY.shards
@@ -249,12 +260,34 @@ def get_report_inputs(wildcards):
     return {
         "runs": files.RUNS_CSV,
         "speedups": files.SPEEDUPS_CSV,
+        "quality": files.QUALITY_CSV,
         "figures": [files.fill(files.FIGURE, figure=name, ext="png") for name in FIGURES],
         "contact_sheets": list(get_contact_sheets().values()),
         "counts": files.MANIFEST_COUNTS,
         "preprocess": files.PREPROCESS_SUMMARY,
         "plan": files.PLAN_CSV,
+        "profile_figure": get_reference_profile()["figure"],
+        "profile_operators": get_reference_profile()["operators"],
     }
+
+
+def get_reference_profile():
+    """The reference cell's profile files the report shows (its breakdown figure, its operators) and its trace."""
+    profile = files.fill(files.PROFILE, **STUDY.reference)
+    return {
+        "cell": files.fill(files.CELL, **STUDY.reference),
+        "figure": f"{profile}/{files.fill(files.PROFILE_FIGURE, ext='png')}",
+        "operators": f"{profile}/{files.PROFILE_OPERATORS}",
+        "trace": f"{profile}/{files.PROFILE_TRACE}",
+    }
+
+
+def get_profile_outputs(cell):
+    """A cell's profile (rules/profile.smk): its trace, operators and breakdown figure; ``cell``: its four wildcards
+    (``STUDY.reference`` for the rule profile_reference)."""
+    profile = files.fill(files.PROFILE, **cell)
+    names = (files.PROFILE_TRACE, files.PROFILE_OPERATORS, files.fill(files.PROFILE_FIGURE, ext="png"))
+    return [f"{profile}/{name}" for name in names]
 
 
 def get_final_output(wildcards=None):
@@ -264,6 +297,7 @@ def get_final_output(wildcards=None):
         files.PLAN_CSV,
         *get_cache_output(),
         *get_run_outputs(),
+        *get_seed_outputs(),
         *[files.fill(files.FIGURE, figure=name, ext=ext) for name in FIGURES for ext in ("png", FIGURE_FORMAT)],
         files.REPORT,
     ]

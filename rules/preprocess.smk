@@ -52,9 +52,9 @@ rule cache_tiles:
         npy=cache_path(files.TILES_SHARD),
         csv=cache_path(files.TILES_INDEX),
     log:
-        log_of("cache_tiles/img{image_size}_shard{shard}"),
+        log_of(files.TILES_JOB),
     benchmark:
-        benchmark_of("cache_tiles/img{image_size}_shard{shard}")
+        benchmark_of(files.TILES_JOB)
     conda:
         "../envs/mammoscale.yaml"
     resources:
@@ -76,9 +76,9 @@ rule cache_index:
         index=cache_path(files.TILE_INDEX),
         check=cache_path(files.TILE_INDEX_CHECK),
     log:
-        log_of("cache_index/img{image_size}"),
+        log_of(f"cache_index/{files.SIZE_LABEL}"),
     benchmark:
-        benchmark_of("cache_index/img{image_size}")
+        benchmark_of(f"cache_index/{files.SIZE_LABEL}")
     conda:
         "../envs/mammoscale.yaml"
     params:
@@ -97,9 +97,9 @@ rule contact_sheet:
             category="Data QC",
         ),
     log:
-        log_of("contact_sheet/img{image_size}"),
+        log_of(f"contact_sheet/{files.SIZE_LABEL}"),
     benchmark:
-        benchmark_of("contact_sheet/img{image_size}")
+        benchmark_of(f"contact_sheet/{files.SIZE_LABEL}")
     conda:
         "../envs/mammoscale.yaml"
     params:

@@ -13,9 +13,11 @@ localrules:
 rule aggregate:
     input:
         get_run_outputs(),
+        get_seed_outputs(),
     output:
         runs=report(files.RUNS_CSV, caption="../workflow/report/runs.rst", category="Performance"),
         speedups=files.SPEEDUPS_CSV,
+        quality=files.QUALITY_CSV,
     log:
         log_of("aggregate"),
     benchmark:
@@ -27,6 +29,7 @@ rule aggregate:
         cells=STUDY.cells,
         variants=STUDY.variants,
         runs_root=get_runs_root,
+        seeds=config["train"]["seeds"],
     script:
         "../workflow/scripts/aggregate.py"
 
@@ -93,6 +96,8 @@ rule study_report:
         figures=FIGURES,
         contact_sheets=get_contact_sheets(),
         context=get_report_context,
+        reference_cell=get_reference_profile()["cell"],
+        profile_trace=get_reference_profile()["trace"],
     script:
         "../workflow/scripts/study_report.py"
 

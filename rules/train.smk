@@ -33,6 +33,20 @@ rule train_cell:
         "../workflow/scripts/train_cell.py"
 
 
+# A quality cell trained again with another seed (train.seeds): the same job, its record under the cell's directory.
+use rule train_cell as train_seed with:
+    output:
+        metrics=f"{files.SEED_RUN}/{files.METRICS}",
+    log:
+        log_of(f"train/{files.CELL}/seed{{seed}}"),
+    benchmark:
+        benchmark_of(f"train/{files.CELL}/seed{{seed}}")
+    params:
+        cell=get_seed_cell,
+        launch=get_launch,
+
+
 rule runs:
     input:
         get_run_outputs(),
+        get_seed_outputs(),

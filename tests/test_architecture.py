@@ -7,7 +7,9 @@ torch there would cost seconds per job, or fail where only the core environment 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +90,104 @@ def test_the_snakefile_plans_the_study_without_torch(tmp_path):
     (blocker / "sitecustomize.py").write_text(BLOCK)
     result = snakemake(workdir, "-n", "all", "--configfile", "config/test.yaml", env={"PYTHONPATH": str(blocker)})
     assert "train_cell" in result.stdout
+
+
+def test_no_module_writes_an_image_size_or_cell_label_by_hand():
+    """``img{S}`` and ``img{S}_p{P}`` have one template, ``files.SIZE_LABEL`` (``CELL_LABEL`` and ``CELL`` build on it):
+    every other producer asks ``files.size_label``, ``files.cell_label``, ``files.cell_name`` or a ``Cell``."""
+    owner = (PACKAGE / "files.py", 'SIZE_LABEL = "img{image_size}"')
+    places = [REPO / "Snakefile"] + [
+        path
+        for folder in ("src", "rules", "workflow", "bench", "tools")
+        for path in sorted((REPO / folder).rglob("*"))
+        if path.is_file() and (path.suffix in (".py", ".smk", ".yaml", ".json", ".rst") or folder == "tools")
+    ]
+    by_hand = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in places
+        if "egg-info" not in str(path)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "img{" in line and (path, line) != owner
+    ]
+    assert len(places) > 60
+    assert by_hand == [], "written by hand, not asked of mammoscale.files:\n" + "\n".join(by_hand)
+
+
+DESIGN = REPO / "docs" / "design.md"
+SHARED = "Every stage may import the shared modules:"
+
+
+def allowed_name(item: str) -> str | None:
+    """One name of a *may import* cell: ``mammoscale.<module>`` for a backticked module, else a distribution's or
+    package's name normalised (PEP 503); None for the standard library, always allowed."""
+    item = item.strip().strip("*")
+    if item == "the standard library":
+        return None
+    if item.startswith("`"):
+        return "mammoscale." + item.strip("`")
+    return re.sub(r"[-_.]+", "-", item).lower()
+
+
+def rooms() -> tuple[dict[str, tuple[str, set[str]]], set[str]]:
+    """docs/design.md's table of rooms, by module: its row's first cell and what it may import; and the shared modules
+    every stage may import."""
+    text = DESIGN.read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`mammoscale."):
+            allowed = {allowed_name(item) for item in cells[2].split(";")[0].split(",")} - {None}
+            for module in re.findall(r"`(?:mammoscale)?\.(\w+)`", cells[0]):
+                rows[module] = (cells[0], allowed)
+    shared = set(re.findall(r"`(\w+)`", text[text.index(SHARED) + len(SHARED) :].split(";")[0]))
+    return rows, shared
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The packages a module imports, beyond the standard library: ``mammoscale.<module>`` for the package's own."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            own = node.module == "mammoscale"
+            names |= {f"mammoscale.{alias.name}" for alias in node.names} if own else {node.module}
+    found = set()
+    for name in names:
+        top, _, rest = name.partition(".")
+        if top == "mammoscale":
+            if rest.split(".")[0] in modules:
+                found.add("mammoscale." + rest.split(".")[0])
+        elif top not in sys.stdlib_module_names and top != "__future__":
+            found.add(top)
+    return found
+
+
+def test_every_module_imports_only_what_its_row_of_the_design_allows():
+    """The table of docs/design.md, checked: each package a module imports is in its row's *may import* (a
+    third-party package by its distribution's name or its own), or the module's own package, or (for a stage) one
+    of the shared modules. A row may name a module that does not exist yet."""
+    rows, shared = rooms()
+    modules = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"} | {
+        p.parent.name for p in PACKAGE.glob("*/__init__.py")
+    }
+    assert sorted(modules - set(rows)) == [], "modules without a row in docs/design.md's table"
+    assert {"files", "config", "errors", "atomic"} <= shared <= set(rows) and len(rows) >= 16
+    distributions = importlib.metadata.packages_distributions()
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        if module == "__init__":
+            continue
+        row, allowed = rows[module]
+        free = {f"mammoscale.{module}"} | ({f"mammoscale.{m}" for m in shared} if module not in shared else set())
+        for name in sorted(imports_of(path, modules) - free - allowed):
+            known = {allowed_name(name), *(allowed_name(d) for d in distributions.get(name, []))}
+            if name.startswith("mammoscale.") or not known & allowed:
+                wrong.append(
+                    f"{path.relative_to(PACKAGE.parent)} imports {name}; its row {row} allows {sorted(allowed)}"
+                )
+    assert wrong == [], "docs/design.md's table of rooms does not allow:\n" + "\n".join(wrong)
 
 
 def test_every_subpackage_says_what_it_holds_and_may_import():

@@ -1,10 +1,11 @@
-"""Published claim vs this run: each verdict (reproduced, not reproduced, not run) reached for the right reason."""
+"""Published claim vs this run: each verdict (reproduced, not reproduced, inconclusive, not run), rightly reached."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 import yaml
+from cell_records import VARIANTS, record, write
 
 from mammoscale.errors import UserError
 from mammoscale.plan import grid
@@ -12,7 +13,6 @@ from mammoscale.plan.study import Study
 from mammoscale.report import claims, tables
 
 from conftest import REPO
-from records import VARIANTS, record, write
 
 SIZES, PATCHES = [384, 512, 1024, 2048], [8, 16, 32]
 
@@ -32,10 +32,10 @@ def verdict(table, start):
     return row
 
 
-def pair(size, patch, ratio, *, memory=1.0, baseline_status="ok", hardware="xe9680"):
+def pair(size, patch, ratio, *, memory=1.0, baseline_status="ok", hardware="xe9680", **timing):
     return [
-        record(hardware, "flash", size, patch, throughput=10.0 * ratio, peak=2**30),
-        record(hardware, "hf-eager", size, patch, baseline_status, throughput=10.0, peak=int(memory * 2**30)),
+        record(hardware, "flash", size, patch, throughput=10.0 * ratio, peak=2**30, **timing),
+        record(hardware, "hf-eager", size, patch, baseline_status, throughput=10.0, peak=int(memory * 2**30), **timing),
     ]
 
 
@@ -43,7 +43,7 @@ def test_speedups_inside_the_published_range_are_reproduced(tmp_path):
     table = judge(tmp_path, [*pair(512, 16, 3.1), *pair(1024, 16, 3.9), *pair(512, 8, 2.0), *pair(1024, 8, 3.5)])
     p16 = verdict(table, "flash speed-up over the baseline, patch 16")
     assert p16["verdict"] == claims.REPRODUCED and p16["measured"] == "3.10-3.90x"
-    assert "2 of 4 image sizes (img512_p16, img1024_p16)" in p16["detail"]
+    assert "2 of 4 image sizes: img512_p16 3.10x [3.0" in p16["detail"] and "; img1024_p16 3.90x [3.7" in p16["detail"]
     p8 = verdict(table, "flash speed-up over the baseline, patch 8")
     assert p8["verdict"] == claims.NOT_REPRODUCED and p8["measured"] == "2.00-3.50x"  # 2.0 < 3.0 x 0.85
     assert verdict(table, "flash speed-up over the baseline, patch 32")["verdict"] == claims.NOT_RUN
@@ -58,6 +58,28 @@ def test_tolerance_decides_the_edge(tmp_path):
         verdict(judge(tmp_path, records, tolerance=0.05), "flash speed-up over the baseline, patch 16")["verdict"]
         == claims.NOT_REPRODUCED
     )
+
+
+def test_an_interval_across_an_edge_is_inconclusive(tmp_path):
+    # 2.5x is inside 2.8 x 0.85 = 2.38, but windows 10 % apart give an interval reaching below it
+    row = verdict(judge(tmp_path, pair(512, 16, 2.5, spread=0.1)), "flash speed-up over the baseline, patch 16")
+    assert row["verdict"] == claims.INCONCLUSIVE and "across an edge" in row["detail"]
+    assert "unstable timing at img512_p16" in row["detail"]
+    steady = verdict(judge(tmp_path / "b", pair(512, 16, 2.5)), "flash speed-up over the baseline, patch 16")
+    assert steady["verdict"] == claims.REPRODUCED and "unstable" not in steady["detail"]
+
+
+def test_too_few_windows_are_inconclusive(tmp_path):
+    row = verdict(judge(tmp_path, pair(512, 16, 3.0, windows=2)), "flash speed-up over the baseline, patch 16")
+    assert (
+        row["verdict"] == claims.INCONCLUSIVE
+        and "too few timing windows for an interval (2, at least 5" in row["detail"]
+    )
+    assert "img512_p16 3.00x no interval" in row["detail"]
+    old = verdict(judge(tmp_path / "c", pair(512, 16, 3.0, windows=0)), "flash speed-up over the baseline, patch 16")
+    assert old["verdict"] == claims.INCONCLUSIVE and "a record without timing windows" in old["detail"]
+    far = verdict(judge(tmp_path / "b", pair(512, 16, 1.0, windows=5)), "flash speed-up over the baseline, patch 16")
+    assert far["verdict"] == claims.NOT_REPRODUCED  # a measurement wholly outside needs no more windows
 
 
 def test_an_oom_baseline_gives_no_speedup_and_says_why(tmp_path):
@@ -116,6 +138,9 @@ def test_hardware_ordering(tmp_path):
         verdict(judge(tmp_path / "b", swapped, hardware=hardware), "hardware ordering")["verdict"]
         == claims.NOT_REPRODUCED
     )
+    close = [record(hw, "flash", 512, 16, throughput=t, spread=0.2) for hw, t in zip(hardware, (100.0, 110.0, 300.0))]
+    row = verdict(judge(tmp_path / "d", close, hardware=hardware), "hardware ordering")
+    assert row["verdict"] == claims.INCONCLUSIVE and "intervals overlap" in row["detail"]
     row = verdict(judge(tmp_path / "c", rising[2:], hardware=("xe9680",)), "hardware ordering")
     assert row["verdict"] == claims.NOT_RUN and "xe8545: not in the grid" in row["detail"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mammoscale import files, train
+from mammoscale import files, records, train
 from mammoscale.errors import UserError
 from mammoscale.plan import launch
 from mammoscale.train import backends
@@ -471,3 +471,11 @@ def test_the_worst_outcome_of_any_rank_is_the_cells(tmp_path):
     )
     outcome.report(tmp_path, 1, "skipped", "no flash")
     assert outcome.agree(tmp_path, 2, "oom", "mine", wait_s=1) == ("oom", "mine") and not list(tmp_path.iterdir())
+
+
+def test_every_status_of_a_record_has_a_severity_and_an_exit_code():
+    """The ranks' and the process's tables of statuses cover the owner's (:data:`mammoscale.records.STATUSES`)."""
+    from mammoscale.train import cell, outcome
+
+    assert set(outcome.SEVERITY) == {*records.STATUSES, outcome.INTERRUPTED}
+    assert set(cell.EXIT_CODES) == set(records.STATUSES)

@@ -33,3 +33,13 @@ def test_every_relative_link_leads_to_a_file_and_every_anchor_to_a_heading():
                 if anchor not in headings:
                     broken.append(f"{page.name}: {target} (no such heading)")
     assert len(PAGES) >= 10 and broken == []
+
+
+def test_the_training_page_names_every_kernel_a_record_can_hold():
+    """docs/training.md lists the kernel names of ``attention_backend`` as the code writes them, and no other."""
+    from mammoscale.plan import vit
+
+    text = (REPO / "docs" / "training.md").read_text()
+    listed = text[text.index("`attention_backend` names") :].split("\n\n")[0]
+    names = {*vit.FUSED_BACKENDS, vit.UNFUSED_BACKEND, vit.NO_BACKEND}
+    assert set(re.findall(r"`([a-z0-9 -]+)`", listed)) == names

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from cell_records import VARIANTS, record, write
 from PIL import Image
 
+from mammoscale import records
 from mammoscale.plan import grid
 from mammoscale.report import figures, plots, tables
-
-from records import VARIANTS, record, write
 
 REFERENCE = {"hardware": "xe9680", "variant": "flash", "image_size": 512, "patch_size": 16}
 PROFILES = {
@@ -43,6 +43,12 @@ def tables_of(
 
 def texts(fig) -> list[str]:
     return [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
+
+
+def draw_one(name, runs, pairs):
+    return figures.draw(
+        name, runs=runs, pairs=pairs, pipeline=PIPELINE, reference=REFERENCE, variants=VARIANTS, profiles=PROFILES
+    )
 
 
 def draw_all(tmp_path, runs, pairs, variants=VARIANTS, pipeline=PIPELINE):
@@ -116,15 +122,7 @@ def test_the_full_paper_grid_with_every_status(tmp_path):
     ]
     assert "device memory: 80 GiB" in drawn["memory"]
     # Figure 2 labels each profile with its ranks and micro-batch
-    fig2 = figures.draw(
-        "fig2_hardware",
-        runs=runs,
-        pairs=pairs,
-        pipeline=PIPELINE,
-        reference=REFERENCE,
-        variants=VARIANTS,
-        profiles=PROFILES,
-    )
+    fig2 = draw_one("fig2_hardware", runs, pairs)
     labels = [t.get_text() for t in fig2.axes[0].get_xticklabels()]
     assert labels == ["xe8545\n4 GPUs x 8", "xe9680\n4 GPUs x 8"]  # the records' world size and micro-batch
 
@@ -175,3 +173,24 @@ def test_figure_2_shows_the_time_to_train_when_it_was_measured(tmp_path):
         profiles=PROFILES,
     )
     assert len(throughput_only.axes) == 1
+
+
+def test_every_status_without_a_number_has_a_label_and_a_colour():
+    """A cell not ``ok`` is written where its number would be: every other status of ``runs.csv`` (the owner's,
+    :data:`mammoscale.records.RUN_STATUSES`) has its words and its colour."""
+    assert set(tables.STATUS_LABEL) == set(plots.STATUS_COLOUR) == set(records.RUN_STATUSES) - {records.OK}
+
+
+def test_throughput_is_drawn_with_its_interval(tmp_path):
+    from matplotlib.collections import LineCollection
+
+    def error_bars(fig) -> int:
+        return sum(isinstance(c, LineCollection) for ax in fig.axes for c in ax.collections)
+
+    shaky = [record("xe9680", v, 512, p, throughput=100.0, spread=0.2) for v in ("flash", "hf-eager") for p in (16, 32)]
+    runs, pairs = tables_of(tmp_path / "a", shaky, sizes=(512,), patches=(16, 32))
+    for name in ("fig2_hardware", "fig3_patch_size", "fig4_flash_vs_baseline"):
+        assert error_bars(draw_one(name, runs, pairs)) > 0, name
+    few = [record("xe9680", "flash", 512, 16, throughput=100.0, windows=2)]
+    runs, pairs = tables_of(tmp_path / "b", few, sizes=(512,), patches=(16,))
+    assert error_bars(draw_one("fig2_hardware", runs, pairs)) == 0  # no interval, no bar pretending one

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pandas as pd
 import pytest
 
-from mammoscale import files
+from mammoscale import config, files, records
+from mammoscale.plan import vit
 
 
 def test_a_template_fills_as_a_rule_would_and_back():
@@ -28,6 +30,37 @@ def test_a_partial_template_keeps_the_other_wildcards():
 def test_cells_and_shards_are_named_once():
     assert files.run_dir("xe9680", "flash", 512, 16) == Path("results/runs/xe9680/flash/img512_p16")
     assert files.shard_names(3) == ["0000", "0001", "0002"] and files.fill(files.SHARD, shard=12) == "shard0012"
+
+
+def test_an_image_size_and_a_cell_are_labelled_by_one_template_each():
+    assert files.size_label(512) == "img512" and files.cell_label(512, 16) == "img512_p16"
+    assert files.cell_name("xe9680", "flash", 512, 16) == "xe9680/flash/img512_p16"
+    assert files.CELL.endswith("/" + files.CELL_LABEL) and files.CELL_LABEL.startswith(files.SIZE_LABEL)
+    assert files.fill(files.CONTACT_SHEET, image_size=384) == "results/qc/contact_sheet_img384.png"
+    assert files.fill(files.TILES_JOB, image_size=384, shard=2) == "cache_tiles/img384_shard0002"
+
+
+def test_the_metrics_schema_holds_the_owners_vocabularies():
+    """The record's status and OOM basis are the names the code writes and compares; its kernel names are
+    those of the ViT catalogue (:mod:`mammoscale.plan.vit`)."""
+    properties = records.metrics_schema()["properties"]
+    assert properties["status"]["enum"] == list(records.STATUSES)
+    assert properties["oom_basis"]["enum"] == [*records.OOM_BASES, None]
+    assert records.MISSING not in records.STATUSES and records.MISSING in records.RUN_STATUSES
+    backend = properties["attention_backend"]
+    assert backend["pattern"] == vit.backend_pattern()
+    held = [*vit.FUSED_BACKENDS, vit.UNFUSED_BACKEND, vit.NO_BACKEND, "sdpa-math+sdpa-mem-efficient", None]
+    for name in held:
+        jsonschema.validate(name, backend)
+    for name in ("materialised", "matmul-softmax+sdpa-flash", "sdpa-flash,sdpa-math", "sdpa-flash+", ""):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(name, backend)
+
+
+def test_the_config_schema_offers_the_catalogues_families_and_attentions():
+    variant = config.schema()["properties"]["grid"]["properties"]["variants"]["additionalProperties"]
+    assert variant["properties"]["family"]["enum"] == list(vit.ATTENTIONS)
+    assert variant["properties"]["attention"]["enum"] == [a for names in vit.ATTENTIONS.values() for a in names]
 
 
 @pytest.mark.parametrize("patient, image", [("1", "../x"), ("1/..", "2"), ("-1", "2"), ("", "2"), ("1", "²")])

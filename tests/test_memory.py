@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mammoscale import files
+from mammoscale import files, records
 from mammoscale.errors import UserError
 from mammoscale.plan import flops, memory, sizing
 from mammoscale.plan.grid import Cell
@@ -244,11 +244,13 @@ def test_a_predicted_oom_is_recorded_without_running():
     assert not plan.fits and not plan.submitted and plan.micro_batch == 1 and plan.grad_accum == 192
     assert sizing.plan_cell(cell, cell_settings, GPU, {**PLAN, "submit_predicted_oom": True}, train_breasts=1).submitted
     record = sizing.predicted_oom_record(plan.row(), cell_settings)
-    files.validate_metrics(record)
+    records.validate_metrics(record)
     assert record["status"] == "oom" and record["oom_basis"] == "predicted" and record["steps"] == 0
     assert record["predicted_peak_bytes"] == plan.predicted_peak_bytes > 72 * 2**30
     assert record["seq_len"] == 16385 and record["peak_mem_bytes"] is None and record["throughput_img_s"] is None
     assert "predicted out of memory" in record["message"] and "72.0 GiB allowed" in record["message"]
+    assert tuple(record) == records.metrics_keys()  # the same keys as a cell that ran, nothing measured
+    assert record["throughput_windows_img_s"] == [] and record["val_auc_ci_low"] is None
 
 
 def test_the_nominal_training_set():

@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 import torch
 
-from mammoscale import files
-from mammoscale.train import record as records
+from mammoscale import records
+from mammoscale.train import record as train_record
 
 from conftest import REPO
 
@@ -30,7 +30,7 @@ def record(train_cache, tmp_path_factory) -> dict:
 
 
 def test_the_workflow_schema_is_the_package_schema():
-    assert json.loads((REPO / "workflow/schemas/metrics.schema.json").read_text()) == files.metrics_schema()
+    assert json.loads((REPO / "workflow/schemas/metrics.schema.json").read_text()) == records.metrics_schema()
 
 
 def test_every_field_of_the_design_contract_is_required():
@@ -64,7 +64,7 @@ def test_every_field_of_the_design_contract_is_required():
         "env",
         "config",
     ]
-    assert set(contract) <= set(files.metrics_schema()["required"])
+    assert set(contract) <= set(records.metrics_schema()["required"])
 
 
 @pytest.mark.parametrize(
@@ -83,15 +83,15 @@ def test_a_broken_record_is_refused(record, change):
     broken = copy.deepcopy(record)
     change(broken)
     with pytest.raises(jsonschema.ValidationError):
-        files.validate_metrics(broken)
+        records.validate_metrics(broken)
 
 
 def test_write_validates_first_and_leaves_no_temporary_file(record, tmp_path):
     broken = {**record, "status": "crashed"}
     with pytest.raises(jsonschema.ValidationError):
-        files.write_metrics(broken, tmp_path / "metrics.json")
+        records.write_metrics(broken, tmp_path / "metrics.json")
     assert list(tmp_path.iterdir()) == []
-    files.write_metrics(record, tmp_path / "deep" / "metrics.json")
+    records.write_metrics(record, tmp_path / "deep" / "metrics.json")
     assert [p.name for p in (tmp_path / "deep").iterdir()] == ["metrics.json"]
 
 
@@ -101,5 +101,19 @@ def test_provenance(record, monkeypatch):
     assert len(env["git_commit"].split("+")[0]) == 40
     monkeypatch.setenv("MAMMOSCALE_GIT_COMMIT", "abc123")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    env = records.environment(torch.device("cpu"), "none")
+    env = train_record.environment(torch.device("cpu"), "none")
     assert env["git_commit"] == "abc123" and env["slurm_job_id"] == "4242" and env["device_count"] == 0
+
+
+def test_one_list_of_keys_for_both_writers(record):
+    """A cell that ran gives every key of the schema; an unknown key or a missing one is refused where it is made."""
+    assert tuple(record) == records.metrics_keys()
+    with pytest.raises(KeyError, match="not keys of the metrics schema: val_aucc"):
+        records.metrics_record({**record, "val_aucc": 0.5}, complete=True)
+    lacking = {key: value for key, value in record.items() if key != "throughput_cv"}
+    with pytest.raises(KeyError, match="lacks 'throughput_cv'"):
+        records.metrics_record(lacking, complete=True)
+    filled = records.metrics_record(lacking, complete=False)
+    assert filled["throughput_cv"] is None and tuple(filled) == records.metrics_keys()
+    with pytest.raises(KeyError, match="lacks 'status'"):  # a key that cannot be empty must be given
+        records.metrics_record({key: value for key, value in record.items() if key != "status"}, complete=False)

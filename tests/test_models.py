@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 
+import jsonschema
 import pytest
 import torch
 
+from mammoscale import records
 from mammoscale.plan import vit
 from mammoscale.train import models
 
@@ -64,6 +66,34 @@ def test_kernel_names_from_operator_names():
         models.kernels_in(["aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_attention_math"])
         == "sdpa-math+sdpa-mem-efficient"
     )
+
+
+CPU_ATTENTIONS = [
+    (family, attention)
+    for family, names in vit.ATTENTIONS.items()
+    for attention in names
+    if vit.cannot_run(attention, device="cpu", precision="fp32") is None
+]
+
+
+@pytest.mark.parametrize("family, attention", CPU_ATTENTIONS)
+def test_the_kernel_a_cpu_step_records_is_a_name_the_schema_holds(family, attention):
+    """A training step (forward and backward) of every attention a CPU can run: its kernel's name is one of the
+    catalogue's, and a record holding it passes the metrics schema."""
+    model = models.build(family, attention, "vit-tiny", image_size=32, patch_size=8, channels=1)
+    record = {}
+    with models.kernel_context(attention, torch.device("cpu")), models.attention_kernels(record):
+        model(torch.randn(2, 1, 32, 32)).sum().backward()
+    assert record["kernel"] in (*vit.FUSED_BACKENDS, vit.UNFUSED_BACKEND)
+    jsonschema.validate(record["kernel"], records.metrics_schema()["properties"]["attention_backend"])
+
+
+def test_every_name_the_kernel_watcher_can_give_is_in_the_schema():
+    schema = records.metrics_schema()["properties"]["attention_backend"]
+    ops = list(vit.BACKEND_OF_OP)
+    for seen in ([], ["aten::_softmax"], *([op] for op in ops), ops, ops[::-1] + ["aten::_softmax"]):
+        jsonschema.validate(models.kernels_in(seen), schema)
+    assert len(CPU_ATTENTIONS) >= 4
 
 
 def test_the_flash_variant_forces_the_flash_kernel_itself():

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 
+import numpy as np
+import pandas as pd
 import pytest
+from cell_records import VARIANTS, record, write
 
-from mammoscale import files
+from mammoscale import files, stats
 from mammoscale.plan import grid
 from mammoscale.report import captions, claims, sections, tables
 from mammoscale.report import page as report
 from mammoscale.report.page import Context
 from mammoscale.report.snapshot import snapshot
-
-from records import VARIANTS, record, write
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 REFERENCE = {"hardware": "xe9680", "variant": "flash", "image_size": 512, "patch_size": 16}
@@ -122,26 +124,30 @@ def grid_records():
     ]
 
 
-def build(tmp_path, pngs, records, failed=(), plan=None):
+def build(tmp_path, pngs, records, failed=(), plan=None, profile=None):
     runs_root = tmp_path / "runs"
     for rec in records:
         write(runs_root, rec)
     for rec in failed:
         write(runs_root, rec, files.FAILED_METRICS)
     cells = grid.cells([384, 512], [16, 32], VARIANTS, ["xe9680"])
-    tables.write_tables(cells, VARIANTS, runs_root, tmp_path / "runs.csv", tmp_path / "speedups.csv")
+    tables.write_tables(
+        cells, VARIANTS, runs_root, tmp_path / "runs.csv", tmp_path / "speedups.csv", tmp_path / "quality.csv"
+    )
     (tmp_path / "counts.json").write_text(json.dumps(COUNTS))
     (tmp_path / "preprocess.json").write_text(json.dumps(PREPROCESS))
     verdicts = report.build(
         tmp_path / "report.html",
         runs_csv=tmp_path / "runs.csv",
         speedups_csv=tmp_path / "speedups.csv",
+        quality_csv=tmp_path / "quality.csv",
         figure_files=pngs[0],
         contact_sheets=pngs[1],
         manifest_counts=tmp_path / "counts.json",
         preprocess_summary=tmp_path / "preprocess.json",
         context=Context(RUN_CONFIG, REFERENCE, "hf-eager", 0.15, "snakemake {profile} --configfile config/paper.yaml"),
         plan_csv=plan,
+        profile=profile,
     )
     return (tmp_path / "report.html").read_text(), verdicts
 
@@ -180,7 +186,9 @@ def test_the_numbers_are_the_recorded_ones(tmp_path, pngs):
     assert "CUDA out of memory" in cells
     headline = page[page.index('id="headline"') : page.index('id="claims"')]
     assert "12 cells configured: 4 ok, 1 OOM, 7 not run." in headline
-    assert "3.00x (img512_p16 vs materialised" in headline and "3.33x (img512_p16 vs hf-eager" in headline
+    assert re.search(r"3\.00x \[2\.\d\d, 3\.\d\d\] \(img512_p16 vs materialised", headline)
+    assert re.search(r"3\.33x \[3\.\d\d, 3\.\d\d\] \(img512_p16 vs hf-eager", headline)
+    assert "95% bootstrap intervals over timing windows" in headline and "unstable" not in headline
     assert "3.00x the peak memory of flash at img512_p16" in headline
     # every claim row with the verdict claims.evaluate gave
     table = page[page.index('id="claims"') : page.index('id="figures"')]
@@ -189,6 +197,53 @@ def test_the_numbers_are_the_recorded_ones(tmp_path, pngs):
         assert f"verdict-{verdict.replace(' ', '-')}" in table
     p16 = verdicts.set_index("claim").loc["flash speed-up over the baseline, patch 16"]
     assert p16["verdict"] == claims.REPRODUCED and p16["measured"] == "3.33x"
+
+
+def test_two_alike_models_are_indistinguishable_and_none_is_best(tmp_path, pngs):
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 2, 40)
+    noise = rng.uniform(0, 1, 40)
+    scored = []
+    for variant, shift in (("flash", 0.0), ("materialised", 0.001)):
+        probability = np.clip(0.2 * label + noise + shift, 0, 1)
+        scored.append(record("xe9680", variant, 384, 16, auc=stats.roc_auc(label, probability)))
+        run = tmp_path / "runs" / files.cell_name("xe9680", variant, 384, 16)
+        run.mkdir(parents=True)
+        frame = pd.DataFrame(
+            {
+                "patient_id": np.arange(40) // 2,
+                "laterality": ["L", "R"] * 20,
+                "label": label,
+                "probability": probability,
+            }
+        )
+        files.PREDICTION_TABLE.write(frame, run / files.PREDICTIONS)
+    page, _ = build(tmp_path, pngs, [*grid_records(), record("xe9680", "flash", 384, 32, spread=0.3), *scored])
+    headline = page[page.index('id="headline"') : page.index('id="claims"')]
+    assert "Validation AUC of xe9680/flash/img384_p16: " in headline and "interval over patients" in headline
+    assert "flash vs materialised (xe9680, img384_p16): AUC difference" in headline
+    assert "indistinguishable" in headline and "Best validation AUC" not in headline
+    assert "1 cell(s) with unstable timing" in headline and "xe9680/flash/img384_p32" in headline
+    cells = page[page.index('id="cells"') : page.index('id="data-qc"')]
+    assert "images/s, 95% interval" in cells and ", unstable</td>" in cells and "val AUC, 95% interval" in cells
+
+
+def test_the_reference_cells_profile_is_shown_under_the_figures(tmp_path, pngs):
+    operators = files.OPERATOR_TABLE.frame(
+        {"name": f"aten::op{i}", "calls": i + 1, "self_cpu_s": 1.0 / (i + 1), "self_device_s": None} for i in range(12)
+    )
+    files.OPERATOR_TABLE.write(operators, tmp_path / "operators.csv")
+    profile = {
+        "figure": pngs[0]["fig2_hardware"],
+        "operators": tmp_path / "operators.csv",
+        "cell": "xe9680/flash/img512_p16",
+        "trace": "results/profiles/xe9680/flash/img512_p16/trace.pt.trace.json",
+    }
+    page, _ = build(tmp_path, pngs, grid_records(), profile=profile)
+    figures = page[page.index('id="figures"') : page.index('id="plan"')]
+    assert 'id="figure-profile"' in figures and "reference cell (xe9680/flash/img512_p16)" in figures
+    assert "trace.pt.trace.json" in figures and "aten::op9" in figures and "aten::op10" not in figures
+    assert 'id="figure-profile"' not in build(tmp_path / "none", pngs, grid_records())[0]
 
 
 def test_the_plan_is_shown_beside_what_each_cell_did(tmp_path, pngs):
@@ -216,6 +271,7 @@ def test_the_plan_is_shown_beside_what_each_cell_did(tmp_path, pngs):
             "time_limit_hours": 48.0,
             "signal_before_limit_s": 300,
             "mfu": 0.35,
+            "runs": 3 if cell.variant == "flash" else 1,  # train.seeds: 3, the flash cells in full mode
         }
         for cell in cells
     ]
@@ -223,7 +279,7 @@ def test_the_plan_is_shown_beside_what_each_cell_did(tmp_path, pngs):
     page, verdicts = build(tmp_path, pngs, grid_records(), plan=tmp_path / "plan.csv")
     section = page[page.index('id="plan"') : page.index('id="cells"')]
     assert "12 cells planned before any ran: 10 fit their device at the planned micro-batch, 2 predicted" in section
-    assert "Predicted cost of the 10 submitted GPU cells: 2.5 GPU-hours at 35% MFU" in section
+    assert "Predicted cost of the 10 submitted GPU cells: 4.5 GPU-hours at 35% MFU" in section  # 4 x 3 + 6 runs
     assert section.count("<tr") == 1 + 12 and section.count(">predicted OOM</td>") == 2
     assert ">300</td>" in section and ">72</td>" in section  # predicted and allowed GiB
     assert ">2</td>" in section  # the measured peak of the flash img512_p16 cell, GiB

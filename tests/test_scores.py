@@ -56,4 +56,18 @@ def test_a_breast_counts_once_with_its_mean_probability():
 
 def test_evaluate_without_positives_gives_nulls():
     breasts = scores.per_breast([1, 2], ["L", "L"], [0, 0], [0.2, 0.3])
-    assert scores.evaluate(breasts) == {"val_auc": None, "val_pf1": None}
+    result = scores.evaluate(breasts)
+    assert set(result) == set(scores.QUALITY_KEYS)
+    assert (result["val_breasts"], result["val_positive_breasts"]) == (2, 0)
+    assert all(value is None for key, value in result.items() if key.startswith("val_") and "breasts" not in key)
+
+
+def test_evaluate_gives_intervals_around_the_metrics():
+    rng = np.random.default_rng(3)
+    patients = np.repeat(np.arange(60), 2)
+    label = rng.integers(0, 2, patients.size)
+    probability = np.clip(0.3 * label + rng.uniform(0, 0.7, patients.size), 0, 1)
+    result = scores.evaluate(scores.per_breast(patients, np.tile(["L", "R"], 60), label, probability))
+    for metric in ("auc", "pf1"):
+        assert result[f"val_{metric}_ci_low"] < result[f"val_{metric}"] < result[f"val_{metric}_ci_high"]
+    assert result["val_breasts"] == 120 and result["val_positive_breasts"] == int(label.sum())

@@ -6,7 +6,8 @@ import pytest
 
 from mammoscale.config import defaults
 from mammoscale.errors import UserError
-from mammoscale.plan.settings import Settings, SettingsError
+from mammoscale.plan import grid
+from mammoscale.plan.settings import TIMING, Settings, SettingsError
 
 BASE = {"image_size": 64, "patch_size": 16, "cache_root": "results/cache"}
 
@@ -85,5 +86,20 @@ def test_the_train_defaults_are_the_configurations():
     """One owner: a cell's ``train.*`` defaults are the config schema's, not a copy."""
     settings = Settings.from_dict(BASE).as_dict()
     shared = {key: value for key, value in defaults()["train"].items() if key in settings}
-    assert shared and {key: settings[key] for key in shared} == shared
-    assert set(defaults()["train"]) - set(shared) == {"full_mode_at"}  # a grid key, not a cell's
+    device_made = {key: value for key, value in shared.items() if value is None}  # null: filled in per device
+    assert set(device_made) == set(TIMING["cpu"])
+    assert shared and {key: settings[key] for key in shared if key not in device_made} == {
+        key: value for key, value in shared.items() if key not in device_made
+    }
+    assert set(defaults()["train"]) - set(shared) == set(grid.GRID_KEYS)  # which cells run, not how one trains
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "auto"])
+def test_timing_left_null_is_the_devices(device):
+    settings = Settings.from_dict({**BASE, "device": device})
+    chosen = TIMING["cuda" if device == "cuda" else "cpu"]
+    assert (settings.timed_steps, settings.timing_windows) == (chosen["timed_steps"], chosen["timing_windows"])
+    given = Settings.from_dict({**BASE, "device": device, "timed_steps": 7, "timing_windows": "2"})
+    assert (given.timed_steps, given.timing_windows) == (7, 2)
+    with pytest.raises(SettingsError, match="timing_windows must be at least 1"):
+        Settings.from_dict({**BASE, "timing_windows": 0})

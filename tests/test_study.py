@@ -241,3 +241,23 @@ def test_a_missing_pair_is_noted():
     assert study(grid=grid, figures={"reference": {"image_size": 384}}).missing_note == (
         "no cell for img384_p256: the patch size does not divide the image size"
     )
+
+
+def test_seeds_train_the_quality_cells_again_and_the_plan_counts_them():
+    s = study(train={"seeds": 3})
+    full = [cell for cell in s.cells if s.cell_settings(cell)["mode"] == "full"]
+    assert [cell.name for cell in full] == ["local-cpu/flash/img384_p32", "local-cpu/materialised/img384_p32"]
+    assert s.extra_seeds(full[0]) == [2024, 2025] and s.extra_seeds(s.cells[0]) == []  # a throughput cell: once
+    assert s.seed_runs[0] == "results/runs/local-cpu/flash/img384_p32/seeds/2024" and len(s.seed_runs) == 4
+    assert "seed" not in s.cell_settings(full[0]) or s.cell_settings(full[0])["seed"] == 2023
+    said = sizing.summary([plan.row() for plan in s.plans.values()])
+    assert "train.seeds trains 2 quality cell(s) 3 times: 4 more jobs" in said
+    assert [plan.runs for plan in s.plans.values()].count(3) == 2
+    assert "train.seeds" not in sizing.summary([plan.row() for plan in study().plans.values()])
+
+
+def test_a_timing_setting_leaves_the_quality_cells_alone():
+    cell = Cell("local-cpu", "flash", 384, 32)
+    assert study().cell_settings(cell) == study(train={"timed_steps": 9, "timing_windows": 9}).cell_settings(cell)
+    throughput = Cell("local-cpu", "flash", 384, 16)
+    assert study(train={"timed_steps": 9}).cell_settings(throughput)["timed_steps"] == 9

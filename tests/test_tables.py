@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
+import cell_records
 import pandas as pd
 import pytest
+from cell_records import VARIANTS, record, write
 
-from mammoscale import files
+from mammoscale import files, records
 from mammoscale.errors import UserError
 from mammoscale.plan import grid
 from mammoscale.report import tables
-
-import records
-from records import VARIANTS, record, write
 
 CELLS = grid.cells([384, 512], [16, 32], VARIANTS, ["xe9680"])
 
@@ -41,7 +40,9 @@ def test_every_configured_cell_has_a_row_with_its_status(tmp_path):
 def test_the_numbers_in_runs_csv_are_the_recorded_ones(tmp_path):
     rec = record("xe9680", "flash", 512, 16, throughput=123.5, peak=3 * 2**30, auc=0.8125, job="4711")
     write(tmp_path, rec)
-    tables.write_tables(CELLS, VARIANTS, tmp_path, tmp_path / "runs.csv", tmp_path / "speedups.csv")
+    tables.write_tables(
+        CELLS, VARIANTS, tmp_path, tmp_path / "runs.csv", tmp_path / "speedups.csv", tmp_path / "quality.csv"
+    )
     runs = files.read_runs(tmp_path / "runs.csv")
     row = runs[(runs["variant"] == "flash") & (runs["image_size"] == 512) & (runs["patch_size"] == 16)].iloc[0]
     for field in (
@@ -138,7 +139,7 @@ def test_a_file_that_is_not_a_benchmark_is_named(tmp_path):
 def test_records_module_builds_valid_metrics():
     """The test records follow the real schema, so the figures are tested on what cells write."""
     for status in ("ok", "oom", "failed", "skipped"):
-        files.validate_metrics(records.record("xe9680", "flash", 512, 16, status, job="1"))
+        records.validate_metrics(cell_records.record("xe9680", "flash", 512, 16, status, job="1"))
 
 
 def test_the_records_are_read_from_the_runs_root_given(tmp_path):

@@ -17,13 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from mammoscale import cache, files, train
+from mammoscale import cache, files, records, train
 from mammoscale.errors import UserError
 from mammoscale.plan import memory
-from mammoscale.train import batches, checkpoint, cli, devices, loop, models, optim, probe, stopping
+from mammoscale.train import batches, checkpoint, cli, devices, loop, models, optim, probe, scores, stopping
 
 from conftest import Preempted, preempt_after_checkpoint
 
@@ -67,7 +68,7 @@ def wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 120)
 def test_a_cell_writes_schema_valid_metrics(train_cache, tmp_path):
     result = train.run_cell(cell(train_cache, epochs=2), tmp_path)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    files.validate_metrics(on_disk)
+    records.validate_metrics(on_disk)
     assert on_disk == json.loads(json.dumps(result))
     assert result["status"] == "ok" and result["message"] is None
     assert result["steps"] == 2 * (19 // 8) == len(result["loss_curve"])
@@ -82,6 +83,10 @@ def test_a_cell_writes_schema_valid_metrics(train_cache, tmp_path):
     assert result["config"]["global_batch"] == 8
     assert "validation: 8 breasts" in (tmp_path / "train.log").read_text()
     assert (tmp_path / checkpoint.NAME).is_file()
+    predictions = files.PREDICTION_TABLE.read(tmp_path / files.PREDICTIONS)
+    assert len(predictions) == result["val_breasts"] == 8
+    assert scores.evaluate(predictions)["val_auc"] == result["val_auc"]  # the file is what was scored
+    assert result["val_positive_breasts"] == int(predictions["label"].sum())
 
 
 def test_mfu_against_the_hardware_peak(train_cache, tmp_path):
@@ -115,10 +120,14 @@ def test_accumulation_and_on_device_data_train_the_same_model(train_cache, tmp_p
 
 
 def test_throughput_mode_runs_a_fixed_number_of_steps(train_cache, tmp_path):
-    result = train.run_cell(cell(train_cache, mode="throughput", timing_warmup_steps=2, timed_steps=3), tmp_path)
-    assert result["status"] == "ok" and result["steps"] == 5 and result["epoch_times_s"] == []
+    result = train.run_cell(cell(train_cache, mode="throughput", timing_warmup_steps=2, timed_steps=5), tmp_path)
+    assert result["status"] == "ok" and result["steps"] == 7 and result["epoch_times_s"] == []
     assert result["val_auc"] is None and result["throughput_img_s"] > 0
-    assert not (tmp_path / checkpoint.NAME).exists()
+    assert not (tmp_path / checkpoint.NAME).exists() and not (tmp_path / files.PREDICTIONS).exists()
+    windows = result["throughput_windows_img_s"]
+    assert len(windows) == 5 and result["throughput_img_s"] == pytest.approx(np.median(windows))
+    assert result["throughput_ci_low_img_s"] <= result["throughput_img_s"] <= result["throughput_ci_high_img_s"]
+    assert result["throughput_cv"] >= 0 and isinstance(result["throughput_unstable"], bool)
 
 
 @pytest.mark.parametrize("attention, kernel", [("eager", "matmul-softmax"), ("sdpa", "sdpa-flash-cpu")])
@@ -134,7 +143,7 @@ def test_hugging_face_vit_cells(train_cache, tmp_path, attention, kernel):
 def test_a_kernel_this_machine_cannot_run_is_skipped(train_cache, tmp_path):
     result = train.run_cell(cell(train_cache, family="hf", attention="flash_attention_2"), tmp_path)
     assert result["status"] == "skipped" and "flash_attention_2" in result["message"]
-    files.validate_metrics(json.loads((tmp_path / "metrics.json").read_text()))
+    records.validate_metrics(json.loads((tmp_path / "metrics.json").read_text()))
 
 
 def test_cache_staged_to_local_scratch(train_cache, tmp_path):
@@ -422,7 +431,7 @@ def test_input_wait_is_measured_and_shows_a_slow_loader(train_cache, tmp_path, m
     settings = cell(train_cache, mode="throughput", timing_warmup_steps=1, timed_steps=2, data_on_device="no")
     fast = train.run_cell(settings, tmp_path / "fast")
     assert 0 <= fast["input_wait_fraction"] < 1 and fast["loader_img_s"] > 0
-    files.validate_metrics(fast)
+    records.validate_metrics(fast)
 
     original = batches.Split.__getitem__
 
@@ -459,7 +468,7 @@ def test_a_forced_kernel_that_cannot_run_stops_the_cell_instead_of_running_anoth
     said = f"the {attention} kernel cannot run here: No viable backend"
     assert result["status"] == "skipped" and said in result["message"]
     assert result["attention_backend"] is None and result["throughput_img_s"] is None
-    files.validate_metrics(json.loads((tmp_path / "metrics.json").read_text()))
+    records.validate_metrics(json.loads((tmp_path / "metrics.json").read_text()))
 
 
 def test_the_peak_is_the_steps_not_the_split_held_on_the_device(train_cache, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mammoscale import files
+from mammoscale import files, records
 
 from conftest import REPO
 
@@ -92,7 +92,6 @@ def test_all_builds_the_manifest_the_cache_and_its_qc(finished_run):
 
 
 def test_every_cell_of_the_grid_trained(finished_run):
-    from mammoscale import files
 
     runs = sorted((finished_run / "results" / "runs").rglob("metrics.json"))
     cells = {p.relative_to(finished_run / "results" / "runs").parent.as_posix() for p in runs}
@@ -104,7 +103,7 @@ def test_every_cell_of_the_grid_trained(finished_run):
     }
     for path in runs:
         record = json.loads(path.read_text())
-        files.validate_metrics(record)
+        records.validate_metrics(record)
         assert record["status"] == "ok" and record["mode"] == "throughput" and record["throughput_img_s"] > 0
         hardware = path.parts[-4]
         assert record["hardware"] == hardware
@@ -226,7 +225,8 @@ def test_a_figure_option_redraws_only_figures_and_report(finished_run, override)
     result = snakemake(finished_run, "-n", "all", "--configfile", "config/test.yaml", "--config", override)
     jobs = planned_jobs(result)
     assert jobs.pop("study_report") == 1 and jobs.pop("all") == 1
-    assert set(jobs) <= {"figure"}  # the tolerance is the report's alone
+    profiled = {"profile_cell", "profile_figure"} if "reference" in override else {"profile_figure"}
+    assert set(jobs) <= {"figure", *profiled}  # the tolerance is the report's alone; a new reference is profiled
 
 
 def test_the_tables_hold_what_the_cells_recorded(finished_run):
@@ -272,7 +272,9 @@ def test_all_draws_every_figure_and_the_report(finished_run):
         assert (results / "figures" / f"{name}.svg").is_file()
     page = (results / "report" / "report.html").read_text()
     assert "Published claim vs this run" in page and "Provenance" in page
-    assert page.count('src="data:image/png;base64,') == len(captions.FIGURES) + 2  # + a contact sheet per size
+    # + a contact sheet per size, + the reference cell's time breakdown (its profile)
+    assert page.count('src="data:image/png;base64,') == len(captions.FIGURES) + 2 + 1
+    assert 'id="figure-profile"' in page and "aten::" in page
     for decoder in json.loads((results / "qc" / "preprocess_summary.json").read_text())["decoders"]:
         assert decoder in page  # the codecs that ran, with their versions, in the provenance
     for rule in ("aggregate", "pipeline_table", "study_report"):
@@ -452,3 +454,27 @@ def test_memory_requests_of_the_heavy_rules_double_on_the_retry(tmp_path):
         assert first[rule] and {2 * mem for mem in first[rule]} == retry[rule], rule
     assert first["train_cell"] == {8000, 4000}  # local-cpu: 8000 (config.yaml); local-cpu-b: the default
     assert first["cache_views"] == {4000}  # 2 threads x 2000
+
+
+def test_quality_cells_trained_with_several_seeds(tmp_path):
+    """The embedded study at 64 px (its 40 patients give a validation split with both classes), its two quality
+    cells trained with 2 seeds each: the extra seed is a train_seed job; the tables and report give the spread."""
+    workdir = copy_workflow(tmp_path / "wf")
+    options = [
+        "--config",
+        "grid={image_sizes: [64], patch_sizes: [32]}",
+        "figures={reference: {image_size: 64, patch_size: 32}}",
+        "train={seeds: 2, epochs: 2, full_mode_at: [{image_size: 64, patch_size: 32}]}",
+    ]
+    assert planned_jobs(snakemake(workdir, "-n", "all", *options))["train_seed"] == 2  # flash and materialised
+    snakemake(workdir, "--cores", "2", "all", *options)
+    for variant in ("flash", "materialised"):
+        run = files.fill(files.SEED_RUN, hardware="local-cpu", variant=variant, image_size=64, patch_size=32, seed=2024)
+        seed = json.loads((workdir / run / files.METRICS).read_text())
+        assert seed["status"] == "ok" and seed["config"]["seed"] == 2024 and seed["mode"] == "full"
+    runs = files.read_runs(workdir / files.RUNS_CSV).set_index("variant")
+    assert list(runs["seeds_scored"]) == [2, 2]  # each cell and its extra seed, read by the tables
+    aucs = json.loads(runs.loc["flash", "val_auc_seeds"])
+    assert len(aucs) == 2 and aucs[0] == runs.loc["flash", "val_auc"]  # the cell itself is the first seed
+    assert runs.loc["flash", "val_auc_seeds_mean"] == pytest.approx(sum(aucs) / 2)
+    assert "over 2 seeds: mean" in (workdir / files.REPORT).read_text()

@@ -105,8 +105,8 @@ class Tiles(Sequence):
             path = self.directory / name
             if not path.is_file():
                 raise CacheError(
-                    f"{path} is missing: the cache for img{self.image_size} is incomplete. Rebuild the tiles: "
-                    f"{REBUILD_TILES}"
+                    f"{path} is missing: the cache for {files.size_label(self.image_size)} is incomplete. "
+                    f"Rebuild the tiles: {REBUILD_TILES}"
                 )
             try:
                 array = np.load(path, mmap_mode="r")
@@ -136,7 +136,7 @@ def open_tiles(cache_root: Path | str, image_size: int, *, verify: bool = False)
     """Open the tiles of ``image_size`` under ``cache_root`` (see the module docstring for the layout)."""
     index_path = files.under(cache_root, files.TILE_INDEX, image_size=image_size)
     if not index_path.is_file():
-        raise CacheError(f"{index_path} not found: build the cache for img{image_size} first: {BUILD}")
+        raise CacheError(f"{index_path} not found: build the cache for {files.size_label(image_size)} first: {BUILD}")
     index = read_index(index_path, files.under(cache_root, files.TILE_INDEX_CHECK, image_size=image_size))
     tiles = Tiles(index_path.parent, image_size, index)
     if verify:
@@ -203,14 +203,14 @@ def stage(cache_root: Path | str, image_size: int, scratch: Path | str) -> Path:
     source_index = files.under(cache_root, files.TILE_INDEX, image_size=image_size)
     source = source_index.parent
     if not source_index.is_file():
-        raise CacheError(f"{source_index} not found: build the cache for img{image_size} first: {BUILD}")
+        raise CacheError(f"{source_index} not found: build the cache for {files.size_label(image_size)} first: {BUILD}")
     source_check = files.under(cache_root, files.TILE_INDEX_CHECK, image_size=image_size)
     index = read_index(source_index, source_check)
     key = hashlib.sha256(str(Path(cache_root).resolve()).encode()).hexdigest()[:12]
     staged_root = files.under(scratch, files.STAGED, key=key)
     target = files.under(staged_root, files.TILE_INDEX, image_size=image_size).parent
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".img{image_size}.lock", "w") as lock:
+    with open(target.parent / f".{files.size_label(image_size)}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if all(
             (target / path.name).is_file() and (target / path.name).read_bytes() == path.read_bytes()

@@ -19,13 +19,11 @@ never appears under its real name, whatever kills the writer.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +37,6 @@ from mammoscale.atomic import (  # noqa: F401 (how every file here is written: m
     write_json,
     write_text,
 )
-from mammoscale.errors import UserError
 
 # the RSNA layout (data.root)
 
@@ -67,6 +64,13 @@ RSNA_COLUMNS = (
 RSNA_REQUIRED = ("patient_id", "image_id", "laterality", "view", "cancer")
 """The columns the study cannot do without; ``site_id`` and ``machine_id`` are kept when present."""
 
+# the grid's names: an image size, a cell (the one template of each; :func:`size_label`, :func:`cell_label`)
+
+SIZE_LABEL = "img{image_size}"
+"""An image size's name: its tiles' directory, its contact sheet, its jobs' logs, the report's prose."""
+CELL_LABEL = SIZE_LABEL + "_p{patch_size}"
+"""A cell's image and patch size: ``img512_p16``."""
+
 # the results (relative to the directory snakemake runs in)
 
 RESULTS = "results"
@@ -77,17 +81,22 @@ MANIFEST_COUNTS = f"{MANIFEST}/counts.json"
 QC = "results/qc"
 DECODE_ERRORS = f"{QC}/decode_errors.csv"
 PREPROCESS_SUMMARY = f"{QC}/preprocess_summary.json"
-CONTACT_SHEET = QC + "/contact_sheet_img{image_size}.png"
+CONTACT_SHEET = QC + "/contact_sheet_" + SIZE_LABEL + ".png"
 DECODE_AUDIT = f"{QC}/decode_audit.csv"
 DECODE_AUDIT_COUNTS = f"{QC}/decode_audit.json"
 RUNS = "results/runs"
-CELL = "{hardware}/{variant}/img{image_size}_p{patch_size}"
+CELL = "{hardware}/{variant}/" + CELL_LABEL
 """A grid cell's name: its run directory under :data:`RUNS`, its log and benchmark names."""
 RUN = f"{RUNS}/{CELL}"
+SEED_DIR = "seeds/{seed}"
+"""A quality cell trained again with another seed (``train.seeds``): its run directory, inside the cell's."""
+SEED_RUN = f"{RUN}/{SEED_DIR}"
 METRICS = "metrics.json"
 FAILED_METRICS = "metrics.failed.json"
 """A failed cell's record: Snakemake deletes a failed job's outputs, so it is kept under this name."""
 CELL_SETTINGS = "cell.yaml"
+PREDICTIONS = "predictions.csv"
+"""A scored cell's probability for each validation breast, for the paired comparisons of :mod:`mammoscale.stats`."""
 TRAIN_LOG = "train.log"
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREVIOUS = "checkpoint.prev.pt"
@@ -96,9 +105,20 @@ RANK_LOG = "rank{rank}.log"
 """Everything one rank of a launched cell wrote: its log, tracebacks, NCCL's warnings (``--rank-log``)."""
 RANK_OUTCOME = ".rank{rank}.outcome.json"
 """How one rank of a cell ended, for rank 0 to agree on the cell's outcome (:mod:`mammoscale.train.outcome`)."""
+PROFILES = "results/profiles"
+PROFILE = f"{PROFILES}/{CELL}"
+"""Where a cell's profile goes (rule ``profile_cell``, :mod:`mammoscale.train.profiling`)."""
+PROFILE_TRACE = "trace.pt.trace.json"
+"""Rank 0's Chrome trace: Perfetto and chrome://tracing open it; TensorBoard's profiler reads ``*.pt.trace.json``."""
+PROFILE_RANK_TRACE = "trace.rank{rank}.pt.trace.json"
+"""The trace of another rank of a cell of several."""
+PROFILE_OPERATORS = "operators.csv"
+PROFILE_BREAKDOWN = "breakdown.csv"
+PROFILE_FIGURE = "breakdown.{ext}"
 TABLES = "results/tables"
 RUNS_CSV = f"{TABLES}/runs.csv"
 SPEEDUPS_CSV = f"{TABLES}/speedups.csv"
+QUALITY_CSV = f"{TABLES}/quality.csv"
 PIPELINE_CSV = f"{TABLES}/pipeline.csv"
 PLAN_CSV = f"{TABLES}/plan.csv"
 FIGURE = "results/figures/{figure}.{ext}"
@@ -106,6 +126,8 @@ REPORT = "results/report/report.html"
 SNAPSHOT = "results/snapshot"
 LOG = "results/logs/{name}.log"
 BENCHMARK = "results/benchmarks/{name}.tsv"
+TILES_JOB = "cache_tiles/" + SIZE_LABEL + "_shard{shard}"
+"""A stage-2 job's log and benchmark name: the rule declares it, the pipeline table reads its benchmark."""
 
 # the tile cache (cache.root)
 
@@ -113,11 +135,11 @@ SHARD = "shard{shard}"
 VIEWS_SHARD = "views/shard{shard}.npy"
 VIEWS_INDEX = "views/shard{shard}.csv"
 VIEWS_IMAGES = "views/shard{shard}.images.csv"
-TILES_DIR = "img{image_size}"
-TILES_SHARD = "img{image_size}/shard{shard}.npy"
-TILES_INDEX = "img{image_size}/shard{shard}.csv"
-TILE_INDEX = "img{image_size}/index.csv"
-TILE_INDEX_CHECK = "img{image_size}/index.json"
+TILES_DIR = SIZE_LABEL
+TILES_SHARD = TILES_DIR + "/shard{shard}.npy"
+TILES_INDEX = TILES_DIR + "/shard{shard}.csv"
+TILE_INDEX = TILES_DIR + "/index.csv"
+TILE_INDEX_CHECK = TILES_DIR + "/index.json"
 """What the index must be when it is read: its sha256, its rows and its breasts per split."""
 STAGED = "mammoscale-cache-{key}"
 """A cache copied to node-local scratch, keyed by its source's location."""
@@ -135,6 +157,21 @@ def partial(template: str, **fields) -> str:
     for name, value in fields.items():
         template = template.replace("{" + name + "}", fill("{" + name + "}", **{name: value}))
     return template
+
+
+def size_label(image_size) -> str:
+    """``img512``: an image size as every file name, log and sentence of the study writes it."""
+    return fill(SIZE_LABEL, image_size=image_size)
+
+
+def cell_label(image_size, patch_size) -> str:
+    """``img512_p16``: a cell's image and patch size as every file name, log and sentence of the study writes them."""
+    return fill(CELL_LABEL, image_size=image_size, patch_size=patch_size)
+
+
+def cell_name(hardware, variant, image_size, patch_size) -> str:
+    """``local-cpu/flash/img512_p16``: a cell's full name, its run directory under :data:`RUNS`."""
+    return fill(CELL, hardware=hardware, variant=variant, image_size=image_size, patch_size=patch_size)
 
 
 def under(root: Path | str, template: str, **fields) -> Path:
@@ -248,17 +285,31 @@ TILE_TABLE = Table.of(f"{_ID} label:int64 split:str shard:int64 file:str offset:
 """A stage-2 shard's ``.csv`` and a size's ``index.csv``: one row per tile, with its checksums."""
 SPEEDUP_TABLE = Table.of(
     "hardware:str image_size patch_size seq_len flash_variant:str baseline_variant:str flash_status:str "
-    "baseline_status:str throughput_ratio memory_ratio throughput_img_s_flash throughput_img_s_baseline "
-    "peak_mem_bytes_flash peak_mem_bytes_baseline"
+    "baseline_status:str throughput_ratio throughput_ratio_ci_low throughput_ratio_ci_high windows_flash "
+    "windows_baseline unstable memory_ratio throughput_img_s_flash throughput_img_s_baseline peak_mem_bytes_flash "
+    "peak_mem_bytes_baseline"
 )
 """``speedups.csv``: each flash variant against each baseline, at each hardware, image size and patch size."""
+PREDICTION_TABLE = Table.of("patient_id:int64 laterality:str label:int64 probability:float64")
+"""``predictions.csv``: a scored cell's probability per validation breast."""
+QUALITY_TABLE = Table.of(
+    "hardware:str image_size:int64 patch_size:int64 variant_a:str variant_b:str metric:str a b difference ci_low "
+    "ci_high p_value breasts positive_breasts verdict:str detail:str"
+)
+"""``quality.csv``: each pair of variants scored on the same breasts, per metric (:mod:`mammoscale.report.quality`)."""
+OPERATOR_TABLE = Table.of(
+    "name:str calls:int64 self_cpu_s:float64 self_device_s:float64 total_cpu_s:float64 total_device_s:float64"
+)
+"""A profile's ``operators.csv``: the operators by self time (device time where there is a device), in seconds."""
+BREAKDOWN_TABLE = Table.of("step:int64 phase:str seconds:float64 share:float64")
+"""A profile's ``breakdown.csv``: each profiled step's seconds per phase, and its share of the step."""
 PIPELINE_TABLE = Table.of("stage:str image_size shard:str items item:str seconds cpu_seconds items_per_s")
 """``pipeline.csv``: items and seconds of each preprocessing job."""
 PLAN_TABLE = Table.of(
     "hardware:str variant:str image_size:int64 patch_size:int64 seq_len:int64 mode:str device:str world_size:int64 "
     "micro_batch:int64 grad_accum:int64 predicted_peak_bytes:int64 memory_limit_bytes fits:bool data_bytes:int64 "
     "data_on_device submitted:bool flops_per_img:int64 steps:int64 images:int64 gpu_hours predicted_hours "
-    "time_limit_hours signal_before_limit_s:int64 mfu"
+    "time_limit_hours signal_before_limit_s:int64 mfu runs"
 )
 """``plan.csv``: each configured cell's plan before it runs (:mod:`mammoscale.plan.sizing`)."""
 RUN_TEXT_COLUMNS = ("hardware", "variant", "status", "message", "attention_backend", "model", "run_dir")
@@ -269,47 +320,6 @@ def read_runs(path: Path | str) -> pd.DataFrame:
     """``runs.csv`` back; names and provenance stay text, not numbers."""
     header = pd.read_csv(path, nrows=0).columns
     return pd.read_csv(path, dtype={c: str for c in header if c in RUN_TEXT_COLUMNS or c.startswith("env.")})
-
-
-# cell records (metrics.json)
-
-METRICS_SCHEMA_VERSION = 1
-
-
-@functools.cache
-def metrics_schema() -> dict:
-    return json.loads(resources.files("mammoscale").joinpath("schemas/metrics.schema.json").read_text())
-
-
-def validate_metrics(record: dict) -> None:
-    """Raise ``jsonschema.ValidationError`` naming the field when ``record`` breaks the schema."""
-    import jsonschema
-
-    jsonschema.validate(record, metrics_schema())
-
-
-def write_metrics(record: dict, path: Path | str) -> None:
-    """Validate, then write atomically (a reader never sees half a record)."""
-    validate_metrics(record)
-    write_text(json.dumps(record, indent=2) + "\n", path)
-
-
-def rerun_cell(run: Path | str) -> str:
-    """The command that reruns the cell of run directory ``run`` (as Snakemake names it), and nothing else."""
-    metrics = Path(run) / METRICS
-    return f"snakemake {metrics} --forcerun {metrics}"  # the target first: --forcerun takes every word after it
-
-
-def read_cell_record(run: Path | str) -> dict | None:
-    """A cell's record in its run directory: ``metrics.json``, else a failed run's, else None."""
-    for name in (METRICS, FAILED_METRICS):
-        path = Path(run) / name
-        if path.is_file():
-            try:
-                return json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path} is not valid JSON ({exc}); rerun the cell: {rerun_cell(run)}") from None
-    return None
 
 
 # reading back

@@ -1,8 +1,16 @@
-"""Snakemake adapter: rule aggregate -> mammoscale.report.tables.write_tables (runs.csv, speedups.csv)."""
+"""Snakemake adapter: rule aggregate -> mammoscale.report.tables.write_tables (runs, speedups, quality)."""
 
 from mammoscale.logs import configure
 from mammoscale.report.tables import write_tables
 
 configure(snakemake.log[0])
 params = snakemake.params
-write_tables(params.cells, params.variants, params.runs_root, snakemake.output.runs, snakemake.output.speedups)
+write_tables(
+    params.cells,
+    params.variants,
+    params.runs_root,
+    snakemake.output.runs,
+    snakemake.output.speedups,
+    snakemake.output.quality,
+    seeds=params.seeds,
+)

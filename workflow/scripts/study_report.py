@@ -9,10 +9,17 @@ build(
     snakemake.output[0],
     runs_csv=given.runs,
     speedups_csv=given.speedups,
+    quality_csv=given.quality,
     figure_files=dict(zip(params.figures, given.figures, strict=True)),
     contact_sheets=params.contact_sheets,
     manifest_counts=given.counts,
     preprocess_summary=given.preprocess,
     context=Context(**params.context),
     plan_csv=given.plan,
+    profile={
+        "figure": given.profile_figure,
+        "operators": given.profile_operators,
+        "cell": params.reference_cell,
+        "trace": params.profile_trace,
+    },
 )

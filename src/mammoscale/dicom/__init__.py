@@ -8,7 +8,7 @@
 - :mod:`~mammoscale.dicom.errors`: one :class:`DicomError` subclass per reason a file fails;
 - :mod:`~mammoscale.dicom.cli`: ``mammoscale-decode``.
 
-Imports: numpy, pydicom and its codec plugins, and :mod:`mammoscale.errors`; nothing else of
+Imports: numpy, pydicom and its codec plugins, Pillow, and :mod:`mammoscale.errors`; nothing else of
 mammoscale.
 """
 

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from mammoscale import files
 from mammoscale.errors import UserError
 from mammoscale.plan.launch import BACKEND_OF_LAUNCHER
+from mammoscale.plan.settings import timing_defaults
 from mammoscale.plan.vit import role
 
 STUDY_BASELINE = {"family": "hf", "attention": "eager"}
@@ -31,7 +32,12 @@ class Cell(NamedTuple):
     @property
     def name(self) -> str:
         """``hardware/variant/img<S>_p<P>``: its run directory under ``results/runs``, its log's name."""
-        return files.fill(files.CELL, **self._asdict())
+        return files.cell_name(*self)
+
+    @property
+    def label(self) -> str:
+        """``img<S>_p<P>``: its image and patch size."""
+        return files.cell_label(self.image_size, self.patch_size)
 
     def run_dir(self, runs_root=files.RUNS):
         return files.run_dir(*self, runs_root=runs_root)
@@ -70,7 +76,9 @@ def with_extra_cells(product: list[Cell], extra: list[dict], *, image_sizes, var
 
 
 def missing_cells(image_sizes, patch_sizes) -> list[str]:
-    return [f"img{size}_p{patch}" for size in sorted(image_sizes) for patch in sorted(patch_sizes) if size % patch]
+    return [
+        files.cell_label(size, patch) for size in sorted(image_sizes) for patch in sorted(patch_sizes) if size % patch
+    ]
 
 
 def check_hardware(chosen, profiles: dict) -> None:
@@ -79,6 +87,12 @@ def check_hardware(chosen, profiles: dict) -> None:
         raise UserError(
             f"grid.hardware names {', '.join(unknown)}, not among the hardware profiles ({', '.join(profiles)})"
         )
+
+
+TIMED = ("timed_steps", "timing_windows")
+"""A throughput cell's timing settings; a full-mode cell's windows are its epochs."""
+GRID_KEYS = ("full_mode_at", "seeds")
+"""``train.*`` keys that say which cells (and seeds) run, not how one trains."""
 
 
 def cell_settings(
@@ -94,7 +108,7 @@ def cell_settings(
     """One cell's resolved settings (:class:`mammoscale.plan.settings.Settings` keys), from the parts that
     concern it: ``train.*`` (its mode from ``train.full_mode_at``), its variant, its hardware profile and
     its planned ``micro_batch`` (:mod:`mammoscale.plan.sizing`)."""
-    shared = {key: value for key, value in train.items() if key != "full_mode_at"}
+    shared = {key: value for key, value in train.items() if key not in GRID_KEYS}
     at = {"image_size": cell.image_size, "patch_size": cell.patch_size}
     settings = {
         **shared,
@@ -112,7 +126,9 @@ def cell_settings(
     for key in ("precision", "data_on_device", "device"):
         if key in profile:
             settings[key] = profile[key]
-    return settings
+    if settings["mode"] == "full":  # a quality cell times each epoch: a timing knob must not retrain it
+        return {key: value for key, value in settings.items() if key not in TIMED}
+    return timing_defaults(settings)
 
 
 def choose_baseline(variants: dict, requested: str | None) -> str | None:

@@ -27,6 +27,17 @@ class SettingsError(UserError, ValueError):
 
 
 _TRAIN = defaults()["train"]
+TIMING = {"cuda": {"timed_steps": 50, "timing_windows": 10}, "cpu": {"timed_steps": 5, "timing_windows": 5}}
+"""What ``train.timed_steps`` and ``train.timing_windows`` are when left null, by the device a cell trains on: a
+GPU step takes well under a second (ten windows of five steps), a CPU step of the embedded study up to several
+(five windows of one: the fewest that give an interval, :data:`mammoscale.stats.MIN_WINDOWS`)."""
+
+
+def timing_defaults(settings: dict) -> dict:
+    """``settings`` with a null ``timed_steps`` or ``timing_windows`` filled in for its device (:data:`TIMING`;
+    ``auto`` is taken as a CPU's, the safe side of a time limit)."""
+    chosen = TIMING["cuda" if settings.get("device") == "cuda" else "cpu"]
+    return {**settings, **{key: value for key, value in chosen.items() if settings.get(key) is None}}
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,10 @@ class Settings:
     mode: str = _TRAIN["mode"]
     epochs: int = _TRAIN["epochs"]
     timing_warmup_steps: int = _TRAIN["timing_warmup_steps"]
-    timed_steps: int = _TRAIN["timed_steps"]
+    timed_steps: int | None = _TRAIN["timed_steps"]
+    """Timed optimiser steps of a throughput-mode cell (after the warm-up); null: :data:`TIMING`'s."""
+    timing_windows: int | None = _TRAIN["timing_windows"]
+    """Windows the timed steps are cut into, one images/s each (:mod:`mammoscale.stats`); null: :data:`TIMING`'s."""
     global_batch: int = _TRAIN["global_batch"]
     micro_batch: int = _TRAIN["global_batch"]
     lr: float = _TRAIN["lr"]
@@ -78,7 +92,7 @@ class Settings:
         if missing:
             raise SettingsError(f"cell setting(s) {', '.join(missing)} are required")
         values = {name: _coerce(name, known[name].type, value) for name, value in cell.items()}
-        settings = cls(**values)
+        settings = cls(**timing_defaults({"device": known["device"].default, **values}))
         settings.check()
         return settings
 
@@ -89,7 +103,7 @@ class Settings:
         _choice("backend", self.backend, BACKENDS)
         _choice("device", self.device, DEVICES)
         _choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
-        for name in ("epochs", "global_batch", "micro_batch", "timed_steps", "collective_timeout_s"):
+        for name in ("epochs", "global_batch", "micro_batch", "timed_steps", "timing_windows", "collective_timeout_s"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
         for name in ("timing_warmup_steps", "loader_workers"):

@@ -21,7 +21,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from mammoscale import files, provenance
+from mammoscale import files, provenance, records
 from mammoscale.errors import UserError
 from mammoscale.plan import flops, memory
 from mammoscale.plan.grid import Cell
@@ -32,8 +32,6 @@ RSNA_PATIENTS = 11_913
 """Patients of the RSNA Screening Mammography training set (54,706 images; the study's paper)."""
 SIGNAL_MIN_S = 300
 """The least warning a cell gets before its time limit (:attr:`CellPlan.signal_before_limit_s`)."""
-OOM_BASES = ("measured", "predicted")
-"""How a cell is known to be out of memory: an allocation failed on the device, or the memory model says so."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +64,9 @@ class CellPlan:
     time_limit_hours: float
     """The profile's ``runtime_min``: one job's time limit."""
     mfu: float
+    runs: int = 1
+    """Times the cell trains: ``train.seeds`` for a full-mode (quality) cell, each seed a job of its own; 1 else.
+    ``gpu_hours`` and ``predicted_hours`` are one run's."""
 
     @property
     def predicted_oom(self) -> bool:
@@ -115,7 +116,7 @@ def place_data(asked: str, *, on_gpu: bool, peak: int, data_bytes: int, limit: i
     return peak + data_bytes <= limit
 
 
-def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_breasts: int) -> CellPlan:
+def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_breasts: int, seeds: int = 1) -> CellPlan:
     """The plan of ``cell`` whose resolved settings (``micro_batch`` not yet chosen) are ``settings``.
 
     The micro-batch comes first (it decides the speed the study measures), the split's place second: ``auto``
@@ -174,6 +175,7 @@ def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_br
         predicted_hours=gpu_hours / world if gpu_hours is not None else None,
         time_limit_hours=profile["runtime_min"] / 60,
         mfu=plan["mfu"],
+        runs=seeds if settings["mode"] == "full" else 1,
     )
 
 
@@ -221,69 +223,60 @@ def oom_message(row: dict) -> str:
 
 def predicted_oom_record(row: dict, settings: dict) -> dict:
     """The record (metrics.json) of a cell predicted out of memory and not submitted, from its row of
-    ``plan.csv`` and its settings: status ``oom``, ``oom_basis: predicted``, nothing measured."""
-    return {
-        "schema_version": files.METRICS_SCHEMA_VERSION,
-        "status": "oom",
-        "message": oom_message(row),
-        "oom_basis": "predicted",
-        "hardware": row["hardware"],
-        "variant": row["variant"],
-        "model": f"{settings['family']}/{settings['model_size']}",
-        "attention": settings["attention"],
-        "attention_backend": None,
-        "image_size": row["image_size"],
-        "patch_size": row["patch_size"],
-        "seq_len": row["seq_len"],
-        "params": memory.parameters(
-            settings["family"],
-            settings["model_size"],
-            image_size=row["image_size"],
-            patch_size=row["patch_size"],
-            channels=settings["channels"],
-        )[0],
-        "mode": row["mode"],
-        "epochs": 0,
-        "steps": 0,
-        "global_batch": settings["global_batch"],
-        "micro_batch": row["micro_batch"],
-        "micro_batch_planned": row["micro_batch"],
-        "micro_batch_retries": [],
-        "grad_accum": row["grad_accum"],
-        "world_size": row["world_size"],
-        "backend": settings["backend"],
-        "throughput_img_s": None,
-        "step_time_s": None,
-        "epoch_times_s": [],
-        "train_time_s": None,
-        "peak_mem_bytes": None,
-        "peak_mem_kind": "cuda_max_allocated" if row["device"] == "cuda" else "cpu_peak_rss",
-        "predicted_peak_bytes": row["predicted_peak_bytes"],
-        "flops_per_img": row["flops_per_img"],
-        "achieved_tflops": None,
-        "mfu": None,
-        "val_auc": None,
-        "val_pf1": None,
-        "loss_curve": [],
-        "resumed_from_epoch": None,
-        "env": {
-            "devices": [],
-            "device_count": 0,
-            "torch": provenance.version("torch") or "not installed",
-            "cuda": None,
-            "x_transformers": provenance.version("x-transformers"),
-            **provenance.host(),
+    ``plan.csv`` and its settings: status ``oom``, ``oom_basis: predicted``, nothing measured (every key the
+    schema has and this does not set is empty: :func:`mammoscale.records.metrics_record`)."""
+    return records.metrics_record(
+        {
+            "schema_version": records.METRICS_SCHEMA_VERSION,
+            "status": records.OOM,
+            "message": oom_message(row),
+            "oom_basis": records.PREDICTED,
+            "hardware": row["hardware"],
+            "variant": row["variant"],
+            "model": f"{settings['family']}/{settings['model_size']}",
+            "attention": settings["attention"],
+            "image_size": row["image_size"],
+            "patch_size": row["patch_size"],
+            "seq_len": row["seq_len"],
+            "params": memory.parameters(
+                settings["family"],
+                settings["model_size"],
+                image_size=row["image_size"],
+                patch_size=row["patch_size"],
+                channels=settings["channels"],
+            )[0],
+            "mode": row["mode"],
+            "epochs": 0,
+            "steps": 0,
+            "global_batch": settings["global_batch"],
+            "micro_batch": row["micro_batch"],
+            "micro_batch_planned": row["micro_batch"],
+            "grad_accum": row["grad_accum"],
+            "world_size": row["world_size"],
+            "backend": settings["backend"],
+            "peak_mem_kind": "cuda_max_allocated" if row["device"] == "cuda" else "cpu_peak_rss",
+            "predicted_peak_bytes": row["predicted_peak_bytes"],
+            "flops_per_img": row["flops_per_img"],
+            "env": {
+                "devices": [],
+                "device_count": 0,
+                "torch": provenance.version("torch") or "not installed",
+                "cuda": None,
+                "x_transformers": provenance.version("x-transformers"),
+                **provenance.host(),
+            },
+            "config": settings,
         },
-        "config": settings,
-    }
+        complete=False,
+    )
 
 
-def write(rows: list[dict], table: str, records: dict[str, dict]) -> None:
+def write(rows: list[dict], table: str, predicted: dict[str, dict]) -> None:
     """``plan.csv`` from the plans' rows, and the record of each cell predicted out of memory and not
-    submitted (``records``: its metrics.json path -> ``{"row": its row, "settings": its settings}``)."""
+    submitted (``predicted``: its metrics.json path -> ``{"row": its row, "settings": its settings}``)."""
     files.PLAN_TABLE.write(files.PLAN_TABLE.frame(rows), table)
-    for path, cell in records.items():
-        files.write_metrics(predicted_oom_record(cell["row"], cell["settings"]), path)
+    for path, cell in predicted.items():
+        records.write_metrics(predicted_oom_record(cell["row"], cell["settings"]), path)
     said = f"{summary(rows)}; every cell in {table}"
     logging.getLogger(__name__).info("%s", said)
     print(f"plan: {said}", file=sys.stderr)
@@ -297,6 +290,13 @@ def summary(rows: list[dict]) -> str:
         f"{len(rows)} cells, {len(submitted)} submitted ({held} with their training split on the device), "
         f"{sum(1 for row in rows if not row['fits'])} predicted out of memory"
     )
+    seeded = [row for row in submitted if row.get("runs", 1) > 1]
+    if seeded:
+        extra = sum((row["runs"] - 1) * (row["gpu_hours"] or 0) for row in seeded)
+        said += (
+            f"; train.seeds trains {len(seeded)} quality cell(s) {seeded[0]['runs']} times: "
+            f"{sum(row['runs'] - 1 for row in seeded)} more jobs" + (f", {extra:,.0f} more GPU-hours" if extra else "")
+        )
     timed = [row for row in submitted if row["predicted_hours"] is not None]
     if timed:
         longest = max(timed, key=lambda row: row["predicted_hours"] / row["time_limit_hours"])

@@ -102,6 +102,19 @@ class Study:
             raise UserError(f"no variant {variant!r} in grid.variants ({', '.join(self.variants)})")
         return Cell(hardware, variant, int(image_size), int(patch_size))
 
+    def extra_seeds(self, cell: Cell) -> list[int]:
+        """The seeds a quality (full-mode) cell trains again with (``train.seeds``); none for a throughput cell."""
+        return [self.config["train"]["seed"] + k for k in range(1, self.plan_of(cell).runs)]
+
+    @property
+    def seed_runs(self) -> list[str]:
+        """The run directories of every configured quality cell's extra seeds."""
+        return [
+            files.fill(files.SEED_RUN, **cell._asdict(), seed=seed)
+            for cell in self.submitted_cells
+            for seed in self.extra_seeds(cell)
+        ]
+
     def cell_settings(self, cell: Cell) -> dict:
         """The cell's own settings, and nothing else: a config change reruns only the cells it concerns. Its
         micro-batch and where it holds its data are its plan's."""
@@ -133,6 +146,7 @@ class Study:
             profile,
             self.config["plan"],
             train_breasts=sizing.nominal_train_breasts(self.config),
+            seeds=self.config["train"]["seeds"],
         )
 
     @cached_property
@@ -284,11 +298,11 @@ class Study:
         same = [c for c in self.cells if c[:2] == cell[:2]]
         if same:
             choices = f"image_size and patch_size to one of {cell.hardware}/{cell.variant}'s cells: " + ", ".join(
-                f"img{c.image_size}_p{c.patch_size}" for c in same
+                c.label for c in same
             )
         else:
             choices = f"variant, image_size and patch_size to one of {cell.hardware}'s cells: " + ", ".join(
-                f"{c.variant}/img{c.image_size}_p{c.patch_size}" for c in self.cells if c.hardware == cell.hardware
+                f"{c.variant}/{c.label}" for c in self.cells if c.hardware == cell.hardware
             )
         raise UserError(
             f"figures.reference is {cell.name}, not a cell of the grid: {why}; set figures.reference's {choices}"

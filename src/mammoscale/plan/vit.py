@@ -9,10 +9,15 @@ builds the networks these names describe.
   ``materialised`` the same architecture with the (N x N) score matrix built explicitly.
 - ``hf``: Hugging Face ``ViTForImageClassification``: ``eager`` (the study's baseline, materialised),
   ``sdpa`` (PyTorch's kernel) or ``flash_attention_2`` (the flash-attn package, CUDA only).
+
+The kernel that ran is observed, not assumed (:func:`mammoscale.train.models.attention_kernels`); its names,
+a record's ``attention_backend``, are here (:data:`BACKEND_OF_OP` ... :func:`backend_pattern`), so that the
+metrics schema and the report agree with what training writes.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mammoscale.errors import UserError
@@ -69,6 +74,34 @@ def cannot_run(attention: str, *, device: str, precision: str) -> str | None:
     if kernel.half_on_cuda and device == "cuda" and precision == "fp32":
         return f"attention {attention} takes bf16 or fp16 on a GPU, not fp32"
     return None
+
+
+# the kernel observed (a record's ``attention_backend``)
+
+BACKEND_OF_OP = {
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "sdpa-flash-cpu",
+    "aten::_scaled_dot_product_flash_attention": "sdpa-flash",
+    "aten::_scaled_dot_product_efficient_attention": "sdpa-mem-efficient",
+    "aten::_scaled_dot_product_cudnn_attention": "sdpa-cudnn",
+    "aten::_scaled_dot_product_attention_math": "sdpa-math",
+    "aten::_scaled_dot_product_fused_attention_overrideable": "sdpa-overrideable",
+    "flash_attn::_flash_attn_forward": "flash-attn-2",
+}
+"""A dispatched operator (its schema name) -> the fused attention kernel it stands for."""
+FUSED_BACKENDS = tuple(dict.fromkeys(BACKEND_OF_OP.values()))
+UNFUSED_BACKEND = "matmul-softmax"
+"""What is seen when no fused attention kernel ran: the scores built by matrix products and a softmax (the
+materialised variants, HF eager, and SDPA's math fallback, which decomposes into them)."""
+NO_BACKEND = "none observed"
+"""Neither a fused kernel nor a softmax ran."""
+BACKEND_JOIN = "+"
+"""Fused kernels seen in one step are named together, sorted, joined by this: ``sdpa-math+sdpa-mem-efficient``."""
+
+
+def backend_pattern() -> str:
+    """The regular expression of every ``attention_backend`` a record can hold (the metrics schema's ``pattern``)."""
+    fused = "|".join(FUSED_BACKENDS)
+    return f"^({UNFUSED_BACKEND}|{NO_BACKEND}|({fused})({re.escape(BACKEND_JOIN)}({fused}))*)$"
 
 
 NUM_CLASSES = 2

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mammoscale import files
 from mammoscale.cache import open_tiles
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def draw(
             font=font,
         )
     if not chosen:
-        pen.text((GAP, GAP), f"no tiles in the img{image_size} cache", fill=255, font=font)
+        pen.text((GAP, GAP), f"no tiles in the {files.size_label(image_size)} cache", fill=255, font=font)
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out_png)
     log.info("%s: %d of %d tiles", out_png, len(chosen), len(tiles))

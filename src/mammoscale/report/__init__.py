@@ -9,7 +9,7 @@
 - :mod:`~mammoscale.report.page`: the self-contained HTML report;
 - :mod:`~mammoscale.report.snapshot`: all of it from whatever has finished so far.
 
-Imports: pandas, matplotlib and seaborn (figures only), and :mod:`~mammoscale.files`,
-:mod:`~mammoscale.plan`; never torch. Its source, and that of what it imports, is the digest
-the post-cell rules carry (:mod:`mammoscale.plan.digest`).
+Imports: pandas, numpy, matplotlib and seaborn (figures only), and :mod:`~mammoscale.files`,
+:mod:`~mammoscale.plan`, :mod:`~mammoscale.stats`; never torch. Its source, and that of what it
+imports, is the digest the post-cell rules carry (:mod:`mammoscale.plan.digest`).
 """

@@ -7,17 +7,25 @@ hardware ordering of Figure 2. Each is judged on the reference
 hardware's cells and only on the cells the claim is about (the study's image sizes), so a grid
 of other sizes says ``not run`` rather than a verdict about something else.
 
-A verdict is one of ``reproduced``, ``not reproduced`` or ``not run``; the row also says what
-was measured and over how many cells, so a reader can weigh a verdict resting on two cells.
+A verdict is one of ``reproduced``, ``not reproduced``, ``inconclusive`` or ``not run``. A measured
+number is judged with its uncertainty (:mod:`mammoscale.stats`): a speed-up is reproduced when its
+bootstrap interval lies within the published range, not reproduced when it lies wholly outside,
+and inconclusive when it straddles an edge or too few timing windows gave no interval. The row
+also says what was measured, with its intervals, and over how many cells, so a reader can weigh a
+verdict resting on two cells.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from mammoscale import stats
+from mammoscale.files import cell_label, size_label
 from mammoscale.plan.memory import GiB
+from mammoscale.records import OK, OOM, PREDICTED
 
-REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN = "reproduced", "not reproduced", "inconclusive", "not run"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN)
 PAPER_IMAGE_SIZES = (384, 512, 1024, 2048)
 PAPER_PATCH_SIZES = (8, 16, 32)
 # flash / baseline throughput on 8x A100 80GB; patch 32 is "0-2.3x": no gain at the two smallest sizes
@@ -34,7 +42,49 @@ def _range(values) -> str:
 
 
 def _cells(frame: pd.DataFrame) -> str:
-    return ", ".join(f"img{s}_p{p}" for s, p in zip(frame["image_size"], frame["patch_size"])) or "none"
+    return ", ".join(cell_label(s, p) for s, p in zip(frame["image_size"], frame["patch_size"])) or "none"
+
+
+def _interval(low, high) -> str:
+    return "no interval" if pd.isna(low) or pd.isna(high) else f"[{float(low):.2f}, {float(high):.2f}]"
+
+
+def _too_few(measured: pd.DataFrame) -> str:
+    """Why a speed-up has no interval: too few windows, or a record from before windows were timed."""
+    counts = measured.reindex(columns=["windows_flash", "windows_baseline"]).astype(float).min(axis=1)
+    if (counts.fillna(0) == 0).any():
+        return "a record without timing windows (written before they were timed): rerun its cells"
+    return f"too few timing windows for an interval ({int(counts.min())}, at least {stats.MIN_WINDOWS})"
+
+
+def _judge_ratios(measured: pd.DataFrame, lowest: float, highest: float, tolerance: float) -> dict:
+    """Each image size's speed-up with its bootstrap interval against the published range (+- tolerance): every
+    interval inside is ``reproduced``, one wholly outside ``not reproduced``, otherwise (an interval across an
+    edge, or too few windows for one) ``inconclusive``."""
+    ratios = measured["throughput_ratio"].astype(float)
+    lows, highs = measured["throughput_ratio_ci_low"].astype(float), measured["throughput_ratio_ci_high"].astype(float)
+    outside = (highs < lowest) | (lows > highest)
+    inside = (lows >= lowest) & (highs <= highest)
+    each = "; ".join(
+        f"{cell_label(s, p)} {r:.2f}x {_interval(lo, hi)}"
+        for s, p, r, lo, hi in zip(measured["image_size"], measured["patch_size"], ratios, lows, highs)
+    )
+    if outside.any():
+        verdict, why = NOT_REPRODUCED, "an interval wholly outside the published range"
+    elif inside.all():
+        verdict, why = REPRODUCED, "every interval within the published range"
+    elif lows.isna().any():
+        verdict, why = INCONCLUSIVE, _too_few(measured)
+    else:
+        verdict, why = INCONCLUSIVE, "an interval across an edge of the published range"
+    unstable = measured[measured["unstable"].astype(str).str.lower() == "true"] if "unstable" in measured else []
+    shaky = f"; unstable timing at {_cells(unstable)}" if len(unstable) else ""
+    return {
+        "measured": _range(ratios),
+        "verdict": verdict,
+        "detail": f"{len(measured)} of {len(PAPER_IMAGE_SIZES)} image sizes: {each} "
+        f"({stats.CONFIDENCE:.0%} bootstrap intervals over timing windows); {why} +-{tolerance:.0%}{shaky}",
+    }
 
 
 def speedup_claims(pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: str, tolerance: float) -> list[dict]:
@@ -55,7 +105,8 @@ def speedup_claims(pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: 
         if measured.empty:
             statuses = (
                 ", ".join(
-                    f"img{s}: {a}/{b}" for s, a, b in zip(at["image_size"], at["flash_status"], at["baseline_status"])
+                    f"{size_label(s)}: {a}/{b}"
+                    for s, a, b in zip(at["image_size"], at["flash_status"], at["baseline_status"])
                 )
                 or "no such cell"
             )
@@ -68,18 +119,7 @@ def speedup_claims(pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: 
                 }
             )
             continue
-        ratios = measured["throughput_ratio"].astype(float)
-        inside = ratios.min() >= low * (1 - tolerance) and ratios.max() <= high * (1 + tolerance)
-        where = "within" if inside else "outside"
-        rows.append(
-            {
-                **row,
-                "measured": _range(ratios),
-                "verdict": REPRODUCED if inside else NOT_REPRODUCED,
-                "detail": f"{len(measured)} of {len(PAPER_IMAGE_SIZES)} image sizes ({_cells(measured)}); "
-                f"{where} the published range +-{tolerance:.0%}",
-            }
-        )
+        rows.append({**row, **_judge_ratios(measured, low * (1 - tolerance), high * (1 + tolerance), tolerance)})
     return rows
 
 
@@ -92,14 +132,14 @@ def memory_claim(pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: st
         & (pairs["image_size"] == size)
         & (pairs["patch_size"] == patch)
     ]
-    row = {"claim": f"peak memory, baseline / flash, img{size}_p{patch}", "published": f"{MEMORY_RATIO:.1f}x"}
+    row = {"claim": f"peak memory, baseline / flash, {cell_label(size, patch)}", "published": f"{MEMORY_RATIO:.1f}x"}
     if at.empty or pd.isna(at["memory_ratio"].iloc[0]):
         state = (
             "not in the grid"
             if at.empty
             else f"flash {at['flash_status'].iloc[0]}, baseline {at['baseline_status'].iloc[0]}"
         )
-        return {**row, "measured": "-", "verdict": NOT_RUN, "detail": f"img{size}_p{patch}: {state}"}
+        return {**row, "measured": "-", "verdict": NOT_RUN, "detail": f"{cell_label(size, patch)}: {state}"}
     ratio = float(at["memory_ratio"].iloc[0])
     close = abs(ratio / MEMORY_RATIO - 1) <= tolerance
     return {
@@ -112,7 +152,7 @@ def memory_claim(pairs: pd.DataFrame, *, hardware: str, flash: str, baseline: st
 
 PUBLISHED_FITS = {
     "flash": "every cell fits (2048 with patch 8, 16, 32)",
-    "baseline": "all but img2048_p8 and img2048_p16 (OOM)",
+    "baseline": f"all but {' and '.join(cell_label(s, p) for s, p in sorted(BASELINE_OOM))} (OOM)",
 }
 
 
@@ -131,7 +171,7 @@ def fit_claims(runs: pd.DataFrame, *, hardware: str, flash: str, baseline: str) 
     for name, label in ((flash, "flash"), (baseline, "baseline")):
         published = PUBLISHED_FITS[label]
         cells = _study_cells(runs, hardware, name)
-        cells = cells[cells["status"].isin(["ok", "oom"]) & (cells["oom_basis"] != "predicted")]
+        cells = cells[cells["status"].isin([OK, OOM]) & (cells["oom_basis"] != PREDICTED)]
         row = {"claim": f"which cells fit in memory, {label} ({name})", "published": published}
         if cells.empty:
             rows.append(
@@ -141,8 +181,8 @@ def fit_claims(runs: pd.DataFrame, *, hardware: str, flash: str, baseline: str) 
         published_oom = [
             label == "baseline" and (s, p) in BASELINE_OOM for s, p in zip(cells["image_size"], cells["patch_size"])
         ]
-        wrong = cells[(cells["status"] == "oom") != published_oom]
-        fits = int((cells["status"] == "ok").sum())
+        wrong = cells[(cells["status"] == OOM) != published_oom]
+        fits = int((cells["status"] == OK).sum())
         measured = f"{fits} of {len(cells)} fit"
         total = len(PAPER_IMAGE_SIZES) * len(PAPER_PATCH_SIZES)
         if wrong.empty:
@@ -162,7 +202,7 @@ def fit_claims(runs: pd.DataFrame, *, hardware: str, flash: str, baseline: str) 
                     "verdict": NOT_REPRODUCED,
                     "detail": "differs at "
                     + ", ".join(
-                        f"img{s}_p{p} ({status})"
+                        f"{cell_label(s, p)} ({status})"
                         for s, p, status in zip(wrong["image_size"], wrong["patch_size"], wrong["status"])
                     ),
                 }
@@ -206,7 +246,7 @@ def predicted_fit_claims(plan: pd.DataFrame, *, hardware: str, flash: str, basel
 def _predicted(cell, cells: pd.DataFrame) -> str:
     """One cell's prediction against the paper, with its numbers, and the cells of as many tokens."""
     peak, limit = cell.predicted_peak_bytes / GiB, cell.memory_limit_bytes / GiB
-    where = f"img{cell.image_size}_p{cell.patch_size} ({cell.seq_len:,} tokens)"
+    where = f"{cell_label(cell.image_size, cell.patch_size)} ({cell.seq_len:,} tokens)"
     if cell.fits:
         said = f"{where}: {peak:.1f} GiB at micro-batch {cell.micro_batch} fits {limit:.0f} GiB, published OOM"
     else:
@@ -215,7 +255,7 @@ def _predicted(cell, cells: pd.DataFrame) -> str:
     for twin in twins.itertuples():
         published = "OOM" if (twin.image_size, twin.patch_size) in BASELINE_OOM else "run"
         said += (
-            f" (img{twin.image_size}_p{twin.patch_size} has as many tokens, published {published}; "
+            f" ({cell_label(twin.image_size, twin.patch_size)} has as many tokens, published {published}; "
             f"predicted {twin.predicted_peak_bytes / GiB:.0f} GiB)"
         )
     return said
@@ -226,23 +266,39 @@ def hardware_claim(runs: pd.DataFrame, *, flash: str) -> dict:
     at = runs[(runs["variant"] == flash) & (runs["image_size"] == size) & (runs["patch_size"] == patch)]
     at = at.set_index("hardware")
     row = {
-        "claim": f"hardware ordering (Figure 2, img{size}_p{patch}, {flash})",
+        "claim": f"hardware ordering (Figure 2, {cell_label(size, patch)}, {flash})",
         "published": "images/s rise XE8545 < R750xa < XE9680",
     }
-    absent = [hw for hw in HARDWARE_ORDER if hw not in at.index or at.loc[hw, "status"] != "ok"]
+    absent = [hw for hw in HARDWARE_ORDER if hw not in at.index or at.loc[hw, "status"] != OK]
     if absent:
         states = ", ".join(f"{hw}: {at.loc[hw, 'status'] if hw in at.index else 'not in the grid'}" for hw in absent)
         return {**row, "measured": "-", "verdict": NOT_RUN, "detail": states}
     speeds = [float(at.loc[hw, "throughput_img_s"]) for hw in HARDWARE_ORDER]
+    bounds = [
+        (_float(at.loc[hw].get("throughput_ci_low_img_s")), _float(at.loc[hw].get("throughput_ci_high_img_s")))
+        for hw in HARDWARE_ORDER
+    ]
     rising = all(a < b for a, b in zip(speeds, speeds[1:]))
+    # an ordering is settled where the intervals of neighbours do not overlap
+    apart = all(None not in (a[1], b[0]) and (a[1] < b[0] or b[1] < a[0]) for a, b in zip(bounds, bounds[1:]))
+    if apart:
+        verdict = REPRODUCED if rising else NOT_REPRODUCED
+    else:
+        verdict = INCONCLUSIVE
     return {
         **row,
         "measured": " < ".join(f"{s:.1f}" for s in speeds)
         if rising
         else ", ".join(f"{hw} {s:.1f}" for hw, s in zip(HARDWARE_ORDER, speeds)),
-        "verdict": REPRODUCED if rising else NOT_REPRODUCED,
-        "detail": "images/s of each profile",
+        "verdict": verdict,
+        "detail": "images/s of each profile with its interval: "
+        + ", ".join(f"{hw} {s:.1f} {_interval(*b)}" for hw, s, b in zip(HARDWARE_ORDER, speeds, bounds))
+        + ("" if apart else "; neighbouring intervals overlap (or too few timing windows): the order is not settled"),
     }
+
+
+def _float(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def evaluate(

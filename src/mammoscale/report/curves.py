@@ -17,17 +17,18 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from mammoscale.plan.memory import GiB
+from mammoscale.records import MEASURED, OK, OOM, PREDICTED
 from mammoscale.report import plots
 from mammoscale.report.tables import STATUS_LABEL
 
 OOM_EDGE = "#b2182b"
-OOM_MARKS = {"measured": ("X", "out of memory"), "predicted": ("x", "out of memory (predicted, not run)")}
+OOM_MARKS = {MEASURED: ("X", "out of memory"), PREDICTED: ("x", "out of memory (predicted, not run)")}
 """How an OOM is drawn on the memory line: a filled cross when measured, a thin one when only predicted."""
 
 
 def _basis(runs: pd.DataFrame) -> pd.Series:
     """Each cell's OOM basis: ``predicted``, else ``measured`` (records before the basis was recorded)."""
-    return runs["oom_basis"].where(runs["oom_basis"] == "predicted", "measured")
+    return runs["oom_basis"].where(runs["oom_basis"] == PREDICTED, MEASURED)
 
 
 def memory_figure(runs: pd.DataFrame, variants, profiles: dict) -> plt.Figure:
@@ -44,7 +45,7 @@ def memory_figure(runs: pd.DataFrame, variants, profiles: dict) -> plt.Figure:
 
 def efficiency_figure(runs: pd.DataFrame, variants, profiles: dict) -> plt.Figure:
     """MFU where every finished cell has one (its profile gives a peak), else achieved TFLOP/s."""
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == OK]
     if not ok.empty and ok["mfu"].notna().all():
         return _by_seq_len(
             runs,
@@ -94,7 +95,7 @@ def _by_seq_len(
             Line2D([], [], color="#444444", marker="o", markerfacecolor="none", linestyle=":", label="predicted"),
         ]
     for basis, (mark, label) in OOM_MARKS.items():
-        if limit and ((runs["status"] == "oom") & (_basis(runs) == basis)).any():
+        if limit and ((runs["status"] == OOM) & (_basis(runs) == basis)).any():
             handles.append(
                 Line2D(
                     [],
@@ -115,18 +116,18 @@ def _by_seq_len(
 def _panel(ax, here: pd.DataFrame, value, palette: dict, marker: dict, *, limit_line: tuple, limit: bool) -> None:
     """One hardware's lines, its OOM crosses on the memory line, and a count of the cells without a number."""
     top, label = limit_line
-    ok = here[(here["status"] == "ok")]
+    ok = here[(here["status"] == OK)]
     ys = value(ok)
     for (variant, patch), group in ok.assign(y=ys).dropna(subset=["y"]).groupby(["variant", "patch_size"]):
         group = group.sort_values("seq_len")
         ax.plot(group["seq_len"], group["y"], marker=marker[patch], color=palette[variant], markersize=5)
     if limit and "predicted_peak_bytes" in here:
         _predicted(ax, here, palette, marker)
-    failed = here[here["status"] == "oom"]
+    failed = here[here["status"] == OOM]
     if limit and not failed.empty:
         ceiling = top or (float(ys.max()) * 1.5 if ys.notna().any() else 1.0)
         for (variant, basis), group in failed.assign(basis=_basis(failed)).groupby(["variant", "basis"]):
-            filled = basis == "measured"  # a thin cross has no edge to colour
+            filled = basis == MEASURED  # a thin cross has no edge to colour
             ax.scatter(
                 group["seq_len"],
                 [ceiling] * len(group),
@@ -147,7 +148,7 @@ def _panel(ax, here: pd.DataFrame, value, palette: dict, marker: dict, *, limit_
             va="bottom",
             color="#444444",
         )
-    others = here[~here["status"].isin(["ok", "oom"])]
+    others = here[~here["status"].isin([OK, OOM])]
     if not others.empty:
         counts = others["status"].map(STATUS_LABEL).value_counts()
         ax.text(
@@ -173,7 +174,7 @@ def _panel(ax, here: pd.DataFrame, value, palette: dict, marker: dict, *, limit_
 def _predicted(ax, here: pd.DataFrame, palette: dict, marker: dict) -> None:
     """The memory model's peak for each cell that has a record (at the micro-batch it trained with, or planned):
     hollow markers on dotted lines, beside the measured ones."""
-    guessed = here[here["status"].isin(["ok", "oom"]) & here["predicted_peak_bytes"].notna()]
+    guessed = here[here["status"].isin([OK, OOM]) & here["predicted_peak_bytes"].notna()]
     for (variant, patch), group in guessed.groupby(["variant", "patch_size"]):
         group = group.sort_values("seq_len")
         ax.plot(

@@ -20,7 +20,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from mammoscale.files import cell_label, size_label
 from mammoscale.plan import vit
+from mammoscale.records import MISSING, OK
 from mammoscale.report import curves, panels, plots
 from mammoscale.report.captions import FIGURES
 
@@ -36,7 +38,7 @@ def hardware_figure(runs: pd.DataFrame, reference: dict, profiles: dict) -> plt.
     fig, axes = plt.subplots(
         1, len(panels), figsize=(3.4 * len(panels) + 1.2, 3.4), layout="constrained", squeeze=False
     )
-    cell = f"img{reference['image_size']}_p{reference['patch_size']}, {reference['variant']}"
+    cell = f"{cell_label(reference['image_size'], reference['patch_size'])}, {reference['variant']}"
     if at.empty:
         plots.note(axes[0][0], f"the reference cell ({cell}) is not in the grid:\nset figures.reference")
         return fig
@@ -51,9 +53,10 @@ def hardware_figure(runs: pd.DataFrame, reference: dict, profiles: dict) -> plt.
         )
         for x, hw in enumerate(hardware):
             row = at[at["hardware"] == hw].iloc[0]
-            if row["status"] == "ok" and pd.notna(row[column]):
+            if row["status"] == OK and pd.notna(row[column]):
                 value = float(row[column]) * scale
-                ax.bar(x, value, color=colour, width=0.6)
+                error = plots.interval(row) if panel == "throughput" else None
+                ax.bar(x, value, color=colour, width=0.6, yerr=error, error_kw=plots.ERROR_BARS)
                 ax.annotate(
                     f"{value:.3g}",
                     (x, value),
@@ -64,7 +67,7 @@ def hardware_figure(runs: pd.DataFrame, reference: dict, profiles: dict) -> plt.
                     textcoords="offset points",
                 )
             else:
-                plots.status_mark(ax, x, row["status"] if row["status"] != "ok" else "missing", basis=row["oom_basis"])
+                plots.status_mark(ax, x, row["status"] if row["status"] != OK else MISSING, basis=row["oom_basis"])
         ax.set_xticks(range(len(hardware)), labels, fontsize=8)
         ax.set_xlim(-0.8, len(hardware) - 0.2)
         ax.set_ylabel(unit)
@@ -86,11 +89,15 @@ def patch_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
     palette = plots.colours(variants)
     for variant in [v for v in variants if v in set(at["variant"])]:
         rows = at[at["variant"] == variant].set_index("patch_size")
-        xs = [i for i, p in enumerate(patches) if p in rows.index and rows.loc[p, "status"] == "ok"]
+        xs = [i for i, p in enumerate(patches) if p in rows.index and rows.loc[p, "status"] == OK]
         ys = [float(rows.loc[patches[i], "throughput_img_s"]) for i in xs]
         ax.plot(xs, ys, marker="o", color=palette[variant], label=variant)
+        for x, y in zip(xs, ys):
+            error = plots.interval(rows.loc[patches[x]])
+            if error is not None:
+                ax.errorbar(x, y, yerr=error, color=palette[variant], **plots.ERROR_BARS)
         for i, p in enumerate(patches):
-            if p in rows.index and rows.loc[p, "status"] != "ok":
+            if p in rows.index and rows.loc[p, "status"] != OK:
                 offset = (list(variants).index(variant) - (len(variants) - 1) / 2) * 0.12
                 plots.status_mark(
                     ax, i + offset, rows.loc[p, "status"], basis=rows.loc[p, "oom_basis"], colour=palette[variant]
@@ -103,7 +110,7 @@ def patch_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
     plots.log_if_wide(ax, at["throughput_img_s"].dropna().astype(float))
     ax.set_ylabel("images/s")
     ax.set_xlim(-0.5, len(patches) - 0.5)
-    ax.set_title(f"Throughput vs patch size, img{reference['image_size']}, {hardware}", fontsize=9)
+    ax.set_title(f"Throughput vs patch size, {size_label(reference['image_size'])}, {hardware}", fontsize=9)
     ax.legend(title="variant", fontsize=8, title_fontsize=8)
     return fig
 
@@ -160,14 +167,20 @@ def _flash_panel(
             if size not in rows.index:
                 continue
             row = rows.loc[size]
-            if row["status"] != "ok":
+            if row["status"] != OK:
                 plots.status_mark(
                     ax, x, row["status"], basis=row["oom_basis"], colour=plots.STATUS_COLOUR.get(row["status"])
                 )
                 continue
             height = float(row["throughput_img_s"])
             ax.bar(
-                x, height, width=width * 0.95, color=palette[variant], label=variant if (i == 0 and legend) else None
+                x,
+                height,
+                width=width * 0.95,
+                color=palette[variant],
+                label=variant if (i == 0 and legend) else None,
+                yerr=plots.interval(row),
+                error_kw=plots.ERROR_BARS,
             )
             ratio = pairs.loc[
                 (pairs["hardware"] == row["hardware"])

@@ -24,7 +24,8 @@ th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: ta
 figure.sheet img { max-width: 36rem; }
 figcaption { font-size: 0.9rem; color: #333; max-width: 60rem; }
 .verdict-reproduced, .status-ok { background: #e3f1e6; } .verdict-not-reproduced, .status-oom,
-.status-failed { background: #f8e0e0; } .verdict-not-run, .status-missing, .status-skipped { background: #eeeeee; }
+.status-failed { background: #f8e0e0; } .verdict-inconclusive { background: #fbf1d3; }
+.verdict-not-run, .status-missing, .status-skipped { background: #eeeeee; }
 code { font-size: 0.8rem; background: #f6f6f6; padding: 0 0.2rem; } ul { margin-top: 0.3rem; }
 td code, #provenance td:first-child { white-space: nowrap; }
 """

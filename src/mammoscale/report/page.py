@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammoscale import files
-from mammoscale.report import captions, claims
+from mammoscale import files, records
+from mammoscale.report import breakdown, captions, claims
 from mammoscale.report.html import STYLE, esc, image, table
 from mammoscale.report.sections import (
     CELL_COLUMNS,
@@ -43,7 +43,7 @@ CLAIM_COLUMNS = {
     "verdict": "verdict",
     "detail": "detail",
 }
-STATUS_OF_LABEL = {**{label: status for status, label in STATUS_LABEL.items()}, PREDICTED_OOM: "oom"}
+STATUS_OF_LABEL = {**{label: status for status, label in STATUS_LABEL.items()}, PREDICTED_OOM: records.OOM}
 SECTIONS = {
     "run": "What was run",
     "headline": "Headline results",
@@ -73,12 +73,14 @@ def render(
     runs: pd.DataFrame,
     pairs: pd.DataFrame,
     verdicts: pd.DataFrame,
+    comparisons: pd.DataFrame,
     figure_files: dict,
     contact_sheets: dict,
     counts: dict,
     preprocess: dict,
     context: Context,
     plan: pd.DataFrame | None = None,
+    profile: dict | None = None,
     title: str = "mammoscale study report",
 ) -> str:
     """The whole page as a string."""
@@ -86,12 +88,15 @@ def render(
     nav = "".join(f'<a href="#{key}">{esc(name)}</a>' for key, name in SECTIONS.items())
     reference = context.reference
     reference_text = (
-        f"reference cell: {reference['hardware']}, {reference['variant']}, img{reference['image_size']}"
-        f"_p{reference['patch_size']}; claims baseline: {context.baseline or 'none in the grid'}"
+        f"reference cell: {reference['hardware']}, {reference['variant']}, "
+        f"{files.cell_label(reference['image_size'], reference['patch_size'])}; "
+        f"claims baseline: {context.baseline or 'none in the grid'}"
     )
     parts = {
         "run": section_run(context.run_config, runs),
-        "headline": "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in headline(runs, pairs, verdicts)) + "</ul>",
+        "headline": "<ul>"
+        + "".join(f"<li>{esc(line)}</li>" for line in headline(runs, pairs, verdicts, comparisons))
+        + "</ul>",
         "claims": (
             "<p>Claims of the Flash Attention study (Dell HPC &amp; AI Innovation Lab, 2023) on 8x A100 80GB, "
             "judged on the reference hardware's cells of the study's image sizes (384-2048). "
@@ -102,7 +107,8 @@ def render(
             f'<figure id="figure-{esc(name)}">{image(path, name)}<figcaption>'
             f"{esc(captions.CAPTIONS.get(name, name))}</figcaption></figure>"
             for name, path in figure_files.items()
-        ),
+        )
+        + (breakdown.section(**profile) if profile else ""),
         "plan": section_plan(plan, runs),
         "cells": table(
             cell_rows(runs), CELL_COLUMNS, row_class=lambda r: "status-" + STATUS_OF_LABEL.get(r["status"], r["status"])
@@ -124,19 +130,24 @@ def build(
     *,
     runs_csv,
     speedups_csv,
+    quality_csv,
     figure_files: dict,
     contact_sheets: dict,
     manifest_counts,
     preprocess_summary,
     context: Context,
     plan_csv=None,
+    profile: dict | None = None,
 ) -> pd.DataFrame:
-    """Write the report from the workflow's files; return the claims table it judged."""
+    """Write the report from the workflow's files; return the claims table it judged. ``profile``: the reference
+    cell's profile (:func:`mammoscale.report.breakdown.section`'s arguments), shown under the figures."""
     return build_page(
         out_html,
+        profile=profile,
         plan=files.PLAN_TABLE.read(plan_csv) if plan_csv else None,
         runs=files.read_runs(runs_csv),
         pairs=files.SPEEDUP_TABLE.read(speedups_csv),
+        comparisons=files.QUALITY_TABLE.read(quality_csv),
         figure_files=figure_files,
         contact_sheets=contact_sheets,
         counts=files.read_json(manifest_counts),
@@ -150,12 +161,14 @@ def build_page(
     *,
     runs: pd.DataFrame,
     pairs: pd.DataFrame,
+    comparisons: pd.DataFrame,
     figure_files: dict,
     contact_sheets: dict,
     counts: dict,
     preprocess: dict,
     context: Context,
     plan: pd.DataFrame | None = None,
+    profile: dict | None = None,
     title: str = "mammoscale study report",
 ) -> pd.DataFrame:
     """Judge the claims, render the page, write it; the claims table."""
@@ -172,12 +185,14 @@ def build_page(
         runs=runs,
         pairs=pairs,
         verdicts=verdicts,
+        comparisons=comparisons,
         figure_files=figure_files,
         contact_sheets=contact_sheets,
         counts=counts,
         preprocess=preprocess,
         context=context,
         plan=plan,
+        profile=profile,
         title=title,
     )
     files.write_text(page, out_html)

@@ -15,6 +15,8 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from mammoscale.files import cell_label
+from mammoscale.records import OK
 from mammoscale.report import plots
 
 
@@ -102,25 +104,9 @@ def quality_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
         width_ratios=[max(1.0, len(scored) / 12), 1],
     )
     palette = plots.colours(variants)
-    if scored.empty:
-        plots.note(left, "no validation AUC: cells ran in throughput mode\n(train.mode: full trains epochs and scores)")
-    else:
-        labels = [f"{h} img{s}_p{p}" for h, s, p in zip(scored["hardware"], scored["image_size"], scored["patch_size"])]
-        left.bar(range(len(scored)), scored["val_auc"].astype(float), color=[palette[v] for v in scored["variant"]])
-        left.axhline(0.5, linestyle=":", color="#444444", linewidth=1)
-        left.set_xticks(range(len(scored)), labels, fontsize=6, rotation=90)
-        left.set_ylim(0, 1)
-        left.set_xlim(-0.7, len(scored) - 0.3)
-        left.set_ylabel("validation AUC (per breast)")
-        left.legend(
-            handles=[
-                Line2D([], [], color=palette[v], linewidth=6, label=v) for v in variants if v in set(scored["variant"])
-            ],
-            fontsize=7,
-            loc="lower right",
-        )
+    _auc_panel(left, scored, palette, variants)
     left.set_title("Validation AUC", fontsize=9)
-    curves = runs[(runs["hardware"] == reference["hardware"]) & (runs["status"] == "ok")]
+    curves = runs[(runs["hardware"] == reference["hardware"]) & (runs["status"] == OK)]
     if curves.empty:
         plots.note(right, f"no finished cell on {reference['hardware']}")
     else:
@@ -143,3 +129,35 @@ def quality_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
         right.legend(fontsize=8, title="variant", title_fontsize=8)
     right.set_title(f"Training loss of each finished cell, {reference['hardware']}", fontsize=9)
     return fig
+
+
+def _auc_panel(ax, scored: pd.DataFrame, palette: dict, variants) -> None:
+    """Each scored cell's validation AUC with its interval over patients; chance dashed."""
+    if scored.empty:
+        plots.note(ax, "no validation AUC: cells ran in throughput mode\n(train.mode: full trains epochs and scores)")
+    else:
+        labels = [
+            f"{h} {cell_label(s, p)}" for h, s, p in zip(scored["hardware"], scored["image_size"], scored["patch_size"])
+        ]
+        errors = [plots.interval(row, "val_auc", "val_auc_ci_low", "val_auc_ci_high") for _, row in scored.iterrows()]
+        below = [error[0][0] if error else 0.0 for error in errors]
+        above = [error[1][0] if error else 0.0 for error in errors]
+        ax.bar(
+            range(len(scored)),
+            scored["val_auc"].astype(float),
+            color=[palette[v] for v in scored["variant"]],
+            yerr=[below, above] if any(errors) else None,
+            error_kw=plots.ERROR_BARS,
+        )
+        ax.axhline(0.5, linestyle=":", color="#444444", linewidth=1)
+        ax.set_xticks(range(len(scored)), labels, fontsize=6, rotation=90)
+        ax.set_ylim(0, 1)
+        ax.set_xlim(-0.7, len(scored) - 0.3)
+        ax.set_ylabel("validation AUC (per breast, 95% interval)")
+        ax.legend(
+            handles=[
+                Line2D([], [], color=palette[v], linewidth=6, label=v) for v in variants if v in set(scored["variant"])
+            ],
+            fontsize=7,
+            loc="lower right",
+        )

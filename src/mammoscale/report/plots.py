@@ -16,10 +16,31 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from mammoscale import records
 from mammoscale.report.tables import status_label
 
-STATUS_COLOUR = {"oom": "#b2182b", "failed": "#b2182b", "skipped": "#555555", "missing": "#555555"}
+STATUS_COLOUR = {
+    records.OOM: "#b2182b",
+    records.FAILED: "#b2182b",
+    records.SKIPPED: "#555555",
+    records.MISSING: "#555555",
+}
 MARKERS = ["o", "s", "^", "D", "v", "P", "*", "h"]
+
+
+ERROR_BARS = {"capsize": 2, "elinewidth": 0.8, "ecolor": "#333333"}
+"""How an interval is drawn on a bar or a point."""
+
+
+def interval(
+    row, value: str = "throughput_img_s", low: str = "throughput_ci_low_img_s", high: str = "throughput_ci_high_img_s"
+):
+    """The error bar of ``row``'s ``value``: its bootstrap interval as matplotlib's ``yerr`` ([[below], [above]]), or
+    None where the cell has no interval (too few timing windows, or a record from before intervals)."""
+    lo, hi, mid = (row.get(key) for key in (low, high, value))
+    if any(v is None or pd.isna(v) for v in (lo, hi, mid)):
+        return None
+    return [[max(0.0, float(mid) - float(lo))], [max(0.0, float(hi) - float(mid))]]
 
 
 def setup() -> None:
@@ -50,7 +71,7 @@ def status_mark(ax, x, status: str, *, basis=None, colour=None, rotation=90) -> 
         rotation=rotation,
         fontsize=7,
         color=colour or STATUS_COLOUR.get(status, "#555555"),
-        fontweight="bold" if status == "oom" and basis != "predicted" else "normal",
+        fontweight="bold" if status == records.OOM and basis != records.PREDICTED else "normal",
     )
 
 
@@ -67,7 +88,7 @@ def ranks(row: pd.Series, profile: dict | None) -> str:
 
 
 def ok(frame: pd.DataFrame, column: str) -> pd.Series:
-    return (frame["status"] == "ok") & frame[column].notna()
+    return (frame["status"] == records.OK) & frame[column].notna()
 
 
 def plain_log(axis, subs=(1.0, 2.0, 5.0)) -> None:

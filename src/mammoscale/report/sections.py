@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mammoscale import files
+from mammoscale import files, records, stats
 from mammoscale.plan.memory import GiB
-from mammoscale.report import claims
+from mammoscale.report import claims, quality
 from mammoscale.report.html import esc, image, items, table
-from mammoscale.report.tables import STATUS_LABEL, STATUSES, status_label
+from mammoscale.report.tables import STATUS_LABEL, status_label
 
 CELL_COLUMNS = {
     "hardware": "hardware",
@@ -22,13 +22,17 @@ CELL_COLUMNS = {
     "status": "status",
     "attention_backend": "kernel",
     "throughput_img_s": "images/s",
+    "throughput_ci": "images/s, 95% interval",
+    "throughput_cv_pct": "windows' CV (%)",
     "step_time_s": "step (s)",
     "peak_mem_gib": "peak mem (GiB)",
     "achieved_tflops": "TFLOP/s",
     "mfu_pct": "MFU (%)",
     "input_wait_pct": "input wait (%)",
     "val_auc": "val AUC",
+    "val_auc_ci": "val AUC, 95% interval",
     "val_pf1": "val pF1",
+    "val_pf1_ci": "val pF1, 95% interval",
     "message": "message",
 }
 
@@ -97,16 +101,16 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
     )
 
 
-def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame) -> list[str]:
+def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:
     """The results in sentences, each computed from the tables."""
     counts = runs["status"].value_counts()
-    predicted = int(((runs["status"] == "oom") & (runs["oom_basis"] == "predicted")).sum())
+    predicted = int(((runs["status"] == records.OOM) & (runs["oom_basis"] == records.PREDICTED)).sum())
     lines = [
         f"{len(runs)} cells configured: "
         + ", ".join(
             f"{counts[s]} {STATUS_LABEL.get(s, s)}"
-            + (f" ({predicted} predicted, not run)" if s == "oom" and predicted else "")
-            for s in STATUSES
+            + (f" ({predicted} predicted, not run)" if s == records.OOM and predicted else "")
+            for s in records.RUN_STATUSES
             if s in counts
         )
         + "."
@@ -116,43 +120,52 @@ def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame) ->
         best = ratios.loc[ratios["throughput_ratio"].idxmax()]
         worst = ratios.loc[ratios["throughput_ratio"].idxmin()]
         lines.append(
-            f"Flash speed-up over the baselines: {worst['throughput_ratio']:.2f}x "
-            f"(img{worst['image_size']}_p{worst['patch_size']} vs {worst['baseline_variant']}, "
-            f"{worst['hardware']}) to {best['throughput_ratio']:.2f}x (img{best['image_size']}_p"
-            f"{best['patch_size']} vs {best['baseline_variant']}, {best['hardware']}), over {len(ratios)} "
-            "pairs that both ran."
+            f"Flash speed-up over the baselines: {worst['throughput_ratio']:.2f}x {_ci(worst)} "
+            f"({files.cell_label(worst['image_size'], worst['patch_size'])} vs {worst['baseline_variant']}, "
+            f"{worst['hardware']}) to {best['throughput_ratio']:.2f}x {_ci(best)} "
+            f"({files.cell_label(best['image_size'], best['patch_size'])} vs {best['baseline_variant']}, "
+            f"{best['hardware']}), over {len(ratios)} "
+            f"pairs that both ran ({stats.CONFIDENCE:.0%} bootstrap intervals over timing windows)."
         )
         memory = ratios.dropna(subset=["memory_ratio"])
         if not memory.empty:
             top = memory.loc[memory["memory_ratio"].idxmax()]
             lines.append(
                 f"Largest memory saving: the baseline {top['baseline_variant']} used "
-                f"{top['memory_ratio']:.2f}x the peak memory of flash at img{top['image_size']}_p"
-                f"{top['patch_size']} ({int(top['seq_len']):,} tokens)."
+                f"{top['memory_ratio']:.2f}x the peak memory of flash at "
+                f"{files.cell_label(top['image_size'], top['patch_size'])} ({int(top['seq_len']):,} tokens)."
             )
     for variant, group in runs.groupby("variant", sort=False):
-        fitted = group[group["status"] == "ok"]
-        oom = group[group["status"] == "oom"]
+        fitted = group[group["status"] == records.OK]
+        oom = group[group["status"] == records.OOM]
         if not fitted.empty:
             lines.append(
                 f"{variant}: longest sequence that ran {int(fitted['seq_len'].max()):,} tokens"
                 + (f"; out of memory from {int(oom['seq_len'].min()):,} tokens" if not oom.empty else "")
                 + "."
             )
-    scored = runs.dropna(subset=["val_auc"]) if "val_auc" in runs else runs.iloc[0:0]
-    if not scored.empty:
-        top = scored.loc[scored["val_auc"].astype(float).idxmax()]
-        lines.append(
-            f"Best validation AUC {float(top['val_auc']):.3f} ({top['hardware']}/{top['variant']}, "
-            f"img{top['image_size']}_p{top['patch_size']})."
-        )
-    tally = verdicts["verdict"].value_counts()
-    lines.append(
-        "Published claims: "
-        + ", ".join(f"{tally.get(v, 0)} {v}" for v in (claims.REPRODUCED, claims.NOT_REPRODUCED, claims.NOT_RUN))
-        + "."
+    unstable = (
+        runs[runs["throughput_unstable"].astype(str).str.lower() == "true"] if "throughput_unstable" in runs else []
     )
+    if len(unstable):
+        lines.append(
+            f"{len(unstable)} cell(s) with unstable timing (windows' images/s vary by over "
+            f"{stats.UNSTABLE_CV:.0%} of their mean): "
+            + ", ".join(
+                files.cell_name(row["hardware"], row["variant"], row["image_size"], row["patch_size"])
+                for _, row in unstable.iterrows()
+            )
+            + "; their numbers are not ones to quote."
+        )
+    lines += quality.sentences(runs, comparisons)
+    tally = verdicts["verdict"].value_counts()
+    lines.append("Published claims: " + ", ".join(f"{tally.get(v, 0)} {v}" for v in claims.VERDICTS) + ".")
     return lines
+
+
+def _ci(pair) -> str:
+    low, high = pair.get("throughput_ratio_ci_low"), pair.get("throughput_ratio_ci_high")
+    return "[no interval]" if pd.isna(low) or pd.isna(high) else f"[{float(low):.2f}, {float(high):.2f}]"
 
 
 def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
@@ -160,8 +173,31 @@ def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
     rows["peak_mem_gib"] = rows["peak_mem_bytes"].astype(float) / GiB
     rows["mfu_pct"] = rows["mfu"].astype(float) * 100
     rows["input_wait_pct"] = rows["input_wait_fraction"].astype(float) * 100
+    rows["throughput_cv_pct"] = _column(rows, "throughput_cv").astype(float) * 100
+    for name, low, high, digits in (
+        ("throughput_ci", "throughput_ci_low_img_s", "throughput_ci_high_img_s", 3),
+        ("val_auc_ci", "val_auc_ci_low", "val_auc_ci_high", 3),
+        ("val_pf1_ci", "val_pf1_ci_low", "val_pf1_ci_high", 3),
+    ):
+        rows[name] = [_bounds(a, b, digits) for a, b in zip(_column(rows, low), _column(rows, high))]
+    unstable = _column(rows, "throughput_unstable").astype(str).str.lower() == "true"
+    rows.loc[unstable, "throughput_ci"] = [
+        f"{ci or 'no interval'}, unstable" for ci in rows.loc[unstable, "throughput_ci"]
+    ]
     rows["status"] = [status_label(status, basis) for status, basis in zip(rows["status"], rows["oom_basis"])]
     return rows
+
+
+def _column(rows: pd.DataFrame, name: str) -> pd.Series:
+    """A column of runs.csv, or nulls where no record has it yet (a table of records written before it)."""
+    return rows[name] if name in rows else pd.Series([None] * len(rows), index=rows.index)
+
+
+def _bounds(low, high, digits: int) -> str | None:
+    """``[low, high]`` to ``digits`` significant figures; None (a dash) without an interval."""
+    if pd.isna(low) or pd.isna(high):
+        return None
+    return f"[{float(low):.{digits}g}, {float(high):.{digits}g}]"
 
 
 def _reduced(levels: dict | None) -> str | None:
@@ -197,7 +233,7 @@ def section_data_qc(counts: dict, preprocess: dict, contact_sheets: dict) -> str
     sheets = "".join(
         '<figure class="sheet">'
         + image(path, f"contact sheet, image size {size}")
-        + f"<figcaption>Contact sheet, img{size}: random tiles with their labels, CC left, MLO right."
+        + f"<figcaption>Contact sheet, {files.size_label(size)}: random tiles with their labels, CC left, MLO right."
         "</figcaption></figure>"
         for size, path in sorted(contact_sheets.items())
     )
@@ -250,7 +286,7 @@ def preprocessing_versions(preprocess: dict) -> dict:
 
 
 def section_provenance(runs: pd.DataFrame, invocation: str, preprocess: dict) -> str:
-    ran = runs[runs["status"] != "missing"]
+    ran = runs[runs["status"] != records.MISSING]
     versions = {}
     for column, title in (
         ("env.python", "Python"),
@@ -276,7 +312,7 @@ def section_provenance(runs: pd.DataFrame, invocation: str, preprocess: dict) ->
         for t in ("cell", "status", "SLURM job", "GPUs (SLURM / CUDA)", "host", "commit", "rerun this cell")
     )
     body = "".join(
-        f"<tr><td>{esc(r['hardware'])}/{esc(r['variant'])}/img{r['image_size']}_p{r['patch_size']}</td>"
+        f"<tr><td>{esc(files.cell_name(r['hardware'], r['variant'], r['image_size'], r['patch_size']))}</td>"
         f"<td>{esc(r['status'])}</td><td>{esc(r.get('env.slurm_job_id'))}</td>"
         f"<td>{_gpus(r)}</td><td>{esc(r.get('env.host'))}</td>"
         f'<td title="{esc(r.get("env.git_commit"))}">{esc(_short(r.get("env.git_commit")))}</td>'
@@ -317,6 +353,8 @@ PLAN_COLUMNS = {
     "gpu_hours": "GPU-hours (predicted)",
     "predicted_hours": "hours (predicted)",
     "time_limit_hours": "time limit (h)",
+    "energy_kj": "energy (kJ, measured)",
+    "energy_source": "energy from",
 }
 
 
@@ -333,15 +371,18 @@ def section_plan(plan: pd.DataFrame | None, runs: pd.DataFrame) -> str:
     if plan is None or plan.empty:
         return "<p>No plan yet: <code>snakemake plan</code> writes results/tables/plan.csv.</p>"
     key = ["hardware", "variant", "image_size", "patch_size"]
-    ran = runs[[*key, "micro_batch", "peak_mem_bytes"]].rename(columns={"micro_batch": "micro_batch_used"})
+    ran = runs.reindex(columns=[*key, "micro_batch", "peak_mem_bytes", "energy_j", "energy_source"])
+    ran = ran.rename(columns={"micro_batch": "micro_batch_used"})
     rows = plan.merge(ran, on=key, how="left")
     rows["predicted_gib"] = rows["predicted_peak_bytes"].astype(float) / GiB
     rows["measured_gib"] = rows["peak_mem_bytes"].astype(float) / GiB
     rows["limit_gib"] = rows["memory_limit_bytes"].astype(float) / GiB
+    rows["energy_kj"] = rows["energy_j"].astype(float) / 1000
     rows["fits"] = rows["fits"].map({True: "yes", False: "predicted OOM"})
     rows["data_on_device"] = rows["data_on_device"].map(_held_on)
     submitted = rows[rows["submitted"].astype(bool)]
-    hours = submitted["gpu_hours"].dropna()
+    runs = submitted["runs"].astype(float).fillna(1) if "runs" in submitted else 1  # a plan.csv from before seeds
+    hours = (submitted["gpu_hours"] * runs).dropna()
     oom = int((rows["fits"] == "predicted OOM").sum())
     lines = [
         f"{len(rows)} cells planned before any ran: {len(rows) - oom} fit their device at the planned micro-batch, "
@@ -351,7 +392,7 @@ def section_plan(plan: pd.DataFrame | None, runs: pd.DataFrame) -> str:
     if not hours.empty:
         lines.append(
             f"Predicted cost of the {len(hours)} submitted GPU cells: {hours.sum():,.1f} GPU-hours at "
-            f"{float(plan['mfu'].iloc[0]):.0%} MFU of each profile's peak."
+            f"{float(plan['mfu'].iloc[0]):.0%} MFU of each profile's peak (every seed of a quality cell counted)."
         )
     text = "".join(f"<p>{esc(line)}</p>" for line in lines)
     return text + table(rows, PLAN_COLUMNS)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammoscale import files
-from mammoscale.report import captions, figures, plots, tables
+from mammoscale.report import captions, figures, plots, quality, tables
 from mammoscale.report.page import Context, build_page
 
 
@@ -44,7 +44,11 @@ def snapshot(
     """
     out = Path(out_dir)
     runs = tables.write_tables(
-        cells, variants, runs_root, out / Path(files.RUNS_CSV).name, out / Path(files.SPEEDUPS_CSV).name
+        cells,
+        variants,
+        runs_root,
+        *(out / Path(table).name for table in (files.RUNS_CSV, files.SPEEDUPS_CSV, files.QUALITY_CSV)),
+        seeds=context.run_config["train"].get("seeds", 1),
     )
     done = {stage: [job for job in jobs if Path(job[-1]).is_file()] for stage, jobs in pipeline.items()}
     steps = tables.pipeline_table(done["stage1"], done["stage2"])
@@ -67,6 +71,7 @@ def snapshot(
         out / Path(files.REPORT).name,
         runs=runs,
         pairs=pairs,
+        comparisons=quality.comparisons(runs),
         figure_files=figure_files,
         contact_sheets=sheets,
         counts=_existing_json(manifest_counts),

@@ -24,16 +24,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammoscale import files
+from mammoscale import files, records, stats
 from mammoscale.errors import UserError
 from mammoscale.files import read_runs  # noqa: F401 (the tables' reader, beside their writer)
 from mammoscale.plan.grid import Cell
 from mammoscale.plan.vit import role, seq_len
+from mammoscale.report import quality
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "oom", "failed", "skipped", "missing")
-STATUS_LABEL = {"oom": "OOM", "failed": "failed", "skipped": "skipped", "missing": "not run"}
+STATUS_LABEL = {records.OOM: "OOM", records.FAILED: "failed", records.SKIPPED: "skipped", records.MISSING: "not run"}
 """How a status without a number is written in the figures and the report."""
 PREDICTED_OOM = "OOM (predicted)"
 """A cell the memory model found out of memory, not run (``oom_basis: predicted``)."""
@@ -41,7 +41,7 @@ PREDICTED_OOM = "OOM (predicted)"
 
 def status_label(status: str, basis=None) -> str:
     """A status as the figures and the report write it; a predicted OOM is told from a measured one."""
-    if status == "oom" and basis == "predicted":
+    if status == records.OOM and basis == records.PREDICTED:
         return PREDICTED_OOM
     return STATUS_LABEL.get(status, status)
 
@@ -95,30 +95,32 @@ def flatten(record: dict, prefix: str = "") -> dict:
     return flat
 
 
-def runs_table(cells, variants: dict, runs_root: Path | str = files.RUNS) -> pd.DataFrame:
-    """One row per configured cell ``(hardware, variant, image size, patch size)``, in grid order."""
+def runs_table(cells, variants: dict, runs_root: Path | str = files.RUNS, seeds: int = 1) -> pd.DataFrame:
+    """One row per configured cell ``(hardware, variant, image size, patch size)``, in grid order; a quality cell
+    trained with ``seeds`` seeds has its AUC and pF1 over them too (:func:`mammoscale.report.quality.seed_summary`)."""
     rows = []
     for cell in map(Cell._make, cells):
         spec = variants[cell.variant]
         directory = cell.run_dir(runs_root)
         row = {
             **cell._asdict(),
-            "status": "missing",
+            "status": records.MISSING,
             "family": spec["family"],
             "attention": spec["attention"],
             "role": role(spec["attention"]),
             "seq_len": seq_len(spec["family"], cell.image_size, cell.patch_size),
             "run_dir": str(directory),
         }
-        record = files.read_cell_record(directory)
+        record = records.read_cell_record(directory)
         if record is not None:
             found = tuple(record.get(key) for key in KEY)
             if found != tuple(cell):
                 raise UserError(
                     f"{directory} holds the record of cell {found}, not of {tuple(cell)}; rerun the cell: "
-                    f"{files.rerun_cell(directory)}"
+                    f"{records.rerun_cell(directory)}"
                 )
             row.update(flatten(record))
+            row.update(quality.seed_summary(record, Path(directory), seeds))
         rows.append(row)
     table = pd.DataFrame(rows)
     for column in FIRST_COLUMNS:
@@ -131,13 +133,23 @@ def runs_table(cells, variants: dict, runs_root: Path | str = files.RUNS) -> pd.
 def speedups(runs: pd.DataFrame) -> pd.DataFrame:
     """Each flash variant against each baseline at the same hardware, image size and patch size
     (``seq_len`` is the flash variant's)."""
-    columns = ["variant", "status", "throughput_img_s", "peak_mem_bytes"]
+    columns = ["variant", "status", "throughput_img_s", "peak_mem_bytes", WINDOWS, "throughput_unstable"]
+    runs = runs.assign(**{column: runs.get(column) for column in columns if column not in runs})
     flash = runs.loc[runs["role"] == "flash", PAIR + ["seq_len"] + columns]
     baseline = runs.loc[runs["role"] == "baseline", PAIR + columns]
     pairs = flash.merge(baseline, on=PAIR, suffixes=("_flash", "_baseline"))
-    both = (pairs["status_flash"] == "ok") & (pairs["status_baseline"] == "ok")
+    both = (pairs["status_flash"] == records.OK) & (pairs["status_baseline"] == records.OK)
     pairs["throughput_ratio"] = (
         pairs["throughput_img_s_flash"].astype(float) / pairs["throughput_img_s_baseline"].astype(float)
+    ).where(both)
+    windows = {side: pairs[f"{WINDOWS}_{side}"].map(_windows) for side in ("flash", "baseline")}
+    for side, found in windows.items():
+        pairs[f"windows_{side}"] = found.map(len).where(both)
+    bounds = [stats.ratio_ci(f, b) if ok else (None, None) for f, b, ok in zip(*windows.values(), both)]
+    pairs["throughput_ratio_ci_low"] = [low for low, _ in bounds]
+    pairs["throughput_ratio_ci_high"] = [high for _, high in bounds]
+    pairs["unstable"] = (
+        pairs["throughput_unstable_flash"].map(_flag) | pairs["throughput_unstable_baseline"].map(_flag)
     ).where(both)
     pairs["memory_ratio"] = (
         pairs["peak_mem_bytes_baseline"].astype(float) / pairs["peak_mem_bytes_flash"].astype(float)
@@ -153,6 +165,20 @@ def speedups(runs: pd.DataFrame) -> pd.DataFrame:
     return pairs[list(files.SPEEDUP_TABLE.columns)].sort_values(
         PAIR + ["flash_variant", "baseline_variant"], ignore_index=True
     )
+
+
+WINDOWS = "throughput_windows_img_s"
+
+
+def _windows(value) -> list[float]:
+    """A record's timing windows, as a cell wrote them or as runs.csv holds them (JSON text); [] when absent."""
+    if isinstance(value, str):
+        return json.loads(value)
+    return list(value) if isinstance(value, list) else []
+
+
+def _flag(value) -> bool:
+    return str(value).lower() == "true"
 
 
 def read_benchmark(path: Path | str) -> dict:
@@ -185,7 +211,7 @@ def pipeline_table(stage1: list[tuple], stage2: list[tuple]) -> pd.DataFrame:
     for size, shard, tiles_csv, benchmark in stage2:
         rows.append(
             {
-                "stage": f"tile img{size}",
+                "stage": f"tile {files.size_label(size)}",
                 "image_size": int(size),
                 "shard": files.fill(files.SHARD, shard=shard),
                 "items": len(files.TILE_TABLE.read(tiles_csv)),
@@ -199,12 +225,20 @@ def pipeline_table(stage1: list[tuple], stage2: list[tuple]) -> pd.DataFrame:
 
 
 def write_tables(
-    cells, variants: dict, runs_root: Path | str, runs_csv: Path | str, speedups_csv: Path | str
+    cells,
+    variants: dict,
+    runs_root: Path | str,
+    runs_csv: Path | str,
+    speedups_csv: Path | str,
+    quality_csv,
+    *,
+    seeds: int = 1,
 ) -> pd.DataFrame:
-    """Write ``runs.csv`` and ``speedups.csv``; log the count of cells per status."""
-    runs = runs_table(cells, variants, runs_root)
+    """Write ``runs.csv``, ``speedups.csv`` and ``quality.csv``; log the count of cells per status."""
+    runs = runs_table(cells, variants, runs_root, seeds)
     files.write_csv(runs, runs_csv)
     files.SPEEDUP_TABLE.write(speedups(runs), speedups_csv)
+    files.QUALITY_TABLE.write(quality.comparisons(runs), quality_csv)
     counts = runs["status"].value_counts()
-    log.info("%d cells: %s", len(runs), ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts))
+    log.info("%d cells: %s", len(runs), ", ".join(f"{counts[s]} {s}" for s in records.RUN_STATUSES if s in counts))
     return runs

@@ -12,12 +12,14 @@
 - :mod:`~mammoscale.train.rendezvous`: where the ranks of a cell on several nodes meet;
 - :mod:`~mammoscale.train.devices`: the device, timing and peak memory;
 - :mod:`~mammoscale.train.checkpoint`, :mod:`~mammoscale.train.record`, :mod:`~mammoscale.train.scores`;
+- :mod:`~mammoscale.train.ranges`, :mod:`~mammoscale.train.profiling`: a step's named phases, a cell's profile;
+  :mod:`~mammoscale.train.energy`: the energy of a cell's training;
 - :mod:`~mammoscale.train.bench`: the attention benchmark's instruments;
 - :mod:`~mammoscale.train.cli`: ``python -m mammoscale.train``, one cell from the command line.
 
 Imports: torch, x-transformers, transformers (and Horovod when asked for), and the torch-free
-rest of mammoscale (:mod:`~mammoscale.plan`, :mod:`~mammoscale.cache`, :mod:`~mammoscale.files`);
-nothing outside this subpackage imports it, except the ``train_cell`` rule's adapter.
+rest of mammoscale (:mod:`~mammoscale.plan`, :mod:`~mammoscale.cache`, :mod:`~mammoscale.files`,
+:mod:`~mammoscale.stats`); nothing outside this subpackage imports it, except the ``train_cell`` rule's adapter.
 """
 
 from mammoscale.errors import UserError

@@ -78,6 +78,14 @@ class Backend:
         """The context of one micro-batch's backward pass."""
         return contextlib.nullcontext()
 
+    def synchronize(self, optimizer: torch.optim.Optimizer) -> None:
+        """After a step's last backward pass: wait for the gradients' collectives the backend has not awaited yet
+        (Horovod's; DDP's all-reduce ends inside the backward pass). Its own named range in a profile."""
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimiser step, the gradients synchronised (:meth:`synchronize`)."""
+        optimizer.step()
+
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         """After an optimiser step: the gradients are freed (set to None) until the next backward pass."""
         optimizer.zero_grad(set_to_none=True)
@@ -218,6 +226,15 @@ class Horovod(Backend):
         return hvd.DistributedOptimizer(
             optimizer, named_parameters=model.named_parameters(), backward_passes_per_step=grad_accum, op=hvd.Average
         )
+
+    def synchronize(self, optimizer: torch.optim.Optimizer) -> None:
+        """Wait for the allreduces the gradients' hooks started during the backward passes."""
+        optimizer.synchronize()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The step without synchronising again (Horovod's recipe for work between the two: ``skip_synchronize``)."""
+        with optimizer.skip_synchronize():
+            optimizer.step()
 
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         """Horovod's optimiser takes no arguments; it frees the gradients (torch's default)."""

@@ -61,14 +61,13 @@ def open_split(cache_root, image_size: int, split: str, *, min_size: int = 1, bo
     """The tiles of ``split``; refused when fewer than ``min_size``, or (``both_classes``) when one class is absent:
     a cancer classifier cannot learn, or be judged, without positive and negative breasts."""
     data = Split(open_tiles(cache_root, image_size), split)
+    cache = files.size_label(image_size)
     if len(data) < min_size:
-        raise UserError(
-            f"the {split} split of the img{image_size} cache has {len(data)} tiles; at least {min_size} are needed"
-        )
+        raise UserError(f"the {split} split of the {cache} cache has {len(data)} tiles; at least {min_size} are needed")
     positive = int(data.labels.sum())
     if both_classes and positive in (0, len(data)):
         raise UserError(
-            f"the {split} split of the img{image_size} cache has {positive} positive breast(s) of {len(data)}: "
+            f"the {split} split of the {cache} cache has {positive} positive breast(s) of {len(data)}: "
             f"training and its AUC need both classes. See {files.DECODE_ERRORS} and {files.EXCLUDED} for what was "
             "lost, or change manifest.split / manifest.seed"
         )

@@ -4,6 +4,10 @@
   those steps add (CUDA max allocated; on a CPU the peak RSS above the RSS before the first step).
   Each call is meant to run in a fresh process (:func:`measure_in_subprocess`) so that neither
   the allocator's cache nor an earlier OOM colours the next measurement.
+- :func:`bare_steps` times a bare training loop (the cell's model, optimiser, autocast, micro-batch and
+  accumulation on random tensors already in memory; no loader, probe, record or backend): what the
+  harness's steps are measured against (``bench/harness.py``), in a process of its own with
+  :func:`bare_in_subprocess`.
 - :func:`run_in_process` runs ``python -m mammoscale.train`` for one cell (as the workflow's job
   does) and returns its record, or a ``failed`` record when the process wrote none.
 - :func:`random_cache` writes a cache of random tiles in the real format, for benchmarks about
@@ -23,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mammoscale import cache, files
+from mammoscale import cache, files, records
+from mammoscale.config import defaults
 from mammoscale.plan.vit import seq_len
 from mammoscale.train import devices, models
 from mammoscale.train.optim import autocast_for, optimizer_for
@@ -88,6 +93,74 @@ def measure_in_subprocess(**kwargs) -> dict:
     return {"status": status, "attention": kwargs["attention"], "message": proc.stderr.strip().splitlines()[-1:]}
 
 
+# a bare training loop, timed
+
+_TRAIN = defaults()["train"]
+
+
+def bare_steps(
+    *,
+    family: str = "xtransformers",
+    attention: str = "flash",
+    size: str = "vit-tiny",
+    image_size: int,
+    patch_size: int,
+    channels: int = _TRAIN["channels"],
+    micro_batch: int = 2,
+    global_batch: int = 2,
+    steps: int = 10,
+    warmup: int = 2,
+    precision: str = "fp32",
+    device: str = "cpu",
+    lr: float = _TRAIN["lr"],
+    weight_decay: float = _TRAIN["weight_decay"],
+    seed: int = _TRAIN["seed"],
+) -> list[float]:
+    """The seconds of each of ``steps`` optimiser steps after ``warmup`` untimed ones, of a bare training loop.
+
+    What a cell's step does, and nothing else: the model of :func:`mammoscale.train.models.build`, AdamW of
+    :func:`~mammoscale.train.optim.optimizer_for`, the forward pass under :func:`~mammoscale.train.optim.autocast_for`,
+    ``global_batch / micro_batch`` micro-batches a step (their losses divided by that number, as the loop does),
+    the gradients freed after the step. Its input is random tensors already on the device: no loader, no probe,
+    no learning-rate schedule, no kernel observation, no record, no backend. A step is timed as the loop times
+    it (:func:`mammoscale.train.devices.now`: after the device's queued work has finished)."""
+    if global_batch % micro_batch:
+        raise ValueError(f"global batch {global_batch} is not a multiple of micro-batch {micro_batch}")
+    dev = devices.choose(device, 0)
+    torch.manual_seed(seed)
+    model = models.build(family, attention, size, image_size=image_size, patch_size=patch_size, channels=channels).to(
+        dev
+    )
+    model.train()
+    optimizer = optimizer_for(model, lr, weight_decay)
+    autocast = autocast_for(precision, dev)
+    accum = global_batch // micro_batch
+    inputs = [torch.randn(micro_batch, channels, image_size, image_size, device=dev) for _ in range(accum)]
+    labels = [torch.randint(0, 2, (micro_batch,), device=dev) for _ in range(accum)]
+    times = []
+    for _ in range(warmup + steps):
+        started = devices.now(dev)
+        for images, targets in zip(inputs, labels):
+            with models.kernel_context(attention, dev), autocast():
+                logits = model(images)
+            (torch.nn.functional.cross_entropy(logits.float(), targets) / accum).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(devices.now(dev) - started)
+    return times[warmup:]
+
+
+def bare_in_subprocess(**kwargs) -> list[float]:
+    """:func:`bare_steps` in a fresh Python process (``python -m mammoscale.train.bench bare JSON``); raises
+    ``RuntimeError`` with the process's last line of error when it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mammoscale.train.bench", "bare", json.dumps(kwargs)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the bare loop failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["step_times_s"]
+
+
 # one cell, in its own process
 
 
@@ -98,7 +171,7 @@ def run_in_process(cell: dict, out_dir: Path | str) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "mammoscale.train", "--out", str(out_dir), *args], capture_output=True, text=True
     )
-    record = files.read_cell_record(out_dir)
+    record = records.read_cell_record(out_dir)
     if record is None:
         record = {**cell, "status": "failed", "message": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
         files.write_text(json.dumps(record) + "\n", out_dir / files.FAILED_METRICS)
@@ -156,10 +229,14 @@ def markdown(table) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mammoscale.train.bench")
-    parser.add_argument("what", choices=["step"])
-    parser.add_argument("kwargs", help="measure_step's keyword arguments as JSON")
+    parser.add_argument("what", choices=["step", "bare"])
+    parser.add_argument("kwargs", help="measure_step's (step) or bare_steps's (bare) keyword arguments as JSON")
     args = parser.parse_args(argv)
-    print(json.dumps(measure_step(**json.loads(args.kwargs))))
+    kwargs = json.loads(args.kwargs)
+    if args.what == "bare":
+        print(json.dumps({"step_times_s": bare_steps(**kwargs)}))
+    else:
+        print(json.dumps(measure_step(**kwargs)))
 
 
 if __name__ == "__main__":

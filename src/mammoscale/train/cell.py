@@ -30,20 +30,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from mammoscale import cache, files, logs
+from mammoscale import cache, files, logs, records
 from mammoscale.config import defaults
 from mammoscale.errors import UserError
 from mammoscale.plan import sizing
 from mammoscale.plan.settings import Settings
 from mammoscale.plan.vit import seq_len
-from mammoscale.train import batches, checkpoint, devices, loop, models, outcome, probe, record, stopping
+from mammoscale.train import batches, checkpoint, devices, loop, models, outcome, probe, profiling, record, stopping
 from mammoscale.train.backends import Backend, init, unwrap
 from mammoscale.train.loop import NonFiniteLoss, Progress
 from mammoscale.train.optim import autocast_for, optimizer_for
 
 log = logging.getLogger("mammoscale.train")
 
-EXIT_CODES = {"ok": 0, "oom": 0, "skipped": 0, "failed": 1}
+EXIT_CODES = {records.OK: 0, records.OOM: 0, records.SKIPPED: 0, records.FAILED: 1}
 """Exit codes of a cell's process (one rank, or rank 0 once every rank ended well): an OOM is a result."""
 RANK_ENDED_CELL = 3
 """The exit code of a rank of several whose own outcome (out of memory, a failure, a skip) ends the cell: its
@@ -260,12 +260,15 @@ def run_rank(cell: dict, out_dir: Path | str) -> Ended:
             logging.getLogger("mammoscale").setLevel(logging.WARNING)
         ended = None
         try:
-            with logs.also_to(out_dir / files.TRAIN_LOG if backend.primary else None):
+            with (
+                logs.also_to(out_dir / files.TRAIN_LOG if backend.primary else None),
+                profiling.from_env(out_dir, backend),
+            ):
                 ended = _rank(settings, backend, out_dir, stop)
             return ended
         finally:
             # after any rank ended the cell, the others may be gone: never wait for them in a collective shutdown
-            if backend.world == 1 or (ended is not None and ended.record and ended.record["status"] == "ok"):
+            if backend.world == 1 or (ended is not None and ended.record and ended.record["status"] == records.OK):
                 backend.close()
 
 
@@ -275,9 +278,9 @@ def _rank(settings: Settings, backend: Backend, out_dir: Path, stop: stopping.St
     try:
         result, error = _outcome(settings, backend, out_dir, stop)
     except stopping.Interrupted as exc:
-        outcome.report(out_dir, backend.rank, "interrupted", str(exc))
+        outcome.report(out_dir, backend.rank, outcome.INTERRUPTED, str(exc))
         return Ended(None, backend.primary, stopping.EXIT_CODE)
-    if backend.world > 1 and result["status"] != "ok":
+    if backend.world > 1 and result["status"] != records.OK:
         return _end_the_cell(result, error, backend, out_dir)
     if backend.world > 1:
         result = _agree(result, backend, out_dir, settings.collective_timeout_s)
@@ -289,7 +292,7 @@ def _rank(settings: Settings, backend: Backend, out_dir: Path, stop: stopping.St
 
 
 def _write(result: dict, out_dir: Path) -> None:
-    files.write_metrics(result, out_dir / files.METRICS)
+    records.write_metrics(result, out_dir / files.METRICS)
     said = f" ({result['message']})" if result["message"] else ""
     log.info("%s: status %s%s", out_dir / files.METRICS, result["status"], said)
 
@@ -334,20 +337,20 @@ def _outcome(settings: Settings, backend: Backend, out_dir: Path, stop: stopping
         quality = loop.evaluate(run)
     except models.KernelUnavailable as exc:
         log.warning("skipped: %s", exc)
-        return result("skipped", str(exc)), None
+        return result(records.SKIPPED, str(exc)), None
     except NonFiniteLoss as exc:
         log.error("%s", exc)
-        return result("failed", str(exc)), None
+        return result(records.FAILED, str(exc)), None
     except UserError:
         raise
     except Exception as exc:
         if models.kernel_refused(exc):
             message = f"the {settings.attention} kernel cannot run here: {str(exc).splitlines()[0][:300]}"
             log.error("skipped: %s", message)
-            return result("skipped", message), None
+            return result(records.SKIPPED, message), None
         if not devices.is_oom(exc):
-            return result("failed", f"{type(exc).__name__}: {exc}"), exc
+            return result(records.FAILED, f"{type(exc).__name__}: {exc}"), exc
         message = str(exc).splitlines()[0][:500]
         log.warning("out of memory after %d step(s): %s", progress.steps_done, message)
-        return result("oom", message), None
-    return result("ok", None, quality), None
+        return result(records.OOM, message), None
+    return result(records.OK, None, quality), None

@@ -15,6 +15,7 @@ from mammoscale import files
 from mammoscale.errors import UserError
 from mammoscale.logs import configure
 from mammoscale.plan.launch import ranks_from_env
+from mammoscale.train import ranges
 from mammoscale.train.cell import RANK_ENDED_CELL, run_rank
 
 
@@ -49,11 +50,20 @@ def main(argv: list[str] | None = None) -> int:
         help="send everything this process writes (its log, tracebacks, NCCL's warnings) to OUT/rank<r>.log: how a "
         "cell's job starts its ranks",
     )
+    parser.add_argument(
+        "--ranges",
+        choices=ranges.MODES,
+        help="name each step's phases: 'profile' profiles a throughput cell's timed steps with torch.profiler into OUT "
+        "(trace, operators, breakdown); 'nvtx' makes them NVTX ranges, for nsys profile -t cuda,nvtx "
+        f"(sets {ranges.ENV} for the ranks)",
+    )
     parser.add_argument("settings", nargs="*", metavar="key=value", help="settings (override --cell)")
     args = parser.parse_args(argv)
     if args.rank_log:
         to_rank_log(Path(args.out))
     configure(None)
+    if args.ranges:
+        os.environ[ranges.ENV] = args.ranges
     ended = run_rank(parse_cell(args.cell, args.settings), args.out)
     if ended.code == RANK_ENDED_CELL:
         # leave now: interpreter shutdown would tear down NCCL communicators whose peers may be waiting or gone

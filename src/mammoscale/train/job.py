@@ -27,11 +27,11 @@ from pathlib import Path
 
 import yaml
 
-from mammoscale import files
+from mammoscale import files, records
 from mammoscale.errors import UserError
 from mammoscale.plan.launch import check_allocation, in_process, launch_command, rank_env, ranks, requeue
 from mammoscale.plan.settings import Settings
-from mammoscale.train import checkpoint, outcome, rendezvous, stopping
+from mammoscale.train import checkpoint, outcome, ranges, rendezvous, stopping
 from mammoscale.train.cell import run_cell
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,37 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
             _again_later(str(exc))
     else:
         result = launched(settings, launch, cell_file, out_dir)
-    if result["status"] == "failed":
+    if result["status"] == records.FAILED:
         # Snakemake deletes a failed job's outputs: keep the record where the tables can find it
         os.replace(out_dir / files.METRICS, out_dir / files.FAILED_METRICS)
         raise UserError(f"cell {out_dir} failed: {result['message']} (record kept in {out_dir / files.FAILED_METRICS})")
+    return result
+
+
+def run_profile(cell: dict, launch: dict, out_dir: Path | str, *, steps: int, warmup_steps: int) -> dict:
+    """Profile one cell (the rule ``profile_cell``): its own settings in throughput mode, ``warmup_steps`` steps and
+    then ``steps`` under the profiler (:mod:`mammoscale.train.profiling`), its ranks started as :func:`run_job` starts
+    them; the profile's files, and the profiled run's own record and log, in ``out_dir``."""
+    out_dir = Path(out_dir)
+    for name in (files.PROFILE_TRACE, files.PROFILE_OPERATORS, files.PROFILE_BREAKDOWN):
+        (out_dir / name).unlink(missing_ok=True)
+    profiled = {**cell, "mode": "throughput", "timing_warmup_steps": warmup_steps, "timed_steps": steps}
+    asked = os.environ.get(ranges.ENV)
+    os.environ[ranges.ENV] = "profile"  # for this process's rank, and those a launcher starts
+    try:
+        result = run_job(profiled, launch, out_dir)
+    finally:
+        os.environ.pop(ranges.ENV)
+        os.environ.update({ranges.ENV: asked} if asked is not None else {})
+    if not (out_dir / files.PROFILE_BREAKDOWN).is_file():
+        if result["status"] == records.OK:
+            raise RuntimeError(f"the profiled cell ended ok but wrote no profile: {out_dir / files.TRAIN_LOG}")
+        # out of memory, or a kernel this device cannot run: a finding about the cell, told where its profile would be
+        said = f"not profiled: the cell ended {result['status']} ({result['message']})"
+        log.warning("%s; %s and %s say so", said, files.PROFILE_BREAKDOWN, files.PROFILE_TRACE)
+        files.write_text(json.dumps({"traceEvents": [], "mammoscale": said}) + "\n", out_dir / files.PROFILE_TRACE)
+        files.OPERATOR_TABLE.write(files.OPERATOR_TABLE.frame(), out_dir / files.PROFILE_OPERATORS)
+        files.BREAKDOWN_TABLE.write(files.BREAKDOWN_TABLE.frame(), out_dir / files.PROFILE_BREAKDOWN)
     return result
 
 
@@ -96,7 +123,7 @@ def finish(out_dir: Path, world: int, code: int) -> dict:
     found = outcome.found(out_dir, world)
     if metrics.is_file():
         result = json.loads(metrics.read_text())
-    elif found and all(said["status"] == "interrupted" for said in found.values()):
+    elif found and all(said["status"] == outcome.INTERRUPTED for said in found.values()):
         outcome.clear(out_dir, world)
         _again_later(found[min(found)]["message"])
     else:
@@ -110,12 +137,12 @@ def finish(out_dir: Path, world: int, code: int) -> dict:
             )
         log.warning("the cell's record is built from its ranks' outcomes: rank 0 was stopped before it could write it")
     outcome.clear(out_dir, world)
-    if result["status"] != "ok":
+    if result["status"] != records.OK:
         tails = log_tails(out_dir, world)
         for placed in result.get("ranks") or []:
             placed["log_tail"] = tails.get(placed["rank"], [])
         _tell(tails)
-    files.write_metrics(result, metrics)
+    records.write_metrics(result, metrics)
     return result
 
 

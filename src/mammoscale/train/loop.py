@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mammoscale import files, stats
 from mammoscale.plan.launch import STOP_SIGNAL
-from mammoscale.train import batches, checkpoint, devices, models, scores, stopping
+from mammoscale.train import batches, checkpoint, devices, energy, models, ranges, scores, stopping
 from mammoscale.train.backends import unwrap
 from mammoscale.train.optim import learning_rate
 
@@ -61,6 +62,10 @@ class Progress:
     epoch_times: list[float] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
     wait_times: list[float] = field(default_factory=list)
+    energy_j: float | None = None
+    """Joules the training loop used, every rank's device (:mod:`.energy`); None where not measured."""
+    energy_source: str | None = None
+    """Where ``energy_j`` comes from: ``nvml`` (the GPUs), ``rapl`` (the CPU sockets) or None."""
     last_report: float = field(default_factory=time.monotonic)
     last_checkpoint: float = field(default_factory=time.monotonic)
 
@@ -86,10 +91,17 @@ class Progress:
 def train(run, progress: Progress) -> None:
     """Throughput mode: the planned steps; full mode: the remaining epochs, from the step a checkpoint holds, with a
     checkpoint after each epoch and every ``checkpoint_every_min`` minutes. Asked to stop (:mod:`.stopping`), the
-    ranks stop after the same step and rank 0 writes its checkpoint: :class:`~.stopping.Interrupted`."""
+    ranks stop after the same step and rank 0 writes its checkpoint: :class:`~.stopping.Interrupted`. The energy the
+    loop used is measured on every rank and added up (:mod:`.energy`)."""
+    with energy.Meter(run.device, run.backend.local_rank) as meter:
+        _train(run, progress)
+    progress.energy_j, progress.energy_source = energy.total(run.backend, meter.joules, meter.source)
+
+
+def _train(run, progress: Progress) -> None:
     s = run.settings
     if s.mode == "throughput":
-        if _steps(run, progress, _forever(run.batches), run.schedule.total_steps, started=time.perf_counter()):
+        if _throughput(run, progress):
             raise stopping.Interrupted(
                 f"stopped after step {progress.steps_done} when asked (a throughput cell starts over)"
             )
@@ -116,6 +128,17 @@ def train(run, progress: Progress) -> None:
         )
         _checkpoint(run, progress)
         run.backend.barrier()
+
+
+def _throughput(run, progress: Progress) -> bool:
+    """The warm-up steps, then the timed ones, under a profiler when a profile run armed one (:func:`.ranges.window`);
+    True when the ranks agreed to stop."""
+    stream, started, total = _forever(run.batches), time.perf_counter(), run.schedule.total_steps
+    warm = min(total, max(1, run.settings.timing_warmup_steps))  # the steps the record leaves out (at least one)
+    if _steps(run, progress, stream, warm, started=started):
+        return True
+    with ranges.window():
+        return _steps(run, progress, stream, total - warm, started=started)
 
 
 def _checkpoint(run, progress: Progress) -> None:
@@ -157,24 +180,17 @@ def _steps(run, progress: Progress, stream, steps: int, *, started: float) -> bo
         )
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        step_started = devices.now(run.device)
-        step_loss, waited = 0.0, 0.0
-        for micro in range(run.grad_accum):
-            asked = time.perf_counter()
-            tiles, labels = next(stream)
-            waited += time.perf_counter() - asked
-            inputs, labels = batches.to_device(tiles, labels, s.channels, run.device)
-            observe = _observe_kernel(progress) if progress.kernel is None else contextlib.nullcontext()
-            with observe, run.kernel(), backend.sync_gradients(run.model, micro == run.grad_accum - 1):
-                with run.autocast():
-                    logits = run.model(inputs)
-                loss = criterion(logits.float(), labels) / run.grad_accum
-                loss.backward()
-            step_loss += loss.detach()
-        run.optimizer.step()
-        backend.zero_grad(run.optimizer)
-        value, stop = backend.step_end(float(step_loss), run.stop.requested)
-        progress.step_times.append(devices.now(run.device) - step_started)
+        with ranges.phase(ranges.STEP):
+            step_started = devices.now(run.device)
+            step_loss, waited = _micro_batches(run, progress, stream, criterion)
+            with ranges.phase(ranges.COMMUNICATION):
+                backend.synchronize(run.optimizer)
+            with ranges.phase(ranges.OPTIMISER_STEP):
+                backend.step(run.optimizer)
+                backend.zero_grad(run.optimizer)
+            with ranges.phase(ranges.COMMUNICATION):
+                value, stop = backend.step_end(float(step_loss), run.stop.requested)
+            progress.step_times.append(devices.now(run.device) - step_started)
         progress.wait_times.append(waited)
         progress.steps_done += 1
         progress.epoch_steps += 1
@@ -195,6 +211,28 @@ def _steps(run, progress: Progress, stream, steps: int, *, started: float) -> bo
             progress.epoch_elapsed = devices.now(run.device) - started
             _checkpoint(run, progress)
     return False
+
+
+def _micro_batches(run, progress: Progress, stream, criterion) -> tuple:
+    """One step's forward and backward passes, a micro-batch at a time: its loss, and the seconds spent waiting for
+    input. Each phase is a named range (:mod:`.ranges`; nothing unless a run asks for them)."""
+    step_loss, waited = 0.0, 0.0
+    for micro in range(run.grad_accum):
+        with ranges.phase(ranges.DATA_WAIT):
+            asked = time.perf_counter()
+            tiles, labels = next(stream)
+            waited += time.perf_counter() - asked
+        inputs, labels = batches.to_device(tiles, labels, run.settings.channels, run.device)
+        observe = _observe_kernel(progress) if progress.kernel is None else contextlib.nullcontext()
+        with observe, run.kernel(), run.backend.sync_gradients(run.model, micro == run.grad_accum - 1):
+            with ranges.phase(ranges.FORWARD):
+                with run.autocast():
+                    logits = run.model(inputs)
+                loss = criterion(logits.float(), labels) / run.grad_accum
+            with ranges.phase(ranges.BACKWARD):
+                loss.backward()
+        step_loss += loss.detach()
+    return step_loss, waited
 
 
 @contextlib.contextmanager
@@ -223,7 +261,7 @@ def _report(run, progress: Progress) -> None:
 def evaluate(run) -> dict:
     """Per-breast val AUC and pF1 of the final model, each rank scoring a partition of the split."""
     if run.val is None:
-        return {"val_auc": None, "val_pf1": None}
+        return scores.unscored()
     model = unwrap(run.model).eval()
     backend, micro = run.backend, run.settings.micro_batch
     rows = batches.eval_rows(len(run.val), world=backend.world, rank=backend.rank)
@@ -241,6 +279,14 @@ def evaluate(run) -> dict:
     breasts = scores.per_breast(
         index["patient_id"].to_numpy(), index["laterality"].to_numpy(), index["label"].to_numpy(), np.asarray(probs)
     )
+    if backend.primary:
+        files.PREDICTION_TABLE.write(breasts, run.out_dir / files.PREDICTIONS)
     result = scores.evaluate(breasts)
-    log.info("validation: %d breasts, AUC %s, pF1 %s", len(breasts), result["val_auc"], result["val_pf1"])
+    log.info(
+        "validation: %d breasts, AUC %s [%s, %s], pF1 %s [%s, %s] (%.0f%% intervals, patients resampled)",
+        len(breasts),
+        *(result[key] for key in ("val_auc", "val_auc_ci_low", "val_auc_ci_high")),
+        *(result[key] for key in ("val_pf1", "val_pf1_ci_low", "val_pf1_ci_high")),
+        100 * stats.CONFIDENCE,
+    )
     return result

@@ -29,21 +29,17 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mammoscale.errors import UserError
-from mammoscale.plan.vit import NUM_CLASSES, SIZES, Size, check
+from mammoscale.plan.vit import (
+    BACKEND_JOIN,
+    BACKEND_OF_OP,
+    NO_BACKEND,
+    NUM_CLASSES,
+    SIZES,
+    UNFUSED_BACKEND,
+    Size,
+    check,
+)
 
-# profiler operator name -> the kernel it stands for
-KERNEL_OPS = {
-    "aten::_scaled_dot_product_flash_attention_for_cpu": "sdpa-flash-cpu",
-    "aten::_scaled_dot_product_flash_attention": "sdpa-flash",
-    "aten::_scaled_dot_product_efficient_attention": "sdpa-mem-efficient",
-    "aten::_scaled_dot_product_cudnn_attention": "sdpa-cudnn",
-    "aten::_scaled_dot_product_attention_math": "sdpa-math",
-    "aten::_scaled_dot_product_fused_attention_overrideable": "sdpa-overrideable",
-    "flash_attn::_flash_attn_forward": "flash-attn-2",
-}
-UNFUSED = "matmul-softmax"
-"""What is seen when no fused attention kernel ran: the scores built by matrix products and a softmax (the
-materialised variants, HF eager, and SDPA's math fallback, which decomposes into them)."""
 REFUSALS = ("No available kernel", "No viable backend for scaled_dot_product_attention")
 """How torch says that none of the SDPA kernels a context allows can take the input (CUDA; CPU)."""
 SOFTMAX_OPS = ("aten::_softmax", "aten::softmax", "aten::_safe_softmax")
@@ -137,12 +133,12 @@ def kernel_refused(error: BaseException) -> bool:
 
 
 def kernels_in(op_names) -> str:
-    """Name the attention kernel(s) among dispatched operator names: the fused ones, else :data:`UNFUSED` when
-    a softmax ran, else ``none observed``."""
-    seen = sorted({KERNEL_OPS[name] for name in op_names if name in KERNEL_OPS})
+    """Name the attention kernel(s) among dispatched operator names (the names: :mod:`mammoscale.plan.vit`): the
+    fused ones, else ``matmul-softmax`` when a softmax ran, else ``none observed``."""
+    seen = sorted({BACKEND_OF_OP[name] for name in op_names if name in BACKEND_OF_OP})
     if seen:
-        return "+".join(seen)
-    return UNFUSED if any(name in SOFTMAX_OPS for name in op_names) else "none observed"
+        return BACKEND_JOIN.join(seen)
+    return UNFUSED_BACKEND if any(name in SOFTMAX_OPS for name in op_names) else NO_BACKEND
 
 
 @contextlib.contextmanager

@@ -18,13 +18,15 @@ import logging
 import time
 from pathlib import Path
 
-from mammoscale import files
+from mammoscale import files, records
 
 log = logging.getLogger("mammoscale.train")
 
-SEVERITY = {"ok": 0, "interrupted": 1, "skipped": 2, "failed": 3, "oom": 4}
-"""The outcome that wins when ranks disagree. ``interrupted`` is no cell status: the rank stopped at a step boundary
-ahead of a time limit (or on request), its checkpoint written, and the cell runs again."""
+INTERRUPTED = "interrupted"
+"""A rank's outcome that is no cell status: the rank stopped at a step boundary ahead of a time limit (or on request),
+its checkpoint written, and the cell runs again."""
+SEVERITY = {records.OK: 0, INTERRUPTED: 1, records.SKIPPED: 2, records.FAILED: 3, records.OOM: 4}
+"""The outcome that wins when ranks disagree."""
 POLL_S = 0.5
 
 
@@ -70,7 +72,7 @@ def agree(out_dir: Path, world: int, status: str, message: str | None, *, wait_s
             if time.monotonic() > deadline:
                 for rank in set(range(world)) - set(outcomes):
                     said = f"gave no outcome within {wait_s:.0f} s (the process died?)"
-                    outcomes[rank] = {"status": "failed", "message": said}
+                    outcomes[rank] = {"status": records.FAILED, "message": said}
                 break
             time.sleep(POLL_S)
     clear(out_dir, world)

@@ -2,7 +2,7 @@
 
 :func:`metrics` turns a run's :class:`~mammoscale.train.loop.Progress` into the record of
 DESIGN.md's schema, for every status; the schema check and the atomic write are
-:func:`mammoscale.files.write_metrics`'s, so a cell validates its own record on a cluster node
+:func:`mammoscale.records.write_metrics`'s, so a cell validates its own record on a cluster node
 before writing it, and a record that would break the tables is a bug caught at the source.
 """
 
@@ -15,12 +15,12 @@ import sys
 
 import torch
 
-from mammoscale import files, provenance
+from mammoscale import provenance, records, stats
 from mammoscale.plan import flops, memory
 from mammoscale.plan.launch import job_restarts
 from mammoscale.plan.settings import Settings
 from mammoscale.plan.vit import seq_len
-from mammoscale.train import devices
+from mammoscale.train import devices, energy, scores
 from mammoscale.train.backends import Backend
 
 log = logging.getLogger(__name__)
@@ -66,57 +66,86 @@ def metrics(
     cell's settings as planned; the micro-batch trained with is the probe's (``progress.micro_batch``)."""
     tokens = seq_len(s.family, s.image_size, s.patch_size)
     per_image = flops.train_flops_per_image(s.model_size, seq_len=tokens, patch_size=s.patch_size, channels=s.channels)
+    timing = _timing(s, progress, status)
+    throughput = timing["throughput_img_s"]
+    achieved = flops.achieved_tflops(per_image, throughput) if throughput else None
+    quality = quality or scores.unscored()
+    return records.metrics_record(
+        {
+            "schema_version": records.METRICS_SCHEMA_VERSION,
+            "status": status,
+            "message": message,
+            "hardware": s.hardware,
+            "variant": s.variant,
+            "model": f"{s.family}/{s.model_size}",
+            "attention": s.attention,
+            "attention_backend": progress.kernel,
+            "image_size": s.image_size,
+            "patch_size": s.patch_size,
+            "seq_len": tokens,
+            "params": progress.params,
+            "mode": s.mode,
+            "epochs": progress.epochs_done,
+            "steps": progress.steps_done,
+            "global_batch": s.global_batch,
+            **_batches(s, progress, backend),
+            "world_size": backend.world,
+            "backend": backend.name,
+            "ranks": backend.placement,
+            **timing,
+            "epoch_times_s": progress.epoch_times,
+            "train_time_s": sum(progress.epoch_times) if s.mode == "full" else (sum(progress.step_times) or None),
+            **_memory(s, progress, backend, peak, status),
+            "loader_workers": progress.loader_workers,
+            **energy.record_fields(progress, s.global_batch * (progress.steps_done - (progress.resumed_step or 0))),
+            "flops_per_img": per_image,
+            "achieved_tflops": achieved,
+            "mfu": flops.mfu(achieved, s.peak_tflops, backend.world) if achieved else None,
+            **{key: quality[key] for key in scores.QUALITY_KEYS},
+            "loss_curve": progress.loss_curve,
+            "resumed_from_epoch": progress.resumed_from,
+            "resumed_from_step": progress.resumed_step,
+            "env": environment(backend.device, backend.name),
+            "config": s.as_dict(),
+        },
+        complete=True,
+    )
+
+
+def _timing(s: Settings, progress, status: str) -> dict:
+    """Throughput from the timed steps (the warm-up left out) cut into windows (:mod:`mammoscale.stats`): their
+    median, its bootstrap interval and how much they vary; the median step; the input wait."""
     first = max(1, s.timing_warmup_steps)
-    timed = progress.step_times[first:] if status == "ok" else []
-    waits = progress.wait_times[first:] if status == "ok" else []
-    throughput = s.global_batch * len(timed) / sum(timed) if timed and sum(timed) > 0 else None
-    if status == "ok" and throughput is None:
+    timed = progress.step_times[first:] if status == records.OK else []
+    waits = progress.wait_times[first:] if status == records.OK else []
+    # a throughput cell's timed steps cut into timing_windows; a full-mode cell's, one window an epoch of this process
+    count = s.timing_windows if s.mode == "throughput" else progress.epochs_done - (progress.resumed_from or 0)
+    windows = stats.Throughput.of(stats.window_throughputs(timed, s.global_batch, max(1, count)))
+    throughput = windows.median
+    if status == records.OK and throughput is None:
         log.warning(
             "no throughput: %d step(s) ran and the first %d are warm-up (timing_warmup_steps, at least 1)",
             len(progress.step_times),
             first,
         )
-    achieved = flops.achieved_tflops(per_image, throughput) if throughput else None
-    quality = quality or {"val_auc": None, "val_pf1": None}
+    if windows.unstable:
+        log.warning(
+            "throughput unstable: the %d windows' images/s vary by %.0f%% of their mean (over %.0f%%); "
+            "the machine was busy or the steps too few: more train.timed_steps, or a quieter node",
+            len(windows.windows),
+            100 * windows.cv,
+            100 * stats.UNSTABLE_CV,
+        )
     return {
-        "schema_version": files.METRICS_SCHEMA_VERSION,
-        "status": status,
-        "message": message,
-        "hardware": s.hardware,
-        "variant": s.variant,
-        "model": f"{s.family}/{s.model_size}",
-        "attention": s.attention,
-        "attention_backend": progress.kernel,
-        "image_size": s.image_size,
-        "patch_size": s.patch_size,
-        "seq_len": tokens,
-        "params": progress.params,
-        "mode": s.mode,
-        "epochs": progress.epochs_done,
-        "steps": progress.steps_done,
-        "global_batch": s.global_batch,
-        **_batches(s, progress, backend),
-        "world_size": backend.world,
-        "backend": backend.name,
-        "ranks": backend.placement,
         "throughput_img_s": throughput,
+        "throughput_ci_low_img_s": windows.ci_low,
+        "throughput_ci_high_img_s": windows.ci_high,
+        "throughput_cv": windows.cv,
+        "throughput_unstable": windows.unstable,
+        "throughput_windows_img_s": windows.windows,
         "step_time_s": statistics.median(timed) if timed else None,
         "input_wait_fraction": sum(waits) / sum(timed) if throughput else None,
         "loader_img_s": s.global_batch * len(waits) / sum(waits) if throughput and sum(waits) > 0 else None,
-        "epoch_times_s": progress.epoch_times,
-        "train_time_s": sum(progress.epoch_times) if s.mode == "full" else (sum(progress.step_times) or None),
-        **_memory(s, progress, backend, peak, status),
-        "loader_workers": progress.loader_workers,
-        "flops_per_img": per_image,
-        "achieved_tflops": achieved,
-        "mfu": flops.mfu(achieved, s.peak_tflops, backend.world) if achieved else None,
-        "val_auc": quality["val_auc"],
-        "val_pf1": quality["val_pf1"],
-        "loss_curve": progress.loss_curve,
-        "resumed_from_epoch": progress.resumed_from,
-        "resumed_from_step": progress.resumed_step,
-        "env": environment(backend.device, backend.name),
-        "config": s.as_dict(),
     }
 
 

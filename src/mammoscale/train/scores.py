@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+
+from mammoscale import stats
+from mammoscale.stats import probabilistic_f1, roc_auc  # noqa: F401 (the metrics, where the cell scores)
 
 
 def per_breast(patient_id, laterality, label, probability) -> pd.DataFrame:
@@ -24,41 +25,34 @@ def per_breast(patient_id, laterality, label, probability) -> pd.DataFrame:
     )
 
 
-def roc_auc(label, score) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties); None with one class only."""
-    label = np.asarray(label).astype(bool)
-    score = np.asarray(score, dtype=np.float64)
-    positives, negatives = int(label.sum()), int((~label).sum())
-    if positives == 0 or negatives == 0:
-        return None
-    ranks = rankdata(score)
-    u = ranks[label].sum() - positives * (positives + 1) / 2
-    return float(u / (positives * negatives))
+QUALITY_KEYS = (
+    "val_auc",
+    "val_auc_ci_low",
+    "val_auc_ci_high",
+    "val_pf1",
+    "val_pf1_ci_low",
+    "val_pf1_ci_high",
+    "val_breasts",
+    "val_positive_breasts",
+)
+"""The record's keys of model quality: each metric with its bootstrap interval, and what it was scored on."""
 
 
-def probabilistic_f1(label, probability) -> float | None:
-    """RSNA pF1: precision and recall with probabilities as fractional counts; None without positives.
-
-    pTP = sum(p * y), pFP = sum(p * (1 - y)); precision = pTP / (pTP + pFP), recall = pTP / sum(y).
-    """
-    label = np.asarray(label, dtype=np.float64)
-    probability = np.asarray(probability, dtype=np.float64)
-    positives = label.sum()
-    if positives == 0:
-        return None
-    true_pos = float((probability * label).sum())
-    predicted = float(probability.sum())
-    if true_pos == 0 or predicted == 0:
-        return 0.0
-    precision, recall = true_pos / predicted, true_pos / positives
-    return 2 * precision * recall / (precision + recall)
+def unscored() -> dict:
+    """The quality keys of a cell that scored nothing (throughput mode, or no validation split)."""
+    return dict.fromkeys(QUALITY_KEYS)
 
 
-def evaluate(breasts: pd.DataFrame) -> dict[str, float | None]:
-    """``val_auc`` and ``val_pf1`` of a per-breast frame, rounded for the record; NaN-free."""
-    auc = roc_auc(breasts["label"], breasts["probability"])
-    pf1 = probabilistic_f1(breasts["label"], breasts["probability"])
-    return {"val_auc": _finite(auc), "val_pf1": _finite(pf1)}
+def evaluate(breasts: pd.DataFrame) -> dict[str, float | int | None]:
+    """AUC and pF1 of a per-breast frame with their bootstrap intervals over patients, rounded for the record;
+    NaN-free."""
+    result = {"val_breasts": len(breasts), "val_positive_breasts": int(breasts["label"].astype(bool).sum())}
+    args = (breasts["patient_id"].to_numpy(), breasts["label"].to_numpy(), breasts["probability"].to_numpy())
+    for metric in stats.METRICS:
+        low, high = stats.quality_ci(metric, *args)
+        result[f"val_{metric}"] = _finite(stats.METRICS[metric](*args[1:]))
+        result[f"val_{metric}_ci_low"], result[f"val_{metric}_ci_high"] = _finite(low), _finite(high)
+    return {key: result[key] for key in QUALITY_KEYS}
 
 
 def _finite(value: float | None) -> float | None:

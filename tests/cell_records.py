@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mammoscale import stats
+
 VARIANTS = {
     "flash": {"family": "xtransformers", "attention": "flash"},
     "materialised": {"family": "xtransformers", "attention": "materialised"},
@@ -29,8 +31,16 @@ def record(
     wait: float | None = 0.05,
     job: str | None = None,
     message: str | None = None,
+    spread: float = 0.01,
+    windows: int = 5,
 ) -> dict:
+    """``windows`` timing windows around ``throughput``, ``spread`` apart (their median is ``throughput``)."""
     ok = status == "ok"
+    timed = (
+        stats.Throughput.of([throughput * (1 + spread * (k - (windows - 1) / 2)) for k in range(windows)])
+        if ok and throughput
+        else stats.Throughput.of([])
+    )
     spec = VARIANTS[variant]
     tokens = (size // patch) ** 2 + (spec["family"] == "hf")
     flops = 3 * 2 * tokens * 86_000_000 * 2
@@ -57,6 +67,11 @@ def record(
         "world_size": 4,
         "backend": "ddp",
         "throughput_img_s": throughput if ok else None,
+        "throughput_ci_low_img_s": timed.ci_low,
+        "throughput_ci_high_img_s": timed.ci_high,
+        "throughput_cv": timed.cv,
+        "throughput_unstable": timed.unstable,
+        "throughput_windows_img_s": timed.windows,
         "step_time_s": 64 / throughput if ok and throughput else None,
         "input_wait_fraction": wait if ok else None,
         "loader_img_s": (throughput / wait if wait else None) if ok and throughput else None,
