@@ -84,3 +84,16 @@ def test_a_better_model_is_told_apart_and_a_noisy_one_is_not():
 def test_a_comparison_without_both_classes_has_no_interval():
     result = stats.paired("auc", [1, 2], [0, 0], [0.1, 0.2], [0.3, 0.4])
     assert result.difference is None and result.distinguishable is None
+
+
+def test_auc_ranks_ties_as_scipy_does():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 6, 200).astype(float)  # many ties
+    assert stats._midranks(scores) == pytest.approx(rankdata(scores))
+    label = rng.integers(0, 2, 200)
+    assert stats.roc_auc(label, scores) == pytest.approx(
+        (rankdata(scores)[label == 1].sum() - label.sum() * (label.sum() + 1) / 2) / (label.sum() * (200 - label.sum()))
+    )
+    assert stats.roc_auc([0, 1], [0.5, 0.5]) == 0.5

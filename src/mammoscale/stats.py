@@ -1,7 +1,7 @@
 """The study's numbers with their uncertainty: throughput windows, bootstrap intervals, paired comparisons.
 
 One owner for how a number's spread is computed, shared by the cell that measures (``mammoscale.train``)
-and the tables and report that compare (``mammoscale.report``); torch-free, numpy and scipy only.
+and the tables and report that compare (``mammoscale.report``); torch-free, numpy only.
 
 - **Throughput.** A cell's timed steps are cut into consecutive *windows*; each window gives one
   images/s. The cell's throughput is the windows' median; its interval a percentile bootstrap of
@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
 
 CONFIDENCE = 0.95
 """The level of every interval the study reports."""
@@ -127,9 +126,17 @@ def roc_auc(label, score) -> float | None:
     positives, negatives = int(label.sum()), int((~label).sum())
     if positives == 0 or negatives == 0:
         return None
-    ranks = rankdata(score)
+    ranks = _midranks(score)
     u = ranks[label].sum() - positives * (positives + 1) / 2
     return float(u / (positives * negatives))
+
+
+def _midranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing the mean of their ranks (scipy's ``rankdata``, without importing scipy.stats:
+    0.7 s of every training job's start)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + 1 + ends) / 2)[inverse]
 
 
 def probabilistic_f1(label, probability) -> float | None:
