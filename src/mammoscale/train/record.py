@@ -130,11 +130,13 @@ def _timing(s: Settings, progress, status: str) -> dict:
         )
     if windows.unstable:
         log.warning(
-            "throughput unstable: the %d windows' images/s vary by %.0f%% of their mean (over %.0f%%); "
-            "the machine was busy or the steps too few: more train.timed_steps, or a quieter node",
+            "throughput unstable: the %d windows' images/s vary by %.0f%% of their mean (over %.0f%%); %s",
             len(windows.windows),
             100 * windows.cv,
             100 * stats.UNSTABLE_CV,
+            "the machine was busy or the windows too short: more train.timed_steps, or a quieter node"
+            if s.mode == "throughput"
+            else "the machine was busy while it trained (each epoch is a window): a quieter node",
         )
     return {
         "throughput_img_s": throughput,
