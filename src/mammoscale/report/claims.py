@@ -70,20 +70,20 @@ def _judge_ratios(measured: pd.DataFrame, lowest: float, highest: float, toleran
         for s, p, r, lo, hi in zip(measured["image_size"], measured["patch_size"], ratios, lows, highs)
     )
     if outside.any():
-        verdict, why = NOT_REPRODUCED, "an interval wholly outside the published range"
+        verdict, why = NOT_REPRODUCED, f"an interval wholly outside the published range +-{tolerance:.0%}"
     elif inside.all():
-        verdict, why = REPRODUCED, "every interval within the published range"
+        verdict, why = REPRODUCED, f"every interval within the published range +-{tolerance:.0%}"
     elif lows.isna().any():
         verdict, why = INCONCLUSIVE, _too_few(measured)
     else:
-        verdict, why = INCONCLUSIVE, "an interval across an edge of the published range"
+        verdict, why = INCONCLUSIVE, f"an interval across an edge of the published range +-{tolerance:.0%}"
     unstable = measured[measured["unstable"].astype(str).str.lower() == "true"] if "unstable" in measured else []
     shaky = f"; unstable timing at {_cells(unstable)}" if len(unstable) else ""
     return {
         "measured": _range(ratios),
         "verdict": verdict,
         "detail": f"{len(measured)} of {len(PAPER_IMAGE_SIZES)} image sizes: {each} "
-        f"({stats.CONFIDENCE:.0%} bootstrap intervals over timing windows); {why} +-{tolerance:.0%}{shaky}",
+        f"({stats.CONFIDENCE:.0%} bootstrap intervals over timing windows); {why}{shaky}",
     }
 
 

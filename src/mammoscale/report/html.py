@@ -72,3 +72,15 @@ def items(mapping: dict, *, numbers: bool = True) -> str:
     """A list of ``key: value``; ``numbers=False`` keeps values as written (a seed, not 2,023)."""
     show = fmt if numbers else (lambda value: "" if value is None else str(value))
     return "<ul>" + "".join(f"<li>{esc(k)}: {esc(show(v))}</li>" for k, v in mapping.items()) + "</ul>"
+
+
+def column_or_nulls(rows: pd.DataFrame, name: str) -> pd.Series:
+    """A column of runs.csv, or nulls where no record has it yet (a table of records written before it)."""
+    return rows[name] if name in rows else pd.Series([None] * len(rows), index=rows.index)
+
+
+def bounds(low, high, digits: int) -> str | None:
+    """``[low, high]`` to ``digits`` significant figures; None (a dash) without an interval."""
+    if pd.isna(low) or pd.isna(high):
+        return None
+    return f"[{float(low):.{digits}g}, {float(high):.{digits}g}]"

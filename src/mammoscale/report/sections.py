@@ -10,7 +10,7 @@ import pandas as pd
 from mammoscale import files, records, stats
 from mammoscale.plan.memory import GiB
 from mammoscale.report import claims, quality
-from mammoscale.report.html import esc, image, items, table
+from mammoscale.report.html import bounds, column_or_nulls, esc, image, items, table
 from mammoscale.report.tables import STATUS_LABEL, status_label
 
 CELL_COLUMNS = {
@@ -125,7 +125,7 @@ def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame, co
             f"{worst['hardware']}) to {best['throughput_ratio']:.2f}x {_ci(best)} "
             f"({files.cell_label(best['image_size'], best['patch_size'])} vs {best['baseline_variant']}, "
             f"{best['hardware']}), over {len(ratios)} "
-            f"pairs that both ran ({stats.CONFIDENCE:.0%} bootstrap intervals over timing windows)."
+            f"pairs that both ran ({_how_sure(ratios)})."
         )
         memory = ratios.dropna(subset=["memory_ratio"])
         if not memory.empty:
@@ -163,6 +163,13 @@ def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame, co
     return lines
 
 
+def _how_sure(ratios: pd.DataFrame) -> str:
+    """Where the speed-ups' intervals come from, or why there are none."""
+    if ratios.get("throughput_ratio_ci_low", pd.Series(dtype=float)).notna().any():
+        return f"{stats.CONFIDENCE:.0%} bootstrap intervals over timing windows"
+    return f"no intervals: a cell needs {stats.MIN_WINDOWS} timing windows for one (train.timing_windows)"
+
+
 def _ci(pair) -> str:
     low, high = pair.get("throughput_ratio_ci_low"), pair.get("throughput_ratio_ci_high")
     return "[no interval]" if pd.isna(low) or pd.isna(high) else f"[{float(low):.2f}, {float(high):.2f}]"
@@ -173,31 +180,19 @@ def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
     rows["peak_mem_gib"] = rows["peak_mem_bytes"].astype(float) / GiB
     rows["mfu_pct"] = rows["mfu"].astype(float) * 100
     rows["input_wait_pct"] = rows["input_wait_fraction"].astype(float) * 100
-    rows["throughput_cv_pct"] = _column(rows, "throughput_cv").astype(float) * 100
+    rows["throughput_cv_pct"] = column_or_nulls(rows, "throughput_cv").astype(float) * 100
     for name, low, high, digits in (
         ("throughput_ci", "throughput_ci_low_img_s", "throughput_ci_high_img_s", 3),
         ("val_auc_ci", "val_auc_ci_low", "val_auc_ci_high", 3),
         ("val_pf1_ci", "val_pf1_ci_low", "val_pf1_ci_high", 3),
     ):
-        rows[name] = [_bounds(a, b, digits) for a, b in zip(_column(rows, low), _column(rows, high))]
-    unstable = _column(rows, "throughput_unstable").astype(str).str.lower() == "true"
+        rows[name] = [bounds(a, b, digits) for a, b in zip(column_or_nulls(rows, low), column_or_nulls(rows, high))]
+    unstable = column_or_nulls(rows, "throughput_unstable").astype(str).str.lower() == "true"
     rows.loc[unstable, "throughput_ci"] = [
         f"{ci or 'no interval'}, unstable" for ci in rows.loc[unstable, "throughput_ci"]
     ]
     rows["status"] = [status_label(status, basis) for status, basis in zip(rows["status"], rows["oom_basis"])]
     return rows
-
-
-def _column(rows: pd.DataFrame, name: str) -> pd.Series:
-    """A column of runs.csv, or nulls where no record has it yet (a table of records written before it)."""
-    return rows[name] if name in rows else pd.Series([None] * len(rows), index=rows.index)
-
-
-def _bounds(low, high, digits: int) -> str | None:
-    """``[low, high]`` to ``digits`` significant figures; None (a dash) without an interval."""
-    if pd.isna(low) or pd.isna(high):
-        return None
-    return f"[{float(low):.{digits}g}, {float(high):.{digits}g}]"
 
 
 def _reduced(levels: dict | None) -> str | None:
