@@ -122,5 +122,6 @@ rule snapshot:
         context=get_report_context,
         dpi=config["figures"]["dpi"],
         vector_format=FIGURE_FORMAT,
+        profile=get_reference_profile(),
     script:
         "../workflow/scripts/snapshot.py"

@@ -341,10 +341,12 @@ def test_snapshot_draws_the_report_of_what_finished_so_far(tmp_path):
         context=Context(RUN_CONFIG, REFERENCE, None, 0.15, "snakemake {profile}"),
         dpi=40,
         vector_format="pdf",
+        profile={"figure": missing, "operators": missing, "cell": "xe9680/flash/img512_p16", "trace": missing},
     )
     page = (out / "report.html").read_text()
     check(page)
     assert "snapshot of the cells finished so far" in page
+    assert 'id="figure-profile"' not in page  # the reference cell is not profiled yet: nothing to show
     assert "12 cells configured: 1 ok, 1 failed, 10 not run." in page and "loss nan" in page
     assert sorted(p.name for p in (out / "figures").glob("*.pdf")) == sorted(f"{n}.pdf" for n in captions.FIGURES)
     runs = files.read_runs(out / "runs.csv")

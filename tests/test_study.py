@@ -261,3 +261,10 @@ def test_a_timing_setting_leaves_the_quality_cells_alone():
     assert study().cell_settings(cell) == study(train={"timed_steps": 9, "timing_windows": 9}).cell_settings(cell)
     throughput = Cell("local-cpu", "flash", 384, 16)
     assert study(train={"timed_steps": 9}).cell_settings(throughput)["timed_steps"] == 9
+
+
+def test_a_gpu_profile_left_to_choose_its_device_times_as_a_gpu():
+    gpu = {"launcher": "none", "nodes": 1, "gpus_per_node": 1, "micro_batch": 1, "device": "auto", "precision": "bf16"}
+    s = study(hardware={"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], **gpu}})
+    settings = s.cell_settings(Cell("local-cpu", "flash", 384, 16))
+    assert (settings["timed_steps"], settings["timing_windows"]) == (50, 10)

@@ -20,4 +20,5 @@ snapshot(
     context=Context(**p.context),
     dpi=p.dpi,
     vector_format=p.vector_format,
+    profile=p.profile,
 )

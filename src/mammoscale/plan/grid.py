@@ -128,7 +128,7 @@ def cell_settings(
             settings[key] = profile[key]
     if settings["mode"] == "full":  # a quality cell times each epoch: a timing knob must not retrain it
         return {key: value for key, value in settings.items() if key not in TIMED}
-    return timing_defaults(settings)
+    return timing_defaults(settings, gpu=bool(profile.get("gpus_per_node")) and settings["device"] != "cpu")
 
 
 def choose_baseline(variants: dict, requested: str | None) -> str | None:

@@ -34,10 +34,11 @@ a CPU step of the embedded study up to nine seconds, so three windows of one (a 
 the two steps more that five windows take would cost ``make run`` 40 s; set both keys to 5 for one)."""
 
 
-def timing_defaults(settings: dict) -> dict:
-    """``settings`` with a null ``timed_steps`` or ``timing_windows`` filled in for its device (:data:`TIMING`;
-    ``auto`` is taken as a CPU's, the safe side of a time limit)."""
-    chosen = TIMING["cuda" if settings.get("device") == "cuda" else "cpu"]
+def timing_defaults(settings: dict, *, gpu: bool | None = None) -> dict:
+    """``settings`` with a null ``timed_steps`` or ``timing_windows`` filled in for its device (:data:`TIMING`):
+    ``gpu`` where the caller knows (a profile with GPUs whose ``device`` is ``auto``), else its ``device`` (``auto``
+    taken as a CPU's, the safe side of a time limit)."""
+    chosen = TIMING["cuda" if (settings.get("device") == "cuda" if gpu is None else gpu) else "cpu"]
     return {**settings, **{key: value for key, value in chosen.items() if settings.get(key) is None}}
 
 

@@ -35,12 +35,14 @@ def snapshot(
     dpi: int,
     vector_format: str,
     plan_csv=files.PLAN_CSV,
+    profile: dict | None = None,
 ) -> pd.DataFrame:
     """Tables, figures and report from whatever exists now, into ``out_dir``; the claims it judged.
 
     ``pipeline`` is the pipeline table's jobs (``{"stage1": [...], "stage2": [...]}``, as for
     :func:`mammoscale.report.tables.pipeline_table`); those whose benchmark is not written yet
-    are left out.
+    are left out. ``profile`` (the reference cell's, :func:`mammoscale.report.breakdown.section`'s arguments) is
+    shown once its figure exists.
     """
     out = Path(out_dir)
     runs = tables.write_tables(
@@ -78,5 +80,6 @@ def snapshot(
         preprocess=_existing_json(preprocess_summary),
         context=context,
         plan=files.PLAN_TABLE.read(plan_csv) if Path(plan_csv).is_file() else None,
+        profile=profile if profile and all(Path(profile[key]).is_file() for key in ("figure", "operators")) else None,
         title="mammoscale study report (snapshot of the cells finished so far)",
     )
