@@ -8,6 +8,7 @@ from mammoscale import files
 from mammoscale.dataset import sources
 from mammoscale.errors import UserError
 from mammoscale.plan.digest import digest
+from mammoscale.plan.grid import profile_settings
 from mammoscale.plan.launch import job_request
 from mammoscale.plan.study import Study
 from mammoscale.report.captions import CAPTIONS, CATEGORY, FIGURES
@@ -159,6 +160,17 @@ def cell_of(wildcards):
 def get_cell(wildcards):
     """The cell's own settings, and nothing else: a config change reruns only the cells it concerns."""
     return STUDY.cell_settings(cell_of(wildcards))
+
+
+def get_profile_cell(wildcards):
+    """The cell's settings as its profile runs them (profile.steps after profile.warmup_steps)."""
+    profile = config["profile"]
+    return profile_settings(get_cell(wildcards), steps=profile["steps"], warmup_steps=profile["warmup_steps"])
+
+
+def get_profile_runtime(wildcards):
+    """A profile job's time limit: profile.runtime_min and its steps' predicted time (mammoscale.plan.sizing)."""
+    return STUDY.plan_of(cell_of(wildcards)).profile_runtime_min(config["profile"])
 
 
 def get_launch(wildcards):

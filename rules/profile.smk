@@ -21,7 +21,7 @@ rule profile_cell:
     threads: get_threads
     resources:
         mem_mb=get_cell_mem_mb,
-        runtime=config["profile"]["runtime_min"],
+        runtime=get_profile_runtime,
         nodes=get_request("nodes"),
         tasks=get_request("tasks"),
         gpu=get_request("gpu"),
@@ -33,10 +33,8 @@ rule profile_cell:
         mpi=get_request("mpi"),
         cpus_per_task=get_request("cpus_per_task"),
     params:
-        cell=get_cell,
+        cell=get_profile_cell,
         launch=get_launch,
-        steps=config["profile"]["steps"],
-        warmup_steps=config["profile"]["warmup_steps"],
     script:
         "../workflow/scripts/profile_cell.py"
 

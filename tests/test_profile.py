@@ -19,6 +19,7 @@ import yaml
 
 from mammoscale import files, train
 from mammoscale.errors import UserError
+from mammoscale.plan import grid
 from mammoscale.report import breakdown as breakdown_figure
 from mammoscale.report import plots
 from mammoscale.train import energy, job, profiling, ranges, record
@@ -44,6 +45,11 @@ def cell(cache_root: Path, **overrides) -> dict:
         "precision": "fp32",
     }
     return {**base, **overrides}
+
+
+def profiled(settings: dict) -> dict:
+    """A cell's settings as its profile runs them: 1 warm-up step, 2 profiled."""
+    return grid.profile_settings(settings, steps=2, warmup_steps=1)
 
 
 def check_profile(out: Path, steps: int) -> pd.DataFrame:
@@ -96,7 +102,7 @@ def test_the_ranges_do_not_change_what_a_cell_trains(train_cache, tmp_path, monk
 
 def test_a_profile_of_a_cell_holds_every_named_range_and_where_the_time_went(train_cache, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="mammoscale"):
-        result = job.run_profile(cell(train_cache), ONE_PROCESS, tmp_path, steps=2, warmup_steps=1)
+        result = job.run_profile(profiled(cell(train_cache)), ONE_PROCESS, tmp_path)
     assert result["status"] == "ok" and result["steps"] == 3 and result["mode"] == "throughput"
     steps = check_profile(tmp_path, steps=2)
     assert steps.groupby("phase")["seconds"].sum()[[ranges.FORWARD, ranges.BACKWARD]].min() > 0
@@ -112,7 +118,7 @@ def test_a_cell_that_cannot_run_here_is_said_not_profiled(train_cache, tmp_path,
     """A kernel this CPU cannot run (or an OOM) is a finding: the profile says so, and the report still builds."""
     skipped = cell(train_cache, family="hf", attention="flash_attention_2")
     with caplog.at_level(logging.WARNING, logger="mammoscale"):
-        result = job.run_profile(skipped, ONE_PROCESS, tmp_path, steps=2, warmup_steps=1)
+        result = job.run_profile(profiled(skipped), ONE_PROCESS, tmp_path)
     assert result["status"] == "skipped" and "not profiled: the cell ended skipped" in caplog.text
     trace = json.loads((tmp_path / files.PROFILE_TRACE).read_text())
     assert trace["traceEvents"] == [] and trace["mammoscale"].startswith("not profiled")
@@ -131,7 +137,7 @@ def test_ddp_all_reduce_counts_as_gradient_communication(train_cache, tmp_path):
     all-reduce DDP runs inside the backward pass is gradient communication."""
     launch = {**ONE_PROCESS, "launcher": "torchrun", "gpus_per_node": 2}
     settings = cell(train_cache, backend="ddp", device="cpu", micro_batch=1)
-    job.run_profile(settings, launch, tmp_path, steps=2, warmup_steps=1)
+    job.run_profile(profiled(settings), launch, tmp_path)
     steps = check_profile(tmp_path, steps=2)
     assert (steps[steps["phase"] == ranges.COMMUNICATION]["seconds"] > 0).all()
     assert (tmp_path / files.fill(files.PROFILE_RANK_TRACE, rank=1)).is_file()

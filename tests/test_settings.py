@@ -103,3 +103,7 @@ def test_timing_left_null_is_the_devices(device):
     assert (given.timed_steps, given.timing_windows) == (7, 2)
     with pytest.raises(SettingsError, match="timing_windows must be at least 1"):
         Settings.from_dict({**BASE, "timing_windows": 0})
+    with pytest.raises(SettingsError, match="timing_windows 5 is more than timed_steps 3: a window is at least one"):
+        Settings.from_dict({**BASE, "mode": "throughput", "timing_windows": 5, "timed_steps": 3})
+    assert Settings.from_dict({**BASE, "mode": "full", "timing_windows": 5, "timed_steps": 3}).mode == "full"
+    assert Settings.from_dict({**BASE, "timed_steps": 2}).timing_windows == 2  # left null: as many as the steps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 
@@ -268,3 +270,21 @@ def test_a_gpu_profile_left_to_choose_its_device_times_as_a_gpu():
     s = study(hardware={"local-cpu": {**EMBEDDED["hardware"]["local-cpu"], **gpu}})
     settings = s.cell_settings(Cell("local-cpu", "flash", 384, 16))
     assert (settings["timed_steps"], settings["timing_windows"]) == (50, 10)
+
+
+def test_more_windows_than_timed_steps_is_refused_when_the_workflow_is_planned():
+    with pytest.raises(UserError, match="timing_windows 10 is more than timed_steps 3"):
+        study(train={"timing_windows": 10})
+
+
+def test_a_profile_job_asks_for_its_steps_time_within_the_cells_limit():
+    s = Study.from_config({**EMBEDDED, **PAPER, "hardware": {**EMBEDDED["hardware"], **PAPER["hardware"]}})
+    profile = s.config["profile"]
+    reference = s.plan_of(Cell("xe9680", "flash", 512, 16))
+    largest = s.plan_of(Cell("xe9680", "flash", 2048, 8))
+    assert largest.step_s > 10 * reference.step_s > 0
+    assert profile["runtime_min"] < reference.profile_runtime_min(profile) < largest.profile_runtime_min(profile)
+    minutes = profile["runtime_min"] + 2 * (profile["warmup_steps"] + profile["steps"]) * largest.step_s / 60
+    assert largest.profile_runtime_min(profile) == int(min(60 * largest.time_limit_hours, math.ceil(minutes)))
+    cpu = study().plan_of(Cell("local-cpu", "flash", 384, 16))
+    assert cpu.step_s == 0 and cpu.profile_runtime_min(profile) == profile["runtime_min"]  # no hours predicted

@@ -44,16 +44,12 @@ def metrics_keys() -> tuple[str, ...]:
 
 
 def _empty(spec: dict):
-    """What a record holds for a key nothing was measured for: null where the schema allows it, else an empty
-    list; a key that can be neither must be given."""
+    """What a record holds for a key nothing was measured for: null where the schema allows it, an empty list where
+    it holds a list; None where the key can be neither (it must be given)."""
     spec = metrics_schema()["$defs"][spec["$ref"].rpartition("/")[2]] if "$ref" in spec else spec
     kinds = spec.get("type", [])
     kinds = [kinds] if isinstance(kinds, str) else kinds
-    if "null" in kinds:
-        return None
-    if "array" in kinds:
-        return []
-    raise KeyError
+    return (None,) if "null" in kinds else ([],) if "array" in kinds else None
 
 
 def metrics_record(values: dict, *, complete: bool) -> dict:
@@ -65,15 +61,10 @@ def metrics_record(values: dict, *, complete: bool) -> dict:
         raise KeyError(f"not keys of the metrics schema: {', '.join(unknown)}")
     record = {}
     for key, spec in properties.items():
-        if key in values:
-            record[key] = values[key]
-            continue
-        try:
-            if complete:
-                raise KeyError
-            record[key] = _empty(spec)
-        except KeyError:
-            raise KeyError(f"the cell record lacks {key!r}, which the metrics schema requires") from None
+        empty = None if complete or key in values else _empty(spec)
+        if key not in values and empty is None:
+            raise KeyError(f"the cell record lacks {key!r}, which the metrics schema requires")
+        record[key] = values[key] if key in values else empty[0]
     return record
 
 

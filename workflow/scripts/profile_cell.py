@@ -8,10 +8,4 @@ configure(snakemake.log[0])
 from mammoscale.train.job import run_profile  # noqa: E402 (after configure: a missing torch is one line in the log)
 
 given = snakemake.params
-run_profile(
-    dict(given.cell),
-    dict(given.launch),
-    Path(snakemake.output.breakdown).parent,
-    steps=given.steps,
-    warmup_steps=given.warmup_steps,
-)
+run_profile(dict(given.cell), dict(given.launch), Path(snakemake.output.breakdown).parent)

@@ -95,6 +95,23 @@ GRID_KEYS = ("full_mode_at", "seeds")
 """``train.*`` keys that say which cells (and seeds) run, not how one trains."""
 
 
+PROFILE_UNUSED = ("epochs", "checkpoint", "checkpoint_every_min")
+"""A cell's settings that a few profiled throughput steps never read: changing them does not reprofile."""
+
+
+def profile_settings(settings: dict, *, steps: int, warmup_steps: int) -> dict:
+    """A cell's settings as its profile runs them (``profile.*``): throughput mode, ``warmup_steps`` then ``steps``
+    timed steps, one window each; the settings it never reads left out."""
+    kept = {key: value for key, value in settings.items() if key not in PROFILE_UNUSED}
+    return {
+        **kept,
+        "mode": "throughput",
+        "timing_warmup_steps": warmup_steps,
+        "timed_steps": steps,
+        "timing_windows": steps,
+    }
+
+
 def cell_settings(
     cell: Cell,
     *,

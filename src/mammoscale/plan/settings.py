@@ -35,11 +35,15 @@ the two steps more that five windows take would cost ``make run`` 40 s; set both
 
 
 def timing_defaults(settings: dict, *, gpu: bool | None = None) -> dict:
-    """``settings`` with a null ``timed_steps`` or ``timing_windows`` filled in for its device (:data:`TIMING`):
+    """``settings`` with a null ``timed_steps`` or ``timing_windows`` filled in for its device (:data:`TIMING`; a null
+    window count no more than the timed steps):
     ``gpu`` where the caller knows (a profile with GPUs whose ``device`` is ``auto``), else its ``device`` (``auto``
     taken as a CPU's, the safe side of a time limit)."""
     chosen = TIMING["cuda" if (settings.get("device") == "cuda" if gpu is None else gpu) else "cpu"]
-    return {**settings, **{key: value for key, value in chosen.items() if settings.get(key) is None}}
+    filled = {**settings, **{key: value for key, value in chosen.items() if settings.get(key) is None}}
+    if settings.get("timing_windows") is None:  # fits the steps given: a window is one step at least
+        filled["timing_windows"] = min(filled["timing_windows"], filled["timed_steps"])
+    return filled
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,11 @@ class Settings:
         for name in ("timing_warmup_steps", "loader_workers"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative, not {getattr(self, name)}")
+        if self.mode == "throughput" and self.timing_windows > self.timed_steps:
+            raise SettingsError(
+                f"timing_windows {self.timing_windows} is more than timed_steps {self.timed_steps}: a window is at "
+                "least one step; set train.timed_steps to a multiple of train.timing_windows"
+            )
         for name in ("lr", "checkpoint_every_min"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name} must be positive, not {getattr(self, name)}")

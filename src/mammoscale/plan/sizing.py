@@ -18,6 +18,7 @@ Torch-free: the Snakefile plans every cell when it is parsed.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from dataclasses import dataclass
 
@@ -80,12 +81,22 @@ class CellPlan:
         }
 
     @property
+    def step_s(self) -> float:
+        """One optimiser step's predicted seconds (0 where no hours are predicted: CPUs, no peak)."""
+        return 3600 * self.predicted_hours / self.steps if self.predicted_hours and self.steps else 0.0
+
+    def profile_runtime_min(self, profile: dict) -> int:
+        """The time limit of this cell's profile job (``profile.*``): ``runtime_min`` for starting and writing the
+        trace, plus twice its steps' predicted time, never past the cell's own limit."""
+        steps_s = 2 * (profile["warmup_steps"] + profile["steps"]) * self.step_s
+        return int(min(60 * self.time_limit_hours, profile["runtime_min"] + math.ceil(steps_s / 60)))
+
+    @property
     def signal_before_limit_s(self) -> int:
         """How long before the time limit SLURM signals the cell to stop with a checkpoint (``--signal``): two of its
         predicted steps and two minutes to write the checkpoint, at least :data:`SIGNAL_MIN_S`, at most a quarter of
         the limit (SLURM sends it up to a minute early)."""
-        step_s = 3600 * self.predicted_hours / self.steps if self.predicted_hours and self.steps else 0
-        return int(min(max(SIGNAL_MIN_S, 2 * step_s + 120), 3600 * self.time_limit_hours / 4))
+        return int(min(max(SIGNAL_MIN_S, 2 * self.step_s + 120), 3600 * self.time_limit_hours / 4))
 
     @property
     def data_setting(self) -> str:

@@ -23,6 +23,8 @@ from mammoscale import stats
 from mammoscale.files import cell_label, size_label
 from mammoscale.plan.memory import GiB
 from mammoscale.records import OK, OOM, PREDICTED
+from mammoscale.report.html import interval
+from mammoscale.report.tables import flags
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN = "reproduced", "not reproduced", "inconclusive", "not run"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN)
@@ -45,10 +47,6 @@ def _cells(frame: pd.DataFrame) -> str:
     return ", ".join(cell_label(s, p) for s, p in zip(frame["image_size"], frame["patch_size"])) or "none"
 
 
-def _interval(low, high) -> str:
-    return "no interval" if pd.isna(low) or pd.isna(high) else f"[{float(low):.2f}, {float(high):.2f}]"
-
-
 def _too_few(measured: pd.DataFrame) -> str:
     """Why a speed-up has no interval: too few windows, or a record from before windows were timed."""
     counts = measured.reindex(columns=["windows_flash", "windows_baseline"]).astype(float).min(axis=1)
@@ -66,7 +64,7 @@ def _judge_ratios(measured: pd.DataFrame, lowest: float, highest: float, toleran
     outside = (highs < lowest) | (lows > highest)
     inside = (lows >= lowest) & (highs <= highest)
     each = "; ".join(
-        f"{cell_label(s, p)} {r:.2f}x {_interval(lo, hi)}"
+        f"{cell_label(s, p)} {r:.2f}x {interval(lo, hi)}"
         for s, p, r, lo, hi in zip(measured["image_size"], measured["patch_size"], ratios, lows, highs)
     )
     if outside.any():
@@ -77,7 +75,7 @@ def _judge_ratios(measured: pd.DataFrame, lowest: float, highest: float, toleran
         verdict, why = INCONCLUSIVE, _too_few(measured)
     else:
         verdict, why = INCONCLUSIVE, f"an interval across an edge of the published range +-{tolerance:.0%}"
-    unstable = measured[measured["unstable"].astype(str).str.lower() == "true"] if "unstable" in measured else []
+    unstable = measured[flags(measured["unstable"])] if "unstable" in measured else []
     shaky = f"; unstable timing at {_cells(unstable)}" if len(unstable) else ""
     return {
         "measured": _range(ratios),
@@ -292,7 +290,7 @@ def hardware_claim(runs: pd.DataFrame, *, flash: str) -> dict:
         else ", ".join(f"{hw} {s:.1f}" for hw, s in zip(HARDWARE_ORDER, speeds)),
         "verdict": verdict,
         "detail": "images/s of each profile with its interval: "
-        + ", ".join(f"{hw} {s:.1f} {_interval(*b)}" for hw, s, b in zip(HARDWARE_ORDER, speeds, bounds))
+        + ", ".join(f"{hw} {s:.1f} {interval(*b)}" for hw, s, b in zip(HARDWARE_ORDER, speeds, bounds))
         + ("" if apart else "; neighbouring intervals overlap (or too few timing windows): the order is not settled"),
     }
 

@@ -79,8 +79,9 @@ def column_or_nulls(rows: pd.DataFrame, name: str) -> pd.Series:
     return rows[name] if name in rows else pd.Series([None] * len(rows), index=rows.index)
 
 
-def bounds(low, high, digits: int) -> str | None:
-    """``[low, high]`` to ``digits`` significant figures; None (a dash) without an interval."""
-    if pd.isna(low) or pd.isna(high):
-        return None
-    return f"[{float(low):.{digits}g}, {float(high):.{digits}g}]"
+def interval(low, high, spec: str = ".2f", missing: str | None = "no interval") -> str | None:
+    """``[low, high]``, each end formatted with ``spec``; ``missing`` where an end is absent (too few windows, a
+    record from before intervals): the one way the report writes an interval."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return missing
+    return f"[{float(low):{spec}}, {float(high):{spec}}]"

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mammoscale import files, records, stats
+from mammoscale.report.html import interval
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,16 @@ def comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per pair of scored variants at the same place and per metric (AUC, pF1)."""
     rows = []
     cells = scored(runs)
+    read = {index: predictions(row) for index, row in cells.iterrows()}  # each file once, however many pairs
     for place, group in cells.groupby(PLACE, sort=False):
-        for (_, first), (_, second) in itertools.combinations(group.iterrows(), 2):
-            rows += _pair(dict(zip(PLACE, place)), first, second)
+        for (i, first), (j, second) in itertools.combinations(group.iterrows(), 2):
+            rows += _pair(dict(zip(PLACE, place)), first, second, [read[i], read[j]])
     return files.QUALITY_TABLE.frame(rows)
 
 
-def _pair(place: dict, first, second) -> list[dict]:
+def _pair(place: dict, first, second, loaded: list) -> list[dict]:
+    """One pair's rows; ``loaded``: each cell's predictions and why they cannot be used (:func:`predictions`)."""
     names = {"variant_a": first["variant"], "variant_b": second["variant"]}
-    loaded = [predictions(row) for row in (first, second)]
     problem = "; ".join(reason for _, reason in loaded if reason)
     if not problem:
         (a, _), (b, _) = loaded
@@ -153,10 +155,6 @@ def _over_seeds(row) -> str:
     )
 
 
-def _interval(low, high) -> str:
-    return "no interval" if low is None or pd.isna(low) or pd.isna(high) else f"[{low:.3f}, {high:.3f}]"
-
-
 def sentences(runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """The report's lines on model quality: each scored cell's AUC with its interval, then each paired comparison;
     a cell is called best only when it is told apart from every other scored at its place."""
@@ -168,7 +166,7 @@ def sentences(runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
         name = files.cell_name(row["hardware"], row["variant"], row["image_size"], row["patch_size"])
         lines.append(
             f"Validation AUC of {name}: "
-            f"{float(row['val_auc']):.3f} {_interval(row.get('val_auc_ci_low'), row.get('val_auc_ci_high'))}"
+            f"{float(row['val_auc']):.3f} {interval(row.get('val_auc_ci_low'), row.get('val_auc_ci_high'), '.3f')}"
             f"{breasts}{positive}, {stats.CONFIDENCE:.0%} interval over patients{_over_seeds(row)}."
         )
     auc = table[table["metric"] == "auc"] if not table.empty else table
@@ -179,7 +177,8 @@ def sentences(runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
             continue
         lines.append(
             f"{row['variant_a']} vs {row['variant_b']} ({where}): AUC difference {row['difference']:+.3f} "
-            f"{_interval(row['ci_low'], row['ci_high'])}, p = {row['p_value']:.2f} (paired bootstrap over patients): "
+            f"{interval(row['ci_low'], row['ci_high'], '.3f')}, p = {row['p_value']:.2f} "
+            "(paired bootstrap over patients): "
             f"{row['verdict']}."
         )
     for _, group in auc.groupby(PLACE, sort=False):

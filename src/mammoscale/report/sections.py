@@ -10,8 +10,8 @@ import pandas as pd
 from mammoscale import files, records, stats
 from mammoscale.plan.memory import GiB
 from mammoscale.report import claims, quality
-from mammoscale.report.html import bounds, column_or_nulls, esc, image, items, table
-from mammoscale.report.tables import STATUS_LABEL, status_label
+from mammoscale.report.html import column_or_nulls, esc, image, interval, items, table
+from mammoscale.report.tables import STATUS_LABEL, flags, status_label
 
 CELL_COLUMNS = {
     "hardware": "hardware",
@@ -144,9 +144,7 @@ def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame, co
                 + (f"; out of memory from {int(oom['seq_len'].min()):,} tokens" if not oom.empty else "")
                 + "."
             )
-    unstable = (
-        runs[runs["throughput_unstable"].astype(str).str.lower() == "true"] if "throughput_unstable" in runs else []
-    )
+    unstable = runs[flags(runs["throughput_unstable"])] if "throughput_unstable" in runs else []
     if len(unstable):
         lines.append(
             f"{len(unstable)} cell(s) with unstable timing (windows' images/s vary by over "
@@ -171,8 +169,7 @@ def _how_sure(ratios: pd.DataFrame) -> str:
 
 
 def _ci(pair) -> str:
-    low, high = pair.get("throughput_ratio_ci_low"), pair.get("throughput_ratio_ci_high")
-    return "[no interval]" if pd.isna(low) or pd.isna(high) else f"[{float(low):.2f}, {float(high):.2f}]"
+    return interval(pair.get("throughput_ratio_ci_low"), pair.get("throughput_ratio_ci_high"))
 
 
 def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
@@ -181,13 +178,15 @@ def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
     rows["mfu_pct"] = rows["mfu"].astype(float) * 100
     rows["input_wait_pct"] = rows["input_wait_fraction"].astype(float) * 100
     rows["throughput_cv_pct"] = column_or_nulls(rows, "throughput_cv").astype(float) * 100
-    for name, low, high, digits in (
-        ("throughput_ci", "throughput_ci_low_img_s", "throughput_ci_high_img_s", 3),
-        ("val_auc_ci", "val_auc_ci_low", "val_auc_ci_high", 3),
-        ("val_pf1_ci", "val_pf1_ci_low", "val_pf1_ci_high", 3),
+    for name, low, high in (
+        ("throughput_ci", "throughput_ci_low_img_s", "throughput_ci_high_img_s"),
+        ("val_auc_ci", "val_auc_ci_low", "val_auc_ci_high"),
+        ("val_pf1_ci", "val_pf1_ci_low", "val_pf1_ci_high"),
     ):
-        rows[name] = [bounds(a, b, digits) for a, b in zip(column_or_nulls(rows, low), column_or_nulls(rows, high))]
-    unstable = column_or_nulls(rows, "throughput_unstable").astype(str).str.lower() == "true"
+        rows[name] = [
+            interval(a, b, ".3g", None) for a, b in zip(column_or_nulls(rows, low), column_or_nulls(rows, high))
+        ]
+    unstable = flags(column_or_nulls(rows, "throughput_unstable"))
     rows.loc[unstable, "throughput_ci"] = [
         f"{ci or 'no interval'}, unstable" for ci in rows.loc[unstable, "throughput_ci"]
     ]

@@ -149,7 +149,7 @@ def speedups(runs: pd.DataFrame) -> pd.DataFrame:
     pairs["throughput_ratio_ci_low"] = [low for low, _ in bounds]
     pairs["throughput_ratio_ci_high"] = [high for _, high in bounds]
     pairs["unstable"] = (
-        pairs["throughput_unstable_flash"].map(_flag) | pairs["throughput_unstable_baseline"].map(_flag)
+        flags(pairs["throughput_unstable_flash"]) | flags(pairs["throughput_unstable_baseline"])
     ).where(both)
     pairs["memory_ratio"] = (
         pairs["peak_mem_bytes_baseline"].astype(float) / pairs["peak_mem_bytes_flash"].astype(float)
@@ -177,8 +177,10 @@ def _windows(value) -> list[float]:
     return list(value) if isinstance(value, list) else []
 
 
-def _flag(value) -> bool:
-    return str(value).lower() == "true"
+def flags(values) -> pd.Series:
+    """A column of booleans as a cell wrote them or as runs.csv reads them back (``True``, ``"True"``); absent:
+    False."""
+    return pd.Series(values, dtype=object).astype(str).str.lower() == "true"
 
 
 def read_benchmark(path: Path | str) -> dict:

@@ -74,18 +74,18 @@ def run_job(cell: dict, launch: dict, out_dir: Path | str) -> dict:
     return result
 
 
-def run_profile(cell: dict, launch: dict, out_dir: Path | str, *, steps: int, warmup_steps: int) -> dict:
-    """Profile one cell (the rule ``profile_cell``): its own settings in throughput mode, ``warmup_steps`` steps and
-    then ``steps`` under the profiler (:mod:`mammoscale.train.profiling`), its ranks started as :func:`run_job` starts
-    them; the profile's files, and the profiled run's own record and log, in ``out_dir``."""
+def run_profile(cell: dict, launch: dict, out_dir: Path | str) -> dict:
+    """Profile one cell (the rule ``profile_cell``): ``cell`` its settings as profiled
+    (:func:`mammoscale.plan.grid.profile_settings`: its warm-up steps, then its timed steps under the profiler,
+    :mod:`mammoscale.train.profiling`), its ranks started as :func:`run_job` starts them; the profile's files, and
+    the profiled run's own record and log, in ``out_dir``."""
     out_dir = Path(out_dir)
     for name in (files.PROFILE_TRACE, files.PROFILE_OPERATORS, files.PROFILE_BREAKDOWN):
         (out_dir / name).unlink(missing_ok=True)
-    profiled = {**cell, "mode": "throughput", "timing_warmup_steps": warmup_steps, "timed_steps": steps}
     asked = os.environ.get(ranges.ENV)
     os.environ[ranges.ENV] = "profile"  # for this process's rank, and those a launcher starts
     try:
-        result = run_job(profiled, launch, out_dir)
+        result = run_job(cell, launch, out_dir)
     finally:
         os.environ.pop(ranges.ENV)
         os.environ.update({ranges.ENV: asked} if asked is not None else {})
