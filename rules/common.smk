@@ -5,8 +5,9 @@ import os
 import sys
 
 from mammoscale import files
-from mammoscale.dataset import sources
+from mammoscale.dataset import chestxray14, sources
 from mammoscale.errors import UserError
+from mammoscale.plan import sizing
 from mammoscale.plan.digest import digest
 from mammoscale.plan.grid import profile_settings
 from mammoscale.plan.launch import job_request
@@ -24,7 +25,7 @@ wildcard_constraints:
     shard=r"\d{4}",
     seed=r"\d+",
     image_size=r"\d+",
-    patch_size=r"\d+",
+    patch=files.PATCH_PATTERN,
     hardware=r"[A-Za-z0-9_-]+",
     variant=r"[A-Za-z0-9_-]+",
     figure="|".join(FIGURES),
@@ -71,14 +72,42 @@ def get_data(wildcards):
     return get_train_csv()
 
 
+def get_chestxray14_files():
+    """A ChestX-ray14 data.root's CSV and official lists (the PNGs are found beside them)."""
+    names = {"entries": files.CHEST_ENTRIES, "train_val": files.CHEST_TRAIN_VAL, "test": files.CHEST_TEST}
+    return {key: f"{get_data_root()}/{name}" for key, name in names.items()}
+
+
+def get_chestxray14_data(wildcards):
+    """The CSV and lists, for the job that reads them: a ChestX-ray14 data.root must hold them (get_data's check)."""
+    try:
+        STUDY.check_data()
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    return get_chestxray14_files()
+
+
 def is_synthetic():
-    return config["data"]["source"] == "synthetic"
+    return STUDY.source.synthetic
+
+
+def is_chestxray14():
+    return STUDY.source.layout == "chestxray14"
+
+
+def get_manifest():
+    """The manifest's table: breasts.csv (RSNA) or images.csv (ChestX-ray14)."""
+    return files.CHEST_IMAGES if is_chestxray14() else files.BREASTS
 
 
 @functools.cache
 def get_sources():
-    """Each shard's fingerprint of the DICOM files it reads, and of the absent ones (mammoscale.dataset.sources):
-    a replaced file reruns its shard. None for the synthetic set, which this workflow writes itself."""
+    """Each shard's fingerprint of the files it reads, and of the absent ones (mammoscale.dataset.sources, or
+    .chestxray14's): a replaced file reruns its shard. None for a synthetic set, which this workflow writes itself."""
+    if is_chestxray14():
+        if is_synthetic() or not os.path.isfile(get_chestxray14_files()["entries"]):
+            return None
+        return chestxray14.fingerprints(get_data_root(), config["cache"]["shards"])
     if is_synthetic() or not os.path.isfile(get_train_csv()):
         return None
     return sources.fingerprints(get_data_root(), config["cache"]["shards"])
@@ -114,7 +143,7 @@ def get_contact_sheets():
 
 def get_cache_output():
     return [
-        files.BREASTS,
+        get_manifest(),
         files.DECODE_ERRORS,
         *[cache_path(files.TILE_INDEX, image_size=size) for size in STUDY.image_sizes],
         *get_contact_sheets().values(),
@@ -154,7 +183,7 @@ def get_predicted_oom_records():
 
 
 def cell_of(wildcards):
-    return STUDY.cell(wildcards.hardware, wildcards.variant, wildcards.image_size, wildcards.patch_size)
+    return STUDY.cell(wildcards.hardware, wildcards.variant, wildcards.image_size, files.patch_size_of(wildcards.patch))
 
 
 def get_cell(wildcards):
@@ -226,11 +255,26 @@ def get_report_context(wildcards):
         "baseline": STUDY.baseline,
         "tolerance": config["figures"]["tolerance"],
         "invocation": get_invocation(),
+        "train_examples": get_train_examples(),
+        "task": STUDY.task.name,
     }
 
 
 def get_pipeline_jobs():
-    """Stage-1 jobs (shard, image table, benchmark) and stage-2 jobs (size, shard, tile table, benchmark)."""
+    """Stage-1 jobs (shard, image table, benchmark) and stage-2 jobs (size, shard, tile table, benchmark); a
+    ChestX-ray14 cache has one stage, each shard's job decoding and tiling at every size."""
+    if is_chestxray14():
+        return {
+            "stage1": [
+                (
+                    shard,
+                    cache_path(files.CHEST_DECODED, shard=shard),
+                    benchmark_of(files.fill(files.CHEST_TILES_JOB, shard=shard)),
+                )
+                for shard in STUDY.shards
+            ],
+            "stage2": [],
+        }
     return {
         "stage1": [
             (shard, cache_path(files.VIEWS_IMAGES, shard=shard), benchmark_of(f"cache_views/shard{shard}"))
@@ -273,14 +317,21 @@ def get_report_inputs(wildcards):
         "runs": files.RUNS_CSV,
         "speedups": files.SPEEDUPS_CSV,
         "quality": files.QUALITY_CSV,
+        "findings": files.FINDINGS_CSV,
         "figures": [files.fill(files.FIGURE, figure=name, ext="png") for name in FIGURES],
         "contact_sheets": list(get_contact_sheets().values()),
         "counts": files.MANIFEST_COUNTS,
         "preprocess": files.PREPROCESS_SUMMARY,
         "plan": files.PLAN_CSV,
+        "scaling": files.SCALING_CSV,
         "profile_figure": get_reference_profile()["figure"],
         "profile_operators": get_reference_profile()["operators"],
     }
+
+
+def get_train_examples():
+    """The data source's training examples an epoch, as the plan counts them: the scaling table's time to train."""
+    return sizing.nominal_train_breasts(config)
 
 
 def get_reference_profile():

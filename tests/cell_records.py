@@ -9,20 +9,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mammoscale import stats
+from mammoscale import files, stats
+from mammoscale.plan import families
 
 VARIANTS = {
     "flash": {"family": "xtransformers", "attention": "flash"},
     "materialised": {"family": "xtransformers", "attention": "materialised"},
     "hf-eager": {"family": "hf", "attention": "eager"},
 }
+CNN = {"densenet": {"family": "densenet"}}
+"""A variant without patches nor attention: its cells are ``img<S>``, their ``patch`` None."""
 
 
 def record(
     hardware: str,
     variant: str,
     size: int,
-    patch: int,
+    patch: int | None,
     status: str = "ok",
     *,
     throughput: float | None = 10.0,
@@ -41,9 +44,10 @@ def record(
         if ok and throughput
         else stats.Throughput.of([])
     )
-    spec = VARIANTS[variant]
-    tokens = (size // patch) ** 2 + (spec["family"] == "hf")
-    flops = 3 * 2 * tokens * 86_000_000 * 2
+    spec = {**VARIANTS, **CNN}[variant]
+    attention = families.variant_attention(spec)
+    tokens = families.seq_len(spec["family"], size, patch)
+    flops = 3 * 2 * (tokens or (size // 16) ** 2) * 86_000_000 * 2
     tflops = flops / 1e12
     return {
         "schema_version": 1,
@@ -51,9 +55,13 @@ def record(
         "message": message,
         "hardware": hardware,
         "variant": variant,
-        "model": f"{spec['family']}/vit-base",
-        "attention": spec["attention"],
-        "attention_backend": ("sdpa-flash" if spec["attention"] == "flash" else "matmul-softmax") if ok else None,
+        "model": f"{spec['family']}/{families.model_size(spec, 'vit-base')}",
+        "attention": attention,
+        "attention_backend": (
+            {"flash": "sdpa-flash", families.NO_ATTENTION: "none observed"}.get(attention, "matmul-softmax")
+            if ok
+            else None
+        ),
         "image_size": size,
         "patch_size": patch,
         "seq_len": tokens,
@@ -105,7 +113,7 @@ def record(
 
 
 def write(runs_root: Path, rec: dict, name: str = "metrics.json") -> Path:
-    directory = Path(runs_root) / rec["hardware"] / rec["variant"] / f"img{rec['image_size']}_p{rec['patch_size']}"
+    directory = Path(runs_root) / files.cell_name(rec["hardware"], rec["variant"], rec["image_size"], rec["patch_size"])
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     path.write_text(json.dumps(rec))

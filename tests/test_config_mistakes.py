@@ -158,6 +158,106 @@ def test_the_shipped_references_are_cells_and_a_grid_without_cells_checks_none()
     Study.from_config(merged(EMBEDDED, grid={"patch_sizes": [7]}), need_cells=False)  # the cache needs no cell
 
 
+# (c') a CNN variant (DenseNet-121): no attention, no patch size
+
+VITS = EMBEDDED.get("grid", {}).get("variants") or configuration.defaults()["grid"]["variants"]
+DENSENET = {"family": "densenet"}
+
+
+def with_cnn(cnn: dict = DENSENET, **overrides) -> dict:
+    """The embedded study with its ViTs and a CNN variant ``densenet``; ``overrides`` merged as :func:`merged`."""
+    grid = {"variants": {**VITS, "densenet": cnn}, **overrides.pop("grid", {})}
+    return merged(EMBEDDED, grid=grid, **overrides)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            with_cnn({"family": "densenet", "attention": "flash"}),
+            "grid.variants.densenet: family densenet has no attention: leave attention out (not 'flash')",
+        ),
+        (
+            merged(EMBEDDED, grid={"variants": {"flash": {"family": "xtransformers"}}}),
+            "grid.variants.flash: family xtransformers needs an attention, one of flash, materialised, cudnn, "
+            "mem_efficient",
+        ),
+        (
+            merged(EMBEDDED, grid={"variants": {"flash": {"family": "hf", "attention": "none"}}}),
+            "grid.variants.flash: family hf needs an attention, one of eager, sdpa, flash_attention_2 (not 'none')",
+        ),
+        (
+            with_cnn({"family": "densenet", "model_size": "vit-base"}),
+            "grid.variants.densenet: model_size 'vit-base' is not a densenet size (densenet-121)",
+        ),
+        (
+            merged(
+                EMBEDDED, grid={"variants": {"flash": {**VITS["flash"], "weights": {"path": "w", "sha256": "a" * 8}}}}
+            ),
+            "grid.variants.flash: weights (a pretrained file) are for the CNN family only, not xtransformers",
+        ),
+        (
+            with_cnn(
+                grid={
+                    "extra_cells": [
+                        {"hardware": "local-cpu", "variant": "densenet", "image_size": 384, "patch_size": 16}
+                    ]
+                }
+            ),
+            "grid.extra_cells: local-cpu/densenet/img384_p16: variant densenet (densenet) has no patch size: leave "
+            "patch_size out (not 16)",
+        ),
+        (
+            with_cnn(grid={"extra_cells": [{"hardware": "local-cpu", "variant": "flash", "image_size": 384}]}),
+            "grid.extra_cells: local-cpu/flash/img384: variant flash (xtransformers) is a vision transformer: give its "
+            "patch_size",
+        ),
+        (
+            with_cnn(figures={"reference": {"variant": "densenet"}}),
+            "figures.reference: variant densenet (densenet) has no patch size: set its patch_size: null (not 16)",
+        ),
+        (
+            with_cnn(figures={"reference": {"patch_size": None}}),
+            "figures.reference: variant flash (xtransformers) is a vision transformer: give its patch_size",
+        ),
+        (
+            with_cnn(figures={"reference": {"variant": "densenet", "image_size": 256, "patch_size": None}}),
+            "figures.reference is local-cpu/densenet/img256, not a cell of the grid: image size 256 is not in "
+            "grid.image_sizes (384, 512); set figures.reference's image_size and patch_size to one of "
+            "local-cpu/densenet's cells: img384, img512",
+        ),
+        (
+            with_cnn(figures={"baseline": "densenet"}),
+            "figures.baseline is 'densenet', a variant without attention (family densenet): the baseline of a "
+            "speed-up has a materialised attention; choose one of materialised, or null",
+        ),
+        (
+            with_cnn(grid={"image_sizes": [48, 384, 512]}),
+            "cell local-cpu/densenet/img48: image size 48 is too small for densenet-121: its last dense block would be "
+            "1x1 pixels, and its batch norms need more than one value a channel; use at least 61",
+        ),
+    ],
+    ids=[
+        "cnn-attention",
+        "vit-no-attention",
+        "vit-attention-none",
+        "cnn-vit-size",
+        "vit-weights",
+        "cnn-extra-cell-patch",
+        "vit-extra-cell-no-patch",
+        "cnn-reference-patch",
+        "vit-reference-no-patch",
+        "cnn-reference-size",
+        "cnn-baseline",
+        "cnn-image-too-small",
+    ],
+)
+def test_a_cnn_or_vit_variant_given_the_others_axes_is_refused_in_one_line(raw, message):
+    with pytest.raises(UserError) as refused:
+        Study.from_config(raw)
+    assert str(refused.value) == message
+
+
 # (d) numbers without a dot
 
 

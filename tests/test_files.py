@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mammoscale import config, files, records
-from mammoscale.plan import vit
+from mammoscale.plan import families, vit
 
 
 def test_a_template_fills_as_a_rule_would_and_back():
@@ -57,10 +58,22 @@ def test_the_metrics_schema_holds_the_owners_vocabularies():
             jsonschema.validate(name, backend)
 
 
-def test_the_config_schema_offers_the_catalogues_families_and_attentions():
+def test_the_config_schema_offers_the_catalogues_families_attentions_and_sizes():
     variant = config.schema()["properties"]["grid"]["properties"]["variants"]["additionalProperties"]
-    assert variant["properties"]["family"]["enum"] == list(vit.ATTENTIONS)
-    assert variant["properties"]["attention"]["enum"] == [a for names in vit.ATTENTIONS.values() for a in names]
+    assert variant["properties"]["family"]["enum"] == list(families.FAMILIES)
+    assert variant["properties"]["attention"]["enum"] == list(families.ATTENTIONS)
+    sizes = [size for family in families.FAMILIES.values() for size in family.sizes]
+    assert variant["properties"]["model_size"]["enum"] == list(dict.fromkeys(sizes))
+    assert list(families.ATTENTIONS[:-1]) == [a for names in vit.ATTENTIONS.values() for a in names]
+
+
+def test_a_cell_without_a_patch_size_is_named_by_its_image_size_alone():
+    assert files.cell_name("h", "densenet", 224, None) == "h/densenet/img224"
+    assert files.cell_name("h", "flash", 224, 16) == "h/flash/img224_p16"
+    assert files.patch_size_of(files.patch_label(16)) == 16 and files.patch_size_of(files.patch_label(None)) is None
+    assert files.partial(files.RUN, hardware="h", variant="v", image_size=64) == "results/runs/h/v/img64{patch}"
+    assert re.fullmatch(files.PATCH_PATTERN, "") and re.fullmatch(files.PATCH_PATTERN, "_p8")
+    assert not re.fullmatch(files.PATCH_PATTERN, "_p") and not re.fullmatch(files.PATCH_PATTERN, "p8")
 
 
 @pytest.mark.parametrize("patient, image", [("1", "../x"), ("1/..", "2"), ("-1", "2"), ("", "2"), ("1", "²")])

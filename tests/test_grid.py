@@ -18,12 +18,15 @@ from mammoscale.plan.settings import Settings
 from mammoscale.train import checkpoint, run_job
 
 TRAIN = defaults()["train"]
+FLASH = {"family": "xtransformers", "attention": "flash"}
+EAGER = {"family": "hf", "attention": "eager"}
+DENSENET = {"family": "densenet"}
 CPU = {"launcher": "none", "nodes": 1, "gpus_per_node": 0, "micro_batch": 1, "precision": "fp32"}
 GPU8 = {"launcher": "torchrun", "nodes": 1, "gpus_per_node": 8, "micro_batch": 64, "peak_tflops": 312.0}
 
 
 def test_cells_skip_patches_that_do_not_divide():
-    cells = grid.cells([384, 512], [16, 32, 256], {"flash": {}}, ["a"])
+    cells = grid.cells([384, 512], [16, 32, 256], {"flash": FLASH}, ["a"])
     assert ("a", "flash", 384, 16) in cells and ("a", "flash", 512, 256) in cells
     assert ("a", "flash", 384, 256) not in cells and len(cells) == 5
     assert grid.missing_cells([384, 512], [16, 32, 256]) == ["img384_p256"]
@@ -199,7 +202,7 @@ def test_a_cell_on_several_nodes_outside_a_slurm_job_is_refused_before_srun(trai
 
 
 def test_extra_cells_join_the_grid_once_and_are_checked():
-    variants = {"flash": {}, "eager": {}}
+    variants = {"flash": FLASH, "eager": EAGER, "densenet": DENSENET}
     product = grid.cells([384, 512], [16], variants, ["a"])
     extra = [
         {"hardware": "b", "variant": "flash", "image_size": 512, "patch_size": 16},
@@ -214,6 +217,9 @@ def test_extra_cells_join_the_grid_once_and_are_checked():
         ({"variant": "sdpa"}, "no variant 'sdpa'"),
         ({"image_size": 1024}, "image size 1024 is not in grid.image_sizes"),
         ({"patch_size": 24}, "patch size 24 does not divide 512"),
+        ({"patch_size": None}, r"variant flash \(xtransformers\) is a vision transformer: give its patch_size"),
+        ({"variant": "densenet"}, r"b/densenet/img512_p16: variant densenet \(densenet\) has no patch size: leave "),
+        ({"variant": "densenet"}, r"has no patch size: leave patch_size out \(not 16\)$"),
     ]
     for change, message in bad:
         cell = {**extra[0], **change}
@@ -246,3 +252,36 @@ def test_a_cell_on_several_nodes_asks_for_a_task_per_rank_from_the_batch_script(
     assert gpu["gpu"] is None and gpu["gpu_model"] is None  # per node, not a total SLURM may spread unevenly
     cpu = job_request({**CPU, "launcher": "torchrun", "nodes": 3, "cpus_per_task": 4, "runtime_min": 60})
     assert cpu["tasks"] == 3 and cpu["cpus_per_task"] == 4 and cpu["slurm_extra"] == "--ntasks-per-node=1"
+
+
+def test_a_cnn_variant_has_one_cell_per_image_size_named_without_a_patch():
+    cells = grid.cells([384, 512], [16, 32], {"flash": FLASH, "densenet": DENSENET}, ["a"])
+    cnn = [cell for cell in cells if cell.variant == "densenet"]
+    assert cnn == [("a", "densenet", 384, None), ("a", "densenet", 512, None)] and len(cells) == 6
+    assert [cell.name for cell in cnn] == ["a/densenet/img384", "a/densenet/img512"]
+    assert str(cnn[0].run_dir()) == f"{files.RUNS}/a/densenet/img384"
+    extra = {"hardware": "b", "variant": "densenet", "image_size": 512}  # its patch_size left out
+    joined = grid.with_extra_cells(
+        cells, [extra], image_sizes=[384, 512], variants={"densenet": DENSENET}, profiles={"a": {}, "b": {}}
+    )
+    assert joined[-1] == ("b", "densenet", 512, None)
+    settings = grid.cell_settings(
+        cnn[0], profile=CPU, variant=DENSENET, train=TRAIN, cache_root="c", local_scratch=None, micro_batch=1
+    )
+    assert settings["patch_size"] is None and settings["attention"] == "none"
+    assert settings["model_size"] == "densenet-121" and settings["family"] == "densenet"
+
+
+def test_the_claims_baseline_is_never_a_variant_without_attention():
+    assert grid.choose_baseline({"densenet": DENSENET, "flash": FLASH}, None) is None
+    materialised = {"family": "xtransformers", "attention": "materialised"}
+    assert grid.choose_baseline({"densenet": DENSENET, "m": materialised}, None) == "m"
+    assert grid.choose_baseline({"densenet": DENSENET, "m": materialised, "hf-eager": EAGER}, None) == "hf-eager"
+    with pytest.raises(UserError) as refused:
+        grid.choose_baseline({"densenet": DENSENET, "m": materialised}, "densenet")
+    assert str(refused.value) == (
+        "figures.baseline is 'densenet', a variant without attention (family densenet): the baseline of a speed-up "
+        "has a materialised attention; choose one of m, or null"
+    )
+    with pytest.raises(UserError, match=r"a variant with a flash attention \(flash\).*none in grid.variants, or null"):
+        grid.choose_baseline({"densenet": DENSENET, "flash": FLASH}, "flash")

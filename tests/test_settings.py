@@ -86,12 +86,14 @@ def test_the_train_defaults_are_the_configurations():
     """One owner: a cell's ``train.*`` defaults are the config schema's, not a copy."""
     settings = Settings.from_dict(BASE).as_dict()
     shared = {key: value for key, value in defaults()["train"].items() if key in settings}
-    device_made = {key: value for key, value in shared.items() if value is None}  # null: filled in per device
+    # null: filled in per device (a null lr_reference_batch is the global batch: grid.batch_of resolves it per cell)
+    device_made = {key: value for key, value in shared.items() if value is None and key != "lr_reference_batch"}
     assert set(device_made) == set(TIMING["cpu"])
     assert shared and {key: settings[key] for key in shared if key not in device_made} == {
         key: value for key, value in shared.items() if key not in device_made
     }
-    assert set(defaults()["train"]) - set(shared) == set(grid.GRID_KEYS)  # which cells run, not how one trains
+    # which cells run, not how one trains; and the keys a cell holds resolved (batch_per_rank: its global batch)
+    assert set(defaults()["train"]) - set(shared) == {*grid.GRID_KEYS, *grid.RESOLVED_KEYS}
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda", "auto"])

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from mammoscale import config as configuration
+from mammoscale import files
 from mammoscale.errors import UserError
 from mammoscale.plan import sizing
 from mammoscale.plan.grid import Cell
@@ -288,3 +289,36 @@ def test_a_profile_job_asks_for_its_steps_time_within_the_cells_limit():
     assert largest.profile_runtime_min(profile) == int(min(60 * largest.time_limit_hours, math.ceil(minutes)))
     cpu = study().plan_of(Cell("local-cpu", "flash", 384, 16))
     assert cpu.step_s == 0 and cpu.profile_runtime_min(profile) == profile["runtime_min"]  # no hours predicted
+
+
+def test_a_densenet_variant_beside_the_vits_plans_one_cell_per_image_size(tmp_path):
+    """DenseNet-121 in the mammography grid: a cell per image size, named without a patch, each planned (micro-batch,
+    memory, FLOPs) with an empty patch size and sequence length in plan.csv; the ViTs' cells planned as without it."""
+    vits = configuration.defaults()["grid"]["variants"]
+    grid = {**EMBEDDED["grid"], "variants": {**vits, "densenet": {"family": "densenet"}}}
+    s = study(grid=grid)
+    cnn = [cell for cell in s.cells if cell.variant == "densenet"]
+    assert len(s.cells) == 2 * 2 * 3 + 2 and [cell.name for cell in cnn] == [
+        "local-cpu/densenet/img384",
+        "local-cpu/densenet/img512",
+    ]
+    for cell in cnn:
+        plan = s.plan_of(cell)
+        assert plan.seq_len is None and plan.micro_batch >= 1 and plan.submitted
+        assert plan.predicted_peak_bytes > 0 and plan.flops_per_img > 0
+        settings = s.cell_settings(cell)
+        assert settings["patch_size"] is None and settings["attention"] == "none"
+        assert settings["model_size"] == "densenet-121" and "task" not in settings  # breast cancer, the default
+    alone = study()
+    assert all(s.plan_of(cell).row() == alone.plan_of(cell).row() for cell in alone.cells)
+    files.PLAN_TABLE.write(files.PLAN_TABLE.frame(plan.row() for plan in s.plans.values()), tmp_path / "plan.csv")
+    planned = files.PLAN_TABLE.read(tmp_path / "plan.csv").set_index(["variant", "image_size"])
+    assert planned.loc[("densenet", 384), ["patch_size", "seq_len"]].isna().all()
+    assert planned.loc[("flash", 384), "seq_len"].tolist() == [2304, 576, 144]
+    # a rule's wildcards name its cells (an empty {patch}), and a reference cell of its needs patch_size: null
+    assert s.cell("local-cpu", "densenet", "384", files.patch_size_of("")) == cnn[0]
+    with pytest.raises(UserError, match="variant densenet .densenet. has no patch size"):
+        s.cell("local-cpu", "densenet", "384", files.patch_size_of("_p16"))
+    reference = {"variant": "densenet", "image_size": 512, "patch_size": None}
+    at_cnn = study(grid=grid, figures={"reference": reference})
+    assert Cell(**at_cnn.reference) == cnn[1] and at_cnn.baseline == "materialised"

@@ -33,6 +33,8 @@ from mammoscale.errors import UserError
 _MISSING = object()
 RENAMED = {
     "device_memory_gb": 'device_memory_gib: the unit is GiB, 2^30 bytes (an "80GB" A100 or H100 holds 80 GiB)',
+    "lr_scale_with_world_size": "lr_scaling: none (what false did), linear (true, where the global batch grows with "
+    "the ranks: train.batch_per_rank) or sqrt",
 }
 """Keys a config may still carry under an earlier name -> what to write instead."""
 PATTERNS = {
@@ -40,6 +42,8 @@ PATTERNS = {
     "results/runs/<hardware>/<variant>)",
     "^[A-Za-z0-9_.:-]+$": "write a network interface's name, such as ib0 or eth0 (letters, digits, _ . : and -)",
     "^\\S(.*\\S)?$": "write a path on one line, without spaces at its start or end (spaces inside it are fine)",
+    "^[0-9a-f]{8,64}$": "write the file's sha256 in lower-case hex, whole (64 digits) or its first 8 or more "
+    "(torchvision's file names carry the first 8)",
 }
 """Each ``pattern`` of the schema -> what a value that does not match it should be (a sentence, never the regex)."""
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -70,11 +74,13 @@ def _fill(node: dict, value: Any) -> Any:
     if value is _MISSING and "default" in node:
         return copy.deepcopy(node["default"])
     if "properties" in node and (value is _MISSING or isinstance(value, dict)):
-        value = {} if value is _MISSING else value
+        missing, value = value is _MISSING, {} if value is _MISSING else value
         for key, child in node["properties"].items():
             filled = _fill(child, value.get(key, _MISSING))
             if filled is not _MISSING:
                 value[key] = filled
+        if missing and not value:  # an optional block left out (a variant's weights) stays out
+            return _MISSING
     elif isinstance(node.get("additionalProperties"), dict) and isinstance(value, dict):
         for key, item in value.items():
             value[key] = _fill(node["additionalProperties"], item)

@@ -7,7 +7,8 @@ nothing parses a fact back out of a file name.
 Paths come as templates whose ``{fields}`` are Snakemake's wildcards, so a rule can declare
 ``RUN + "/metrics.json"`` and Python fills the same template with :func:`fill`:
 
-- the RSNA layout, under ``data.root``: :data:`TRAIN_CSV`, :data:`IMAGE`;
+- the RSNA layout, under ``data.root``: :data:`TRAIN_CSV`, :data:`IMAGE`; ChestX-ray14's: :data:`CHEST_ENTRIES` ...
+  :data:`CHEST_FLAT`;
 - the results, under the working directory: :data:`BREASTS` ... :data:`REPORT`;
 - the tile cache, under ``cache.root``: :data:`VIEWS_SHARD` ... :data:`TILE_INDEX_CHECK`.
 
@@ -22,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,39 @@ from mammoscale.atomic import (  # noqa: F401 (how every file here is written: m
     write_csv,
     write_json,
     write_text,
+)
+from mammoscale.columns import (  # noqa: F401 (the tables, re-exported: files.X_TABLE beside the path X)
+    AUDIT_TABLE,
+    BREAKDOWN_TABLE,
+    BREAST_TABLE,
+    CHEST_DECODE_ERROR_TABLE,
+    CHEST_DECODE_TABLE,
+    CHEST_EXCLUDED_TABLE,
+    CHEST_IMAGE_TABLE,
+    CHEST_TILE_TABLE,
+    DECODE_ERROR_TABLE,
+    EXCLUDED_TABLE,
+    FINDING_PREDICTION_TABLE,
+    FINDINGS_TABLE,
+    IMAGE_TABLE,
+    OPERATOR_TABLE,
+    PIPELINE_TABLE,
+    PLAN_TABLE,
+    PREDICTION_TABLE,
+    QUALITY_TABLE,
+    RUN_OPTIONAL_INTS,
+    RUN_TEXT_COLUMNS,
+    SCALING_TABLE,
+    SPEEDUP_TABLE,
+    SPLITS,
+    TILE_TABLE,
+    TILE_TABLES,
+    VIEW_TABLE,
+    Table,
+    finding_matrices,
+    prediction_table,
+    read_runs,
+    tile_table,
 )
 
 # the RSNA layout (data.root)
@@ -64,18 +96,52 @@ RSNA_COLUMNS = (
 RSNA_REQUIRED = ("patient_id", "image_id", "laterality", "view", "cancer")
 """The columns the study cannot do without; ``site_id`` and ``machine_id`` are kept when present."""
 
+# the ChestX-ray14 layout (data.root; NIH's names)
+
+CHEST_ENTRIES = "Data_Entry_2017.csv"
+CHEST_TRAIN_VAL = "train_val_list.txt"
+CHEST_TEST = "test_list.txt"
+"""The official lists (one Image Index a line), split by patient: the test split, and the rest."""
+CHEST_PART = "images_{part}/images"
+"""A directory of PNGs as NIH's twelve archives unpack (``images_001/images`` ... ``images_012/images``); one flat
+:data:`CHEST_FLAT` is read too."""
+CHEST_FLAT = "images"
+CHEST_COLUMNS = (
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
+)
+"""``Data_Entry_2017.csv``'s header cells, in its order (its bracketed pairs hold a comma; some copies end each line
+with one more, an empty column)."""
+CHEST_REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
+"""The columns the study cannot do without; ``Follow-up #`` and ``View Position`` are kept when present."""
+
 # the grid's names: an image size, a cell (the one template of each; :func:`size_label`, :func:`cell_label`)
 
 SIZE_LABEL = "img{image_size}"
 """An image size's name: its tiles' directory, its contact sheet, its jobs' logs, the report's prose."""
-CELL_LABEL = SIZE_LABEL + "_p{patch_size}"
-"""A cell's image and patch size: ``img512_p16``."""
+PATCH_LABEL = "_p{patch_size}"
+CELL_LABEL = SIZE_LABEL + "{patch}"
+"""A cell's image and patch size: ``img512_p16`` (a ViT's), ``img224`` (a CNN's: its family has no patch size).
+Templates hold ``{patch}``; :func:`fill` and :func:`partial` take ``patch_size`` (an int or None) for it."""
+PATCH_PATTERN = r"(_p\d+)?"
+"""What ``{patch}`` matches (the Snakefile's wildcard constraint): ``_p16``, or nothing."""
 
 # the results (relative to the directory snakemake runs in)
 
 RESULTS = "results"
 MANIFEST = "results/manifest"
 BREASTS = f"{MANIFEST}/breasts.csv"
+CHEST_IMAGES = f"{MANIFEST}/images.csv"
+"""A ChestX-ray14 manifest: one row per image, the unit its study trains on (:data:`CHEST_IMAGE_TABLE`)."""
 EXCLUDED = f"{MANIFEST}/excluded.csv"
 MANIFEST_COUNTS = f"{MANIFEST}/counts.json"
 QC = "results/qc"
@@ -119,8 +185,10 @@ TABLES = "results/tables"
 RUNS_CSV = f"{TABLES}/runs.csv"
 SPEEDUPS_CSV = f"{TABLES}/speedups.csv"
 QUALITY_CSV = f"{TABLES}/quality.csv"
+FINDINGS_CSV = f"{TABLES}/findings.csv"
 PIPELINE_CSV = f"{TABLES}/pipeline.csv"
 PLAN_CSV = f"{TABLES}/plan.csv"
+SCALING_CSV = f"{TABLES}/scaling.csv"
 FIGURE = "results/figures/{figure}.{ext}"
 REPORT = "results/report/report.html"
 SNAPSHOT = "results/snapshot"
@@ -128,6 +196,8 @@ LOG = "results/logs/{name}.log"
 BENCHMARK = "results/benchmarks/{name}.tsv"
 TILES_JOB = "cache_tiles/" + SIZE_LABEL + "_shard{shard}"
 """A stage-2 job's log and benchmark name: the rule declares it, the pipeline table reads its benchmark."""
+CHEST_TILES_JOB = "cache_tiles/shard{shard}"
+"""A ChestX-ray14 shard's job (decode, then tiles at every size): its log and benchmark name."""
 
 # the tile cache (cache.root)
 
@@ -140,23 +210,48 @@ TILES_SHARD = TILES_DIR + "/shard{shard}.npy"
 TILES_INDEX = TILES_DIR + "/shard{shard}.csv"
 TILE_INDEX = TILES_DIR + "/index.csv"
 TILE_INDEX_CHECK = TILES_DIR + "/index.json"
-"""What the index must be when it is read: its sha256, its rows and its breasts per split."""
+"""What the index must be when it is read: its sha256, its rows and its examples per split."""
+CHEST_DECODED = "decoded/shard{shard}.csv"
+"""A ChestX-ray14 shard's images: each decoded (its PNG mode and size) or its error (:data:`CHEST_DECODE_TABLE`)."""
 STAGED = "mammoscale-cache-{key}"
 """A cache copied to node-local scratch, keyed by its source's location."""
 
 
-def fill(template: str, **fields) -> str:
-    """``template`` with its ``{fields}`` filled (a shard number becomes its four digits)."""
+def _named(fields: dict) -> dict:
+    """``fields`` as templates name them: a shard number as its four digits, a patch size as ``{patch}``."""
     if "shard" in fields and not isinstance(fields["shard"], str):
         fields["shard"] = shard_name(fields["shard"])
-    return template.format(**fields)
+    if "patch_size" in fields:
+        fields["patch"] = patch_label(fields.pop("patch_size"))
+    return fields
+
+
+def fill(template: str, **fields) -> str:
+    """``template`` with its ``{fields}`` filled (a shard number becomes its four digits, a patch size of None
+    nothing: :func:`patch_label`)."""
+    return template.format(**_named(fields))
 
 
 def partial(template: str, **fields) -> str:
     """``template`` with only ``fields`` filled; its other ``{fields}`` stay wildcards."""
-    for name, value in fields.items():
-        template = template.replace("{" + name + "}", fill("{" + name + "}", **{name: value}))
+    for name, value in _named(fields).items():
+        template = template.replace("{" + name + "}", str(value))
     return template
+
+
+def patch_label(patch_size: int | None) -> str:
+    """``_p16``, or nothing for a cell without a patch size (a CNN's: None, or a table's empty cell)."""
+    return "" if no_patch(patch_size) else PATCH_LABEL.format(patch_size=int(patch_size))
+
+
+def no_patch(patch_size) -> bool:
+    """Whether ``patch_size`` is a CNN cell's: None, or as a table holds it (NaN, ``pd.NA``, an empty string)."""
+    return patch_size is None or (isinstance(patch_size, str) and patch_size == "") or bool(pd.isna(patch_size))
+
+
+def patch_size_of(patch: str) -> int | None:
+    """A ``{patch}`` wildcard's patch size: ``_p16`` -> 16, nothing -> None (:func:`patch_label`'s inverse)."""
+    return int(patch.removeprefix("_p")) if patch else None
 
 
 def size_label(image_size) -> str:
@@ -165,7 +260,8 @@ def size_label(image_size) -> str:
 
 
 def cell_label(image_size, patch_size) -> str:
-    """``img512_p16``: a cell's image and patch size as every file name, log and sentence of the study writes them."""
+    """``img512_p16``: a cell's image and patch size as every file name, log and sentence of the study writes them
+    (``img224`` for a cell without a patch size)."""
     return fill(CELL_LABEL, image_size=image_size, patch_size=patch_size)
 
 
@@ -207,7 +303,7 @@ def image_path(root: Path | str, patient_id, image_id) -> Path | None:
     return under(root, IMAGE, patient_id=patient_id, image_id=image_id)
 
 
-def run_dir(hardware: str, variant: str, image_size: int, patch_size: int, runs_root: Path | str = RUNS) -> Path:
+def run_dir(hardware: str, variant: str, image_size: int, patch_size: int | None, runs_root: Path | str = RUNS) -> Path:
     """Where one cell writes (DESIGN.md's path)."""
     return under(runs_root, CELL, hardware=hardware, variant=variant, image_size=image_size, patch_size=patch_size)
 
@@ -218,111 +314,6 @@ def log_file(name: str) -> str:
 
 def benchmark_file(name: str) -> str:
     return fill(BENCHMARK, name=name)
-
-
-# tables
-
-
-@dataclass(frozen=True)
-class Table:
-    """A CSV file's columns (in order) and the dtypes its readers rely on.
-
-    ``text=True`` reads every column as text, empty cells as ``""`` (tables of messages and
-    codes, where ``"NA"`` is a value, not a gap).
-    """
-
-    columns: tuple[str, ...]
-    dtypes: Mapping[str, str] = field(default_factory=dict)
-    text: bool = False
-
-    @classmethod
-    def of(cls, spec: str, *, text: bool = False) -> Table:
-        """A table from ``"column[:dtype] ..."``: its columns in order, with the dtypes given."""
-        columns = [item.partition(":") for item in spec.split()]
-        return cls(tuple(name for name, _, _ in columns), {name: kind for name, _, kind in columns if kind}, text)
-
-    def frame(self, rows=()) -> pd.DataFrame:
-        """A frame of ``rows`` (dicts) with exactly this table's columns."""
-        return pd.DataFrame(list(rows), columns=list(self.columns))
-
-    def read(self, path: Path | str, *, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
-        if self.text:
-            return pd.read_csv(path, dtype=str, keep_default_na=False, usecols=columns)
-        dtypes = {name: kind for name, kind in self.dtypes.items() if columns is None or name in columns}
-        return pd.read_csv(path, dtype=dtypes, usecols=columns)
-
-    def missing(self, frame: pd.DataFrame) -> list[str]:
-        return [name for name in self.columns if name not in frame.columns]
-
-    def write(self, frame: pd.DataFrame, path: Path | str) -> None:
-        """Write ``frame``'s columns of this table, in order, atomically."""
-        write_csv(frame[list(self.columns)], path)
-
-
-SPLITS = ("train", "val", "test")
-_ID = "breast_id:str patient_id:int64 laterality:str"
-BREAST_TABLE = Table.of(
-    f"{_ID} cc_image_id:int64 mlo_image_id:int64 label:int64 site_id:str machine_id:str split:str shard:int64"
-)
-"""``breasts.csv``: one row per breast, the unit the study trains on."""
-EXCLUDED_TABLE = Table.of("patient_id laterality image_id view reason detail", text=True)
-AUDIT_TABLE = Table.of(
-    "patient_id image_id path status error_kind message transfer_syntax photometric bits_stored rows columns voi "
-    "rescaled clipped_pixels constant laterality_header view_header decoder mean_intensity",
-    text=True,
-)
-"""One row per decoded (or failed) image: the decode audit, and the basis of a stage-1 image row."""
-IMAGE_TABLE = Table.of(
-    f"breast_id view {' '.join(AUDIT_TABLE.columns)} decode_level flipped flip_disagrees roi_fallback roi_box "
-    "tissue_fraction",
-    text=True,
-)
-"""A stage-1 shard's ``.images.csv``: every image it decoded, what was found and done, or its error."""
-DECODE_ERROR_TABLE = Table.of("file error_kind message breast_id view patient_id image_id", text=True)
-VIEW_TABLE = Table.of(f"{_ID} label:int64 split:str shard:int64 offset:int64 cc_rows cc_cols mlo_rows mlo_cols crc32")
-"""A stage-1 shard's ``.csv``: where each breast's canonical views are in its ``.npy``."""
-TILE_TABLE = Table.of(f"{_ID} label:int64 split:str shard:int64 file:str offset:int64 crc32:int64 shard_sha256:str")
-"""A stage-2 shard's ``.csv`` and a size's ``index.csv``: one row per tile, with its checksums."""
-SPEEDUP_TABLE = Table.of(
-    "hardware:str image_size patch_size seq_len flash_variant:str baseline_variant:str flash_status:str "
-    "baseline_status:str throughput_ratio throughput_ratio_ci_low throughput_ratio_ci_high windows_flash "
-    "windows_baseline unstable memory_ratio throughput_img_s_flash throughput_img_s_baseline peak_mem_bytes_flash "
-    "peak_mem_bytes_baseline"
-)
-"""``speedups.csv``: each flash variant against each baseline, at each hardware, image size and patch size."""
-PREDICTION_TABLE = Table.of("patient_id:int64 laterality:str label:int64 probability:float64")
-"""``predictions.csv``: a scored cell's probability per validation breast."""
-QUALITY_TABLE = Table.of(
-    "hardware:str image_size:int64 patch_size:int64 variant_a:str variant_b:str metric:str a b difference ci_low "
-    "ci_high p_value breasts positive_breasts verdict:str detail:str"
-)
-"""``quality.csv``: each pair of variants scored on the same breasts, per metric (:mod:`mammoscale.report.quality`)."""
-OPERATOR_TABLE = Table.of(
-    "name:str calls:int64 self_cpu_s:float64 self_device_s:float64 total_cpu_s:float64 total_device_s:float64"
-)
-"""A profile's ``operators.csv``: the operators by self time (device time where there is a device), in seconds."""
-BREAKDOWN_TABLE = Table.of("step:int64 phase:str seconds:float64 share:float64")
-"""A profile's ``breakdown.csv``: each profiled step's seconds per phase, and its share of the step."""
-PIPELINE_TABLE = Table.of("stage:str image_size shard:str items item:str seconds cpu_seconds items_per_s")
-"""``pipeline.csv``: items and seconds of each preprocessing job."""
-PLAN_TABLE = Table.of(
-    "hardware:str variant:str image_size:int64 patch_size:int64 seq_len:int64 mode:str device:str world_size:int64 "
-    "micro_batch:int64 grad_accum:int64 predicted_peak_bytes:int64 memory_limit_bytes fits:bool data_bytes:int64 "
-    "data_on_device submitted:bool flops_per_img:int64 steps:int64 images:int64 gpu_hours predicted_hours "
-    "time_limit_hours signal_before_limit_s:int64 mfu runs"
-)
-"""``plan.csv``: each configured cell's plan before it runs (:mod:`mammoscale.plan.sizing`)."""
-RUN_TEXT_COLUMNS = ("hardware", "variant", "status", "message", "attention_backend", "model", "run_dir")
-"""Columns of ``runs.csv`` that stay text whatever they hold (with every ``env.*`` column: job ids, commits)."""
-
-
-def read_runs(path: Path | str) -> pd.DataFrame:
-    """``runs.csv`` back; names and provenance stay text, not numbers."""
-    header = pd.read_csv(path, nrows=0).columns
-    return pd.read_csv(path, dtype={c: str for c in header if c in RUN_TEXT_COLUMNS or c.startswith("env.")})
-
-
-# reading back
 
 
 def read_json(path: Path | str) -> dict:

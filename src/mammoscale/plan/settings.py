@@ -10,16 +10,21 @@ long before a job starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 
+from mammoscale import tasks
 from mammoscale.config import defaults
 from mammoscale.errors import UserError
-from mammoscale.plan import vit
+from mammoscale.plan import families
 from mammoscale.plan.launch import BACKENDS
 
 MODES = ("full", "throughput")
 PRECISIONS = ("bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
+LR_SCALINGS = {"none": lambda ratio: 1.0, "linear": lambda ratio: ratio, "sqrt": math.sqrt}
+"""``train.lr_scaling``: the factor on the peak learning rate, from the global batch's ratio to the batch ``lr`` is
+for (:func:`lr_scale`)."""
 
 
 class SettingsError(UserError, ValueError):
@@ -52,13 +57,18 @@ class Settings:
     cell's place in the grid and what its hardware profile decides."""
 
     image_size: int
-    patch_size: int
+    patch_size: int | None
+    """None for a family without patches (a CNN: :mod:`mammoscale.plan.families`)."""
     cache_root: str
     hardware: str = "cpu"
     variant: str = "flash"
     family: str = "xtransformers"
     attention: str = "flash"
     model_size: str = _TRAIN["model_size"]
+    weights: dict | None = None
+    """A CNN variant's pretrained file, ``{path, sha256}`` (checked before it is loaded)."""
+    task: str = tasks.BREAST_CANCER.name
+    """What the cell predicts, its data source's (:mod:`mammoscale.tasks`)."""
     channels: int = _TRAIN["channels"]
     mode: str = _TRAIN["mode"]
     epochs: int = _TRAIN["epochs"]
@@ -73,7 +83,9 @@ class Settings:
     weight_decay: float = _TRAIN["weight_decay"]
     warmup_fraction: float = _TRAIN["warmup_fraction"]
     min_lr_fraction: float = _TRAIN["min_lr_fraction"]
-    lr_scale_with_world_size: bool = _TRAIN["lr_scale_with_world_size"]
+    lr_scaling: str = _TRAIN["lr_scaling"]
+    lr_reference_batch: int | None = _TRAIN["lr_reference_batch"]
+    """The global batch ``lr`` is for; None: ``global_batch`` (no scaling). :func:`grid.cell_settings` resolves it."""
     precision: str = _TRAIN["precision"]
     seed: int = _TRAIN["seed"]
     backend: str = "none"
@@ -103,15 +115,19 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        vit.check(self.family, self.attention, self.model_size, self.image_size, self.patch_size, self.channels)
+        families.check(self.family, self.attention, self.model_size, self.image_size, self.patch_size, self.channels)
+        tasks.task(self.task)
         _choice("mode", self.mode, MODES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("backend", self.backend, BACKENDS)
         _choice("device", self.device, DEVICES)
+        _choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
         _choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
         for name in ("epochs", "global_batch", "micro_batch", "timed_steps", "timing_windows", "collective_timeout_s"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.lr_reference_batch is not None and self.lr_reference_batch < 1:
+            raise SettingsError(f"lr_reference_batch must be at least 1, not {self.lr_reference_batch}")
         for name in ("timing_warmup_steps", "loader_workers"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative, not {getattr(self, name)}")
@@ -138,6 +154,11 @@ class Settings:
             )
         return self.global_batch // per_step
 
+    @property
+    def lr_scale(self) -> float:
+        """What the schedule's peak is ``lr`` times: :func:`lr_scale` of this cell's global batch."""
+        return lr_scale(self.lr_scaling, self.global_batch, self.lr_reference_batch or self.global_batch)
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -157,11 +178,21 @@ class Settings:
             "weight_decay",
             "warmup_fraction",
             "min_lr_fraction",
-            "lr_scale_with_world_size",
+            "lr_scaling",
+            "lr_reference_batch",
             "precision",
             "seed",
         )
         return {key: getattr(self, key) for key in keys}
+
+
+def lr_scale(rule: str, global_batch: int, reference_batch: int) -> float:
+    """The factor on the peak learning rate for a global batch ``global_batch`` times ``reference_batch``, by ``rule``:
+    ``none`` 1; ``linear`` the ratio (Goyal et al. 2017: the averaged gradient of a k times larger batch takes k times
+    the step, reached over the warm-up); ``sqrt`` its square root (the gradient's noise falls as the square root of the
+    batch: Krizhevsky 2014, Hoffer et al. 2017; the usual rule for Adam-type optimisers)."""
+    _choice("lr_scaling", rule, LR_SCALINGS)
+    return float(LR_SCALINGS[rule](global_batch / reference_batch))
 
 
 def _choice(name: str, value, choices) -> None:
@@ -194,6 +225,10 @@ def _coerce(name: str, annotation: str, value):
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
+        if kind == "dict":
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
         if isinstance(value, bool):
             return "yes" if value else "no"
         return str(value)
