@@ -1,18 +1,21 @@
 """The memory model against exact measurement: predicted vs measured peak bytes of one training step.
 
-For every model size x sequence length x attention (x-transformers flash and materialised, Hugging
-Face eager and SDPA) x micro-batch {1, 2, 4} x precision, one optimiser step (two micro-batches,
-AdamW) as the training loop runs it, measured by :func:`mammoscale.train.memory.measure_step`: the
-exact peak of live tensors, on real tensors where the step fits in --real-below GiB and on fake
-tensors (same operators, shapes and autograd graph, no data) beyond; on a GPU, also CUDA's
+For every ViT model size x sequence length x attention (x-transformers flash and materialised, Hugging
+Face eager and SDPA), and DenseNet-121 x image size, x micro-batch {1, 2, 4} x precision, one optimiser
+step (two micro-batches, AdamW) as the training loop runs it, measured by
+:func:`mammoscale.train.memory.measure_step`: the exact peak of live tensors, on real tensors where the step
+fits in --real-below GiB and on fake tensors (same operators, shapes and autograd graph, no data) beyond; on a
+GPU, also CUDA's
 ``max_memory_allocated``. The prediction is :func:`mammoscale.plan.memory.step_peak` for the same
 device. Target (issue: memory-aware cells): every CPU row within +-10 %.
 
 --fit refits the activation coefficients (:data:`mammoscale.plan.memory.COEFFICIENTS`) by least
-squares on the vit-tiny and vit-small rows only, relative error weighted, and prints them; the
-vit-base rows are then a held-out check.
+squares on the vit-tiny and vit-small rows and DenseNet's 128 and 224 px rows only (:func:`in_fit`), relative
+error weighted, and prints them; the vit-base rows and DenseNet's 64 and 512 px rows are then a held-out check.
 
-Run: python bench/memory.py [--fit] [--sizes vit-tiny vit-small vit-base] [--precisions bf16 fp32]
+Run: python bench/memory.py [--fit] [--families xtransformers hf densenet] [--sizes vit-tiny vit-small vit-base]
+     [--precisions bf16 fp32]
+DenseNet alone: python bench/memory.py --fit --families densenet --real-below 0.5
 GPU: python bench/memory.py --device cuda --max-tokens 65536
 DDP: python bench/memory.py --ddp   (a step under a gloo group of one: gradients zeroed in place or freed)
 """
@@ -29,21 +32,46 @@ import pandas as pd
 import torch
 
 from mammoscale import files
-from mammoscale.plan import memory, vit
+from mammoscale.plan import families, memory, vit
 from mammoscale.train.bench import markdown
 from mammoscale.train.memory import measure_step
 
 KINDS = [("xtransformers", "flash"), ("xtransformers", "materialised"), ("hf", "eager"), ("hf", "sdpa")]
 SHAPES = [(256, 16), (256, 8), (512, 16), (512, 8), (1024, 16), (1024, 8), (2048, 16), (2048, 8)]
 """(image size, patch size): 256, 1,024, 1,024, 4,096, 4,096, 16,384, 16,384 and 65,536 patches."""
+CNN_IMAGE_SIZES = (64, 128, 224, 512)
+CNN_FIT_SIZES = (128, 224)
+"""DenseNet-121's image sizes the fit sees (CheXNet's 224 among them); 64 px (where the 1-2 MiB a step holds
+beyond the model weigh most) and 512 px are held out."""
+VIT_FIT_SIZES = ("vit-tiny", "vit-small")
 GiB, MiB = 2**30, 2**20
 
 
-def rows(args) -> list[dict]:
-    shapes = [(s, p) for s, p in SHAPES if vit.patches(s, p) <= args.max_tokens]
+def shapes(args) -> list[tuple[str, str, str, int, int | None]]:
+    """(family, attention, size, image size, patch size) of every row's model, the chosen families' only."""
     out = []
-    for (family, attention), size, (image, patch), micro, precision in itertools.product(
-        KINDS, args.sizes, shapes, args.micro_batches, args.precisions
+    for family in args.families:
+        fam = families.family(family)
+        if fam.has_patches:
+            cells = [(s, p) for s, p in SHAPES if vit.patches(s, p) <= args.max_tokens]
+            attentions = [attention for kind, attention in KINDS if kind == family]
+            out += [(family, a, size, s, p) for a, size, (s, p) in itertools.product(attentions, args.sizes, cells)]
+        else:
+            out += [(family, families.NO_ATTENTION, size, s, None) for size in fam.sizes for s in args.cnn_image_sizes]
+    return out
+
+
+def in_fit(row) -> bool:
+    """Whether ``--fit`` fits on a row: ViT-Tiny and ViT-Small, DenseNet at :data:`CNN_FIT_SIZES`."""
+    if families.family(row.family).has_patches:
+        return row.size in VIT_FIT_SIZES
+    return row.image_size in CNN_FIT_SIZES
+
+
+def rows(args) -> list[dict]:
+    out = []
+    for (family, attention, size, image, patch), micro, precision in itertools.product(
+        shapes(args), args.micro_batches, args.precisions
     ):
         step = {"image_size": image, "patch_size": patch, "channels": args.channels, "precision": precision}
         predicted = memory.step_peak(family, attention, size, **step, micro_batch=micro, device=args.device)
@@ -57,7 +85,7 @@ def rows(args) -> list[dict]:
             "size": size,
             "image_size": image,
             "patch_size": patch,
-            "tokens": vit.seq_len(family, image, patch),
+            "tokens": families.seq_len(family, image, patch),
             "micro_batch": micro,
             "precision": precision,
             "how": "fake" if fake else "real",
@@ -82,7 +110,7 @@ def fit(table: pd.DataFrame, channels: int) -> dict:
     for (family, attention, precision), group in table.groupby(["family", "attention", "precision"], sort=False):
         terms, target = [], []
         for row in group.itertuples():
-            shape = {"image_size": row.image_size, "patch_size": row.patch_size, "channels": channels}
+            shape = {"image_size": row.image_size, "patch_size": _none(row.patch_size), "channels": channels}
             total, matmul = memory.parameters(family, row.size, **shape)
             fixed = (memory.STATE_BYTES_PER_PARAMETER + memory.GRADIENT_BYTES_PER_PARAMETER) * total + (
                 memory.WEIGHT_COPY_BYTES[precision] * matmul
@@ -95,12 +123,13 @@ def fit(table: pd.DataFrame, channels: int) -> dict:
             if row.measured <= step * 1.001:
                 continue  # the optimiser step's peak: says nothing of the activations
             per_image = memory.activation_terms(family, row.size, **shape)
-            terms.append([row.micro_batch * per_image[name] for name in "abcte"])
+            terms.append([row.micro_batch * per_image.get(name, 0) for name in "abcte"])
             target.append(row.measured - fixed)
         x, y = np.array(terms, float), np.array(target, float)
         weights = 1 / (y + 1)
         fused = attention not in ("materialised", "eager")
-        columns = [0, 2, 4] if fused else [0, 1, 2, 3, 4]  # fused kernels keep no token^2 term
+        has = [i for i, name in enumerate("abcte") if name in per_image]  # a CNN: its maps' term alone
+        columns = [i for i in has if not (fused and "abcte"[i] in "bt")]  # fused kernels keep no token^2 term
         solved, *_ = np.linalg.lstsq(x[:, columns] * weights[:, None], y * weights, rcond=None)
         values = dict.fromkeys("abcte", 0.0)
         values.update({"abcte"[i]: float(v) for i, v in zip(columns, solved)})
@@ -139,35 +168,40 @@ def ddp_rows(device: str) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=list(vit.SIZES))
+    parser.add_argument("--families", nargs="+", default=list(families.FAMILIES), choices=list(families.FAMILIES))
+    parser.add_argument("--sizes", nargs="+", default=list(vit.SIZES), help="the ViTs' sizes")
+    parser.add_argument("--cnn-image-sizes", type=int, nargs="+", default=list(CNN_IMAGE_SIZES))
     parser.add_argument("--precisions", nargs="+", default=["bf16", "fp32"])
     parser.add_argument("--micro-batches", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--real-below", type=float, default=4.0, help="GiB: measure real tensors below, fake above")
-    parser.add_argument("--fit", action="store_true", help="refit the coefficients on vit-tiny and vit-small")
+    parser.add_argument("--fit", action="store_true", help="refit the coefficients on the rows in_fit chooses")
     parser.add_argument("--ddp", action="store_true", help="DDP's gradients under accumulation, zeroed or freed")
     args = parser.parse_args(argv)
     print(
         f"torch {torch.__version__} (CUDA {torch.version.cuda}), x-transformers {version('x-transformers')}, "
-        f"transformers {version('transformers')}, python {platform.python_version()}, device {args.device}"
+        f"transformers {version('transformers')}, torchvision {version('torchvision')}, "
+        f"python {platform.python_version()}, device {args.device}"
         + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
     )
     if args.ddp:
         print(markdown(ddp_rows(args.device).round(2)))
         return
-    table = pd.DataFrame(rows(args))
+    table = pd.DataFrame(rows(args)).astype({"patch_size": "Int64", "tokens": "Int64"})  # a CNN's are empty
     table["error"] = table["predicted_live"] / table["measured"] - 1
     if args.fit:
-        for key, value in fit(table[table["size"].isin(["vit-tiny", "vit-small"])], args.channels).items():
+        for key, value in fit(table[[in_fit(row) for row in table.itertuples()]], args.channels).items():
             print(f"    {key}: {value},")
     shown = table.assign(
+        tokens=table["tokens"].astype(object).fillna(""),  # a CNN has none
         measured_gib=table["measured"] / GiB,
         predicted_gib=table["predicted_live"] / GiB,
         error_pct=table["error"] * 100,
     )
-    columns = ["family", "attention", "size", "tokens", "image_size", "micro_batch", "precision", "how"]
+    shown["fitted"] = ["yes" if in_fit(row) else "held out" for row in table.itertuples()]
+    columns = ["family", "attention", "size", "tokens", "image_size", "micro_batch", "precision", "how", "fitted"]
     columns += ["measured_gib", "predicted_gib", "error_pct"]
     if args.device == "cuda":
         shown["cuda_gib"] = table["cuda_max_allocated"] / GiB
@@ -176,9 +210,14 @@ def main(argv: list[str] | None = None) -> None:
     worst = table.loc[table["error"].abs().idxmax()]
     print(
         f"\n{len(table)} rows; largest error {worst['error'] * 100:+.1f} % ({worst['family']}/{worst['attention']} "
-        f"{worst['size']} {worst['tokens']} tokens x{worst['micro_batch']} {worst['precision']}); "
+        f"{worst['size']} {files.cell_label(worst['image_size'], _none(worst['patch_size']))} x{worst['micro_batch']} "
+        f"{worst['precision']}); "
         f"{int((table['error'].abs() <= 0.10).sum())} of {len(table)} within +-10 %"
     )
+
+
+def _none(value):
+    return None if pd.isna(value) else int(value)
 
 
 if __name__ == "__main__":

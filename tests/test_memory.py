@@ -15,14 +15,21 @@ from mammoscale.train.memory import measure_step
 KINDS = [("xtransformers", "flash"), ("xtransformers", "materialised"), ("hf", "eager"), ("hf", "sdpa")]
 
 
-@pytest.mark.parametrize("family", ["xtransformers", "hf"])
-@pytest.mark.parametrize("size", ["vit-tiny", "vit-base"])
-@pytest.mark.parametrize("channels", [1, 3])
-def test_the_parameter_count_is_the_built_models(family, size, channels):
-    built = models.build(
-        family, "sdpa" if family == "hf" else "flash", size, image_size=96, patch_size=16, channels=channels
-    )
-    total, matmul = memory.parameters(family, size, image_size=96, patch_size=16, channels=channels)
+@pytest.mark.parametrize(
+    "family, attention, size, patch_size",
+    [
+        ("xtransformers", "flash", "vit-tiny", 16),
+        ("xtransformers", "flash", "vit-base", 16),
+        ("hf", "sdpa", "vit-tiny", 16),
+        ("hf", "sdpa", "vit-base", 16),
+        ("densenet", "none", "densenet-121", None),
+    ],
+)
+@pytest.mark.parametrize("channels, outputs", [(1, 2), (3, 14)])
+def test_the_parameter_count_is_the_built_models(family, attention, size, patch_size, channels, outputs):
+    shape = {"image_size": 96, "patch_size": patch_size, "channels": channels, "outputs": outputs}
+    built = models.build(family, attention, size, **shape)
+    total, matmul = memory.parameters(family, size, **shape)
     assert total == models.params(built)
     projections = [m for m in built.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
     assert matmul == sum(models.params(m) for m in projections)  # what autocast copies to bf16
@@ -35,6 +42,16 @@ def test_fake_tensors_measure_exactly_what_real_ones_do(family, attention, preci
     real = measure_step(family, attention, "vit-tiny", **shape)
     fake = measure_step(family, attention, "vit-tiny", **shape, fake=True)
     assert real == fake and real.peak > real.state > 0
+
+
+@pytest.mark.parametrize("precision, within", [("fp32", 0), ("bf16", 0.002)])
+def test_fake_tensors_measure_a_cnn_as_real_ones_do(precision, within):
+    """Byte for byte in fp32; in bf16 a CPU's real convolutions keep 0.1 % more than their fake kernels declare."""
+    shape = {"image_size": 96, "patch_size": None, "micro_batch": 2, "precision": precision}
+    real = measure_step("densenet", "none", "densenet-121", **shape)
+    fake = measure_step("densenet", "none", "densenet-121", **shape, fake=True)
+    assert real.state == fake.state and real.peak > real.state > 0
+    assert fake.peak == pytest.approx(real.peak, rel=within, abs=0)
 
 
 @pytest.mark.parametrize("family, attention", KINDS)
@@ -55,6 +72,25 @@ def test_the_prediction_is_within_ten_percent_of_the_measurement(
     predicted = memory.step_peak(family, attention, size, **shape, micro_batch=micro_batch, device="cpu")
     assert predicted.total == pytest.approx(measured.peak, rel=0.10)
     assert predicted.state == pytest.approx(measured.state, rel=0.001)
+
+
+@pytest.mark.parametrize(
+    "image_size, micro_batch, precision",
+    [
+        (64, 2, "bf16"),  # the optimiser step's peak
+        (128, 4, "fp32"),  # in the fit
+        (224, 2, "bf16"),  # held out of the fit: CheXNet's size
+        (512, 1, "fp32"),  # held out
+    ],
+)
+def test_the_cnn_prediction_is_within_ten_percent_of_the_measurement(image_size, micro_batch, precision):
+    shape = {"image_size": image_size, "patch_size": None, "channels": 1, "precision": precision}
+    measured = measure_step("densenet", "none", "densenet-121", **shape, micro_batch=micro_batch, fake=True)
+    predicted = memory.step_peak("densenet", "none", "densenet-121", **shape, micro_batch=micro_batch, device="cpu")
+    assert predicted.total == pytest.approx(measured.peak, rel=0.10)
+    assert predicted.state == pytest.approx(measured.state, rel=0.001)
+    in_backward = predicted.weight_copies + predicted.activations > predicted.optimizer_step
+    assert in_backward == (image_size > 64)
 
 
 def test_ddp_with_accumulation_keeps_no_second_copy_of_the_gradients():
@@ -153,7 +189,7 @@ def test_a_cell_plan_fits_its_device_and_says_what_it_costs():
     assert plan.memory_limit_bytes == int(0.9 * 80 * 2**30)  # device_memory_gib: 80 GiB
     assert plan.predicted_peak_bytes <= plan.memory_limit_bytes and plan.fits and plan.submitted
     assert plan.steps == 20 * (16_000 // 1536) and plan.images == plan.steps * 1536
-    per_image = flops.train_flops_per_image("vit-base", seq_len=4096, patch_size=16, channels=3)
+    per_image = flops.train_flops_per_image("xtransformers", "vit-base", image_size=1024, patch_size=16, channels=3)
     assert plan.flops_per_img == per_image
     assert plan.gpu_hours == pytest.approx(plan.images * per_image / (0.5 * 312e12) / 3600)
     larger = sizing.plan_cell(
@@ -222,6 +258,20 @@ def test_slurm_signals_a_cell_two_of_its_steps_ahead_of_its_time_limit():
         Cell("xe9680", "flash", 384, 32), settings(), {**GPU, "runtime_min": 2}, PLAN, train_breasts=9
     )
     assert brief.signal_before_limit_s == 30  # a quarter of a 2-minute limit
+
+
+def test_a_cnn_cell_is_planned_without_tokens_for_its_tasks_outputs():
+    """DenseNet-121 at CheXNet's 224 px on an 80 GiB GPU: no seq_len, its own FLOPs and memory model, 14 outputs."""
+    cnn = settings(family="densenet", attention="none", model_size="densenet-121", channels=1, task="chest-findings")
+    plan = sizing.plan_cell(Cell("xe9680", "densenet", 224, None), cnn, GPU, PLAN, train_breasts=16_000)
+    shape = {"image_size": 224, "patch_size": None, "channels": 1, "outputs": 14}
+    assert plan.seq_len is None and plan.row()["seq_len"] is None
+    assert plan.flops_per_img == flops.train_flops_per_image("densenet", "densenet-121", **shape)
+    assert plan.micro_batch == 64 and plan.fits  # the bound: 64 images of 224 px are a few GiB
+    predicted = memory.step_peak("densenet", "none", "densenet-121", **shape, precision="bf16", micro_batch=64)
+    assert plan.predicted_peak_bytes == predicted.total  # on the GPU, under DDP (which adds nothing)
+    two = memory.parameters("densenet", "densenet-121", **{**shape, "outputs": 2})[0]
+    assert memory.parameters("densenet", "densenet-121", **shape)[0] - two == 12 * 1024 + 12
 
 
 def test_a_cpu_profile_is_planned_without_memory():

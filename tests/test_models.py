@@ -8,8 +8,8 @@ import jsonschema
 import pytest
 import torch
 
-from mammoscale import records
-from mammoscale.plan import vit
+from mammoscale import records, tasks
+from mammoscale.plan import families, vit
 from mammoscale.train import models
 
 
@@ -155,9 +155,25 @@ def test_impossible_models_are_refused_with_a_sentence(family, attention, size, 
 
 def test_three_channels_and_sequence_lengths():
     model = models.build("xtransformers", "flash", "vit-tiny", image_size=64, patch_size=16, channels=3)
-    assert model(torch.randn(2, 3, 64, 64)).shape == (2, vit.NUM_CLASSES)
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, tasks.BREAST_CANCER.outputs)
     assert vit.seq_len("xtransformers", 1024, 16) == 4096
     assert vit.seq_len("hf", 1024, 16) == 4097
+
+
+@pytest.mark.parametrize("family, attention", [("xtransformers", "flash"), ("hf", "sdpa"), ("densenet", "none")])
+def test_every_family_has_one_output_per_finding(family, attention):
+    """Fourteen logits for the chest findings; a CNN step dispatches no attention kernel, and says so."""
+    patch = 16 if families.has_patches(family) else None
+    size = families.family(family).sizes[0]
+    outputs = tasks.CHEST_FINDINGS.outputs
+    model = models.build(family, attention, size, image_size=64, patch_size=patch, channels=1, outputs=outputs)
+    record = {}
+    with models.attention_kernels(record):
+        logits = model(torch.randn(2, 1, 64, 64))
+        logits.sum().backward()
+    assert logits.shape == (2, 14)
+    assert (record["kernel"] == vit.NO_BACKEND) == (family == "densenet")
+    jsonschema.validate(record["kernel"], records.metrics_schema()["properties"]["attention_backend"])
 
 
 def test_both_families_build_the_same_vit_base():

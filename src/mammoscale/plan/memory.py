@@ -8,15 +8,16 @@ attentions, precisions and micro-batches (results in ``bench/README.md``).
 Derivation
 ----------
 One optimiser step of AdamW over a model of ``P`` parameters (fp32), ``micro_batch = B`` images
-of ``C`` channels and ``S x S`` pixels, ``N`` tokens (patches, plus the class token in Hugging Face's
-ViT), width ``D``, depth ``L``, ``H`` heads, as :mod:`mammoscale.train.loop` runs it:
+of ``C`` channels and ``S x S`` pixels, as :mod:`mammoscale.train.loop` runs it; for a ViT ``N`` tokens
+(patches, plus the class token in Hugging Face's ViT), width ``D``, depth ``L``, ``H`` heads. A family's kind
+decides its parameter count and activation terms (:data:`PARAMETERS`, :data:`TERMS`):
 
 - **state**, alive between steps: the weights ``4P`` and AdamW's two moments ``8P``;
 - **gradients** ``4P``: from the first backward pass of a step until ``zero_grad`` (with gradient
   accumulation, during every later forward pass too; counted throughout);
 - **weight copies** ``2 P_mm`` in bf16: autocast casts each matrix multiplication's weight and bias
   once per forward pass and keeps the copy for the backward pass (``P_mm``: the parameters of the
-  linear and patch-projection layers; layer norms run in fp32). None in fp32.
+  linear, patch-projection and convolution layers; layer and batch norms use their fp32 weights). None in fp32.
 - **activations** ``B x A``, what the autograd graph keeps for the backward pass at its peak,
   per image::
 
@@ -27,9 +28,15 @@ ViT), width ``D``, depth ``L``, ``H`` heads, as :mod:`mammoscale.train.loop` run
   scores and probabilities kept for the backward pass (bf16 scores + fp32 softmax = 6 bytes an
   element in bf16, 4 in fp32; 0 for fused kernels, which keep only q, k, v, the output and a
   logsumexp); ``t H N^2``: the score-sized temporaries of one layer's backward pass; ``c N D`` and
-  ``e C S^2``: the patch embedding, the input image and the head. The coefficients are bytes per
-  element, per family, attention and precision (:data:`COEFFICIENTS`), fitted by least squares to
-  exact measurements (``python bench/memory.py --fit``) and interpreted above;
+  ``e C S^2``: the patch embedding, the input image and the head. A CNN (DenseNet-121) has one term::
+
+      A = a F
+
+  ``F``: the elements of every map its forward pass makes (each convolution's, batch norm's, pool's and
+  dense layer's concatenation, :func:`mammoscale.plan.densenet.feature_elements`), which the autograd graph
+  keeps nearly all of; the input image is under 1 % of ``F`` at every size, so the one coefficient holds it too.
+  The coefficients are bytes per element, per family, attention and precision (:data:`COEFFICIENTS`), fitted by
+  least squares to exact measurements (``python bench/memory.py --fit``) and interpreted above;
 - **optimiser step**: the multi-tensor AdamW (``foreach``, chosen on every device,
   :func:`mammoscale.train.optim.optimizer_for`) makes one fp32 temporary per parameter, ``4P``,
   while the gradients are alive;
@@ -52,7 +59,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mammoscale.plan.vit import NUM_CLASSES, SIZES, patches, seq_len
+from mammoscale.plan import densenet, families
+from mammoscale.plan.vit import SIZES, patches
+from mammoscale.tasks import BREAST_CANCER
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -80,10 +89,10 @@ def split_bytes(images: int, image_size: int) -> int:
 
 @dataclass(frozen=True)
 class Coefficients:
-    """Bytes per element of each activation term (see the module's docstring)."""
+    """Bytes per element of each activation term (see the module's docstring); a CNN has ``a`` alone."""
 
     a: float
-    """per layer, per token x width"""
+    """per layer, per token x width (a CNN: per element of the maps its forward pass makes)"""
     b: float
     """per layer, per head x token^2 (materialised attention only)"""
     c: float
@@ -105,6 +114,10 @@ COEFFICIENTS: dict[tuple[str, str, str], Coefficients] = {
     ("hf", "eager", "fp32"): Coefficients(a=72.62, b=3.88, c=-67.7, t=7.86, e=7.84),
     ("hf", "sdpa", "bf16"): Coefficients(a=40.88, b=0.0, c=12.26, t=0.0, e=3.74),
     ("hf", "sdpa", "fp32"): Coefficients(a=66.1, b=0.0, c=13.17, t=0.0, e=2.23),
+    # `python bench/memory.py --fit --families densenet --real-below 0.5`: on the 128 and 224 px rows (torchvision
+    # 0.28); the 64 and 512 px rows are the held-out check (bench/README.md)
+    ("densenet", "none", "bf16"): Coefficients(a=2.03, b=0.0, c=0.0, t=0.0, e=0.0),
+    ("densenet", "none", "fp32"): Coefficients(a=3.91, b=0.0, c=0.0, t=0.0, e=0.0),
 }
 BORROWED = {"flash_attention_2": "sdpa", "cudnn": "flash", "mem_efficient": "flash"}
 """Attentions that cannot run on a CPU, predicted with a fused kernel's coefficients of the same family (flash-attn's,
@@ -116,12 +129,13 @@ def coefficients(family: str, attention: str, precision: str) -> Coefficients:
     return COEFFICIENTS[(family, BORROWED.get(attention, attention), precision)]
 
 
-def parameters(family: str, model_size: str, *, image_size: int, patch_size: int, channels: int) -> tuple[int, int]:
-    """(all parameters, those of matrix multiplications) of the model :mod:`mammoscale.train.models` builds."""
+def _vit_parameters(
+    family: str, model_size: str, *, image_size: int, patch_size: int, channels: int, outputs: int
+) -> tuple[int, int]:
     shape = SIZES[model_size]
     d, depth, n = shape.dim, shape.depth, patches(image_size, patch_size)
     patch_dim = patch_size * patch_size * channels
-    head = d * NUM_CLASSES + NUM_CLASSES
+    head = d * outputs + outputs
     if family == "xtransformers":
         # layer norms with a gain only; q, k, v, out without bias; MLP with biases
         layer_matmul = 4 * d * d + (d * 4 * d + 4 * d) + (4 * d * d + d)
@@ -133,6 +147,46 @@ def parameters(family: str, model_size: str, *, image_size: int, patch_size: int
     matmul = (patch_dim * d + d) + depth * layer_matmul + head
     norms = depth * 4 * d + 2 * d
     return matmul + norms + d + (n + 1) * d, matmul
+
+
+def _cnn_parameters(
+    family: str, model_size: str, *, image_size: int, patch_size: None, channels: int, outputs: int
+) -> tuple[int, int]:
+    return densenet.parameters(model_size, channels=channels, outputs=outputs)
+
+
+def _vit_terms(
+    family: str, model_size: str, *, image_size: int, patch_size: int, channels: int, outputs: int
+) -> dict[str, int]:
+    shape = SIZES[model_size]
+    n, d, h, depth = families.seq_len(family, image_size, patch_size), shape.dim, shape.heads, shape.depth
+    return {"a": depth * n * d, "b": depth * h * n * n, "c": n * d, "t": h * n * n, "e": channels * image_size**2}
+
+
+def _cnn_terms(
+    family: str, model_size: str, *, image_size: int, patch_size: None, channels: int, outputs: int
+) -> dict[str, int]:
+    return {"a": densenet.feature_elements(model_size, image_size=image_size, channels=channels, outputs=outputs)}
+
+
+PARAMETERS = {"vit": _vit_parameters, "cnn": _cnn_parameters}
+TERMS = {"vit": _vit_terms, "cnn": _cnn_terms}
+"""A family's kind: its parameter count and its activation terms."""
+
+
+def parameters(
+    family: str,
+    model_size: str,
+    *,
+    image_size: int,
+    patch_size: int | None,
+    channels: int,
+    outputs: int = BREAST_CANCER.outputs,
+) -> tuple[int, int]:
+    """(all parameters, those of matrix multiplications and convolutions) of the model
+    :mod:`mammoscale.train.models` builds."""
+    count = PARAMETERS[families.family(family).kind]
+    return count(family, model_size, image_size=image_size, patch_size=patch_size, channels=channels, outputs=outputs)
 
 
 @dataclass(frozen=True)
@@ -162,12 +216,17 @@ class Peak:
 
 
 def activation_terms(
-    family: str, model_size: str, *, image_size: int, patch_size: int, channels: int
+    family: str,
+    model_size: str,
+    *,
+    image_size: int,
+    patch_size: int | None,
+    channels: int,
+    outputs: int = BREAST_CANCER.outputs,
 ) -> dict[str, int]:
     """The elements each activation coefficient multiplies, per image (see the module's docstring)."""
-    shape = SIZES[model_size]
-    n, d, h, depth = seq_len(family, image_size, patch_size), shape.dim, shape.heads, shape.depth
-    return {"a": depth * n * d, "b": depth * h * n * n, "c": n * d, "t": h * n * n, "e": channels * image_size**2}
+    terms = TERMS[families.family(family).kind]
+    return terms(family, model_size, image_size=image_size, patch_size=patch_size, channels=channels, outputs=outputs)
 
 
 def step_peak(
@@ -176,18 +235,20 @@ def step_peak(
     model_size: str,
     *,
     image_size: int,
-    patch_size: int,
+    patch_size: int | None,
     channels: int,
     precision: str,
     micro_batch: int,
     device: str = "cuda",
     backend: str = "none",
+    outputs: int = BREAST_CANCER.outputs,
 ) -> Peak:
     """The predicted peak of one training step of ``micro_batch`` images per rank on ``device`` (``cuda``
     adds the workspace allowance and the backend's buffers; ``cpu`` is what a CPU measures)."""
-    total, matmul = parameters(family, model_size, image_size=image_size, patch_size=patch_size, channels=channels)
+    shape = {"image_size": image_size, "patch_size": patch_size, "channels": channels, "outputs": outputs}
+    total, matmul = parameters(family, model_size, **shape)
     k = coefficients(family, attention, precision)
-    terms = activation_terms(family, model_size, image_size=image_size, patch_size=patch_size, channels=channels)
+    terms = activation_terms(family, model_size, **shape)
     per_image = sum(getattr(k, name) * elements for name, elements in terms.items())
     on_gpu = device == "cuda"
     return Peak(

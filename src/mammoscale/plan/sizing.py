@@ -22,12 +22,13 @@ import math
 import sys
 from dataclasses import dataclass
 
-from mammoscale import files, provenance, records
+from mammoscale import files, provenance, records, tasks
+from mammoscale.dataset import chestxray14
 from mammoscale.errors import UserError
 from mammoscale.plan import flops, memory
+from mammoscale.plan.families import seq_len
 from mammoscale.plan.grid import Cell
 from mammoscale.plan.launch import BACKEND_OF_LAUNCHER, ranks
-from mammoscale.plan.vit import seq_len
 
 RSNA_PATIENTS = 11_913
 """Patients of the RSNA Screening Mammography training set (54,706 images; the study's paper)."""
@@ -38,7 +39,8 @@ SIGNAL_MIN_S = 300
 @dataclass(frozen=True)
 class CellPlan:
     cell: Cell
-    seq_len: int
+    seq_len: int | None
+    """Tokens a ViT attends over; None for a CNN."""
     mode: str
     device: str
     """``cuda``, or ``cpu`` for CPU profiles (and fake GPUs): what the memory is predicted for."""
@@ -141,14 +143,19 @@ def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_br
     data_bytes = memory.split_bytes(train_breasts, cell.image_size)
     asked = settings.get("data_on_device", "auto")
 
+    shape = {
+        "image_size": cell.image_size,
+        "patch_size": cell.patch_size,
+        "channels": settings["channels"],
+        "outputs": outputs(settings),
+    }
+
     def peak_of(micro_batch: int) -> int:
         return memory.step_peak(
             settings["family"],
             settings["attention"],
             settings["model_size"],
-            image_size=cell.image_size,
-            patch_size=cell.patch_size,
-            channels=settings["channels"],
+            **shape,
             precision=settings["precision"],
             micro_batch=micro_batch,
             device="cuda" if on_gpu else "cpu",
@@ -158,9 +165,7 @@ def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_br
     step_limit = limit - data_bytes if limit is not None and asked == "yes" and on_gpu else limit
     chosen = memory.choose_micro_batch(images_per_rank, profile["micro_batch"], step_limit, peak_of)
     tokens = seq_len(settings["family"], cell.image_size, cell.patch_size)
-    per_image = flops.train_flops_per_image(
-        settings["model_size"], seq_len=tokens, patch_size=cell.patch_size, channels=settings["channels"]
-    )
+    per_image = flops.train_flops_per_image(settings["family"], settings["model_size"], **shape)
     steps = _steps(settings, train_breasts)
     images = steps * settings["global_batch"]
     peak_tflops = profile.get("peak_tflops")
@@ -190,6 +195,11 @@ def plan_cell(cell: Cell, settings: dict, profile: dict, plan: dict, *, train_br
     )
 
 
+def outputs(settings: dict) -> int:
+    """The classifier's outputs of a cell's task (settings name a task only where it is not the default)."""
+    return tasks.task(settings.get("task", tasks.BREAST_CANCER.name)).outputs
+
+
 def _steps(settings: dict, train_breasts: int) -> int:
     if settings["mode"] == "throughput":
         return settings["timing_warmup_steps"] + settings["timed_steps"]
@@ -197,9 +207,13 @@ def _steps(settings: dict, train_breasts: int) -> int:
 
 
 def nominal_train_breasts(config: dict) -> int:
-    """``plan.train_breasts``, else two breasts a patient of the data source, times the training split."""
+    """``plan.train_breasts``, else the data source's nominal training examples: two breasts a patient of an RSNA
+    source times the training split; a ChestX-ray14 source's train_val images times its training share
+    (:func:`mammoscale.dataset.chestxray14.nominal_train_images`)."""
     if config["plan"]["train_breasts"]:
         return config["plan"]["train_breasts"]
+    if tasks.source(config["data"]["source"]).layout == "chestxray14":
+        return chestxray14.nominal_train_images(config)
     patients = config["synthetic"]["n_patients"] if config["data"]["source"] == "synthetic" else RSNA_PATIENTS
     return max(1, round(2 * patients * config["manifest"]["split"]["train"]))
 
@@ -255,6 +269,7 @@ def predicted_oom_record(row: dict, settings: dict) -> dict:
                 image_size=row["image_size"],
                 patch_size=row["patch_size"],
                 channels=settings["channels"],
+                outputs=outputs(settings),
             )[0],
             "mode": row["mode"],
             "epochs": 0,

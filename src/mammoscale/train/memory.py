@@ -28,7 +28,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from mammoscale.train import batches, models
+from mammoscale import tasks
+from mammoscale.tasks import BREAST_CANCER
+from mammoscale.train import batches, losses, models
 from mammoscale.train.backends import BACKEND_CLASSES, unwrap
 from mammoscale.train.optim import autocast_for, optimizer_for
 
@@ -90,7 +92,7 @@ def measure_step(
     model_size: str,
     *,
     image_size: int,
-    patch_size: int,
+    patch_size: int | None,
     channels: int = 3,
     precision: str = "bf16",
     micro_batch: int = 1,
@@ -99,6 +101,7 @@ def measure_step(
     fake: bool = False,
     backend: str = "none",
     set_to_none: bool | None = None,
+    task: str = BREAST_CANCER.name,
 ) -> Measured:
     """The peak memory of one optimiser step of ``grad_accum`` micro-batches of ``micro_batch`` images.
 
@@ -116,7 +119,15 @@ def measure_step(
         torch.manual_seed(0)
         runner = BACKEND_CLASSES[backend](device)
         model = runner.wrap_model(
-            models.build(family, attention, model_size, image_size=image_size, patch_size=patch_size, channels=channels)
+            models.build(
+                family,
+                attention,
+                model_size,
+                image_size=image_size,
+                patch_size=patch_size,
+                channels=channels,
+                outputs=tasks.task(task).outputs,
+            )
         )
         return _measure(
             model,
@@ -128,14 +139,15 @@ def measure_step(
             kernel=models.kernel_context(attention, device),
             fake=fake,
             set_to_none=set_to_none,
+            task=tasks.task(task),
         )
 
 
-def _measure(model, runner, *, precision, channels, tiles, grad_accum, kernel, fake, set_to_none) -> Measured:
+def _measure(model, runner, *, precision, channels, tiles, grad_accum, kernel, fake, set_to_none, task) -> Measured:
     device = runner.device
     optimizer = optimizer_for(unwrap(model), 1e-4, 0.05)
     autocast = autocast_for(precision, device)
-    labels = torch.zeros(len(tiles), dtype=torch.long)
+    labels = losses.random_targets(task, len(tiles))
     buckets: dict[int, int] = {}
     fake_mode = contextlib.nullcontext()
     if fake:
@@ -148,7 +160,7 @@ def _measure(model, runner, *, precision, channels, tiles, grad_accum, kernel, f
             with runner.sync_gradients(model, micro == grad_accum - 1), kernel, autocast():
                 inputs, targets = batches.to_device(tiles, labels, channels, device)
                 logits = model(inputs)
-                (torch.nn.functional.cross_entropy(logits.float(), targets) / grad_accum).backward()
+                (losses.loss(task, logits, targets) / grad_accum).backward()
                 del inputs, targets, logits
         if runner.name == "ddp":  # the gradients are views of the buckets after a synced pass
             buckets.clear()
