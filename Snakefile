@@ -13,8 +13,18 @@ report: "workflow/report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/plan.smk"
-include: "rules/dataset.smk"
-include: "rules/preprocess.smk"
+
+
+if is_chestxray14():  # the data source's layout: NIH's PNGs, or RSNA's DICOM files
+
+    include: "rules/chestxray14.smk"
+
+else:
+
+    include: "rules/dataset.smk"
+    include: "rules/preprocess.smk"
+
+
 include: "rules/train.smk"
 include: "rules/profile.smk"
 include: "rules/report.smk"
@@ -24,3 +34,9 @@ rule all:
     default_target: True
     input:
         get_final_output,
+
+
+rule cache:
+    default_target: False
+    input:
+        get_cache_output(),

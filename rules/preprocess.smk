@@ -108,9 +108,3 @@ rule contact_sheet:
         seed=config["manifest"]["seed"],
     script:
         "../workflow/scripts/contact_sheet.py"
-
-
-rule cache:
-    default_target: False
-    input:
-        get_cache_output(),

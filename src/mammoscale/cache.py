@@ -12,6 +12,11 @@ under ``cache.root`` (default ``results/cache``; the templates are :mod:`mammosc
     img512/index.csv             every shard's rows: what open_tiles reads
     img512/index.json            the index's sha256, rows and breasts per split: checked before it is read
 
+A ChestX-ray14 cache has no views: each ``img<S>/shard*.npy`` holds a shard's images, one tile each
+(:mod:`mammoscale.preprocess.chestxray14`), and its index one row per image with a 0/1 column per
+finding (``files.CHEST_TILE_TABLE``). Both kinds of index are read here alike: a header names its
+kind (``files.tile_table``), and the first column names a tile's example (a breast, an image).
+
 Every file is written to a temporary name in the same directory and renamed into place only
 when complete, so a half-written file is never read under its real name. Each tile row holds
 the crc32 of the tile's bytes and the sha256 of its shard file. Reading checks each tile's crc32
@@ -93,8 +98,8 @@ class Tiles(Sequence):
         if not self._verified[i]:  # a tile's crc32 is checked when this process first reads it
             if files.crc32(tile) != self._crc32[i]:
                 raise CacheError(
-                    f"{self.directory / self._file[i]}: tile {self._offset[i]} (breast "
-                    f"{self.index.at[i, 'breast_id']}) does not match its crc32: the file changed after it was "
+                    f"{self.directory / self._file[i]}: tile {self._offset[i]} ({self.index.columns[0]} "
+                    f"{self.index.iat[i, 0]}) does not match its crc32: the file changed after it was "
                     f"written. Rebuild the tiles: {REBUILD_TILES}"
                 )
             self._verified[i] = True
@@ -148,8 +153,9 @@ def open_tiles(cache_root: Path | str, image_size: int, *, verify: bool = False)
 
 
 def write_index(index: pd.DataFrame, index_csv: Path | str, check_json: Path | str) -> None:
-    """Write a size's index and then its check (sha256 of the index's bytes, rows, breasts per split)."""
-    files.TILE_TABLE.write(index, index_csv)
+    """Write a size's index (either kind: ``files.tile_table``) and then its check (sha256 of the index's bytes,
+    rows, examples per split)."""
+    files.tile_table(index.columns).write(index, index_csv)
     files.write_json({"sha256": files.sha256_file(index_csv), "rows": len(index), "splits": _splits(index)}, check_json)
 
 
@@ -172,10 +178,11 @@ def read_index(index_csv: Path | str, check_json: Path | str) -> pd.DataFrame:
             f"the index was cut short or edited after it was written. {rebuild}"
         )
     try:
-        index = files.TILE_TABLE.read(index_csv)
+        table = files.tile_table(pd.read_csv(index_csv, nrows=0).columns) or files.TILE_TABLE
+        index = table.read(index_csv)
     except (ValueError, pd.errors.ParserError) as exc:  # the bytes are the ones written: a bug, said as such
         raise CacheError(f"{index_csv} cannot be parsed ({str(exc).splitlines()[0]}). {rebuild}") from None
-    missing = files.TILE_TABLE.missing(index)
+    missing = table.missing(index)
     if missing:
         raise CacheError(f"{index_csv} lacks column(s) {', '.join(missing)}. {rebuild}")
     if (len(index), _splits(index)) != expected[1:]:

@@ -7,7 +7,9 @@
 - :mod:`~mammoscale.preprocess.tiles`: stage 2, a shard's S x S tiles, and a size's index;
 - :mod:`~mammoscale.preprocess.summary`: decode errors, counts and decoders over the shards;
 - :mod:`~mammoscale.preprocess.contact_sheet`: random tiles with their labels, to look at;
-- :mod:`~mammoscale.preprocess.chain`: every step in one process (:func:`build_cache`).
+- :mod:`~mammoscale.preprocess.chain`: every step in one process (:func:`build_cache`);
+- :mod:`~mammoscale.preprocess.chestxray14`: ChestX-ray14's PNGs to the same tiles, shard by shard,
+  their summary, index, contact sheet, and its chain in one process.
 
 Imports: numpy, pandas, Pillow, scipy, scikit-image, and :mod:`~mammoscale.dicom`,
 :mod:`~mammoscale.dataset`, :mod:`~mammoscale.files`, :mod:`~mammoscale.cache`,

@@ -5,7 +5,9 @@
 - :mod:`~mammoscale.synthetic.encode`: turns it into a DICOM dataset with the header and
   encoding variations of real sets;
 - :mod:`~mammoscale.synthetic.generate`: the whole set (:func:`generate`) and
-  ``mammoscale-synthetic``.
+  ``mammoscale-synthetic``;
+- :mod:`~mammoscale.synthetic.chestxray14`: chest phantoms with findings, in NIH's ChestX-ray14
+  layout (``data.source: synthetic-chestxray14``).
 
 Imports: numpy, pandas, pydicom and its encoders, Pillow; of mammoscale, :mod:`~mammoscale.files`,
 :mod:`~mammoscale.config` and :mod:`~mammoscale.logs`.
