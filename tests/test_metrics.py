@@ -117,3 +117,39 @@ def test_one_list_of_keys_for_both_writers(record):
     assert filled["throughput_cv"] is None and tuple(filled) == records.metrics_keys()
     with pytest.raises(KeyError, match="lacks 'status'"):  # a key that cannot be empty must be given
         records.metrics_record({key: value for key, value in record.items() if key != "status"}, complete=False)
+
+
+PER_LABEL = {"Atelectasis": {"auc": 0.8, "ci_low": 0.7, "ci_high": 0.9, "positives": 12}}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.update(val_auc_per_label={"Atelectasis": {**PER_LABEL["Atelectasis"], "auc": 1.2}}),
+        lambda r: r.update(val_auc_per_label={"Atelectasis": {**PER_LABEL["Atelectasis"], "surprise": 1}}),
+        lambda r: r.update(val_auc_per_label={"Atelectasis": {"auc": 0.8}}),
+        lambda r: r.update(val_images=-1),
+    ],
+)
+def test_a_broken_entry_of_several_labels_is_refused(record, change):
+    broken = copy.deepcopy(record)
+    change(broken)
+    with pytest.raises(jsonschema.ValidationError):
+        records.validate_metrics(broken)
+
+
+def test_the_record_of_a_cell_of_several_labels_or_without_a_patch_size(record):
+    chest = {**copy.deepcopy(record), "val_auc_per_label": PER_LABEL, "val_images": 30, "val_positive_images": 12}
+    records.validate_metrics({**chest, "val_breasts": None, "val_positive_breasts": None, "val_pf1": None})
+    records.validate_metrics({**record, "patch_size": None, "seq_len": None})  # a CNN's
+    unknown = {"Atelectasis": {**PER_LABEL["Atelectasis"], "auc": None, "ci_low": None, "ci_high": None}}
+    records.validate_metrics({**chest, "val_auc_per_label": unknown})  # one class only: not scored
+    assert records.label_keys() == ("auc", "ci_low", "ci_high", "positives")
+    assert record["val_auc_per_label"] is None and record["val_images"] is None  # a mammography cell's
+
+
+def test_the_quality_keys_are_the_schemas():
+    from mammoscale.train import scores
+
+    assert set(scores.QUALITY_KEYS) <= set(records.metrics_keys())
+    assert {key for key in records.metrics_keys() if key.startswith("val_")} == set(scores.QUALITY_KEYS)

@@ -87,6 +87,7 @@ def test_a_cell_writes_schema_valid_metrics(train_cache, tmp_path):
     assert len(predictions) == result["val_breasts"] == 8
     assert scores.evaluate(predictions)["val_auc"] == result["val_auc"]  # the file is what was scored
     assert result["val_positive_breasts"] == int(predictions["label"].sum())
+    assert result["val_auc_per_label"] is None and result["val_images"] is None  # one label: scored per breast
 
 
 def test_mfu_against_the_hardware_peak(train_cache, tmp_path):

@@ -43,6 +43,11 @@ def metrics_keys() -> tuple[str, ...]:
     return tuple(metrics_schema()["properties"])
 
 
+def label_keys() -> tuple[str, ...]:
+    """The keys of one label's entry of ``val_auc_per_label`` (a task of several labels), in the schema's order."""
+    return tuple(metrics_schema()["properties"]["val_auc_per_label"]["additionalProperties"]["properties"])
+
+
 def _empty(spec: dict):
     """What a record holds for a key nothing was measured for: null where the schema allows it, an empty list where
     it holds a list; None where the key can be neither (it must be given)."""

@@ -12,6 +12,10 @@ and the tables and report that compare (``mammoscale.report``); torch-free, nump
   intervals that resample *patients* (a patient's two breasts are not independent), stratified by
   whether a patient has a positive breast (a resample without a positive could not be scored), and
   a paired bootstrap of the difference between two models scored on the same breasts.
+- **Several labels.** ChestX-ray14's findings: each finding's AUC per image and their mean over the findings
+  with both classes, their intervals from one set of patient resamples (stratified by whether a patient has any
+  finding), so the mean's interval is the spread of the resamples' means; a paired bootstrap of the difference
+  of two models' means. A finding too rare to be in most resamples gets no interval (:data:`MIN_SCORABLE`).
 
 Every bootstrap draws from a generator seeded with :data:`SEED`, so a table made twice from the
 same records is the same table.
@@ -161,20 +165,28 @@ METRICS = {"auc": roc_auc, "pf1": probabilistic_f1}
 """The quality metrics by the name the record gives them (``val_auc``, ``val_pf1``)."""
 
 
-def _patient_draws(patient_id, label, rng: np.random.Generator) -> list[np.ndarray]:
-    """:data:`RESAMPLES` resamples of the rows: patients drawn with replacement, all their rows taken, within each
-    stratum (patients with a positive breast, patients without), so that every resample keeps as many positive
-    patients as the data and has both classes to score."""
+def _patient_counts(patient_id, label, rng: np.random.Generator) -> np.ndarray:
+    """How often each row is drawn in each of :data:`RESAMPLES` resamples, ``(RESAMPLES, rows)``: patients drawn
+    with replacement, all their rows taken, within each stratum (patients with a positive row, patients without;
+    a row of several labels is positive when any is), so that every resample keeps as many positive patients as the
+    data."""
     patients, of_row = np.unique(np.asarray(patient_id), return_inverse=True)
+    label = np.asarray(label).astype(bool)
     positive = np.zeros(len(patients), dtype=bool)
-    np.logical_or.at(positive, of_row, np.asarray(label).astype(bool))
+    np.logical_or.at(positive, of_row, label.any(axis=1) if label.ndim == 2 else label)
     counts = np.zeros((RESAMPLES, len(patients)), dtype=np.int64)
     for stratum in (positive, ~positive):
         members = np.flatnonzero(stratum)
         if len(members):
             counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=RESAMPLES)
-    rows = np.arange(len(of_row))
-    return [np.repeat(rows, count[of_row]) for count in counts]
+    return counts[:, of_row]
+
+
+def _patient_draws(patient_id, label, rng: np.random.Generator) -> list[np.ndarray]:
+    """:func:`_patient_counts`' resamples as the rows each takes (a row drawn twice, twice): every resample of a
+    single label has both classes to score."""
+    rows = np.arange(len(np.asarray(patient_id)))
+    return [np.repeat(rows, count) for count in _patient_counts(patient_id, label, rng)]
 
 
 def _value(metric, label, score) -> float:
@@ -231,3 +243,107 @@ def paired(metric: str, patient_id, label, a, b) -> Comparison:
         if finite.size:
             p_value = float(min(1.0, 2 * min((finite <= 0).mean(), (finite >= 0).mean())))
     return Comparison(metric, first, second, difference, low, high, p_value, len(label))
+
+
+# several labels at once (ChestX-ray14's fourteen findings)
+
+MIN_SCORABLE = 0.9
+"""A label's interval needs at least this share of the resamples to hold both of its classes: a finding with a
+handful of positive patients, missing from many resamples, gets no interval rather than one drawn from the resamples
+that happened to hold it (the mean's interval likewise, over the resamples that hold every label it averages)."""
+_CHUNK = 256
+"""Resamples scored at once: ``_CHUNK`` x rows weights in memory."""
+
+
+def _weighted_aucs(label, score, weights: np.ndarray) -> np.ndarray:
+    """The AUC of ``score`` for each row of ``weights`` (``(resamples, rows)``: how often each row counts), ties
+    sharing half as in :func:`roc_auc`; NaN where a resample lacks a class. The Mann-Whitney count with weights:
+    each positive counts the weight of the negatives below it, and half of those tied with it."""
+    order = np.argsort(np.asarray(score, dtype=np.float64), kind="stable")
+    sorted_score, positive = np.asarray(score, dtype=np.float64)[order], np.asarray(label).astype(bool)[order]
+    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
+    out = np.empty(len(weights))
+    for first in range(0, len(weights), _CHUNK):
+        w = weights[first : first + _CHUNK, order].astype(np.float64)
+        pos = np.add.reduceat(w * positive, starts, axis=1)
+        neg = np.add.reduceat(w * ~positive, starts, axis=1)
+        wins = (pos * (np.cumsum(neg, axis=1) - neg / 2)).sum(axis=1)
+        pairs = pos.sum(axis=1) * neg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[first : first + len(w)] = np.where(pairs > 0, wins / pairs, np.nan)
+    return out
+
+
+def _scorable_bounds(draws: np.ndarray) -> tuple[float, float] | tuple[None, None]:
+    """:func:`_bounds`, or (None, None) when fewer than :data:`MIN_SCORABLE` of the draws could be scored."""
+    if draws.size == 0 or np.isfinite(draws).mean() < MIN_SCORABLE:
+        return None, None
+    return _bounds(draws)
+
+
+@dataclass(frozen=True)
+class LabelAucs:
+    """Each label's AUC with its interval, and their mean over the labels with both classes (the *scored* ones),
+    with its interval: one set of patient resamples for every label, so the mean's draws are means of theirs."""
+
+    auc: tuple[float | None, ...]
+    ci_low: tuple[float | None, ...]
+    ci_high: tuple[float | None, ...]
+    positives: tuple[int, ...]
+    mean: float | None
+    mean_ci_low: float | None
+    mean_ci_high: float | None
+    draws: np.ndarray
+    """``(RESAMPLES, labels)``: each resample's AUCs (NaN: a class absent), for a paired comparison."""
+
+    @property
+    def scored(self) -> tuple[bool, ...]:
+        return tuple(value is not None for value in self.auc)
+
+
+def _mean_of_scored(draws: np.ndarray, scored) -> np.ndarray:
+    """Each resample's mean AUC over the scored labels: NaN where one of them could not be scored."""
+    return draws[:, np.asarray(scored, dtype=bool)].mean(axis=1) if any(scored) else np.full(len(draws), np.nan)
+
+
+def label_aucs(patient_id, labels, scores, *, counts: np.ndarray | None = None) -> LabelAucs:
+    """AUCs of ``scores`` for ``labels`` (both ``(rows, labels)``) and their mean, with percentile bootstrap
+    intervals that resample patients (:func:`_patient_counts`, stratified by whether a patient has any positive
+    label); ``counts``: those resamples, when another model is scored on the same ones."""
+    labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, dtype=np.float64)
+    aucs = [roc_auc(labels[:, k], scores[:, k]) for k in range(labels.shape[1])]
+    if counts is None:
+        counts = _patient_counts(patient_id, labels, _rng()) if len(np.unique(patient_id)) >= 2 else None
+    if counts is None:
+        draws = np.full((0, labels.shape[1]), np.nan)
+    else:
+        draws = np.stack([_weighted_aucs(labels[:, k], scores[:, k], counts) for k in range(labels.shape[1])], axis=1)
+    bounds = [_scorable_bounds(draws[:, k]) if auc is not None else (None, None) for k, auc in enumerate(aucs)]
+    scored = [auc is not None for auc in aucs]
+    mean_low, mean_high = _scorable_bounds(_mean_of_scored(draws, scored))
+    return LabelAucs(
+        auc=tuple(aucs),
+        ci_low=tuple(low for low, _ in bounds),
+        ci_high=tuple(high for _, high in bounds),
+        positives=tuple(int(n) for n in labels.sum(axis=0)),
+        mean=float(np.mean([a for a in aucs if a is not None])) if any(scored) else None,
+        mean_ci_low=mean_low,
+        mean_ci_high=mean_high,
+        draws=draws,
+    )
+
+
+def paired_labels(patient_id, labels, a, b) -> Comparison:
+    """The paired bootstrap of ``mean AUC(a) - mean AUC(b)`` over the labels with both classes, on the same rows,
+    resampling patients once for both models (metric ``auc``)."""
+    counts = _patient_counts(patient_id, labels, _rng()) if len(np.unique(patient_id)) >= 2 else None
+    first, second = (label_aucs(patient_id, labels, scores, counts=counts) for scores in (a, b))
+    difference = None if first.mean is None else first.mean - second.mean
+    low = high = p_value = None
+    if difference is not None and counts is not None:
+        draws = _mean_of_scored(first.draws, first.scored) - _mean_of_scored(second.draws, first.scored)
+        low, high = _scorable_bounds(draws)
+        finite = draws[np.isfinite(draws)]
+        if low is not None and finite.size:
+            p_value = float(min(1.0, 2 * min((finite <= 0).mean(), (finite >= 0).mean())))
+    return Comparison("auc", first.mean, second.mean, difference, low, high, p_value, len(np.asarray(labels)))

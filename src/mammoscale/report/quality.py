@@ -2,9 +2,14 @@
 
 A scored cell (full mode, ``ok``) leaves its probability for every validation breast in
 ``predictions.csv``. Two variants at the same hardware, image size and patch size saw the same
-breasts, so their difference is judged *paired*: patients are resampled, both models scored on
+breasts (a CNN, without a patch size, the same as every vision transformer at its image size: it is compared
+with each), so their difference is judged *paired*: patients are resampled, both models scored on
 each resample (:func:`mammoscale.stats.paired`). A difference whose interval holds 0 is
 ``indistinguishable``, and the report never calls either of the two the better one.
+
+A cell of several labels (``chest-findings``) leaves a probability per validation image and finding; two
+such cells are compared on their mean AUROC over the findings (:func:`mammoscale.stats.paired_labels`), its
+``breasts`` columns then counting images.
 
 A ``predictions.csv`` that disagrees with its record (other breasts, another AUC) is not used: the
 row says why, and how to rerun the cell.
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mammoscale import files, records, stats
+from mammoscale import files, records, stats, tasks
 from mammoscale.report.html import interval
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,7 @@ log = logging.getLogger(__name__)
 INDISTINGUISHABLE = "indistinguishable"
 NOT_COMPARED = "not compared"
 BREAST = ["patient_id", "laterality"]
+IMAGE_FINDING = ["patient_id", "image_id", "finding"]
 PLACE = ["hardware", "image_size", "patch_size"]
 
 
@@ -44,24 +50,41 @@ def scored(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[(runs["status"] == records.OK) & runs["val_auc"].notna()]
 
 
+def task_of(row) -> tasks.Task:
+    """A row of runs.csv's task: its record's ``config.task`` (a record from before tasks: ``breast-cancer``)."""
+    name = row.get("config.task")
+    return tasks.task(name if isinstance(name, str) and name else tasks.BREAST_CANCER.name)
+
+
 def predictions(row) -> tuple[pd.DataFrame | None, str | None]:
     """A scored cell's ``predictions.csv``, or None and why it cannot be used."""
     path = Path(row["run_dir"]) / files.PREDICTIONS
     rerun = f"rerun the cell: {records.rerun_cell(row['run_dir'])}"
     if not path.is_file():
         return None, f"{path} is missing; {rerun}"
+    task = task_of(row)
     try:
-        frame = files.PREDICTION_TABLE.read(path)
+        frame = files.prediction_table(task.multilabel).read(path)
+        count, auc = _scored(task, frame)
     except (ValueError, KeyError) as exc:
         return None, f"{path} cannot be read ({exc}); {rerun}"
-    auc = stats.roc_auc(frame["label"], frame["probability"])
     if (
-        len(frame) != _int(row.get("val_breasts"), len(frame))
+        count != _int(row.get("val_images" if task.multilabel else "val_breasts"), count)
         or auc is None
         or not math.isclose(auc, float(row["val_auc"]), abs_tol=1e-6)
     ):
-        return None, f"{path} is not what the cell scored ({len(frame)} breasts, AUC {auc}); {rerun}"
+        return None, f"{path} is not what the cell scored ({count} {task.unit}s, AUC {auc}); {rerun}"
     return frame, None
+
+
+def _scored(task: tasks.Task, frame: pd.DataFrame) -> tuple[int, float | None]:
+    """What a cell's predictions score: breasts or images, and the AUC (the mean over findings with both classes)."""
+    if not task.multilabel:
+        return len(frame), stats.roc_auc(frame["label"], frame["probability"])
+    images, labels, probabilities = files.finding_matrices(frame, task.labels)
+    aucs = [stats.roc_auc(labels[:, k], probabilities[:, k]) for k in range(labels.shape[1])]
+    aucs = [auc for auc in aucs if auc is not None]
+    return len(images), float(np.mean(aucs)) if aucs else None
 
 
 def _int(value, default: int) -> int:
@@ -73,35 +96,49 @@ def comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     cells = scored(runs)
     read = {index: predictions(row) for index, row in cells.iterrows()}  # each file once, however many pairs
-    for place, group in cells.groupby(PLACE, sort=False):
-        for (i, first), (j, second) in itertools.combinations(group.iterrows(), 2):
-            rows += _pair(dict(zip(PLACE, place)), first, second, [read[i], read[j]])
-    return files.QUALITY_TABLE.frame(rows)
+    for place, first, second in pairs(cells):
+        rows += _pair(place, first, second, [read[first.name], read[second.name]])
+    table = files.QUALITY_TABLE.frame(rows)
+    return table.assign(patch_size=table["patch_size"].astype("Int64"))  # empty for two CNNs, not 16.0 for the rest
+
+
+def pairs(cells: pd.DataFrame):
+    """Each pair of scored cells that saw the same validation set, with its place: the same hardware and image size,
+    and the same patch size where both have one. A cell without a patch size (a CNN's) is paired with each vision
+    transformer at its image size (the place: the transformer's) and with the other CNNs there (no patch size)."""
+    for (hardware, size), at in cells.groupby(["hardware", "image_size"], sort=False):
+        for (_, first), (_, second) in itertools.combinations(at.iterrows(), 2):
+            patches = {int(p) for p in (first["patch_size"], second["patch_size"]) if not files.no_patch(p)}
+            if len(patches) < 2:
+                place = {"hardware": hardware, "image_size": size, "patch_size": min(patches, default=None)}
+                yield place, first, second
 
 
 def _pair(place: dict, first, second, loaded: list) -> list[dict]:
     """One pair's rows; ``loaded``: each cell's predictions and why they cannot be used (:func:`predictions`)."""
     names = {"variant_a": first["variant"], "variant_b": second["variant"]}
+    task = task_of(first)
     problem = "; ".join(reason for _, reason in loaded if reason)
     if not problem:
         (a, _), (b, _) = loaded
-        both = a.merge(b, on=BREAST, suffixes=("_a", "_b"))
+        both = a.merge(b, on=IMAGE_FINDING if task.multilabel else BREAST, suffixes=("_a", "_b"))
         if len(both) != len(a) or len(both) != len(b) or (both["label_a"] != both["label_b"]).any():
-            problem = f"not the same validation breasts ({len(a)} and {len(b)}, {len(both)} shared)"
+            n = len(task.labels)  # rows per breast or image
+            problem = f"not the same validation {task.unit}s ({len(a) // n} and {len(b) // n}, {len(both) // n} shared)"
     if problem:
         log.warning("%s vs %s at %s: %s", *names.values(), place, problem)
         return [
             {**place, **names, "metric": metric, "breasts": None, "verdict": NOT_COMPARED, "detail": problem}
-            for metric in stats.METRICS
+            for metric in (("auc",) if task.multilabel else stats.METRICS)
         ]
     rows = []
-    for metric in stats.METRICS:
-        result = stats.paired(metric, both["patient_id"], both["label_a"], both["probability_a"], both["probability_b"])
+    results, positives = _paired(task, both)
+    for result in results:
         rows.append(
             {
                 **place,
                 **names,
-                "metric": metric,
+                "metric": result.metric,
                 "a": result.a,
                 "b": result.b,
                 "difference": result.difference,
@@ -109,12 +146,24 @@ def _pair(place: dict, first, second, loaded: list) -> list[dict]:
                 "ci_high": result.ci_high,
                 "p_value": result.p_value,
                 "breasts": result.breasts,
-                "positive_breasts": int(both["label_a"].sum()),
+                "positive_breasts": positives,
                 "verdict": _verdict(result, names),
                 "detail": f"paired bootstrap over {both['patient_id'].nunique()} patients, {stats.RESAMPLES} resamples",
             }
         )
     return rows
+
+
+def _paired(task: tasks.Task, both: pd.DataFrame) -> tuple[list[stats.Comparison], int]:
+    """Two cells' predictions merged (``_a``, ``_b``) compared, per metric; and the positive breasts (images with a
+    finding) they share."""
+    if not task.multilabel:
+        args = (both["patient_id"], both["label_a"], both["probability_a"], both["probability_b"])
+        return [stats.paired(metric, *args) for metric in stats.METRICS], int(both["label_a"].sum())
+    both = both.rename(columns={"label_a": "label"})
+    images, labels, a = files.finding_matrices(both.rename(columns={"probability_a": "probability"}), task.labels)
+    _, _, b = files.finding_matrices(both.rename(columns={"probability_b": "probability"}), task.labels)
+    return [stats.paired_labels(images["patient_id"], labels, a, b)], int(labels.any(axis=1).sum())
 
 
 def _verdict(result: stats.Comparison, names: dict) -> str:
@@ -161,17 +210,22 @@ def sentences(runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     cells = scored(runs)
     lines = []
     for _, row in cells.iterrows():
-        breasts = "" if pd.isna(row.get("val_breasts")) else f" on {int(row['val_breasts'])} breasts"
-        positive = "" if pd.isna(row.get("val_positive_breasts")) else f" ({int(row['val_positive_breasts'])} positive)"
+        task = task_of(row)
+        count, positive = (
+            ("val_images", "val_positive_images") if task.multilabel else ("val_breasts", "val_positive_breasts")
+        )
+        breasts = "" if pd.isna(row.get(count)) else f" on {int(row[count])} {task.unit}s"
+        positive = "" if pd.isna(row.get(positive)) else f" ({int(row[positive])} positive)"
         name = files.cell_name(row["hardware"], row["variant"], row["image_size"], row["patch_size"])
         lines.append(
-            f"Validation AUC of {name}: "
+            f"Validation {'mean AUROC over findings' if task.multilabel else 'AUC'} of {name}: "
             f"{float(row['val_auc']):.3f} {interval(row.get('val_auc_ci_low'), row.get('val_auc_ci_high'), '.3f')}"
             f"{breasts}{positive}, {stats.CONFIDENCE:.0%} interval over patients{_over_seeds(row)}."
         )
     auc = table[table["metric"] == "auc"] if not table.empty else table
+    patchless = set(runs.loc[runs["patch_size"].isna(), "variant"]) if "patch_size" in runs else set()
     for _, row in auc.iterrows():
-        where = f"{row['hardware']}, {files.cell_label(row['image_size'], row['patch_size'])}"
+        where = _where(row, patchless)
         if row["verdict"] == NOT_COMPARED:
             lines.append(f"{row['variant_a']} vs {row['variant_b']} ({where}): not compared: {row['detail']}.")
             continue
@@ -181,7 +235,7 @@ def sentences(runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
             "(paired bootstrap over patients): "
             f"{row['verdict']}."
         )
-    for _, group in auc.groupby(PLACE, sort=False):
+    for _, group in auc.groupby(PLACE, sort=False, dropna=False):
         winners = {
             row["verdict"].removesuffix(" better") for _, row in group.iterrows() if row["verdict"].endswith(" better")
         }
@@ -189,11 +243,31 @@ def sentences(runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
         for winner in winners:
             if all(_beats(group, winner, other) for other in variants - {winner}):
                 lines.append(
-                    f"Best validation AUC at {group['hardware'].iloc[0]}, "
-                    f"{files.cell_label(group['image_size'].iloc[0], group['patch_size'].iloc[0])}: {winner}, "
+                    f"Best validation AUC at {_place(group.iloc[0], patchless, variants)}: {winner}, "
                     "told apart from every other variant."
                 )
     return lines
+
+
+def _where(row, patchless: set) -> str:
+    """What a pair compared: ``local-cpu, img384_p32``; where one side has no patch size (a CNN), each side's cell
+    (``local-cpu, img384_p32 vs img384, ...``)."""
+    sides = [
+        files.cell_label(row["image_size"], None if variant in patchless else row["patch_size"])
+        for variant in (row["variant_a"], row["variant_b"])
+    ]
+    if sides[0] == sides[1]:
+        return f"{row['hardware']}, {sides[0]}"
+    return f"{row['hardware']}, {sides[0]} vs {sides[1]}, the same validation set at the same image size"
+
+
+def _place(row, patchless: set, variants: set) -> str:
+    """A place of comparisons: ``local-cpu, img384_p32``, or ``local-cpu, img384 (patch 32 for the vision
+    transformers)`` where a CNN is compared there too."""
+    if files.no_patch(row["patch_size"]) or not variants & patchless:
+        return f"{row['hardware']}, {files.cell_label(row['image_size'], row['patch_size'])}"
+    patch = int(row["patch_size"])
+    return f"{row['hardware']}, {files.size_label(row['image_size'])} (patch {patch} for the vision transformers)"
 
 
 def _beats(group: pd.DataFrame, winner: str, other: str) -> bool:

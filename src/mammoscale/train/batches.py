@@ -29,6 +29,7 @@ from mammoscale.cache import Tiles, open_tiles
 from mammoscale.errors import UserError
 from mammoscale.plan.launch import node_cpus
 from mammoscale.plan.memory import split_bytes
+from mammoscale.tasks import BREAST_CANCER, Task
 
 log = logging.getLogger(__name__)
 
@@ -37,37 +38,69 @@ MEAN, SCALE = 0.5 * 255, 0.25 * 255
 
 
 class Split(Dataset):
-    """The tiles of one split (``train``/``val``/``test``): ``(uint8 (S, S) tensor, label)`` pairs."""
+    """The tiles of one split (``train``/``val``/``test``): ``(uint8 (S, S) tensor, target)`` pairs, the target
+    ``task``'s: the int label of a one-label task, a float32 ``(labels,)`` row of 0/1 (the tile index's columns
+    ``task.labels``) of a task of several (:mod:`mammoscale.train.losses`)."""
 
-    def __init__(self, tiles: Tiles, split: str):
-        self.tiles = tiles
+    def __init__(self, tiles: Tiles, split: str, task: Task = BREAST_CANCER):
+        self.tiles, self.task = tiles, task
         rows = np.flatnonzero(tiles.index["split"].to_numpy() == split)
         self.rows = rows
         self.index = tiles.index.iloc[rows].reset_index(drop=True)
-        self.labels = self.index["label"].to_numpy(dtype=np.int64)
+        missing = [name for name in task.labels if name not in self.index.columns]
+        if missing:
+            raise UserError(
+                f"the {files.size_label(tiles.image_size)} cache at {tiles.directory.parent} has no label column(s) "
+                f"{', '.join(missing)}: it was not built for task {task.name}; point cache.root at a cache of a "
+                f"{task.name} data source"
+            )
+        kind = np.float32 if task.multilabel else np.int64
+        self.labels = self.index[list(task.labels)].to_numpy(dtype=kind).reshape(len(rows), -1)
+        if not task.multilabel:
+            self.labels = self.labels[:, 0]
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(np.array(self.tiles[int(self.rows[i])])), int(self.labels[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        tile = torch.from_numpy(np.array(self.tiles[int(self.rows[i])]))
+        return tile, torch.from_numpy(self.labels[i].copy()) if self.task.multilabel else int(self.labels[i])
+
+    def positives(self) -> np.ndarray:
+        """Positive examples of each label (one number for a one-label task)."""
+        return self.labels.astype(bool).sum(axis=0)
 
     def nbytes(self) -> int:
         """Bytes of the split held on the device (tiles and labels), as the plan counts them."""
         return split_bytes(len(self), self.tiles.image_size)
 
 
-def open_split(cache_root, image_size: int, split: str, *, min_size: int = 1, both_classes: bool = False) -> Split:
-    """The tiles of ``split``; refused when fewer than ``min_size``, or (``both_classes``) when one class is absent:
-    a cancer classifier cannot learn, or be judged, without positive and negative breasts."""
-    data = Split(open_tiles(cache_root, image_size), split)
+def open_split(
+    cache_root,
+    image_size: int,
+    split: str,
+    *,
+    min_size: int = 1,
+    both_classes: bool = False,
+    task: Task = BREAST_CANCER,
+) -> Split:
+    """The tiles of ``split``, their targets ``task``'s; refused when fewer than ``min_size``, or (``both_classes``)
+    when one class is absent: a cancer classifier cannot learn, or be judged, without positive and negative breasts;
+    a classifier of several findings, without one finding that has both (the others are left out of the mean AUROC,
+    :mod:`.scores`)."""
+    data = Split(open_tiles(cache_root, image_size), split, task)
     cache = files.size_label(image_size)
     if len(data) < min_size:
         raise UserError(f"the {split} split of the {cache} cache has {len(data)} tiles; at least {min_size} are needed")
-    positive = int(data.labels.sum())
-    if both_classes and positive in (0, len(data)):
+    positive = data.positives()
+    if both_classes and not ((positive > 0) & (positive < len(data))).any():
+        found = (
+            f"{int(positive)} positive {task.unit}(s) of {len(data)}"
+            if positive.ndim == 0
+            else f"no label with both classes among its {len(data)} {task.unit}s"
+        )
         raise UserError(
-            f"the {split} split of the {cache} cache has {positive} positive breast(s) of {len(data)}: "
+            f"the {split} split of the {cache} cache has {found}: "
             f"training and its AUC need both classes. See {files.DECODE_ERRORS} and {files.EXCLUDED} for what was "
             "lost, or change manifest.split / manifest.seed"
         )
@@ -236,7 +269,7 @@ class Batches:
         """The split's first ``n`` tiles and labels, from where the run holds them (the probe's micro-batch)."""
         if self.on_device:
             return self.tiles[:n], self.labels[:n]
-        return torch.stack([self.data[i][0] for i in range(n)]), torch.tensor([self.data[i][1] for i in range(n)])
+        return torch.stack([self.data[i][0] for i in range(n)]), torch.from_numpy(self.data.labels[:n].copy())
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The micro-batches of ``epoch``, after the first ``skip`` of this rank's samples (a resumed epoch)."""

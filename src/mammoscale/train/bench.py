@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mammoscale import cache, files, records
+from mammoscale import cache, files, records, tasks
 from mammoscale.config import defaults
-from mammoscale.plan.vit import seq_len
-from mammoscale.train import devices, models
+from mammoscale.plan.families import seq_len
+from mammoscale.tasks import BREAST_CANCER
+from mammoscale.train import devices, losses, models
 from mammoscale.train.optim import autocast_for, optimizer_for
 
 # one training step, timed
@@ -56,7 +57,7 @@ def measure_step(
     optimizer = optimizer_for(model, 1e-4, 0.05)
     autocast = autocast_for(precision, dev)
     images = torch.randn(batch, 1, image_size, image_size, device=dev)
-    labels = torch.randint(0, 2, (batch,), device=dev)
+    labels = losses.random_targets(BREAST_CANCER, batch, dev)  # the attention benchmark's model: two logits
     record = {}
     peak = devices.PeakMemory(dev)
     devices.synchronize(dev)
@@ -69,7 +70,7 @@ def measure_step(
         with probe, models.kernel_context(attention, dev):
             with autocast():
                 logits = model(images)
-            torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+            losses.loss(BREAST_CANCER, logits, labels).backward()
         optimizer.step()
         optimizer.zero_grad()
         times.append(devices.now(dev) - started)
@@ -104,8 +105,9 @@ def bare_steps(
     attention: str = "flash",
     size: str = "vit-tiny",
     image_size: int,
-    patch_size: int,
+    patch_size: int | None,
     channels: int = _TRAIN["channels"],
+    task: str = BREAST_CANCER.name,
     micro_batch: int = 2,
     global_batch: int = 2,
     steps: int = 10,
@@ -128,22 +130,22 @@ def bare_steps(
         raise ValueError(f"global batch {global_batch} is not a multiple of micro-batch {micro_batch}")
     dev = devices.choose(device, 0)
     torch.manual_seed(seed)
-    model = models.build(family, attention, size, image_size=image_size, patch_size=patch_size, channels=channels).to(
-        dev
-    )
+    predicts = tasks.task(task)  # a cell's ``task`` setting: the model's outputs, the loss and its targets
+    shape = {"image_size": image_size, "patch_size": patch_size, "channels": channels, "outputs": predicts.outputs}
+    model = models.build(family, attention, size, **shape).to(dev)
     model.train()
     optimizer = optimizer_for(model, lr, weight_decay)
     autocast = autocast_for(precision, dev)
     accum = global_batch // micro_batch
     inputs = [torch.randn(micro_batch, channels, image_size, image_size, device=dev) for _ in range(accum)]
-    labels = [torch.randint(0, 2, (micro_batch,), device=dev) for _ in range(accum)]
+    labels = [losses.random_targets(predicts, micro_batch, dev) for _ in range(accum)]
     times = []
     for _ in range(warmup + steps):
         started = devices.now(dev)
         for images, targets in zip(inputs, labels):
             with models.kernel_context(attention, dev), autocast():
                 logits = model(images)
-            (torch.nn.functional.cross_entropy(logits.float(), targets) / accum).backward()
+            (losses.loss(predicts, logits, targets) / accum).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(devices.now(dev) - started)

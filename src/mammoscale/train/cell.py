@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mammoscale import cache, files, logs, records
+from mammoscale import cache, files, logs, records, tasks
 from mammoscale.config import defaults
 from mammoscale.errors import UserError
 from mammoscale.plan import sizing
+from mammoscale.plan.families import seq_len
 from mammoscale.plan.settings import Settings
-from mammoscale.plan.vit import seq_len
 from mammoscale.train import batches, checkpoint, devices, loop, models, outcome, probe, profiling, record, stopping
 from mammoscale.train.backends import Backend, init, unwrap
 from mammoscale.train.loop import NonFiniteLoss, Progress
@@ -96,9 +96,9 @@ def _open_splits(s: Settings) -> tuple[batches.Split, batches.Split | None]:
     """The train split and (a full cell's) val split, staged to scratch first if asked; a full cell needs both
     classes in each."""
     root = cache.stage(s.cache_root, s.image_size, s.local_scratch) if s.local_scratch else s.cache_root
-    full = s.mode == "full"
-    train = batches.open_split(root, s.image_size, "train", min_size=s.global_batch, both_classes=full)
-    return train, batches.open_split(root, s.image_size, "val", both_classes=True) if full else None
+    full, task = s.mode == "full", tasks.task(s.task)
+    train = batches.open_split(root, s.image_size, "train", min_size=s.global_batch, both_classes=full, task=task)
+    return train, batches.open_split(root, s.image_size, "val", both_classes=True, task=task) if full else None
 
 
 def prepare(
@@ -112,9 +112,7 @@ def prepare(
 
     torch.manual_seed(s.seed)
     np.random.seed(s.seed)
-    model = models.build(
-        s.family, s.attention, s.model_size, image_size=s.image_size, patch_size=s.patch_size, channels=s.channels
-    )
+    model = _model(s)
     progress.params = models.params(model)
     kernel = functools.partial(models.kernel_context, s.attention, device)
     kernel()  # refuses a kernel this machine cannot run before any work
@@ -163,6 +161,20 @@ def prepare(
     )
 
 
+def _model(s: Settings) -> torch.nn.Module:
+    """The cell's network, freshly initialised (or from its pretrained file), with its task's outputs."""
+    return models.build(
+        s.family,
+        s.attention,
+        s.model_size,
+        image_size=s.image_size,
+        patch_size=s.patch_size,
+        channels=s.channels,
+        outputs=tasks.task(s.task).outputs,
+        weights=s.weights,
+    )
+
+
 def _feed(s: Settings, train_split: batches.Split, backend: Backend, progress: Progress) -> batches.Batches:
     """This rank's training micro-batches, the split already where the plan put it (:func:`holds_split`)."""
     feed = batches.Batches.for_rank(
@@ -197,17 +209,18 @@ def holds_split(s: Settings, split: batches.Split, backend: Backend) -> bool:
 
 
 def _describe(s: Settings, backend: Backend, progress: Progress, grad_accum: int, schedule: Schedule) -> None:
+    tokens = seq_len(s.family, s.image_size, s.patch_size)
     log.info(
-        "cell %s/%s img%d p%d: %s %s, %d tokens, %.1fM parameters; global batch %d = %d micro x %d rank(s) x %d "
-        "accumulation; %d steps (%d per epoch)",
+        "cell %s/%s %s: %s %s, %s, %.1fM parameters, %s; global batch %d = %d micro x %d rank(s) x %d accumulation; "
+        "%d steps (%d per epoch)",
         s.hardware,
         s.variant,
-        s.image_size,
-        s.patch_size,
+        files.cell_label(s.image_size, s.patch_size),
         s.family,
         s.attention,
-        seq_len(s.family, s.image_size, s.patch_size),
+        "no tokens (a CNN)" if tokens is None else f"{tokens} tokens",
         progress.params / 1e6,
+        s.task,
         s.global_batch,
         s.micro_batch,
         backend.world,

@@ -9,6 +9,7 @@ the run's backend and enters the run's autocast.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -16,11 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
-from mammoscale import files, stats
+from mammoscale import files, tasks
 from mammoscale.plan.launch import STOP_SIGNAL
-from mammoscale.train import batches, checkpoint, devices, energy, models, ranges, scores, stopping
+from mammoscale.train import batches, checkpoint, devices, energy, losses, models, ranges, scores, stopping
 from mammoscale.train.backends import unwrap
 from mammoscale.train.optim import learning_rate
 
@@ -167,7 +167,7 @@ def _steps(run, progress: Progress, stream, steps: int, *, started: float) -> bo
     """``steps`` optimiser steps; True when the ranks agreed to stop after one of them (``started``: when the epoch
     began, for a checkpoint taken on the way)."""
     s, schedule, backend = run.settings, run.schedule, run.backend
-    criterion = nn.CrossEntropyLoss()
+    criterion = functools.partial(losses.loss, tasks.task(s.task))
     run.model.train()
     for _ in range(steps):
         lr = learning_rate(
@@ -176,7 +176,7 @@ def _steps(run, progress: Progress, stream, steps: int, *, started: float) -> bo
             warmup=schedule.warmup_steps,
             base=s.lr,
             min_fraction=s.min_lr_fraction,
-            scale=backend.world if s.lr_scale_with_world_size else 1,
+            scale=s.lr_scale,
         )
         for group in run.optimizer.param_groups:
             group["lr"] = lr
@@ -228,7 +228,7 @@ def _micro_batches(run, progress: Progress, stream, criterion) -> tuple:
             with ranges.phase(ranges.FORWARD):
                 with run.autocast():
                     logits = run.model(inputs)
-                loss = criterion(logits.float(), labels) / run.grad_accum
+                loss = criterion(logits, labels) / run.grad_accum
             with ranges.phase(ranges.BACKWARD):
                 loss.backward()
         step_loss += loss.detach()
@@ -259,34 +259,25 @@ def _report(run, progress: Progress) -> None:
 
 
 def evaluate(run) -> dict:
-    """Per-breast val AUC and pF1 of the final model, each rank scoring a partition of the split."""
+    """The final model's quality on the validation split (:mod:`.scores`: per breast, or per image and finding),
+    each rank scoring a partition of the split; rank 0 writes the predictions."""
     if run.val is None:
         return scores.unscored()
-    model = unwrap(run.model).eval()
+    model, task = unwrap(run.model).eval(), tasks.task(run.settings.task)
     backend, micro = run.backend, run.settings.micro_batch
     rows = batches.eval_rows(len(run.val), world=backend.world, rank=backend.rank)
-    probabilities: list[float] = []
+    probabilities: list = []
     with torch.no_grad(), run.kernel():
         for start in range(0, len(rows), micro):
             tiles = torch.stack([run.val[i][0] for i in rows[start : start + micro]])
             with run.autocast():
                 logits = model(batches.to_model_input(tiles, run.settings.channels, run.device))
-            probabilities += torch.softmax(logits.float(), dim=1)[:, 1].cpu().tolist()
+            probabilities += losses.probabilities(task, logits).cpu().tolist()
     gathered = backend.gather((rows, probabilities))
     order = [i for part, _ in gathered for i in part]
-    probs = [p for _, part in gathered for p in part]
-    index = run.val.index.iloc[order]
-    breasts = scores.per_breast(
-        index["patient_id"].to_numpy(), index["laterality"].to_numpy(), index["label"].to_numpy(), np.asarray(probs)
-    )
+    probs = np.asarray([p for _, part in gathered for p in part], dtype=np.float64)
+    predictions, result = scores.score(task, run.val.index.iloc[order], probs)
     if backend.primary:
-        files.PREDICTION_TABLE.write(breasts, run.out_dir / files.PREDICTIONS)
-    result = scores.evaluate(breasts)
-    log.info(
-        "validation: %d breasts, AUC %s [%s, %s], pF1 %s [%s, %s] (%.0f%% intervals, patients resampled)",
-        len(breasts),
-        *(result[key] for key in ("val_auc", "val_auc_ci_low", "val_auc_ci_high")),
-        *(result[key] for key in ("val_pf1", "val_pf1_ci_low", "val_pf1_ci_high")),
-        100 * stats.CONFIDENCE,
-    )
+        scores.prediction_table(task).write(predictions, run.out_dir / files.PREDICTIONS)
+    log.info(scores.describe(task, result))
     return result

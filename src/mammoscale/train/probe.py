@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from mammoscale.plan.memory import GiB, divisors
-from mammoscale.train import batches, devices
+from mammoscale.train import batches, devices, losses
 from mammoscale.train.optim import optimizer_for
 
 log = logging.getLogger("mammoscale.train")
@@ -132,7 +132,7 @@ def _forward_backward(model, feed, channels, device, micro, *, autocast, kernel)
     inputs, labels = batches.to_device(*feed.first(micro), channels, device)
     with kernel(), autocast():
         logits = model(inputs)
-    nn.functional.cross_entropy(logits.float(), labels).backward()
+    losses.loss(feed.data.task, logits, labels).backward()
 
 
 def _release(device: torch.device) -> None:

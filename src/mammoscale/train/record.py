@@ -15,11 +15,11 @@ import sys
 
 import torch
 
-from mammoscale import provenance, records, stats
+from mammoscale import provenance, records, stats, tasks
 from mammoscale.plan import flops, memory
+from mammoscale.plan.families import seq_len
 from mammoscale.plan.launch import job_restarts
 from mammoscale.plan.settings import Settings
-from mammoscale.plan.vit import seq_len
 from mammoscale.train import devices, energy, scores
 from mammoscale.train.backends import Backend
 
@@ -65,7 +65,8 @@ def metrics(
     """The record of a run that ended with ``status``, from what it did (``progress``): ``s`` are the
     cell's settings as planned; the micro-batch trained with is the probe's (``progress.micro_batch``)."""
     tokens = seq_len(s.family, s.image_size, s.patch_size)
-    per_image = flops.train_flops_per_image(s.model_size, seq_len=tokens, patch_size=s.patch_size, channels=s.channels)
+    shape = {"image_size": s.image_size, "patch_size": s.patch_size, "channels": s.channels}
+    per_image = flops.train_flops_per_image(s.family, s.model_size, **shape, outputs=tasks.task(s.task).outputs)
     timing = _timing(s, progress, status)
     throughput = timing["throughput_img_s"]
     achieved = flops.achieved_tflops(per_image, throughput) if throughput else None
@@ -188,4 +189,5 @@ def predicted_peak(s: Settings, micro_batch: int, backend: Backend) -> int:
         micro_batch=micro_batch,
         device=backend.device.type,
         backend=backend.name,
+        outputs=tasks.task(s.task).outputs,
     ).total
