@@ -5,6 +5,7 @@
 localrules:
     aggregate,
     pipeline_table,
+    scaling_table,
     figure,
     study_report,
     snapshot,
@@ -18,6 +19,7 @@ rule aggregate:
         runs=report(files.RUNS_CSV, caption="../workflow/report/runs.rst", category="Performance"),
         speedups=files.SPEEDUPS_CSV,
         quality=files.QUALITY_CSV,
+        findings=files.FINDINGS_CSV,
     log:
         log_of("aggregate"),
     benchmark:
@@ -50,6 +52,26 @@ rule pipeline_table:
         jobs=get_pipeline_jobs(),
     script:
         "../workflow/scripts/pipeline_table.py"
+
+
+rule scaling_table:
+    input:
+        runs=files.RUNS_CSV,
+    output:
+        report(files.SCALING_CSV, caption="../workflow/report/scaling.rst", category="Performance"),
+    log:
+        log_of("scaling_table"),
+    benchmark:
+        benchmark_of("scaling_table")
+    conda:
+        "../envs/mammoscale.yaml"
+    params:
+        code=REPORT_CODE,
+        profiles=STUDY.selected_profiles,
+        epochs=config["train"]["epochs"],
+        train_examples=get_train_examples(),
+    script:
+        "../workflow/scripts/scaling_table.py"
 
 
 rule figure:

@@ -235,3 +235,41 @@ def test_a_node_that_dies_mid_run_resumes_from_the_last_checkpoint(slurm, workdi
     assert record["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4)
     assert record["val_auc"] == pytest.approx(reference["val_auc"], abs=1e-6)
     slurm.wait_idle()
+
+
+SCALING_PROFILES = (
+    "hardware={"
+    "scale-1: {launcher: none, nodes: 1, gpus_per_node: 1, cpus_per_task: 1, mem_mb: 1000, runtime_min: 10, "
+    "micro_batch: 2, precision: fp32, device: cpu}, "
+    "scale-2: {launcher: torchrun, nodes: 1, gpus_per_node: 2, cpus_per_task: 2, mem_mb: 1000, runtime_min: 10, "
+    "micro_batch: 2, precision: fp32, device: cpu}, "
+    "scale-2nodes: {launcher: torchrun, nodes: 2, gpus_per_node: 1, cpus_per_task: 1, mem_mb: 1000, runtime_min: 10, "
+    "micro_batch: 2, precision: fp32, device: cpu}}"
+)
+"""A scaling sweep of CPU ranks (a fake GPU each, gloo): 1 rank, 2 ranks on one node, 1 rank on each of two nodes."""
+
+
+def test_a_scaling_sweep_over_ranks_and_nodes_gives_its_table_and_figure(slurm, workdir):
+    """One cell (vit-tiny, 64 px) on the three profiles, each its own SLURM job, to the scaling table and figure:
+    one series of three points, each point's ranks and nodes those its record ran on."""
+    config = [
+        SCALING_PROFILES,
+        "grid={image_sizes: [64], patch_sizes: [32], variants: {flash: {family: xtransformers, attention: flash}}, "
+        "hardware: [scale-1, scale-2, scale-2nodes], extra_cells: []}",
+        "cache={canonical_size: 128}",  # the module's cache (64 and 128 px): not rebuilt for this grid
+        "figures={reference: {image_size: 64, patch_size: 32}}",
+        "train={global_batch: 4, timed_steps: 5, timing_windows: 5}",  # five windows: the speed-ups' intervals
+    ]
+    through_slurm(slurm, workdir, config, [files.SCALING_CSV, files.fill(files.FIGURE, figure="scaling", ext="png")])
+    table = files.SCALING_TABLE.read(workdir / files.SCALING_CSV)
+    assert len(table) == 3 and table["series"].nunique() == 1, table
+    assert table["hardware"].tolist() == ["scale-1", "scale-2", "scale-2nodes"]
+    assert table["ranks"].tolist() == [1, 2, 2] and table["nodes"].tolist() == [1, 1, 2]
+    assert (table["status"] == "ok").all() and (table["throughput_img_s"] > 0).all()
+    assert table["efficiency"].notna().all() and table["efficiency"].iloc[0] == 1.0
+    assert table["efficiency"].tolist() == pytest.approx((table["speedup"] / table["ranks"]).tolist())
+    assert table["speedup_ci_low"].iloc[1:].notna().all() and (table["time_to_train_h"] > 0).all()
+    for hardware, ranks, nodes in zip(table["hardware"], table["ranks"], table["nodes"]):
+        record = json.loads((workdir / files.RUNS / hardware / "flash" / "img64_p32" / files.METRICS).read_text())
+        assert record["world_size"] == ranks and len({rank["host"] for rank in record["ranks"]}) == nodes, hardware
+    assert (workdir / files.fill(files.FIGURE, figure="scaling", ext="png")).stat().st_size > 0

@@ -13,12 +13,12 @@ from torch import nn
 
 
 def learning_rate(step: int, *, total: int, warmup: int, base: float, min_fraction: float, scale: float) -> float:
-    """Linear warm-up from ~0 to ``base * scale`` over ``warmup`` steps, then cosine down to ``min_fraction``.
+    """Linear warm-up from ~0 to ``base * scale`` over ``warmup`` steps, then cosine down to ``min_fraction`` of it.
 
-    ``scale`` is the world size when ``lr_scale_with_world_size`` is set (Goyal et al. 2017: the
-    rate grows with the number of workers, reached gradually); 1 otherwise. With a constant global
-    batch, as this study keeps, the averaged gradient does not change with the world size, so the
-    default is not to scale.
+    ``scale`` is the cell's :attr:`~mammoscale.plan.settings.Settings.lr_scale` (``train.lr_scaling``): 1 with a
+    constant global batch, whose averaged gradient is the same on any number of ranks; the global batch's ratio to
+    the batch ``lr`` is for (or its square root) where the batch grows with the ranks (``train.batch_per_rank``), the
+    larger rate reached over the warm-up as Goyal et al. 2017 do.
     """
     peak = base * scale
     if step < warmup:
