@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
-from cell_records import VARIANTS, record, write
+from cell_records import CNN, VARIANTS, record, write
 
 from mammoscale.errors import UserError
 from mammoscale.plan import grid
@@ -201,3 +201,34 @@ def test_a_predicted_oom_is_not_judged_as_measured(tmp_path):
     assert (
         baseline["verdict"] == claims.REPRODUCED and baseline["measured"] == "1 of 1 fit"
     )  # the 1024/p8 OOM is not counted
+
+
+def test_cnn_cells_change_no_verdict_and_a_cnn_reference_judges_none(tmp_path):
+    """A DenseNet-121 beside the ViTs (no patch size, no attention) is in no claim: with its cells (ok and OOM, at
+    the study's sizes) every verdict and detail is the one without them; a reference cell of its judges nothing."""
+    vits = [*pair(512, 16, 3.1), *pair(512, 8, 2.0), *pair(512, 32, 1.5), *pair(2048, 16, 1.0, baseline_status="oom")]
+    cnn = [record("xe9680", "densenet", 512, None, throughput=31.0), record("xe9680", "densenet", 2048, None, "oom")]
+    variants = {**VARIANTS, **CNN}
+    for rec in [*vits, *cnn]:
+        write(tmp_path, rec)
+
+    def evaluate(variants, flash="flash"):
+        runs = tables.runs_table(grid.cells(SIZES, PATCHES, variants, ["xe9680"]), variants, tmp_path)
+        options = {"hardware": "xe9680", "baseline": "hf-eager", "tolerance": 0.15}
+        return runs, claims.evaluate(runs, tables.speedups(runs), flash=flash, **options)
+
+    runs, with_cnn = evaluate(variants)
+    assert (runs["variant"] == "densenet").sum() == 4
+    pd.testing.assert_frame_equal(with_cnn, evaluate(VARIANTS)[1])
+    assert set(with_cnn["verdict"]) == {claims.REPRODUCED, claims.NOT_REPRODUCED, claims.NOT_RUN}
+    _, at_cnn = evaluate(variants, flash="densenet")
+    assert at_cnn.to_dict("records") == [
+        {
+            "claim": "the Flash Attention study's claims",
+            "published": "-",
+            "measured": "-",
+            "verdict": claims.NOT_RUN,
+            "detail": "the reference variant densenet has no attention (a CNN): the claims are judged on a flash "
+            "variant's cells; set figures.reference to one",
+        }
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from cell_records import VARIANTS, record, write
+from cell_records import CNN, VARIANTS, record, write
 from PIL import Image
 
 from mammoscale import records
@@ -45,9 +45,9 @@ def texts(fig) -> list[str]:
     return [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
 
 
-def draw_one(name, runs, pairs):
+def draw_one(name, runs, pairs, variants=VARIANTS, reference=REFERENCE):
     return figures.draw(
-        name, runs=runs, pairs=pairs, pipeline=PIPELINE, reference=REFERENCE, variants=VARIANTS, profiles=PROFILES
+        name, runs=runs, pairs=pairs, pipeline=PIPELINE, reference=reference, variants=variants, profiles=PROFILES
     )
 
 
@@ -194,3 +194,83 @@ def test_throughput_is_drawn_with_its_interval(tmp_path):
     few = [record("xe9680", "flash", 512, 16, throughput=100.0, windows=2)]
     runs, pairs = tables_of(tmp_path / "b", few, sizes=(512,), patches=(16,))
     assert error_bars(draw_one("fig2_hardware", runs, pairs)) == 0  # no interval, no bar pretending one
+
+
+def test_a_cnn_beside_the_vits_is_its_own_series_and_out_of_the_attention_figure(tmp_path):
+    """DenseNet-121 (no patch size, no attention, no tokens): a dashed level in Figure 3, a line against image size
+    in the memory figure's own panel, absent from Figure 4 (flash vs baseline), and Figure 2's reference cell when
+    figures.reference names it (patch_size null)."""
+    variants = {"flash": VARIANTS["flash"], "hf-eager": VARIANTS["hf-eager"], **CNN}
+    vits = [
+        record("xe9680", v, s, p, throughput=t * 512 / s, peak=2**30 * s // 256)
+        for v, t in (("flash", 300.0), ("hf-eager", 100.0))
+        for s in (384, 512)
+        for p in (16, 32)
+    ]
+    cnn = [record("xe9680", "densenet", s, None, throughput=150.0 * 512 / s, peak=2**30 * s // 128) for s in (384, 512)]
+    runs, pairs = tables_of(tmp_path, [*vits, *cnn], sizes=(384, 512), patches=(16, 32), variants=variants)
+    assert len(runs) == 10 and len(pairs) == 4
+    drawn = draw_all(tmp_path, runs, pairs, variants=variants)
+    assert not any("densenet" in text for text in drawn["fig4_flash_vs_baseline"])
+    fig4 = draw_one("fig4_flash_vs_baseline", runs, pairs, variants)
+    assert [t.get_text() for t in fig4.legends[0].get_texts()] == ["flash", "hf-eager"]
+    assert [ax.get_title() for ax in fig4.axes] == ["patch 16", "patch 32"]
+    # Figure 3: the CNN's throughput at the reference image size, across the patch sizes
+    fig3 = draw_one("fig3_patch_size", runs, pairs, variants)
+    legend = [t.get_text() for t in fig3.axes[0].get_legend().get_texts()]
+    assert "densenet (no patch size)" in legend
+    (level,) = [line for line in fig3.axes[0].get_lines() if line.get_label() == "densenet (no patch size)"]
+    assert set(level.get_ydata()) == {150.0}
+    # memory: the ViTs against sequence length, the CNN against image size
+    memory = draw_one("memory", runs, pairs, variants)
+    vit_panel, cnn_panel = memory.axes
+    assert vit_panel.get_xlabel().startswith("sequence length") and cnn_panel.get_xlabel().startswith("image size")
+    assert cnn_panel.get_title() == "xe9680, CNN (no patch size)"
+    measured = [line for line in cnn_panel.get_lines() if line.get_linestyle() == "-"]
+    assert [list(line.get_xdata()) for line in measured] == [[384.0, 512.0]]
+    assert list(measured[0].get_ydata()) == [3.0, 4.0]  # GiB
+    tokens = set(runs["seq_len"].dropna().astype(float))
+    lines = [line for line in vit_panel.get_lines() if line.get_linestyle() == "-"]
+    assert len(lines) == 4 and set().union(*(line.get_xdata() for line in lines)) == tokens  # 2 variants x 2 patches
+    assert "no patch (CNN)" in [t.get_text() for t in memory.legends[0].get_texts()]
+    # Figure 2 at the CNN's cell
+    at_cnn = {"hardware": "xe9680", "variant": "densenet", "image_size": 512, "patch_size": None}
+    fig2 = figures.draw(
+        "fig2_hardware",
+        runs=runs,
+        pairs=pairs,
+        pipeline=PIPELINE,
+        reference=at_cnn,
+        variants=variants,
+        profiles=PROFILES,
+    )
+    assert "150" in texts(fig2) and fig2.axes[0].get_title() == "Throughput, img512, densenet"
+
+
+def test_a_cnn_without_a_number_is_named_in_figure_3(tmp_path):
+    variants = {"flash": VARIANTS["flash"], **CNN}
+    records_ = [record("xe9680", "flash", 512, 16), record("xe9680", "densenet", 512, None, "oom")]
+    runs, pairs = tables_of(tmp_path, records_, sizes=(512,), patches=(16,), variants=variants)
+    fig3 = figures.draw(
+        "fig3_patch_size",
+        runs=runs,
+        pairs=pairs,
+        pipeline=PIPELINE,
+        reference=REFERENCE,
+        variants=variants,
+        profiles=PROFILES,
+    )
+    assert "densenet (no patch size): OOM" in [t.get_text() for t in fig3.axes[0].get_legend().get_texts()]
+    only_cnn = tables.runs_table([("xe9680", "densenet", 512, None)], CNN, tmp_path)
+    fig3 = figures.draw(
+        "fig3_patch_size",
+        runs=only_cnn,
+        pairs=tables.speedups(only_cnn),
+        pipeline=PIPELINE,
+        reference=REFERENCE,
+        variants=CNN,
+        profiles=PROFILES,
+    )
+    assert texts(fig3) == ["no cell with a patch size at img512 on xe9680:\ndensenet (a CNN) has none"]
+    drawn = draw_all(tmp_path, only_cnn, tables.speedups(only_cnn), variants=CNN)
+    assert drawn["fig4_flash_vs_baseline"] == ["no cell with attention on xe9680"]

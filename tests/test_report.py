@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
-from cell_records import VARIANTS, record, write
+from cell_records import CNN, VARIANTS, record, write
 
 from mammoscale import files, stats
 from mammoscale.plan import grid
@@ -124,15 +124,15 @@ def grid_records():
     ]
 
 
-def build(tmp_path, pngs, records, failed=(), plan=None, profile=None):
+def build(tmp_path, pngs, records, failed=(), plan=None, profile=None, variants=VARIANTS):
     runs_root = tmp_path / "runs"
     for rec in records:
         write(runs_root, rec)
     for rec in failed:
         write(runs_root, rec, files.FAILED_METRICS)
-    cells = grid.cells([384, 512], [16, 32], VARIANTS, ["xe9680"])
+    cells = grid.cells([384, 512], [16, 32], variants, ["xe9680"])
     tables.write_tables(
-        cells, VARIANTS, runs_root, tmp_path / "runs.csv", tmp_path / "speedups.csv", tmp_path / "quality.csv"
+        cells, variants, runs_root, tmp_path / "runs.csv", tmp_path / "speedups.csv", tmp_path / "quality.csv"
     )
     (tmp_path / "counts.json").write_text(json.dumps(COUNTS))
     (tmp_path / "preprocess.json").write_text(json.dumps(PREPROCESS))
@@ -145,7 +145,13 @@ def build(tmp_path, pngs, records, failed=(), plan=None, profile=None):
         contact_sheets=pngs[1],
         manifest_counts=tmp_path / "counts.json",
         preprocess_summary=tmp_path / "preprocess.json",
-        context=Context(RUN_CONFIG, REFERENCE, "hf-eager", 0.15, "snakemake {profile} --configfile config/paper.yaml"),
+        context=Context(
+            {**RUN_CONFIG, "grid": {**RUN_CONFIG["grid"], "variants": variants}},
+            REFERENCE,
+            "hf-eager",
+            0.15,
+            "snakemake {profile} --configfile config/paper.yaml",
+        ),
         plan_csv=plan,
         profile=profile,
     )
@@ -357,3 +363,105 @@ def test_commits_are_shortened_in_the_table_and_kept_whole_in_its_title():
     commit = "f2eb32b748dc179ce3c5e575879cb61a3f4ec27d"
     assert sections._short(commit) == "f2eb32b748dc" and sections._short(commit + "+dirty") == "f2eb32b748dc+dirty"
     assert sections._short(None) is None
+
+
+def scored_cell(runs_root, variant: str, size: int, patch, probability, label) -> dict:
+    """A full-mode cell's record and its predictions.csv: 40 breasts of 20 patients."""
+    run = runs_root / files.cell_name("xe9680", variant, size, patch)
+    run.mkdir(parents=True)
+    frame = pd.DataFrame(
+        {"patient_id": np.arange(40) // 2, "laterality": ["L", "R"] * 20, "label": label, "probability": probability}
+    )
+    files.PREDICTION_TABLE.write(frame, run / files.PREDICTIONS)
+    return record("xe9680", variant, size, patch, auc=stats.roc_auc(label, probability))
+
+
+def test_a_cnn_beside_the_vits_is_named_by_its_image_size_and_compared_where_it_saw_the_same_breasts(tmp_path, pngs):
+    """DenseNet-121's cells are ``img<S>`` everywhere in the report; scored at 384 px it is compared, paired, with
+    each vision transformer scored at 384 px whatever its patch size (the same breasts), and the sentence says so."""
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 2, 40)
+    noise = rng.uniform(0, 1, 40)
+    variants = {**VARIANTS, **CNN}
+    runs_root = tmp_path / "runs"
+    scored = [
+        scored_cell(runs_root, "flash", 384, 16, np.clip(0.1 * label + noise, 0, 1), label),
+        scored_cell(runs_root, "flash", 384, 32, np.clip(0.1 * label + noise[::-1], 0, 1), label),
+        scored_cell(runs_root, "densenet", 384, None, 0.6 * label + 0.4 * noise, label),
+    ]
+    cnn = [record("xe9680", "densenet", 512, None, throughput=450.0, peak=3 * 2**30)]
+    cells = grid.cells([384, 512], [16, 32], variants, ["xe9680"])
+    plan = [
+        {**cell._asdict(), "seq_len": None if cell.patch_size is None else (cell.image_size // cell.patch_size) ** 2}
+        | {"mode": "throughput", "device": "cuda", "world_size": 8, "micro_batch": 16, "grad_accum": 1}
+        | {"predicted_peak_bytes": 4 * 2**30, "memory_limit_bytes": 72 * 2**30, "fits": True, "data_bytes": 10**9}
+        | {"submitted": True, "flops_per_img": 10**12, "steps": 4, "images": 6144, "signal_before_limit_s": 300}
+        | {"gpu_hours": 0.1, "mfu": 0.35, "runs": 1}
+        for cell in cells
+    ]
+    files.PLAN_TABLE.write(files.PLAN_TABLE.frame(plan), tmp_path / "plan.csv")
+    page, verdicts = build(
+        tmp_path, pngs, [*grid_records(), *scored, *cnn], variants=variants, plan=tmp_path / "plan.csv"
+    )
+    check(page)
+    compared = files.QUALITY_TABLE.read(tmp_path / "quality.csv")
+    auc = compared[compared["metric"] == "auc"].set_index("patch_size")
+    assert list(auc.index) == [16, 32] and set(auc["variant_b"]) == {"densenet"}  # no flash p16 vs p32 pair
+    assert set(auc["verdict"]) == {"densenet better"}
+    headline = page[page.index('id="headline"') : page.index('id="claims"')]
+    assert "Validation AUC of xe9680/densenet/img384: " in headline
+    assert (
+        "flash vs densenet (xe9680, img384_p16 vs img384, the same validation set at the same image size): "
+        "AUC difference -0." in headline
+    )
+    assert "flash vs densenet (xe9680, img384_p32 vs img384, the same validation set" in headline
+    assert "Best validation AUC at xe9680, img384 (patch 16 for the vision transformers): densenet" in headline
+    assert "densenet: largest image that ran img512." in headline
+    assert "14 cells configured: 8 ok, 1 OOM, 5 not run." in headline
+    run = page[page.index('id="run"') : page.index('id="headline"')]
+    assert "14 cells (hardware x variant x image x patch where the patch divides the image; densenet, without " in run
+    assert "<td>densenet</td><td>densenet</td><td>none</td><td>none observed</td>" in run
+    cells_ = page[page.index('id="cells"') : page.index('id="data-qc"')]
+    assert '<td>xe9680</td><td>densenet</td><td class="num">512</td><td></td><td></td><td>ok</td>' in cells_
+    section = page[page.index('id="plan"') : page.index('id="cells"')]
+    assert '<td>densenet</td><td class="num">512</td><td></td><td></td><td>throughput</td>' in section
+    assert ">3</td>" in section  # the CNN's measured peak beside its plan, GiB
+    provenance = page[page.index('id="provenance"') :]
+    assert "<td>xe9680/densenet/img384</td>" in provenance
+    assert f"--force {tmp_path / 'runs' / 'xe9680' / 'densenet' / 'img512'}/metrics.json" in provenance
+    _, alone = build(tmp_path / "vits", pngs, [*grid_records(), *scored[:2]], plan=tmp_path / "plan.csv")
+    pd.testing.assert_frame_equal(verdicts, alone)  # the claims are the ViTs' alone
+
+
+def test_a_snapshot_draws_every_figure_with_a_cnn_and_names_its_cells_by_image_size(tmp_path):
+    runs_root = tmp_path / "runs"
+    variants = {"flash": VARIANTS["flash"], **CNN}
+    write(runs_root, record("xe9680", "flash", 512, 16, throughput=300.0))
+    write(runs_root, record("xe9680", "densenet", 512, None, throughput=450.0))
+    write(runs_root, record("xe9680", "densenet", 384, None, "failed", message="loss nan"), files.FAILED_METRICS)
+    missing = str(tmp_path / "nothing")
+    out = tmp_path / "snapshot"
+    snapshot(
+        out,
+        cells=grid.cells([384, 512], [16, 32], variants, ["xe9680"]),
+        variants=variants,
+        runs_root=runs_root,
+        pipeline={"stage1": [], "stage2": []},
+        contact_sheets={},
+        manifest_counts=missing,
+        preprocess_summary=missing,
+        context=Context(
+            {**RUN_CONFIG, "grid": {**RUN_CONFIG["grid"], "variants": variants}}, REFERENCE, None, 0.15, "x"
+        ),
+        dpi=40,
+        vector_format="svg",
+    )
+    page = (out / "report.html").read_text()
+    check(page)
+    assert "6 cells configured: 2 ok, 1 failed, 3 not run." in page
+    assert (
+        "<td>xe9680/densenet/img512</td>" in page and "<td>xe9680/densenet/img384</td>" in page and "loss nan" in page
+    )
+    assert sorted(p.name for p in (out / "figures").glob("*.svg")) == sorted(f"{n}.svg" for n in captions.FIGURES)
+    runs = files.read_runs(out / "runs.csv")
+    assert runs.loc[runs["variant"] == "densenet", "run_dir"].str.endswith(("img384", "img512")).all()

@@ -149,3 +149,39 @@ def test_the_records_are_read_from_the_runs_root_given(tmp_path):
     assert tables.runs_table(cells, VARIANTS, tmp_path / "elsewhere")["status"].tolist() == ["ok"]
     assert tables.runs_table(cells, VARIANTS, tmp_path)["status"].tolist() == ["missing"]
     assert tables.runs_table(cells, VARIANTS)["run_dir"].tolist() == [f"{files.RUNS}/xe9680/flash/img512_p16"]
+
+
+def test_a_cnn_cell_has_no_patch_size_no_tokens_and_no_speedup(tmp_path):
+    """A variant without patches (DenseNet-121) has one cell per image size, ``img<S>``: its row in runs.csv leaves
+    patch_size and seq_len empty (the others stay integers), its role is none, and it is in no flash/baseline pair."""
+    variants = {**VARIANTS, **cell_records.CNN}
+    cells = grid.cells([384, 512], [16, 32], variants, ["xe9680"])
+    assert len(cells) == len(CELLS) + 2 and ("xe9680", "densenet", 512, None) in cells
+    for rec in (
+        record("xe9680", "flash", 512, 16, throughput=120.0),
+        record("xe9680", "hf-eager", 512, 16, throughput=40.0),
+        record("xe9680", "densenet", 512, None, throughput=200.0, peak=2**31),
+    ):
+        write(tmp_path, rec)
+    tables.write_tables(
+        cells, variants, tmp_path, tmp_path / "runs.csv", tmp_path / "speedups.csv", tmp_path / "quality.csv"
+    )
+    text = pd.read_csv(tmp_path / "runs.csv", dtype=str, keep_default_na=False).set_index(["variant", "image_size"])
+    cnn = text.loc[("densenet", "512")]
+    assert cnn["patch_size"] == "" and cnn["seq_len"] == "" and cnn["status"] == "ok"
+    assert cnn["role"] == "none" and cnn["attention"] == "none" and cnn["run_dir"].endswith("xe9680/densenet/img512")
+    assert text.loc[("flash", "512"), "patch_size"].tolist() == ["16", "32"]  # not 16.0
+    assert text.loc[("hf-eager", "512"), "seq_len"].tolist() == ["1025", "257"]
+    runs = files.read_runs(tmp_path / "runs.csv")
+    row = runs[runs["variant"] == "densenet"].set_index("image_size")
+    assert row["patch_size"].isna().all() and row.loc[512, "throughput_img_s"] == 200.0
+    assert row.loc[384, "status"] == "missing" and row.loc[384, "family"] == "densenet"
+    assert list(runs.loc[tables.at_patch(runs, None), "variant"]) == ["densenet", "densenet"]
+    assert len(runs[tables.at_patch(runs, 16)]) == 6 and tables.patched(runs).sum() == len(CELLS)
+    # the speed-ups are those of the grid without it
+    pairs = files.SPEEDUP_TABLE.read(tmp_path / "speedups.csv")
+    alone = tables.speedups(tables.runs_table(CELLS, VARIANTS, tmp_path))
+    assert len(pairs) == len(alone) == 8 and "densenet" not in set(pairs["flash_variant"]) | set(
+        pairs["baseline_variant"]
+    )
+    assert pairs["throughput_ratio"].dropna().tolist() == pytest.approx([3.0])

@@ -1,4 +1,4 @@
-"""Snakemake adapter: rule aggregate -> mammoscale.report.tables.write_tables (runs, speedups, quality)."""
+"""Snakemake adapter: rule aggregate -> mammoscale.report.tables.write_tables (runs, speedups, quality, findings)."""
 
 from mammoscale.logs import configure
 from mammoscale.report.tables import write_tables
@@ -12,5 +12,6 @@ write_tables(
     snakemake.output.runs,
     snakemake.output.speedups,
     snakemake.output.quality,
+    snakemake.output.findings,
     seeds=params.seeds,
 )

@@ -16,6 +16,8 @@ build(
     preprocess_summary=given.preprocess,
     context=Context(**params.context),
     plan_csv=given.plan,
+    scaling_csv=given.scaling,
+    findings_csv=given.findings,
     profile={
         "figure": given.profile_figure,
         "operators": given.profile_operators,

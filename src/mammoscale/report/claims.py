@@ -5,7 +5,8 @@ flash speed-up ranges per patch size, the memory ratio at 384 px / patch 16, whi
 80 GB for each variant (as measured, and as the memory model predicts before anything runs), and the
 hardware ordering of Figure 2. Each is judged on the reference
 hardware's cells and only on the cells the claim is about (the study's image sizes), so a grid
-of other sizes says ``not run`` rather than a verdict about something else.
+of other sizes says ``not run`` rather than a verdict about something else. A variant without attention (a
+CNN) is in no claim: its cells change no verdict, and a reference cell of its says ``not run``.
 
 A verdict is one of ``reproduced``, ``not reproduced``, ``inconclusive`` or ``not run``. A measured
 number is judged with its uncertainty (:mod:`mammoscale.stats`): a speed-up is reproduced when its
@@ -21,6 +22,7 @@ import pandas as pd
 
 from mammoscale import stats
 from mammoscale.files import cell_label, size_label
+from mammoscale.plan.families import NO_ATTENTION
 from mammoscale.plan.memory import GiB
 from mammoscale.records import OK, OOM, PREDICTED
 from mammoscale.report.html import interval
@@ -312,6 +314,13 @@ def evaluate(
     """Every claim with ``published``, ``measured``, ``verdict`` and ``detail``; with ``plan`` (``plan.csv``),
     the memory model's predictions of which cells fit too."""
     columns = ["claim", "published", "measured", "verdict", "detail"]
+    if (runs.loc[runs["variant"] == flash, "role"] == NO_ATTENTION).any():
+        detail = (
+            f"the reference variant {flash} has no attention (a CNN): the claims are judged on a flash variant's "
+            "cells; set figures.reference to one"
+        )
+        row = {"claim": "the Flash Attention study's claims", "published": "-", "measured": "-", "verdict": NOT_RUN}
+        return pd.DataFrame([{**row, "detail": detail}], columns=columns)
     if baseline is None:
         rows = [
             {

@@ -23,15 +23,16 @@ import seaborn as sns
 from mammoscale.files import cell_label, size_label
 from mammoscale.plan import vit
 from mammoscale.records import MISSING, OK
-from mammoscale.report import curves, panels, plots
+from mammoscale.report import curves, panels, plots, scaling, tables
 from mammoscale.report.captions import FIGURES
+from mammoscale.report.tables import status_label
 
 
 def hardware_figure(runs: pd.DataFrame, reference: dict, profiles: dict) -> plt.Figure:
     at = runs[
         (runs["variant"] == reference["variant"])
         & (runs["image_size"] == reference["image_size"])
-        & (runs["patch_size"] == reference["patch_size"])
+        & tables.at_patch(runs, reference["patch_size"])
     ]
     timed = at[plots.ok(at, "train_time_s") & (at["mode"] == "full")]
     panels = ["throughput"] + (["time"] if not timed.empty else [])
@@ -85,10 +86,20 @@ def patch_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
     if at.empty:
         plots.note(ax, f"no cell at image size {reference['image_size']} on {hardware}: set figures.reference")
         return fig
-    patches = sorted(at["patch_size"].unique(), reverse=True)
+    vits, cnns = at[tables.patched(at)], at[~tables.patched(at)]
+    if vits.empty:
+        plots.note(
+            ax,
+            f"no cell with a patch size at {size_label(reference['image_size'])} on {hardware}:\n"
+            f"{', '.join(dict.fromkeys(cnns['variant']))} (a CNN) has none",
+        )
+        return fig
+    patches = sorted(vits["patch_size"].unique(), reverse=True)
     palette = plots.colours(variants)
-    for variant in [v for v in variants if v in set(at["variant"])]:
-        rows = at[at["variant"] == variant].set_index("patch_size")
+    for variant in [v for v in variants if v in set(cnns["variant"])]:
+        _level(ax, cnns[cnns["variant"] == variant].iloc[0], palette[variant])
+    for variant in [v for v in variants if v in set(vits["variant"])]:
+        rows = vits[vits["variant"] == variant].set_index("patch_size")
         xs = [i for i, p in enumerate(patches) if p in rows.index and rows.loc[p, "status"] == OK]
         ys = [float(rows.loc[patches[i], "throughput_img_s"]) for i in xs]
         ax.plot(xs, ys, marker="o", color=palette[variant], label=variant)
@@ -115,9 +126,24 @@ def patch_figure(runs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
     return fig
 
 
+def _level(ax, row, colour) -> None:
+    """A cell without a patch size (a CNN's) across a figure whose x is the patch size: a dashed level at its
+    throughput, its interval shaded; its status in the legend where it has no number."""
+    label = f"{row['variant']} (no patch size)"
+    if row["status"] != OK or pd.isna(row["throughput_img_s"]):
+        status = row["status"] if row["status"] != OK else MISSING
+        ax.plot([], [], linestyle="--", color=colour, label=f"{label}: {status_label(status, row['oom_basis'])}")
+        return
+    ax.axhline(float(row["throughput_img_s"]), linestyle="--", color=colour, linewidth=1.2, label=label)
+    error = plots.interval(row)
+    if error is not None:
+        value = float(row["throughput_img_s"])
+        ax.axhspan(value - error[0][0], value + error[1][0], color=colour, alpha=0.15, linewidth=0)
+
+
 def flash_figure(runs: pd.DataFrame, pairs: pd.DataFrame, reference: dict, variants) -> plt.Figure:
     hardware = reference["hardware"]
-    at = runs[runs["hardware"] == hardware]
+    at = runs[(runs["hardware"] == hardware) & tables.with_attention(runs)]  # a CNN is in no flash/baseline pair
     patches = sorted(at["patch_size"].unique())
     fig, axes = plt.subplots(
         1,
@@ -128,7 +154,7 @@ def flash_figure(runs: pd.DataFrame, pairs: pd.DataFrame, reference: dict, varia
         squeeze=False,
     )
     if at.empty:
-        plots.note(axes[0][0], f"no cell on {hardware}")
+        plots.note(axes[0][0], f"no cell with attention on {hardware}")
         return fig
     present = [v for v in variants if v in set(at["variant"])]
     values = at.loc[plots.ok(at, "throughput_img_s"), "throughput_img_s"].astype(float)
@@ -233,6 +259,7 @@ def draw(
         "efficiency": lambda: curves.efficiency_figure(runs, variants, profiles),
         "data_pipeline": lambda: panels.pipeline_figure(runs, pipeline, variants),
         "quality": lambda: panels.quality_figure(runs, reference, variants),
+        "scaling": lambda: scaling.figure(runs, profiles),
     }
     if name not in drawers:
         raise ValueError(f"no figure {name!r}; figures: {', '.join(FIGURES)}")

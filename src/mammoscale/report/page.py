@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammoscale import files, records
-from mammoscale.report import breakdown, captions, claims
+from mammoscale import files, records, tasks
+from mammoscale.report import breakdown, captions, claims, data_qc, findings
 from mammoscale.report.html import STYLE, esc, image, table
+from mammoscale.report.scaling import section as scaling_section
 from mammoscale.report.sections import (
     CELL_COLUMNS,
     cell_rows,
     headline,
-    section_data_qc,
     section_plan,
     section_provenance,
     section_run,
@@ -49,11 +49,16 @@ SECTIONS = {
     "headline": "Headline results",
     "claims": "Published claim vs this run",
     "figures": "Figures",
+    "scaling": "Scaling across ranks and nodes",
     "plan": "The plan: memory and cost",
     "cells": "Every cell",
     "data-qc": "Data QC",
     "provenance": "Provenance",
 }
+
+
+SECTION_FIGURES = ("scaling",)
+"""Figures shown in a section of their own, not among the figures."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,10 @@ class Context:
     baseline: str | None
     tolerance: float
     invocation: str
+    train_examples: int | None = None
+    """The data source's training examples an epoch, as the plan counts them (the scaling table's time to train)."""
+    task: str = tasks.BREAST_CANCER.name
+    """What the study predicts (:mod:`mammoscale.tasks`): its published claims and its data QC follow."""
 
 
 def render(
@@ -81,9 +90,12 @@ def render(
     context: Context,
     plan: pd.DataFrame | None = None,
     profile: dict | None = None,
+    scaling: pd.DataFrame | None = None,
+    per_finding: pd.DataFrame | None = None,
     title: str = "mammoscale study report",
 ) -> str:
-    """The whole page as a string."""
+    """The whole page as a string (``scaling``: scaling.csv, shown with the scaling figure in a section of its
+    own)."""
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f'<a href="#{key}">{esc(name)}</a>' for key, name in SECTIONS.items())
     reference = context.reference
@@ -97,23 +109,19 @@ def render(
         "headline": "<ul>"
         + "".join(f"<li>{esc(line)}</li>" for line in headline(runs, pairs, verdicts, comparisons))
         + "</ul>",
-        "claims": (
-            "<p>Claims of the Flash Attention study (Dell HPC &amp; AI Innovation Lab, 2023) on 8x A100 80GB, "
-            "judged on the reference hardware's cells of the study's image sizes (384-2048). "
-            f"{esc(reference_text)}.</p>"
-            + table(verdicts, CLAIM_COLUMNS, row_class=lambda r: "verdict-" + r["verdict"].replace(" ", "-"))
-        ),
+        "claims": claims_section(context.task, verdicts, reference_text, per_finding),
         "figures": "".join(
-            f'<figure id="figure-{esc(name)}">{image(path, name)}<figcaption>'
-            f"{esc(captions.CAPTIONS.get(name, name))}</figcaption></figure>"
-            for name, path in figure_files.items()
+            figure_html(name, path) for name, path in figure_files.items() if name not in SECTION_FIGURES
         )
         + (breakdown.section(**profile) if profile else ""),
+        "scaling": scaling_section(
+            scaling, figure_html("scaling", figure_files["scaling"]) if "scaling" in figure_files else ""
+        ),
         "plan": section_plan(plan, runs),
         "cells": table(
             cell_rows(runs), CELL_COLUMNS, row_class=lambda r: "status-" + STATUS_OF_LABEL.get(r["status"], r["status"])
         ),
-        "data-qc": section_data_qc(counts, preprocess, contact_sheets),
+        "data-qc": data_qc.section(counts, preprocess, contact_sheets, context.task),
         "provenance": section_provenance(runs, context.invocation, preprocess),
     }
     body = "".join(f'<section id="{key}"><h2>{esc(SECTIONS[key])}</h2>{parts[key]}</section>' for key in SECTIONS)
@@ -122,6 +130,29 @@ def render(
         f'<meta name="viewport" content="width=device-width, initial-scale=1" /><style>{STYLE}</style></head>'
         f'<body><header><h1>{esc(title)}</h1><p class="meta">Generated {esc(when)}. {esc(reference_text)}.</p>'
         f"<nav>{nav}</nav></header>{body}</body></html>\n"
+    )
+
+
+def claims_section(task: str, verdicts: pd.DataFrame, reference_text: str, per_finding: pd.DataFrame | None) -> str:
+    """The published claims this run is held against: the Flash Attention study's (mammography), or CheXNet's
+    per-finding AUROCs (a task of several labels; its scaling claim is the scaling section's)."""
+    if tasks.task(task).multilabel:
+        return findings.findings_section(per_finding if per_finding is not None else pd.DataFrame()) or (
+            "<p>No cell was scored yet: the per-finding AUROCs appear once a full-mode cell has run.</p>"
+        )
+    return (
+        "<p>Claims of the Flash Attention study (Dell HPC &amp; AI Innovation Lab, 2023) on 8x A100 80GB, "
+        "judged on the reference hardware's cells of the study's image sizes (384-2048). "
+        f"{esc(reference_text)}.</p>"
+        + table(verdicts, CLAIM_COLUMNS, row_class=lambda r: "verdict-" + r["verdict"].replace(" ", "-"))
+    )
+
+
+def figure_html(name: str, path) -> str:
+    """A figure embedded with its caption (:data:`mammoscale.report.captions.CAPTIONS`)."""
+    return (
+        f'<figure id="figure-{esc(name)}">{image(path, name)}<figcaption>'
+        f"{esc(captions.CAPTIONS.get(name, name))}</figcaption></figure>"
     )
 
 
@@ -138,6 +169,8 @@ def build(
     context: Context,
     plan_csv=None,
     profile: dict | None = None,
+    scaling_csv=None,
+    findings_csv=None,
 ) -> pd.DataFrame:
     """Write the report from the workflow's files; return the claims table it judged. ``profile``: the reference
     cell's profile (:func:`mammoscale.report.breakdown.section`'s arguments), shown under the figures."""
@@ -145,6 +178,8 @@ def build(
         out_html,
         profile=profile,
         plan=files.PLAN_TABLE.read(plan_csv) if plan_csv else None,
+        scaling=files.SCALING_TABLE.read(scaling_csv) if scaling_csv else None,
+        per_finding=files.FINDINGS_TABLE.read(findings_csv) if findings_csv else None,
         runs=files.read_runs(runs_csv),
         pairs=files.SPEEDUP_TABLE.read(speedups_csv),
         comparisons=files.QUALITY_TABLE.read(quality_csv),
@@ -169,6 +204,8 @@ def build_page(
     context: Context,
     plan: pd.DataFrame | None = None,
     profile: dict | None = None,
+    scaling: pd.DataFrame | None = None,
+    per_finding: pd.DataFrame | None = None,
     title: str = "mammoscale study report",
 ) -> pd.DataFrame:
     """Judge the claims, render the page, write it; the claims table."""
@@ -193,6 +230,8 @@ def build_page(
         context=context,
         plan=plan,
         profile=profile,
+        scaling=scaling,
+        per_finding=per_finding,
         title=title,
     )
     files.write_text(page, out_html)

@@ -1,4 +1,6 @@
-"""The report's sections: what was run, the headline, every cell, data QC and provenance.
+"""The report's sections: what was run, the headline, every cell and provenance.
+
+Data QC is :mod:`~mammoscale.report.data_qc`'s.
 
 Each returns HTML (or sentences) computed from the tables and QC files; none types in a number.
 """
@@ -8,9 +10,10 @@ from __future__ import annotations
 import pandas as pd
 
 from mammoscale import files, records, stats
+from mammoscale.plan import families
 from mammoscale.plan.memory import GiB
-from mammoscale.report import claims, quality
-from mammoscale.report.html import column_or_nulls, esc, image, interval, items, table
+from mammoscale.report import claims, quality, tables
+from mammoscale.report.html import column_or_nulls, esc, interval, items, table
 from mammoscale.report.tables import STATUS_LABEL, flags, status_label
 
 CELL_COLUMNS = {
@@ -49,8 +52,12 @@ def kernels_ran(runs: pd.DataFrame, variant: str) -> str:
 def section_run(run_config: dict, runs: pd.DataFrame) -> str:
     data, grid, train = run_config["data"], run_config["grid"], run_config["train"]
     variants = pd.DataFrame(
-        [{"variant": name, **spec, "ran": kernels_ran(runs, name)} for name, spec in grid["variants"].items()]
+        [
+            {"variant": name, **spec, "attention": families.variant_attention(spec), "ran": kernels_ran(runs, name)}
+            for name, spec in grid["variants"].items()
+        ]
     )
+    patchless = [name for name, spec in grid["variants"].items() if not families.has_patches(spec["family"])]
     profiles = pd.DataFrame(
         [
             {
@@ -78,7 +85,9 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
         f"Config files: {esc(', '.join(run_config.get('configfiles') or ['config/config.yaml']))}.</p>"
         f"<p>Grid: image sizes {esc(', '.join(map(str, grid['image_sizes'])))}; patch sizes "
         f"{esc(', '.join(map(str, grid['patch_sizes'])))}; {len(runs)} cells "
-        f"(hardware x variant x image x patch where the patch divides the image).</p>"
+        f"(hardware x variant x image x patch where the patch divides the image"
+        + (f"; {esc(', '.join(patchless))}, without patches: one cell per image size" if patchless else "")
+        + ").</p>"
         f"<h3>Variants</h3>{table(variants, VARIANT_COLUMNS)}"
         f"<h3>Hardware profiles</h3>"
         + table(
@@ -115,6 +124,27 @@ def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame, co
         )
         + "."
     ]
+    lines += _speedup_lines(pairs) + _variant_lines(runs)
+    unstable = runs[flags(runs["throughput_unstable"])] if "throughput_unstable" in runs else []
+    if len(unstable):
+        lines.append(
+            f"{len(unstable)} cell(s) with unstable timing (windows' images/s vary by over "
+            f"{stats.UNSTABLE_CV:.0%} of their mean): "
+            + ", ".join(
+                files.cell_name(row["hardware"], row["variant"], row["image_size"], row["patch_size"])
+                for _, row in unstable.iterrows()
+            )
+            + "; their numbers are not ones to quote."
+        )
+    lines += quality.sentences(runs, comparisons)
+    tally = verdicts["verdict"].value_counts()
+    lines.append("Published claims: " + ", ".join(f"{tally.get(v, 0)} {v}" for v in claims.VERDICTS) + ".")
+    return lines
+
+
+def _speedup_lines(pairs: pd.DataFrame) -> list[str]:
+    """The flash speed-ups' range and the largest memory saving, in sentences (none without a pair that ran)."""
+    lines = []
     ratios = pairs.dropna(subset=["throughput_ratio"])
     if not ratios.empty:
         best = ratios.loc[ratios["throughput_ratio"].idxmax()]
@@ -135,29 +165,29 @@ def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame, co
                 f"{top['memory_ratio']:.2f}x the peak memory of flash at "
                 f"{files.cell_label(top['image_size'], top['patch_size'])} ({int(top['seq_len']):,} tokens)."
             )
+    return lines
+
+
+def _variant_lines(runs: pd.DataFrame) -> list[str]:
+    """Each variant's largest cell that ran: its longest sequence (a ViT), or its largest image (a CNN)."""
+    lines = []
     for variant, group in runs.groupby("variant", sort=False):
         fitted = group[group["status"] == records.OK]
         oom = group[group["status"] == records.OOM]
-        if not fitted.empty:
+        if fitted.empty:
+            continue
+        if tables.patched(group).all():
             lines.append(
                 f"{variant}: longest sequence that ran {int(fitted['seq_len'].max()):,} tokens"
                 + (f"; out of memory from {int(oom['seq_len'].min()):,} tokens" if not oom.empty else "")
                 + "."
             )
-    unstable = runs[flags(runs["throughput_unstable"])] if "throughput_unstable" in runs else []
-    if len(unstable):
-        lines.append(
-            f"{len(unstable)} cell(s) with unstable timing (windows' images/s vary by over "
-            f"{stats.UNSTABLE_CV:.0%} of their mean): "
-            + ", ".join(
-                files.cell_name(row["hardware"], row["variant"], row["image_size"], row["patch_size"])
-                for _, row in unstable.iterrows()
+        else:  # a CNN: no tokens, its cells are its image sizes
+            lines.append(
+                f"{variant}: largest image that ran {files.size_label(fitted['image_size'].max())}"
+                + (f"; out of memory from {files.size_label(oom['image_size'].min())}" if not oom.empty else "")
+                + "."
             )
-            + "; their numbers are not ones to quote."
-        )
-    lines += quality.sentences(runs, comparisons)
-    tally = verdicts["verdict"].value_counts()
-    lines.append("Published claims: " + ", ".join(f"{tally.get(v, 0)} {v}" for v in claims.VERDICTS) + ".")
     return lines
 
 
@@ -192,58 +222,6 @@ def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
     ]
     rows["status"] = [status_label(status, basis) for status, basis in zip(rows["status"], rows["oom_basis"])]
     return rows
-
-
-def _reduced(levels: dict | None) -> str | None:
-    """``12 (level 1: 4, level 2: 8)`` from the summary's images per decode level."""
-    if levels is None:
-        return None
-    reduced = {level: n for level, n in levels.items() if str(level) != "0"}
-    detail = ", ".join(f"level {level}: {n}" for level, n in reduced.items())
-    return f"{sum(reduced.values())}" + (f" ({detail})" if detail else "")
-
-
-def section_data_qc(counts: dict, preprocess: dict, contact_sheets: dict) -> str:
-    excluded = counts.get("excluded_by_reason", {})
-    errors = preprocess.get("errors_by_kind", {})
-    unused = counts.get("other_views_not_used", {})
-    summary = {
-        "images listed": counts.get("rows"),
-        "patients": counts.get("patients"),
-        "breasts (CC + MLO pairs)": counts.get("breasts"),
-        "positive breasts": counts.get("positive_breasts"),
-        "breasts cached": preprocess.get("breasts_cached"),
-        "breasts lost to a decode error": preprocess.get("breasts_excluded_decode_error"),
-        "images decoded": preprocess.get("decoded"),
-        "images failed": preprocess.get("failed_images"),
-        "flip disagreements (CSV laterality vs tissue side)": preprocess.get("flip_disagreements"),
-        "ROI fallbacks (full frame kept)": preprocess.get("roi_fallbacks"),
-        "images with clipped pixels": preprocess.get("clipped_images"),
-        "constant images": preprocess.get("constant_images"),
-        "missing files": preprocess.get("missing_files"),
-        "images lost (missing or failed)": preprocess.get("lost_images"),
-        "images decoded at a reduced JPEG 2000 level": _reduced(preprocess.get("decode_levels")),
-    }
-    sheets = "".join(
-        '<figure class="sheet">'
-        + image(path, f"contact sheet, image size {size}")
-        + f"<figcaption>Contact sheet, {files.size_label(size)}: random tiles with their labels, CC left, MLO right."
-        "</figcaption></figure>"
-        for size, path in sorted(contact_sheets.items())
-    )
-    splits = counts.get("breasts_by_split", {})
-    return (
-        items(summary)
-        + "<h3>Breasts by split</h3>"
-        + items({k: f"{v} ({counts.get('positive_by_split', {}).get(k, 0)} positive)" for k, v in splits.items()})
-        + "<h3>Exclusions by reason</h3>"
-        + (items(excluded) if excluded else "<p>None.</p>")
-        + "<h3>Decode errors by kind</h3>"
-        + (items(errors) if errors else "<p>None.</p>")
-        + "<h3>Views not used</h3>"
-        + (items(unused) if unused else "<p>None.</p>")
-        + sheets
-    )
 
 
 def rerun_commands(row: pd.Series, invocation: str) -> str:

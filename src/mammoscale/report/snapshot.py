@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammoscale import files
-from mammoscale.report import captions, figures, plots, quality, tables
+from mammoscale.report import captions, figures, findings, plots, quality, scaling, tables
 from mammoscale.report.page import Context, build_page
 
 
@@ -69,6 +69,15 @@ def snapshot(
         figure_files[name] = out / "figures" / f"{name}.png"
         plots.save(fig, figure_files[name], out / "figures" / f"{name}.{vector_format}", dpi=dpi)
     sheets = {size: path for size, path in contact_sheets.items() if Path(path).is_file()}
+    series = None
+    if context.train_examples:
+        series = scaling.scaling_table(
+            runs,
+            context.run_config["hardware"],
+            epochs=context.run_config["train"]["epochs"],
+            train_examples=context.train_examples,
+        )
+        files.SCALING_TABLE.write(series, out / Path(files.SCALING_CSV).name)
     return build_page(
         out / Path(files.REPORT).name,
         runs=runs,
@@ -81,5 +90,7 @@ def snapshot(
         context=context,
         plan=files.PLAN_TABLE.read(plan_csv) if Path(plan_csv).is_file() else None,
         profile=profile if profile and all(Path(profile[key]).is_file() for key in ("figure", "operators")) else None,
+        scaling=series,
+        per_finding=findings.findings_table(runs),
         title="mammoscale study report (snapshot of the cells finished so far)",
     )

@@ -6,9 +6,13 @@ see :func:`mammoscale.train.job.run_job`), or ``missing`` when it has not run ye
 and the figures drawn from them, can so be made while SLURM jobs are still running, and a cell
 absent from a figure is absent for a stated reason.
 
-``speedups.csv`` pairs every flash variant with every baseline at each hardware, image size and
+A cell of a family without patches (a CNN, :mod:`mammoscale.plan.families`) has an empty ``patch_size`` and
+``seq_len``, and the role ``none``.
+
+``speedups.csv`` pairs every flash variant with every baseline (their roles) at each hardware, image size and
 patch size: throughput ratio (flash / baseline) and memory ratio (baseline / flash), defined
-only where both ran (``ok``), with both statuses kept so an OOM baseline stays visible.
+only where both ran (``ok``), with both statuses kept so an OOM baseline stays visible. A variant without
+attention is in no pair.
 
 ``pipeline.csv`` holds what the preprocessing jobs measured: items and seconds per shard, from
 Snakemake's benchmark files and the shards' own records.
@@ -27,9 +31,9 @@ import pandas as pd
 from mammoscale import files, records, stats
 from mammoscale.errors import UserError
 from mammoscale.files import read_runs  # noqa: F401 (the tables' reader, beside their writer)
+from mammoscale.plan import families
 from mammoscale.plan.grid import Cell
-from mammoscale.plan.vit import role, seq_len
-from mammoscale.report import quality
+from mammoscale.report import findings, quality
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +105,15 @@ def runs_table(cells, variants: dict, runs_root: Path | str = files.RUNS, seeds:
     rows = []
     for cell in map(Cell._make, cells):
         spec = variants[cell.variant]
+        attention = families.variant_attention(spec)
         directory = cell.run_dir(runs_root)
         row = {
             **cell._asdict(),
             "status": records.MISSING,
             "family": spec["family"],
-            "attention": spec["attention"],
-            "role": role(spec["attention"]),
-            "seq_len": seq_len(spec["family"], cell.image_size, cell.patch_size),
+            "attention": attention,
+            "role": families.role(attention),
+            "seq_len": families.seq_len(spec["family"], cell.image_size, cell.patch_size),
             "run_dir": str(directory),
         }
         record = records.read_cell_record(directory)
@@ -126,8 +131,27 @@ def runs_table(cells, variants: dict, runs_root: Path | str = files.RUNS, seeds:
     for column in FIRST_COLUMNS:
         if column not in table:
             table[column] = None
+    for column in files.RUN_OPTIONAL_INTS:  # a CNN's are empty: the others stay integers, not 16.0
+        table[column] = table[column].astype("Int64")
     rest = sorted(column for column in table.columns if column not in FIRST_COLUMNS)
     return table[FIRST_COLUMNS + rest]
+
+
+def at_patch(frame: pd.DataFrame, patch_size) -> pd.Series:
+    """The rows of ``frame`` (runs.csv, speedups.csv, plan.csv) at ``patch_size``; None: the cells without one."""
+    if files.no_patch(patch_size):
+        return frame["patch_size"].isna()
+    return frame["patch_size"].eq(int(patch_size)).fillna(False).astype(bool)
+
+
+def patched(runs: pd.DataFrame) -> pd.Series:
+    """The rows of runs.csv whose cell has a patch size (a vision transformer's); the others are a CNN's."""
+    return runs["patch_size"].notna()
+
+
+def with_attention(runs: pd.DataFrame) -> pd.Series:
+    """The rows of runs.csv of a variant with an attention (flash or baseline): what a figure about attention draws."""
+    return runs["role"] != families.NO_ATTENTION
 
 
 def speedups(runs: pd.DataFrame) -> pd.DataFrame:
@@ -233,14 +257,18 @@ def write_tables(
     runs_csv: Path | str,
     speedups_csv: Path | str,
     quality_csv,
+    findings_csv=None,
     *,
     seeds: int = 1,
 ) -> pd.DataFrame:
-    """Write ``runs.csv``, ``speedups.csv`` and ``quality.csv``; log the count of cells per status."""
+    """Write ``runs.csv``, ``speedups.csv``, ``quality.csv`` and ``findings.csv`` (each scored cell's AUROC per
+    finding; no rows for a task of one label); log the count of cells per status."""
     runs = runs_table(cells, variants, runs_root, seeds)
     files.write_csv(runs, runs_csv)
     files.SPEEDUP_TABLE.write(speedups(runs), speedups_csv)
     files.QUALITY_TABLE.write(quality.comparisons(runs), quality_csv)
+    if findings_csv is not None:
+        files.FINDINGS_TABLE.write(findings.findings_table(runs), findings_csv)
     counts = runs["status"].value_counts()
     log.info("%d cells: %s", len(runs), ", ".join(f"{counts[s]} {s}" for s in records.RUN_STATUSES if s in counts))
     return runs
