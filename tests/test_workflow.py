@@ -14,12 +14,14 @@ import pandas as pd
 import pytest
 
 from mammoscale import files, records
+from mammoscale.report.captions import FIGURES
 
 from conftest import REPO
 
 pytestmark = pytest.mark.workflow
 WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs")
-AFTER_CELLS = {"aggregate": 1, "figure": 7, "study_report": 1}  # tables, figures and report: after any cell changes
+AFTER_CELLS = {"aggregate": 1, "scaling_table": 1, "figure": len(FIGURES), "study_report": 1}
+"""Tables, figures and report: what reruns after any cell changes."""
 REPLAN = {"plan": 1}  # plan.csv: after any change of the cells or their plans
 
 
@@ -213,7 +215,7 @@ def test_changing_the_roi_rebuilds_the_views_and_everything_after(finished_run):
     jobs = planned_jobs(result)
     assert jobs["cache_views"] == 2 and jobs["cache_tiles"] == 4 and "manifest" not in jobs
     assert jobs["train_cell"] == 8  # every cell trains on the new tiles
-    assert jobs["pipeline_table"] == 1 and jobs["study_report"] == 1 and jobs["figure"] == 7
+    assert jobs["pipeline_table"] == 1 and jobs["study_report"] == 1 and jobs["figure"] == len(FIGURES)
 
 
 @pytest.mark.parametrize(
@@ -478,3 +480,50 @@ def test_quality_cells_trained_with_several_seeds(tmp_path):
     assert len(aucs) == 2 and aucs[0] == runs.loc["flash", "val_auc"]  # the cell itself is the first seed
     assert runs.loc["flash", "val_auc_seeds_mean"] == pytest.approx(sum(aucs) / 2)
     assert "over 2 seeds: mean" in (workdir / files.REPORT).read_text()
+
+
+def test_a_densenet_variant_plans_a_cell_per_image_size_named_without_a_patch(tmp_path):
+    """DenseNet-121 beside the ViTs of the embedded study: one train_cell per image size, its run directory
+    ``img<S>``, and the tables, figures and report after them."""
+    workdir = copy_workflow(tmp_path)
+    variants = (
+        "grid={variants: {flash: {family: xtransformers, attention: flash}, materialised: {family: xtransformers, "
+    )
+    variants += "attention: materialised}, densenet: {family: densenet}}}"
+    result = snakemake(workdir, "-n", "all", "--config", variants)
+    output = result.stdout + result.stderr
+    assert planned_jobs(result)["train_cell"] == 2 * 2 * 3 + 2
+    for size in (384, 512):
+        assert f"{files.RUNS}/local-cpu/densenet/img{size}/metrics.json" in output
+    assert "densenet/img384_p" not in output
+    assert {rule: planned_jobs(result)[rule] for rule in AFTER_CELLS} == AFTER_CELLS
+
+
+def test_a_densenet_baseline_beside_the_vits_trains_its_cells_alone_and_joins_every_table(finished_run, tmp_path):
+    """The mammography grid with a CNN variant: only the DenseNet cells train (one per hardware and image size), their
+    records hold no patch size and no tokens, and the tables, figures and report take them."""
+    workdir = tmp_path / "wf"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    grid = (
+        "grid={variants: {flash: {family: xtransformers, attention: flash}, materialised: {family: xtransformers, "
+        "attention: materialised}, densenet: {family: densenet}}}"
+    )
+    args = ("all", "--configfile", "config/test.yaml", "--config", grid)
+    assert planned_jobs(snakemake(workdir, "-n", *args)) == {"all": 1, "train_cell": 4, **REPLAN, **AFTER_CELLS}
+    snakemake(workdir, "--cores", "2", *args)
+    for hardware in ("local-cpu", "local-cpu-b"):
+        for size in (64, 128):
+            record = records.read_cell_record(workdir / files.run_dir(hardware, "densenet", size, None))
+            records.validate_metrics(record)
+            assert record["status"] == "ok" and record["throughput_img_s"] > 0
+            assert record["patch_size"] is None and record["seq_len"] is None and record["attention"] == "none"
+            assert record["model"] == "densenet/densenet-121"
+    runs = files.read_runs(workdir / files.RUNS_CSV)
+    cnn = runs[runs["variant"] == "densenet"]
+    assert len(cnn) == 4 and cnn["patch_size"].isna().all() and (runs["variant"] != "densenet").sum() == 8
+    plan = files.PLAN_TABLE.read(workdir / files.PLAN_CSV)
+    assert plan.loc[plan["variant"] == "densenet", "patch_size"].isna().all()
+    assert plan.loc[plan["variant"] == "densenet", "predicted_peak_bytes"].gt(0).all()
+    speedups = files.SPEEDUP_TABLE.read(workdir / files.SPEEDUPS_CSV)
+    assert "densenet" not in set(speedups["flash_variant"]) | set(speedups["baseline_variant"])
+    assert "local-cpu/densenet/img128" in (workdir / files.REPORT).read_text()
