@@ -258,13 +258,20 @@ def test_bad_rows_are_excluded_with_their_reason(data, tmp_path):
     listed = dataset.read_list(copy, files.CHEST_TRAIN_VAL)
     row = table[table["Image Index"] == listed[0]].index[0]
     table.loc[row + 1, "Patient ID"] = "x1"  # invalid_id
+    table.loc[row + 4, "Patient ID"] = "9" * 19  # invalid_id: no int64 holds it
     table.loc[row + 2, "Finding Labels"] = f"{NO_FINDING}|Mass"  # invalid_labels
     table = pd.concat([table, table.iloc[[row + 3]]], ignore_index=True)  # duplicate_image: both copies
     unlisted = table.iloc[[row]].assign(**{"Image Index": "99999999_000.png"})  # not_listed
     write_entries(copy, pd.concat([table, unlisted], ignore_index=True))
     images, excluded, counts = dataset.build(copy, split_fractions=CONFIG["manifest"]["split"], seed=1, n_shards=2)
-    assert counts["excluded_by_reason"] == {"duplicate_image": 2, "invalid_id": 1, "invalid_labels": 1, "not_listed": 1}
+    assert counts["excluded_by_reason"] == {"duplicate_image": 2, "invalid_id": 2, "invalid_labels": 1, "not_listed": 1}
     assert counts["rows"] == len(table) + 1 == len(images) + len(excluded)
+    assert dataset.fingerprints(copy, 2).files == len(table) + 1  # the workflow's fingerprint reads the same rows
+    (copy / files.CHEST_ENTRIES).write_bytes(b"\xff\xfe not a CSV")  # read when Snakemake plans: never a traceback
+    assert dataset.fingerprints(copy, 2).files == 0
+    (copy / files.CHEST_TEST).write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ManifestError, match="is not a text list of image names"):
+        dataset.read_list(copy, files.CHEST_TEST)
 
 
 @pytest.mark.parametrize(

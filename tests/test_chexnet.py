@@ -79,3 +79,15 @@ def test_the_reproduction_stops_in_one_line_without_its_data(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode != 0 and len(errors) == 1 and "/set/me/chestxray14" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_pretrained_weights_that_are_not_there_stop_the_study_before_any_job(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    weights = (
+        "grid={variants: {densenet: {family: densenet, weights: {path: /nowhere/densenet121.pth, sha256: a639ec97}}}}"
+    )
+    result = snakemake(workdir, "-n", "all", *LOCAL, "--config", weights, check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and len(errors) == 1 and "Traceback" not in result.stderr
+    assert "grid.variants.densenet.weights.path /nowhere/densenet121.pth is not a file" in errors[0]
+    assert planned_jobs(snakemake(workdir, "-n", "plan", *LOCAL, "--config", weights))["plan"] == 1  # plans without it

@@ -479,3 +479,34 @@ def test_every_status_of_a_record_has_a_severity_and_an_exit_code():
 
     assert set(outcome.SEVERITY) == {*records.STATUSES, outcome.INTERRUPTED}
     assert set(cell.EXIT_CODES) == set(records.STATUSES)
+
+
+BUFFERS_SCRIPT = """
+import json, sys, torch
+from mammoscale.train import backends
+backend = backends.BACKEND_CLASSES[sys.argv[1]].start("cpu", 60)
+norm = torch.nn.BatchNorm1d(3)  # each rank's running statistics its own, as after training on its own micro-batches
+norm.running_mean.fill_(float(backend.rank + 1))
+norm.num_batches_tracked.fill_(backend.rank + 5)
+backend.broadcast_buffers(norm)
+print("BUFFERS", json.dumps([backend.rank, norm.running_mean.tolist(), int(norm.num_batches_tracked)]), flush=True)
+backend.close()
+"""
+
+
+@pytest.mark.parametrize("backend", ["ddp", "horovod"])
+def test_every_rank_evaluates_with_rank_zeros_batch_norm_statistics(tmp_path, backend):
+    """A CNN's batch norms keep running statistics each rank updates on its own data: before the validation split is
+    scored, rank 0's reach every rank, so one model (the one rank 0 checkpoints) is scored."""
+    if backend == "horovod":
+        need_horovod()
+        launcher = [str(BIN / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable]
+    else:
+        launcher = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2"]
+    script = tmp_path / "buffers.py"
+    script.write_text(BUFFERS_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*launcher, str(script), backend], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = sorted(json.loads(line.split("BUFFERS", 1)[1]) for line in proc.stdout.splitlines() if "BUFFERS" in line)
+    assert seen == [[0, [1.0, 1.0, 1.0], 5], [1, [1.0, 1.0, 1.0], 5]]

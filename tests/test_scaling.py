@@ -89,7 +89,8 @@ def test_the_reference_batch_is_resolved_per_cell():
     )
     assert chosen.lr_scale == pytest.approx(64 / 256)
     unscaled = settings_on(PROFILES["a100x8"], batch_per_rank=16, lr_reference_batch=32)
-    assert unscaled["lr_reference_batch"] is None and Settings.from_dict(unscaled).lr_scale == 1
+    assert "lr_reference_batch" not in unscaled and Settings.from_dict(unscaled).lr_scale == 1
+    assert unscaled["lr_scale_with_world_size"] is False  # as every cell held it before lr_scaling
     assert (
         Settings.from_dict({"image_size": 64, "patch_size": 16, "cache_root": "c", "lr_scaling": "linear"}).lr_scale
         == 1

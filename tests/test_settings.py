@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from mammoscale.config import defaults
 from mammoscale.errors import UserError
 from mammoscale.plan import grid
 from mammoscale.plan.settings import TIMING, Settings, SettingsError
+from mammoscale.plan.study import Study
+
+from conftest import REPO
 
 BASE = {"image_size": 64, "patch_size": 16, "cache_root": "results/cache"}
 
@@ -109,3 +113,21 @@ def test_timing_left_null_is_the_devices(device):
         Settings.from_dict({**BASE, "mode": "throughput", "timing_windows": 5, "timed_steps": 3})
     assert Settings.from_dict({**BASE, "mode": "full", "timing_windows": 5, "timed_steps": 3}).mode == "full"
     assert Settings.from_dict({**BASE, "timed_steps": 2}).timing_windows == 2  # left null: as many as the steps
+
+
+def test_a_cell_whose_learning_rate_is_not_scaled_keeps_the_settings_it_had_before_lr_scaling():
+    """An upgrade retrains no cell: its params and its checkpoints' fingerprint hold ``lr_scale_with_world_size:
+    false`` where ``lr_scaling`` and ``lr_reference_batch`` would be, in the same place."""
+    base = {"image_size": 64, "patch_size": 16, "cache_root": "x"}
+    identity = Settings.from_dict(base).training_identity()
+    keys = list(identity)
+    assert identity["lr_scale_with_world_size"] is False and "lr_scaling" not in identity
+    assert keys[keys.index("min_lr_fraction") + 1] == "lr_scale_with_world_size"
+    assert Settings.from_dict(identity | base).training_identity() == identity  # an old cell.yaml reads back
+    scaled = Settings.from_dict({**base, "lr_scaling": "linear", "lr_reference_batch": 1}).training_identity()
+    assert scaled["lr_scaling"] == "linear" and "lr_scale_with_world_size" not in scaled
+    with pytest.raises(SettingsError, match="replaced by lr_scaling: linear"):
+        Settings.from_dict({**base, "lr_scale_with_world_size": True})
+    study = Study.from_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    settings = study.cell_settings(study.cells[0])
+    assert settings["lr_scale_with_world_size"] is False and not {"lr_scaling", "lr_reference_batch"} & set(settings)

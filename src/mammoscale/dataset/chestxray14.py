@@ -95,7 +95,12 @@ def read_entries(root: Path | str) -> pd.DataFrame:
 
 def read_list(root: Path | str, name: str) -> list[str]:
     """One of the official lists: its image names, one a line, blank lines skipped."""
-    return [line.strip() for line in (Path(root) / name).read_text().splitlines() if line.strip()]
+    path = Path(root) / name
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path} is not a text list of image names ({exc})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def find_images(root: Path | str) -> dict[str, list[os.DirEntry]]:
@@ -130,13 +135,16 @@ def fingerprints(root: Path | str, n_shards: int) -> sources.Sources:
         found = find_images(root)
     except ManifestError:  # no image directory: the manifest says so
         found = {}
-    with open(Path(root) / files.CHEST_ENTRIES, newline="") as handle:
-        rows = csv.reader(handle)
-        header = [c.strip() for c in next(rows, [])]
-        listed = []  # without its columns: the manifest says what is wrong with the CSV
-        if "Image Index" in header and "Patient ID" in header:
-            i, p = header.index("Image Index"), header.index("Patient ID")
-            listed = [(row[i].strip(), row[p].strip()) for row in rows if len(row) > max(i, p)]
+    listed = []  # without its columns, or unreadable: the manifest says what is wrong with the CSV
+    try:
+        with open(Path(root) / files.CHEST_ENTRIES, newline="") as handle:
+            rows = csv.reader(handle)
+            header = [c.strip() for c in next(rows, [])]
+            if "Image Index" in header and "Patient ID" in header:
+                i, p = header.index("Image Index"), header.index("Patient ID")
+                listed = [(row[i].strip(), row[p].strip()) for row in rows if len(row) > max(i, p)]
+    except (UnicodeDecodeError, csv.Error):
+        listed = []
     for image, patient in listed:
         where = found.get(image, [])
         if len(where) == 1:
@@ -145,7 +153,7 @@ def fingerprints(root: Path | str, n_shards: int) -> sources.Sources:
         else:
             line = f"{image} {len(where)}\n"
             absent.update(line.encode())
-        if patient.isascii() and patient.isdigit():
+        if patient.isascii() and patient.isdigit() and len(patient) <= 18:
             digests[sources.shard_of(int(patient), n_shards)].update(line.encode())
     shards = {files.shard_name(k): d.hexdigest()[:16] for k, d in enumerate(digests)}
     return sources.Sources(shards, absent.hexdigest()[:16], len(listed))
@@ -276,15 +284,19 @@ def _exclude(excluded: list[dict], rows: pd.DataFrame, reason: str, detail: str)
     )
 
 
+PATIENT = "[0-9]{1,18}"
+"""A Patient ID the study takes: an integer an int64 holds (NIH's are five digits)."""
+
+
 def _valid_rows(table: pd.DataFrame, excluded: list[dict], lists: dict[str, list[str]]) -> pd.DataFrame:
     """The rows with a PNG name and an integer patient, a unique name, consistent labels, in a list; the rest
     excluded."""
     listed = set(lists["train_val"]) | set(lists["test"])
     checks = [
         (
-            lambda t: ~(t["image_id"].map(IMAGE_NAME.fullmatch).astype(bool) & t["patient_id"].str.fullmatch("[0-9]+")),
+            lambda t: ~(t["image_id"].map(IMAGE_NAME.fullmatch).astype(bool) & t["patient_id"].str.fullmatch(PATIENT)),
             "invalid_id",
-            "Image Index must be a .png file name and Patient ID an integer",
+            "Image Index must be a .png file name and Patient ID an integer (of at most 18 digits)",
         ),
         (lambda t: t["image_id"].duplicated(keep=False), "duplicate_image", "Image Index appears in more than one row"),
         (

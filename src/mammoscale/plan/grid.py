@@ -19,7 +19,7 @@ from mammoscale.errors import UserError
 from mammoscale.plan import families
 from mammoscale.plan.families import role
 from mammoscale.plan.launch import BACKEND_OF_LAUNCHER, ranks
-from mammoscale.plan.settings import timing_defaults
+from mammoscale.plan.settings import timing_defaults, unscaled_as_before
 from mammoscale.tasks import BREAST_CANCER
 
 STUDY_BASELINE = {"family": "hf", "attention": "eager"}
@@ -187,6 +187,7 @@ def cell_settings(
         "cache_root": cache_root,
         "local_scratch": local_scratch,
     }
+    settings = unscaled_as_before(settings)
     if variant.get("weights"):
         settings["weights"] = variant["weights"]
     for key in ("precision", "data_on_device", "device"):

@@ -85,6 +85,9 @@ class Settings:
     min_lr_fraction: float = _TRAIN["min_lr_fraction"]
     lr_scaling: str = _TRAIN["lr_scaling"]
     lr_reference_batch: int | None = _TRAIN["lr_reference_batch"]
+    lr_scale_with_world_size: bool = False
+    """What a cell whose learning rate is not scaled holds (:func:`unscaled_as_before`): false,
+    the only value it takes now (``lr_scaling`` replaced it)."""
     """The global batch ``lr`` is for; None: ``global_batch`` (no scaling). :func:`grid.cell_settings` resolves it."""
     precision: str = _TRAIN["precision"]
     seed: int = _TRAIN["seed"]
@@ -122,6 +125,11 @@ class Settings:
         _choice("backend", self.backend, BACKENDS)
         _choice("device", self.device, DEVICES)
         _choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
+        if self.lr_scale_with_world_size:
+            raise SettingsError(
+                "lr_scale_with_world_size was replaced by lr_scaling: linear (with batch_per_rank, the global batch "
+                "grows with the ranks); set lr_scale_with_world_size false or leave it out"
+            )
         _choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
         for name in ("epochs", "global_batch", "micro_batch", "timed_steps", "timing_windows", "collective_timeout_s"):
             if getattr(self, name) < 1:
@@ -183,7 +191,27 @@ class Settings:
             "precision",
             "seed",
         )
-        return {key: getattr(self, key) for key in keys}
+        identity = {key: getattr(self, key) for key in keys}
+        return unscaled_as_before(identity)  # unscaled: the fingerprint of a checkpoint written before lr_scaling
+
+
+LEGACY_LR = {"lr_scale_with_world_size": False}
+"""What a cell whose learning rate is not scaled holds, in the place of ``lr_scaling`` and ``lr_reference_batch``."""
+
+
+def unscaled_as_before(settings: dict) -> dict:
+    """``settings`` as a cell held them before ``train.lr_scaling`` where the learning rate is not scaled (``none``):
+    ``lr_scale_with_world_size: false`` where the two keys were, so its params and its checkpoints' fingerprint are
+    unchanged and an upgrade retrains no cell."""
+    if settings.get("lr_scaling", "none") != "none":
+        return settings
+    result = {}
+    for key, value in settings.items():
+        if key == "lr_scaling":
+            result.update(LEGACY_LR)
+        elif key != "lr_reference_batch":
+            result[key] = value
+    return result
 
 
 def lr_scale(rule: str, global_batch: int, reference_batch: int) -> float:

@@ -133,9 +133,14 @@ def _by_seq_len(
 
 
 def _lines(rows: pd.DataFrame, marker: dict):
-    """``rows`` by line (a variant at a patch size, or a CNN variant), each with its marker."""
-    marks = [marker[None if no_patch(p) else int(p)] for p in rows["patch_size"]]
-    return rows.assign(mark=marks).groupby(["variant", "mark"], sort=False)
+    """``rows`` by line (a variant at a patch size, or a CNN variant), each with its marker: ``((variant, mark),
+    rows)`` pairs (two patch sizes sharing a marker stay two lines)."""
+    patch = [None if no_patch(p) else int(p) for p in rows["patch_size"]]
+    lines = rows.assign(line=[str(p) for p in patch], mark=[marker[p] for p in patch])
+    return (
+        ((variant, group["mark"].iloc[0]), group)
+        for (variant, _), group in lines.groupby(["variant", "line"], sort=False)
+    )
 
 
 def _panel(

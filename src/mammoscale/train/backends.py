@@ -74,6 +74,10 @@ class Backend:
     def broadcast_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
         """Rank 0's optimiser state to every rank, after a resume."""
 
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (batch norms' running statistics) to every rank, before evaluation: each rank updated its
+        own on its own micro-batches, and every rank must score with the model rank 0 checkpoints."""
+
     def sync_gradients(self, model: nn.Module, last_micro_batch: bool):
         """The context of one micro-batch's backward pass."""
         return contextlib.nullcontext()
@@ -162,6 +166,10 @@ class DDP(Backend):
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model.to(self.device), device_ids=ids, gradient_as_bucket_view=True)
 
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
     def sync_gradients(self, model: nn.Module, last_micro_batch: bool):
         """All-reduce only on the last micro-batch of a step."""
         return contextlib.nullcontext() if last_micro_batch else model.no_sync()
@@ -245,6 +253,11 @@ class Horovod(Backend):
         zero-gradient step, which shifts Adam's step count."""
         if optimizer.state_dict()["state"]:
             _horovod().broadcast_optimizer_state(optimizer, root_rank=0)
+
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        buffers = dict(model.named_buffers())
+        if buffers:
+            _horovod().broadcast_parameters(buffers, root_rank=0)
 
     def close(self) -> None:
         _horovod().shutdown()

@@ -265,6 +265,7 @@ def evaluate(run) -> dict:
         return scores.unscored()
     model, task = unwrap(run.model).eval(), tasks.task(run.settings.task)
     backend, micro = run.backend, run.settings.micro_batch
+    backend.broadcast_buffers(model)  # a batch norm's statistics are rank 0's on every rank: one model is scored
     rows = batches.eval_rows(len(run.val), world=backend.world, rank=backend.rank)
     probabilities: list = []
     with torch.no_grad(), run.kernel():
