@@ -11,9 +11,9 @@ An image that will not decode is left out and recorded, never dropped silently: 
 ``decoded/shard*.csv`` has a row for every image, decoded (its PNG mode and size) or its error
 kind and message. :func:`summarise` gathers them into ``decode_errors.csv`` and the counts
 (``preprocess_summary.json``, whose ``lost_fraction`` ``cache.max_failure_fraction`` limits), and
-:func:`gather_index` refuses an index that does not hold each split's images of the manifest less
-those that failed, before :func:`mammoscale.preprocess.tiles.gather_index` checks every shard's
-sha256 and writes it.
+:func:`gather_index` checks every shard's sha256 (:func:`mammoscale.preprocess.tiles.read_shards`)
+and refuses an index that does not hold each split's images of the manifest less those that failed
+(:func:`~mammoscale.preprocess.tiles.check_splits`, the mammography index's own check).
 """
 
 from __future__ import annotations
@@ -31,13 +31,12 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from mammoscale import config as configuration
 from mammoscale import dicom, files, provenance
-from mammoscale.cache import REBUILD_TILES, open_tiles
+from mammoscale.cache import REBUILD_TILES, open_tiles, write_index
 from mammoscale.dataset import chestxray14 as dataset
 from mammoscale.logs import tell
 from mammoscale.preprocess import contact_sheet, tiling
-from mammoscale.preprocess.summary import MISSING_FILE, check_failures
-from mammoscale.preprocess.tiles import PreprocessError
-from mammoscale.preprocess.tiles import gather_index as gather_shards
+from mammoscale.preprocess.summary import check_failures, losses, lost_of
+from mammoscale.preprocess.tiles import check_splits, read_shards
 from mammoscale.tasks import FINDINGS
 
 log = logging.getLogger(__name__)
@@ -181,29 +180,16 @@ def summarise(
     errors = images[images["status"] == "error"]
     files.CHEST_DECODE_ERROR_TABLE.write(errors.rename(columns={"path": "file"}), decode_errors_csv)
     ok = images[images["status"] == "ok"]
-    missing = int((excluded["reason"] == MISSING_FILE).sum())
-    lost = len(errors) + missing
     summary = {
-        "images": int(len(images)),
-        "decoded": int(len(ok)),
-        "failed_images": int(len(errors)),
-        "failed_fraction": round(len(errors) / len(images), 6) if len(images) else 0.0,
-        "missing_files": missing,
-        "lost_images": int(lost),
-        "lost_fraction": round(lost / (len(images) + missing), 6) if len(images) + missing else 0.0,
-        "errors_by_kind": dict(Counter(errors["error_kind"])),
+        **losses(images, excluded),
         "images_cached": int(len(ok)),
         "modes": dict(Counter(ok["mode"])),
         "versions": {**provenance.versions(provenance.PREPROCESSING_PACKAGES), **provenance.host()},
     }
     files.write_json(summary, summary_json)
     log.info("%d of %d images decoded (%s)", len(ok), len(images), summary["modes"])
-    if lost:
-        kinds = Counter({MISSING_FILE: missing} if missing else {}) + Counter(summary["errors_by_kind"])
-        tell(
-            f"{lost} of {len(images) + missing} images lost ({', '.join(f'{k} {n}' for k, n in kinds.items())}): "
-            f"see {decode_errors_csv} and {excluded_csv}"
-        )
+    if summary["lost_images"]:
+        tell(f"{lost_of(summary)}: see {decode_errors_csv} and {excluded_csv}")
     return summary
 
 
@@ -218,22 +204,12 @@ def gather_index(
 ) -> int:
     """Every shard's tile rows -> the size's index.csv and its check, once each split holds the manifest's images
     of that split less those that failed to decode, and no other (every shard's sha256 checked as it is written)."""
-    index = pd.concat([files.CHEST_TILE_TABLE.read(csv) for csv in shard_csvs], ignore_index=True)
+    index = read_shards(shard_csvs, shard_npys, files.CHEST_TILE_TABLE)
     images = files.CHEST_IMAGE_TABLE.read(images_csv, columns=("image_id", "split"))
-    failed = set(files.CHEST_DECODE_ERROR_TABLE.read(decode_errors_csv)["image_id"])
-    expected = images[~images["image_id"].isin(failed)]
-    for split in files.SPLITS:
-        want = set(expected.loc[expected["split"] == split, "image_id"])
-        have = set(index.loc[index["split"] == split, "image_id"])
-        if want != have:
-            lost, foreign = sorted(want - have), sorted(have - want)
-            raise PreprocessError(
-                f"the {split} split of the tiles holds {len(have)} images; the manifest ({images_csv}) less the decode "
-                f"errors puts {len(want)} there ({len(lost)} missing, e.g. {lost[:3]}; {len(foreign)} not the "
-                f"manifest's, e.g. {foreign[:3]}): the tiles no longer match the manifest. Rebuild the tiles: "
-                f"{REBUILD_TILES}"
-            )
-    return gather_shards(shard_csvs, index_csv, shard_npys, check_json)
+    failed = files.CHEST_DECODE_ERROR_TABLE.read(decode_errors_csv)["image_id"]
+    check_splits(index, images, failed, "image_id", manifest=images_csv, stage=("tiles", REBUILD_TILES))
+    write_index(index, index_csv, check_json)
+    return len(index)
 
 
 # to look at

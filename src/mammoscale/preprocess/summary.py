@@ -24,6 +24,25 @@ MISSING_FILE = "missing_file"
 """The manifest's reason for a listed image whose file is not there (a lost image, like a failed decode)."""
 
 
+def losses(images: pd.DataFrame, excluded: pd.DataFrame) -> dict:
+    """What every data source's summary counts of its losses: images decoded and failed (``images``' ``status``),
+    files missing (the manifest's ``excluded`` rows of reason :data:`MISSING_FILE`), and the lost fraction
+    :func:`check_failures` limits (lost = missing or failed, of every listed image)."""
+    errors = images[images["status"] == "error"]
+    missing = int((excluded["reason"] == MISSING_FILE).sum())
+    lost = len(errors) + missing
+    return {
+        "images": int(len(images)),
+        "decoded": int((images["status"] == "ok").sum()),
+        "failed_images": int(len(errors)),
+        "failed_fraction": round(len(errors) / len(images), 6) if len(images) else 0.0,
+        "missing_files": missing,
+        "lost_images": int(lost),
+        "lost_fraction": round(lost / (len(images) + missing), 6) if len(images) + missing else 0.0,
+        "errors_by_kind": dict(Counter(errors["error_kind"])),
+    }
+
+
 def summarise(
     images_csvs: list[Path | str], excluded_csv: Path | str, decode_errors_csv: Path | str, summary_json: Path | str
 ) -> dict:
@@ -40,17 +59,8 @@ def summarise(
     files.DECODE_ERROR_TABLE.write(errors.rename(columns={"path": "file"}), decode_errors_csv)
     ok = images[images["status"] == "ok"]
     failed_breasts = errors["breast_id"].nunique()
-    missing = int((excluded["reason"] == MISSING_FILE).sum())
-    lost = len(errors) + missing
     summary = {
-        "images": int(len(images)),
-        "decoded": int(len(ok)),
-        "failed_images": int(len(errors)),
-        "failed_fraction": round(len(errors) / len(images), 6) if len(images) else 0.0,
-        "missing_files": missing,
-        "lost_images": int(lost),
-        "lost_fraction": round(lost / (len(images) + missing), 6) if len(images) + missing else 0.0,
-        "errors_by_kind": dict(Counter(errors["error_kind"])),
+        **losses(images, excluded),
         "breasts": int(images["breast_id"].nunique()),
         "breasts_cached": int(images["breast_id"].nunique() - failed_breasts),
         "breasts_excluded_decode_error": int(failed_breasts),
@@ -76,12 +86,17 @@ def summarise(
         summary["flip_disagreements"],
         summary["roi_fallbacks"],
     )
-    if lost:
+    if summary["lost_images"]:
         tell(
-            f"{lost} of {len(images) + missing} images lost ({_kinds(summary)}); {summary['breasts_cached']} of "
+            f"{lost_of(summary)}; {summary['breasts_cached']} of "
             f"{summary['breasts']} breasts cached: see {decode_errors_csv} and {excluded_csv}"
         )
     return summary
+
+
+def lost_of(summary: dict) -> str:
+    """``3 of 167 images lost (missing_file 1, truncated 2)``: a summary's :func:`losses`, in words."""
+    return f"{summary['lost_images']} of {summary['images'] + summary['missing_files']} images lost ({_kinds(summary)})"
 
 
 def _kinds(summary: dict) -> str:

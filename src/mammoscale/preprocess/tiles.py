@@ -92,9 +92,21 @@ def gather_index(
     (``breasts_csv``) and ``decode_errors_csv``, the index must hold every breast the manifest put in
     each split, less those whose images failed to decode, and no other.
     """
+    index = read_shards(shard_csvs, shard_npys, files.TILE_TABLE)
+    if breasts_csv is not None:
+        breasts = files.BREAST_TABLE.read(breasts_csv, columns=("breast_id", "split"))
+        failed = () if decode_errors_csv is None else files.DECODE_ERROR_TABLE.read(decode_errors_csv)["breast_id"]
+        check_splits(index, breasts, failed, "breast_id", manifest=breasts_csv, stage=("views", REBUILD_VIEWS))
+    write_index(index, index_csv, check_json)
+    return len(index)
+
+
+def read_shards(shard_csvs: list[Path | str], shard_npys: list[Path | str], table: files.Table) -> pd.DataFrame:
+    """Every shard's tile rows (``table``'s), each shard file's sha256 computed from its bytes and equal to the one
+    recorded when it was written: a shard changed since is refused, never indexed."""
     frames = []
     for csv, npy in zip(shard_csvs, shard_npys, strict=True):
-        frame = files.TILE_TABLE.read(csv)
+        frame = table.read(csv)
         actual = files.sha256_file(npy)
         recorded = set(frame["shard_sha256"])
         if recorded and recorded != {actual}:
@@ -103,27 +115,26 @@ def gather_index(
                 f"written: the file changed since. Rebuild the tiles: {REBUILD_TILES}"
             )
         frames.append(frame)
-    index = pd.concat(frames, ignore_index=True)
-    if breasts_csv is not None:
-        _check_against_manifest(index, breasts_csv, decode_errors_csv)
-    write_index(index, index_csv, check_json)
-    log.info("%s: %d tiles in %d shards, every shard's sha256 checked", index_csv, len(index), len(frames))
-    return len(index)
+    log.info("%d tiles in %d shards, every shard's sha256 checked", sum(map(len, frames)), len(frames))
+    return pd.concat(frames, ignore_index=True)
 
 
-def _check_against_manifest(index: pd.DataFrame, breasts_csv: Path | str, decode_errors_csv: Path | str | None):
-    """Each split of the index holds the manifest's breasts of that split that decoded, and nothing else."""
-    breasts = files.BREAST_TABLE.read(breasts_csv, columns=("breast_id", "split"))
-    failed = set() if decode_errors_csv is None else set(files.DECODE_ERROR_TABLE.read(decode_errors_csv)["breast_id"])
-    expected = breasts[~breasts["breast_id"].isin(failed)]
+def check_splits(
+    index: pd.DataFrame, manifest_rows: pd.DataFrame, failed, key: str, *, manifest: Path | str, stage: tuple[str, str]
+) -> None:
+    """Each split of the index holds the manifest's examples (``key``: ``breast_id``, ``image_id``) of that split
+    less those whose images ``failed`` to decode, and nothing else; ``stage``: what to rebuild when not, and how."""
+    expected = manifest_rows[~manifest_rows[key].isin(set(failed))]
+    what, rebuild = stage
+    unit = key.removesuffix("_id") + "s"
     for split in files.SPLITS:
-        want = set(expected.loc[expected["split"] == split, "breast_id"])
-        have = set(index.loc[index["split"] == split, "breast_id"])
+        want = set(expected.loc[expected["split"] == split, key])
+        have = set(index.loc[index["split"] == split, key])
         if want != have:
             lost, foreign = sorted(want - have), sorted(have - want)
             raise PreprocessError(
-                f"the {split} split of the tiles holds {len(have)} breasts; the manifest ({breasts_csv}) less the "
-                f"decode errors puts {len(want)} there ({len(lost)} missing, e.g. {lost[:3]}; {len(foreign)} not "
-                f"the manifest's, e.g. {foreign[:3]}): the views no longer match the manifest. Rebuild the views: "
-                f"{REBUILD_VIEWS}"
+                f"the {split} split of the tiles holds {len(have)} {unit}; the manifest ({manifest}) less the decode "
+                f"errors puts {len(want)} there ({len(lost)} missing, e.g. {lost[:3]}; {len(foreign)} not the "
+                f"manifest's, e.g. {foreign[:3]}): the {what} no longer match the manifest. Rebuild the {what}: "
+                f"{rebuild}"
             )
