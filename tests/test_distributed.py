@@ -482,14 +482,15 @@ def test_every_status_of_a_record_has_a_severity_and_an_exit_code():
 
 
 BUFFERS_SCRIPT = """
-import json, sys, torch
+import json, pathlib, sys, torch
 from mammoscale.train import backends
 backend = backends.BACKEND_CLASSES[sys.argv[1]].start("cpu", 60)
 norm = torch.nn.BatchNorm1d(3)  # each rank's running statistics its own, as after training on its own micro-batches
 norm.running_mean.fill_(float(backend.rank + 1))
 norm.num_batches_tracked.fill_(backend.rank + 5)
 backend.broadcast_buffers(norm)
-print("BUFFERS", json.dumps([backend.rank, norm.running_mean.tolist(), int(norm.num_batches_tracked)]), flush=True)
+seen = [backend.rank, norm.running_mean.tolist(), int(norm.num_batches_tracked)]
+pathlib.Path(sys.argv[2], f"rank{backend.rank}.json").write_text(json.dumps(seen))  # a file a rank: ranks share stdout
 backend.close()
 """
 
@@ -506,7 +507,9 @@ def test_every_rank_evaluates_with_rank_zeros_batch_norm_statistics(tmp_path, ba
     script = tmp_path / "buffers.py"
     script.write_text(BUFFERS_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*launcher, str(script), backend], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [*launcher, str(script), backend, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    seen = sorted(json.loads(line.split("BUFFERS", 1)[1]) for line in proc.stdout.splitlines() if "BUFFERS" in line)
+    seen = sorted(json.loads(path.read_text()) for path in tmp_path.glob("rank*.json"))
     assert seen == [[0, [1.0, 1.0, 1.0], 5], [1, [1.0, 1.0, 1.0], 5]]
