@@ -12,7 +12,7 @@ from mammoscale.plan.digest import digest
 from mammoscale.plan.grid import profile_settings
 from mammoscale.plan.launch import job_request
 from mammoscale.plan.study import Study
-from mammoscale.report.captions import CAPTIONS, CATEGORY, FIGURES
+from mammoscale.report.captions import CAPTIONS, CATEGORY, FIGURES, drawn
 
 try:
     STUDY = Study.from_config(config, need_cells=False)  # the cache needs none: rule all asks for them
@@ -37,6 +37,7 @@ if STUDY.missing_note:
 CACHE = STUDY.cache_root
 RUN = files.RUN
 FIGURE_FORMAT = config["figures"]["vector_format"]
+STUDY_FIGURES = drawn(STUDY.variants)  # the figures whose subject the grid has (a CNN-only grid: no Figures 3, 4)
 REPORT_CODE = digest()  # tables, figures and report redo when the code that makes them changes
 
 
@@ -318,7 +319,7 @@ def get_report_inputs(wildcards):
         "speedups": files.SPEEDUPS_CSV,
         "quality": files.QUALITY_CSV,
         "findings": files.FINDINGS_CSV,
-        "figures": [files.fill(files.FIGURE, figure=name, ext="png") for name in FIGURES],
+        "figures": [files.fill(files.FIGURE, figure=name, ext="png") for name in STUDY_FIGURES],
         "contact_sheets": list(get_contact_sheets().values()),
         "counts": files.MANIFEST_COUNTS,
         "preprocess": files.PREPROCESS_SUMMARY,
@@ -361,6 +362,6 @@ def get_final_output(wildcards=None):
         *get_cache_output(),
         *get_run_outputs(),
         *get_seed_outputs(),
-        *[files.fill(files.FIGURE, figure=name, ext=ext) for name in FIGURES for ext in ("png", FIGURE_FORMAT)],
+        *[files.fill(files.FIGURE, figure=name, ext=ext) for name in STUDY_FIGURES for ext in ("png", FIGURE_FORMAT)],
         files.REPORT,
     ]

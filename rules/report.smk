@@ -115,7 +115,7 @@ rule study_report:
         "../envs/mammoscale.yaml"
     params:
         code=REPORT_CODE,
-        figures=FIGURES,
+        figures=STUDY_FIGURES,
         contact_sheets=get_contact_sheets(),
         context=get_report_context,
         reference_cell=get_reference_profile()["cell"],

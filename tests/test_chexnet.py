@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mammoscale import files, records, tasks
-from mammoscale.report import findings
+from mammoscale.report import captions, findings
 
 from test_workflow import copy_workflow, planned_jobs, snakemake
 
@@ -53,6 +53,14 @@ def test_the_report_puts_each_findings_auroc_beside_chexnets(chest_run):
     assert "CheXNet (published)" in page and "Images per finding" in page and "Pleural_Thickening" in page
     assert "local-cpu/densenet/img64" in page and "Scaling across ranks and nodes" in page
     assert "Flash Attention study" not in page  # the mammography study's claims are not this study's
+
+
+def test_the_figures_about_a_vits_patches_and_attention_are_left_out_and_said_so(chest_run):
+    drawn = sorted(path.stem for path in (chest_run / "results" / "figures").glob("*.png"))
+    assert drawn == sorted(set(captions.FIGURES) - {"fig3_patch_size", "fig4_flash_vs_baseline"})
+    page = (chest_run / files.REPORT).read_text()
+    assert 'id="figure-fig3_patch_size"' not in page and 'id="figure-memory"' in page
+    assert "Not drawn: <code>fig3_patch_size</code>, as no variant of grid.variants has a patch size" in page
 
 
 def test_a_finished_synthetic_study_has_nothing_to_do(chest_run):

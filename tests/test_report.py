@@ -433,29 +433,35 @@ def test_a_cnn_beside_the_vits_is_named_by_its_image_size_and_compared_where_it_
     pd.testing.assert_frame_equal(verdicts, alone)  # the claims are the ViTs' alone
 
 
+def snapshot_of(tmp_path, variants: dict, image_sizes: list[int], reference: dict = REFERENCE):
+    """The snapshot (SVG figures) of the records under ``tmp_path/runs``, of a grid of ``variants`` on xe9680."""
+    missing = str(tmp_path / "nothing")
+    out = tmp_path / "snapshot"
+    snapshot(
+        out,
+        cells=grid.cells(image_sizes, [16, 32], variants, ["xe9680"]),
+        variants=variants,
+        runs_root=tmp_path / "runs",
+        pipeline={"stage1": [], "stage2": []},
+        contact_sheets={},
+        manifest_counts=missing,
+        preprocess_summary=missing,
+        context=Context(
+            {**RUN_CONFIG, "grid": {**RUN_CONFIG["grid"], "variants": variants}}, reference, None, 0.15, "x"
+        ),
+        dpi=40,
+        vector_format="svg",
+    )
+    return out
+
+
 def test_a_snapshot_draws_every_figure_with_a_cnn_and_names_its_cells_by_image_size(tmp_path):
     runs_root = tmp_path / "runs"
     variants = {"flash": VARIANTS["flash"], **CNN}
     write(runs_root, record("xe9680", "flash", 512, 16, throughput=300.0))
     write(runs_root, record("xe9680", "densenet", 512, None, throughput=450.0))
     write(runs_root, record("xe9680", "densenet", 384, None, "failed", message="loss nan"), files.FAILED_METRICS)
-    missing = str(tmp_path / "nothing")
-    out = tmp_path / "snapshot"
-    snapshot(
-        out,
-        cells=grid.cells([384, 512], [16, 32], variants, ["xe9680"]),
-        variants=variants,
-        runs_root=runs_root,
-        pipeline={"stage1": [], "stage2": []},
-        contact_sheets={},
-        manifest_counts=missing,
-        preprocess_summary=missing,
-        context=Context(
-            {**RUN_CONFIG, "grid": {**RUN_CONFIG["grid"], "variants": variants}}, REFERENCE, None, 0.15, "x"
-        ),
-        dpi=40,
-        vector_format="svg",
-    )
+    out = snapshot_of(tmp_path, variants, [384, 512])
     page = (out / "report.html").read_text()
     check(page)
     assert "6 cells configured: 2 ok, 1 failed, 3 not run." in page
@@ -465,3 +471,25 @@ def test_a_snapshot_draws_every_figure_with_a_cnn_and_names_its_cells_by_image_s
     assert sorted(p.name for p in (out / "figures").glob("*.svg")) == sorted(f"{n}.svg" for n in captions.FIGURES)
     runs = files.read_runs(out / "runs.csv")
     assert runs.loc[runs["variant"] == "densenet", "run_dir"].str.endswith(("img384", "img512")).all()
+
+
+def test_a_grid_of_cnns_alone_leaves_out_the_figures_about_patches_and_attention():
+    assert captions.drawn(VARIANTS) == captions.FIGURES and captions.left_out(VARIANTS) == {}
+    assert captions.drawn({**VARIANTS, **CNN}) == captions.FIGURES  # one ViT is enough
+    assert captions.drawn(CNN) == tuple(n for n in captions.FIGURES if n not in captions.SUBJECTS)
+    assert captions.left_out(CNN) == {
+        "fig3_patch_size": "no variant of grid.variants has a patch size (families: densenet)",
+        "fig4_flash_vs_baseline": "no variant of grid.variants has an attention kernel (families: densenet)",
+    }
+
+
+def test_a_snapshot_of_cnns_alone_draws_the_figures_about_them_and_says_which_it_leaves_out(tmp_path):
+    runs_root = tmp_path / "runs"
+    write(runs_root, record("xe9680", "densenet", 512, None, throughput=450.0))
+    out = snapshot_of(tmp_path, CNN, [512], reference={**REFERENCE, "variant": "densenet", "patch_size": None})
+    page = (out / "report.html").read_text()
+    check(page)
+    assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(captions.drawn(CNN))
+    assert 'id="figure-fig4_flash_vs_baseline"' not in page and 'id="figure-fig2_hardware"' in page
+    assert "Not drawn: <code>fig3_patch_size</code>, as no variant of grid.variants has a patch size" in page
+    assert "<code>fig4_flash_vs_baseline</code>, as no variant of grid.variants has an attention kernel" in page

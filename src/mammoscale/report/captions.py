@@ -2,7 +2,13 @@
 
 Kept apart from :mod:`mammoscale.report.figures` so that the Snakefile, which every SLURM job parses,
 can list the figures without importing matplotlib.
+
+A study draws the figures whose subject its grid has (:func:`drawn`): Figures 3 and 4 are about a ViT's patch size
+and attention kernel, so a grid of CNNs alone (the CheXNet study) leaves them out, and its report says why
+(:func:`left_out`).
 """
+
+from mammoscale.plan import families
 
 CAPTIONS = {
     "fig2_hardware": "Figure 2 (hardware): images per second, and time to train where measured, of the reference "
@@ -32,4 +38,26 @@ CAPTIONS = {
     "series' smallest run) dashed and the efficiency (speed-up / ranks ratio) at each point; the marker is the nodes.",
 }
 FIGURES = tuple(CAPTIONS)
+SUBJECTS = {"fig3_patch_size": "has_patches", "fig4_flash_vs_baseline": "has_attention"}
+"""The figures about what only some families have: the :class:`~mammoscale.plan.families.Family` property one of
+the grid's variants must have for the figure to be drawn."""
+SUBJECT_WORDS = {"has_patches": "a patch size", "has_attention": "an attention kernel"}
 CATEGORY = dict.fromkeys(FIGURES, "Performance") | {"quality": "Model quality"}
+
+
+def left_out(variants: dict) -> dict[str, str]:
+    """The figures a study of ``variants`` (``grid.variants``) does not draw, each with why: no variant has its
+    subject (:data:`SUBJECTS`)."""
+    kinds = [families.family(spec["family"]) for spec in variants.values()]
+    return {
+        name: f"no variant of grid.variants has {SUBJECT_WORDS[subject]} (families: "
+        f"{', '.join(dict.fromkeys(kind.name for kind in kinds))})"
+        for name, subject in SUBJECTS.items()
+        if not any(getattr(kind, subject) for kind in kinds)
+    }
+
+
+def drawn(variants: dict) -> tuple[str, ...]:
+    """The figures a study of ``variants`` draws: :data:`FIGURES` in order, but those :func:`left_out`."""
+    out = left_out(variants)
+    return tuple(name for name in FIGURES if name not in out)

@@ -110,9 +110,8 @@ def render(
         + "".join(f"<li>{esc(line)}</li>" for line in headline(runs, pairs, verdicts, comparisons))
         + "</ul>",
         "claims": claims_section(context.task, verdicts, reference_text, per_finding),
-        "figures": "".join(
-            figure_html(name, path) for name, path in figure_files.items() if name not in SECTION_FIGURES
-        )
+        "figures": left_out_html(context.run_config["grid"]["variants"])
+        + "".join(figure_html(name, path) for name, path in figure_files.items() if name not in SECTION_FIGURES)
         + (breakdown.section(**profile) if profile else ""),
         "scaling": scaling_section(
             scaling, figure_html("scaling", figure_files["scaling"]) if "scaling" in figure_files else ""
@@ -145,6 +144,16 @@ def claims_section(task: str, verdicts: pd.DataFrame, reference_text: str, per_f
         "judged on the reference hardware's cells of the study's image sizes (384-2048). "
         f"{esc(reference_text)}.</p>"
         + table(verdicts, CLAIM_COLUMNS, row_class=lambda r: "verdict-" + r["verdict"].replace(" ", "-"))
+    )
+
+
+def left_out_html(variants: dict) -> str:
+    """Which figures the study does not draw, and why (:func:`mammoscale.report.captions.left_out`); empty if none."""
+    out = captions.left_out(variants)
+    return (
+        "<p>Not drawn: " + "; ".join(f"<code>{esc(name)}</code>, as {esc(why)}" for name, why in out.items()) + ".</p>"
+        if out
+        else ""
     )
 
 

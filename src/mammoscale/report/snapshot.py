@@ -56,7 +56,7 @@ def snapshot(
     steps = tables.pipeline_table(done["stage1"], done["stage2"])
     pairs = tables.speedups(runs)
     figure_files = {}
-    for name in captions.FIGURES:
+    for name in captions.drawn(variants):
         fig = figures.draw(
             name,
             runs=runs,
