@@ -9,7 +9,14 @@ through the SLURM profile, as a user types it. It also times the part of it that
 DICOM files (:func:`mammoscale.dataset.sources.fingerprints`, a stat per file) alone, in this
 process; --no-files leaves the files out (every stat then fails: the fingerprint is cheaper).
 
-Run: python bench/dag.py [--shards 64] [--sizes 384,512,1024,2048] [--target cache] [--paper] [--no-files]
+With --chestxray14, the second study's layout at NIH's size instead: a Data_Entry_2017.csv of 112,120 rows for
+30,805 patients, its two lists (86,524 train_val images, split by patient) and an empty PNG at each row's place in
+images_001/images ... images_012/images; it times `snakemake --profile slurm -n all --configfile
+config/chexnet.yaml` (the reproduction as a user types it) and
+:func:`mammoscale.dataset.chestxray14.fingerprints` (a directory scan and a stat per PNG) alone.
+
+Run: python bench/dag.py [--shards 64] [--sizes 384,512,1024,2048] [--target cache] [--paper | --chestxray14]
+     [--no-files]
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ from pathlib import Path
 import pandas as pd
 
 from mammoscale import files
-from mammoscale.dataset import sources
+from mammoscale.dataset import chestxray14, sources
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES, PATIENTS = 54_706, 11_913
+CHEST_IMAGES, CHEST_PATIENTS, CHEST_PARTS = 112_120, 30_805, 12
 
 
 def rsna_like_csv(path: Path) -> None:
@@ -66,19 +74,43 @@ def empty_files(root: Path) -> None:
         path.touch()
 
 
+def chestxray14_like(root: Path, with_files: bool) -> None:
+    """NIH's layout at its size: every patient's images numbered as NIH's are (``00000001_000.png``), the first
+    86,524 images' patients in train_val_list.txt, the rest in test_list.txt, the PNGs in 12 parts."""
+    per_patient = [CHEST_IMAGES // CHEST_PATIENTS + (p < CHEST_IMAGES % CHEST_PATIENTS) for p in range(CHEST_PATIENTS)]
+    rows = [(f"{p + 1:08d}_{k:03d}.png", p + 1) for p, n in enumerate(per_patient) for k in range(n)]
+    frame = pd.DataFrame(dict.fromkeys(files.CHEST_COLUMNS, ""), index=range(len(rows)))
+    frame["Image Index"], frame["Patient ID"] = [r[0] for r in rows], [r[1] for r in rows]
+    frame["Finding Labels"] = "No Finding"
+    root.mkdir(parents=True)
+    frame.to_csv(root / files.CHEST_ENTRIES, index=False)
+    split = next(i for i in range(chestxray14.NIH_TRAIN_VAL_IMAGES, len(rows)) if rows[i][1] != rows[i - 1][1])
+    names = [r[0] for r in rows]
+    (root / files.CHEST_TRAIN_VAL).write_text("\n".join(names[:split]) + "\n")
+    (root / files.CHEST_TEST).write_text("\n".join(names[split:]) + "\n")
+    part_size = -(-len(names) // CHEST_PARTS)
+    for k in range(CHEST_PARTS):
+        directory = root / files.fill(files.CHEST_PART, part=f"{k + 1:03d}")
+        directory.mkdir(parents=True)
+        for name in names[k * part_size : (k + 1) * part_size] if with_files else []:
+            (directory / name).touch()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=int, default=64)
     parser.add_argument("--sizes", default="384,512,1024,2048")
     parser.add_argument("--target", default="cache")
     parser.add_argument("--paper", action="store_true", help="snakemake --profile slurm -n all (config/paper.yaml)")
+    parser.add_argument("--chestxray14", action="store_true", help="NIH's layout (config/chexnet.yaml)")
     parser.add_argument("--no-files", action="store_true", help="no file at the rows' paths")
     args = parser.parse_args()
+    if args.chestxray14:
+        chest(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for name in ("Snakefile", "rules", "workflow", "config", "envs", "slurm"):
-            source = REPO / name
-            (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
+        copy_workflow(work)
         rsna_like_csv(work / "rsna" / "train.csv")
         if not args.no_files:
             empty_files(work / "rsna")
@@ -98,12 +130,7 @@ def main() -> None:
                 f"grid={{image_sizes: [{args.sizes}]}}",
                 f"cache={{shards: {args.shards}}}",
             ]
-        times, output = [], ""
-        for _ in range(3):
-            started = time.perf_counter()
-            result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=True)
-            times.append(time.perf_counter() - started)
-            output = result.stdout + result.stderr
+        times, output = timed(command, work)
         fingerprint = []
         for _ in range(3):
             started = time.perf_counter()
@@ -119,6 +146,58 @@ def main() -> None:
         f"finding changed DICOM files ({'no files' if args.no_files else 'a stat per file'}): seconds "
         f"{', '.join(f'{t:.2f}' for t in fingerprint)} (median {sorted(fingerprint)[1]:.2f})"
     )
+
+
+def chest(args) -> None:
+    """--chestxray14: plan config/chexnet.yaml over NIH's layout at its size, and time its fingerprint alone."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        copy_workflow(work)
+        root = work / "chestxray14"
+        chestxray14_like(root, with_files=not args.no_files)
+        (work / "densenet121.pth").write_bytes(b"")  # the plan checks it is there; its hash, where it is loaded
+        command = [
+            *("snakemake", "--profile", "slurm", "-n", "all", "--configfile", "config/chexnet.yaml", "--config"),
+            f"data={{source: chestxray14, root: {root}}}",
+            f"grid={{variants: {{densenet: {{family: densenet, weights: {{path: {work / 'densenet121.pth'}, "
+            "sha256: e3b0c442}}}}",
+            f"cache={{shards: {args.shards}}}",
+        ]
+        times, output = timed([sys.executable, "-m", *command], work)
+        fingerprint = []
+        for _ in range(3):
+            started = time.perf_counter()
+            sources_found = chestxray14.fingerprints(root, args.shards)
+            fingerprint.append(time.perf_counter() - started)
+    jobs = [line for line in output.splitlines() if line.strip().startswith("total")]
+    print(f"{files.CHEST_ENTRIES}: {sources_found.files} rows, {CHEST_PATIENTS} patients; shards {args.shards}")
+    print(
+        f"snakemake --profile slurm -n all --configfile config/chexnet.yaml: {jobs[-1].split()[-1] if jobs else '?'}"
+        f" jobs; wall seconds {', '.join(f'{t:.2f}' for t in times)} (median {sorted(times)[1]:.2f})"
+    )
+    print(
+        f"finding changed PNGs ({'no files' if args.no_files else 'a scan and a stat per file'}): seconds "
+        f"{', '.join(f'{t:.2f}' for t in fingerprint)} (median {sorted(fingerprint)[1]:.2f})"
+    )
+
+
+def copy_workflow(work: Path) -> None:
+    for name in ("Snakefile", "rules", "workflow", "config", "envs", "slurm"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
+
+
+def timed(command: list[str], work: Path) -> tuple[list[float], str]:
+    """Three runs of ``command`` in ``work``: their wall seconds, and the last one's output."""
+    times, output = [], ""
+    for _ in range(3):
+        started = time.perf_counter()
+        result = subprocess.run(command, cwd=work, capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+        output = result.stdout + result.stderr
+        if result.returncode:
+            sys.exit(f"error: {' '.join(command[2:6])} failed:\n{output[-2000:]}")
+    return times, output
 
 
 if __name__ == "__main__":
