@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -381,6 +382,16 @@ def test_fingerprints_change_with_a_shard_s_file_only(data, tmp_path):
     assert after.absent == before.absent
     png.unlink()
     assert dataset.fingerprints(copy, 2).absent != before.absent
+
+
+@pytest.mark.parametrize("spelt", ["absolute", "trailing slash", "relative"])
+def test_an_images_path_under_the_root_is_relpaths_however_the_root_is_spelt(data, monkeypatch, spelt):
+    root = {"absolute": str(data), "trailing slash": f"{data}/", "relative": "."}[spelt]
+    if spelt == "relative":
+        monkeypatch.chdir(data)
+    found = [entry for entries in dataset.find_images(root).values() for entry in entries]
+    assert found and all(dataset.relative(root, e) == os.path.relpath(e.path, root) for e in found)
+    assert {dataset.relative(root, e).split("/", 1)[0] for e in found} >= {"images_001"}
 
 
 def test_the_plan_counts_the_source_s_training_images_and_checks_its_settings():

@@ -28,6 +28,7 @@ Rules (also in docs/chexnet.md):
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import logging
 import os
@@ -123,7 +124,14 @@ def find_images(root: Path | str) -> dict[str, list[os.DirEntry]]:
 
 
 def relative(root: Path | str, entry: os.DirEntry) -> str:
-    return os.path.relpath(entry.path, root)
+    """An image's path under ``root`` (``images_001/images/00000001_000.png``): its directory's, computed once a
+    directory (a ``relpath`` a file was half the time of fingerprinting NIH's 112,120 PNGs), and its name."""
+    return f"{_relative_directory(str(root), os.path.dirname(entry.path))}/{entry.name}"
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_directory(root: str, directory: str) -> str:
+    return os.path.relpath(directory, root)
 
 
 def fingerprints(root: Path | str, n_shards: int) -> sources.Sources:
