@@ -17,6 +17,7 @@ from mammoscale.report import captions, claims, sections, tables
 from mammoscale.report import page as report
 from mammoscale.report.page import Context
 from mammoscale.report.snapshot import snapshot
+from mammoscale.tasks import BREAST_CANCER, CHEST_FINDINGS
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 REFERENCE = {"hardware": "xe9680", "variant": "flash", "image_size": 512, "patch_size": 16}
@@ -433,11 +434,12 @@ def test_a_cnn_beside_the_vits_is_named_by_its_image_size_and_compared_where_it_
     pd.testing.assert_frame_equal(verdicts, alone)  # the claims are the ViTs' alone
 
 
-def snapshot_of(tmp_path, variants: dict, image_sizes: list[int], reference: dict = REFERENCE):
-    """The snapshot (SVG figures) of the records under ``tmp_path/runs``, of a grid of ``variants`` on xe9680."""
+def snapshot_of(tmp_path, variants: dict, image_sizes: list[int], reference: dict = REFERENCE, task=BREAST_CANCER):
+    """The snapshot (SVG figures) of the records under ``tmp_path/runs``, of a grid of ``variants`` on xe9680: its
+    folder, and the claims it judged."""
     missing = str(tmp_path / "nothing")
     out = tmp_path / "snapshot"
-    snapshot(
+    verdicts = snapshot(
         out,
         cells=grid.cells(image_sizes, [16, 32], variants, ["xe9680"]),
         variants=variants,
@@ -447,12 +449,17 @@ def snapshot_of(tmp_path, variants: dict, image_sizes: list[int], reference: dic
         manifest_counts=missing,
         preprocess_summary=missing,
         context=Context(
-            {**RUN_CONFIG, "grid": {**RUN_CONFIG["grid"], "variants": variants}}, reference, None, 0.15, "x"
+            {**RUN_CONFIG, "grid": {**RUN_CONFIG["grid"], "variants": variants}},
+            reference,
+            None,
+            0.15,
+            "x",
+            task=task.name,
         ),
         dpi=40,
         vector_format="svg",
     )
-    return out
+    return out, verdicts
 
 
 def test_a_snapshot_draws_every_figure_with_a_cnn_and_names_its_cells_by_image_size(tmp_path):
@@ -461,7 +468,7 @@ def test_a_snapshot_draws_every_figure_with_a_cnn_and_names_its_cells_by_image_s
     write(runs_root, record("xe9680", "flash", 512, 16, throughput=300.0))
     write(runs_root, record("xe9680", "densenet", 512, None, throughput=450.0))
     write(runs_root, record("xe9680", "densenet", 384, None, "failed", message="loss nan"), files.FAILED_METRICS)
-    out = snapshot_of(tmp_path, variants, [384, 512])
+    out, _ = snapshot_of(tmp_path, variants, [384, 512])
     page = (out / "report.html").read_text()
     check(page)
     assert "6 cells configured: 2 ok, 1 failed, 3 not run." in page
@@ -483,11 +490,14 @@ def test_a_grid_of_cnns_alone_leaves_out_the_figures_about_patches_and_attention
     }
 
 
-def test_a_snapshot_of_cnns_alone_draws_the_figures_about_them_and_says_which_it_leaves_out(tmp_path):
-    runs_root = tmp_path / "runs"
-    write(runs_root, record("xe9680", "densenet", 512, None, throughput=450.0))
-    out = snapshot_of(tmp_path, CNN, [512], reference={**REFERENCE, "variant": "densenet", "patch_size": None})
+def test_a_chest_study_of_cnns_alone_draws_the_figures_about_them_and_says_which_it_leaves_out(tmp_path):
+    write(tmp_path / "runs", record("xe9680", "densenet", 512, None, throughput=450.0))
+    reference = {**REFERENCE, "variant": "densenet", "patch_size": None}
+    out, verdicts = snapshot_of(tmp_path, CNN, [512], reference=reference, task=CHEST_FINDINGS)
     page = (out / "report.html").read_text()
+    # the Flash Attention study's claims are not this task's: none judged, none counted in the headline
+    assert verdicts.empty and "Published claims:" not in page and "Flash Attention study" not in page
+    assert "patch sizes none (no variant has patches); 1 cells (hardware x variant x image size)" in page
     check(page)
     assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(captions.drawn(CNN))
     assert 'id="figure-fig4_flash_vs_baseline"' not in page and 'id="figure-fig2_hardware"' in page

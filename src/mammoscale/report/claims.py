@@ -30,6 +30,8 @@ from mammoscale.report.tables import flags
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN = "reproduced", "not reproduced", "inconclusive", "not run"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN)
+COLUMNS = ("claim", "published", "measured", "verdict", "detail")
+"""The claims table's columns (:func:`evaluate`)."""
 PAPER_IMAGE_SIZES = (384, 512, 1024, 2048)
 PAPER_PATCH_SIZES = (8, 16, 32)
 # flash / baseline throughput on 8x A100 80GB; patch 32 is "0-2.3x": no gain at the two smallest sizes
@@ -313,7 +315,7 @@ def evaluate(
 ) -> pd.DataFrame:
     """Every claim with ``published``, ``measured``, ``verdict`` and ``detail``; with ``plan`` (``plan.csv``),
     the memory model's predictions of which cells fit too."""
-    columns = ["claim", "published", "measured", "verdict", "detail"]
+    columns = list(COLUMNS)
     if (runs.loc[runs["variant"] == flash, "role"] == NO_ATTENTION).any():
         detail = (
             f"the reference variant {flash} has no attention (a CNN): the claims are judged on a flash variant's "

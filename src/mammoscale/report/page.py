@@ -217,16 +217,20 @@ def build_page(
     per_finding: pd.DataFrame | None = None,
     title: str = "mammoscale study report",
 ) -> pd.DataFrame:
-    """Judge the claims, render the page, write it; the claims table."""
-    verdicts = claims.evaluate(
-        runs,
-        pairs,
-        hardware=context.reference["hardware"],
-        flash=context.reference["variant"],
-        baseline=context.baseline,
-        tolerance=context.tolerance,
-        plan=plan,
-    )
+    """Judge the claims, render the page, write it; the claims table (empty for a task of several labels: CheXNet's
+    per-finding AUROCs are a reference beside this run's, not claims it is judged on)."""
+    if tasks.task(context.task).multilabel:
+        verdicts = pd.DataFrame(columns=claims.COLUMNS)
+    else:
+        verdicts = claims.evaluate(
+            runs,
+            pairs,
+            hardware=context.reference["hardware"],
+            flash=context.reference["variant"],
+            baseline=context.baseline,
+            tolerance=context.tolerance,
+            plan=plan,
+        )
     page = render(
         runs=runs,
         pairs=pairs,
@@ -248,6 +252,6 @@ def build_page(
         "report: %s (%d KB); claims: %s",
         out_html,
         len(page) // 1024,
-        ", ".join(f"{n} {v}" for v, n in verdicts["verdict"].value_counts().items()),
+        ", ".join(f"{n} {v}" for v, n in verdicts["verdict"].value_counts().items()) or "none for this task",
     )
     return verdicts

@@ -80,14 +80,18 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
             for name, profile in run_config["hardware"].items()
         ]
     )
+    if len(patchless) == len(grid["variants"]):  # no variant has patches: grid.patch_sizes makes no cell
+        patches, product = "none (no variant has patches)", "hardware x variant x image size"
+    else:
+        patches = ", ".join(map(str, grid["patch_sizes"]))
+        product = "hardware x variant x image x patch where the patch divides the image" + (
+            f"; {', '.join(patchless)}, without patches: one cell per image size" if patchless else ""
+        )
     return (
         f"<p>Data: <b>{esc(data['source'])}</b> at <code>{esc(data['root'])}</code>. "
         f"Config files: {esc(', '.join(run_config.get('configfiles') or ['config/config.yaml']))}.</p>"
-        f"<p>Grid: image sizes {esc(', '.join(map(str, grid['image_sizes'])))}; patch sizes "
-        f"{esc(', '.join(map(str, grid['patch_sizes'])))}; {len(runs)} cells "
-        f"(hardware x variant x image x patch where the patch divides the image"
-        + (f"; {esc(', '.join(patchless))}, without patches: one cell per image size" if patchless else "")
-        + ").</p>"
+        f"<p>Grid: image sizes {esc(', '.join(map(str, grid['image_sizes'])))}; patch sizes {esc(patches)}; "
+        f"{len(runs)} cells ({esc(product)}).</p>"
         f"<h3>Variants</h3>{table(variants, VARIANT_COLUMNS)}"
         f"<h3>Hardware profiles</h3>"
         + table(
@@ -137,8 +141,9 @@ def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame, co
             + "; their numbers are not ones to quote."
         )
     lines += quality.sentences(runs, comparisons)
-    tally = verdicts["verdict"].value_counts()
-    lines.append("Published claims: " + ", ".join(f"{tally.get(v, 0)} {v}" for v in claims.VERDICTS) + ".")
+    if len(verdicts):  # none for a task whose published numbers are a reference, not claims (CheXNet's AUROCs)
+        tally = verdicts["verdict"].value_counts()
+        lines.append("Published claims: " + ", ".join(f"{tally.get(v, 0)} {v}" for v in claims.VERDICTS) + ".")
     return lines
 
 
