@@ -181,7 +181,15 @@ def test_the_report_says_which_kernel_each_variant_ran(tmp_path, pngs):
         ("materialised", "materialised", "matmul-softmax"),
         ("hf-eager", "eager", "matmul-softmax"),
     ):
-        assert f"<td>{variant}</td><td>" in run and f"<td>{attention}</td><td>{ran}</td></tr>" in run
+        assert f"<td>{variant}</td><td>" in run and f"<td>vit-base</td><td>{attention}</td><td>{ran}</td></tr>" in run
+
+
+def test_the_report_names_the_model_each_variant_trains(tmp_path):
+    write(tmp_path / "runs", record("xe9680", "densenet", 512, None, throughput=450.0))
+    out, _ = snapshot_of(tmp_path, {**CNN, "small": {**VARIANTS["flash"], "model_size": "vit-small"}}, [512])
+    run = (out / "report.html").read_text().split('id="headline"')[0]
+    assert "<td>densenet</td><td>densenet</td><td>densenet-121</td><td>none</td>" in run
+    assert "<td>small</td><td>xtransformers</td><td>vit-small</td><td>flash</td>" in run
 
 
 def test_the_numbers_are_the_recorded_ones(tmp_path, pngs):
@@ -320,7 +328,7 @@ def test_data_qc_and_provenance(tmp_path, pngs):
     assert f"snakemake --cores all --configfile config/paper.yaml --force {local}/metrics.json" in provenance
     run = page[page.index('id="run"') : page.index('id="headline"')]
     assert "seed: 2023" in run and "config/paper.yaml" in run and "8x A100" in run
-    assert "<td>hf-eager</td><td>hf</td><td>eager</td>" in run  # each variant's family and attention
+    assert "<td>hf-eager</td><td>hf</td><td>vit-base</td><td>eager</td>" in run  # family, model, attention
 
 
 def test_text_from_records_is_escaped(tmp_path, pngs):
@@ -421,7 +429,7 @@ def test_a_cnn_beside_the_vits_is_named_by_its_image_size_and_compared_where_it_
     assert "14 cells configured: 8 ok, 1 OOM, 5 not run." in headline
     run = page[page.index('id="run"') : page.index('id="headline"')]
     assert "14 cells (hardware x variant x image x patch where the patch divides the image; densenet, without " in run
-    assert "<td>densenet</td><td>densenet</td><td>none</td><td>none observed</td>" in run
+    assert "<td>densenet</td><td>densenet</td><td>densenet-121</td><td>none</td><td>none observed</td>" in run
     cells_ = page[page.index('id="cells"') : page.index('id="data-qc"')]
     assert '<td>xe9680</td><td>densenet</td><td class="num">512</td><td></td><td></td><td>ok</td>' in cells_
     section = page[page.index('id="plan"') : page.index('id="cells"')]

@@ -40,7 +40,13 @@ CELL_COLUMNS = {
 }
 
 
-VARIANT_COLUMNS = {"variant": "variant", "family": "model family", "attention": "attention", "ran": "kernel that ran"}
+VARIANT_COLUMNS = {
+    "variant": "variant",
+    "family": "model family",
+    "model": "model",
+    "attention": "attention",
+    "ran": "kernel that ran",
+}
 
 
 def kernels_ran(runs: pd.DataFrame, variant: str) -> str:
@@ -53,7 +59,13 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
     data, grid, train = run_config["data"], run_config["grid"], run_config["train"]
     variants = pd.DataFrame(
         [
-            {"variant": name, **spec, "attention": families.variant_attention(spec), "ran": kernels_ran(runs, name)}
+            {
+                "variant": name,
+                **spec,
+                "model": families.model_size(spec, train["model_size"]),
+                "attention": families.variant_attention(spec),
+                "ran": kernels_ran(runs, name),
+            }
             for name, spec in grid["variants"].items()
         ]
     )
