@@ -300,7 +300,7 @@ def test_the_snapshot_has_the_scaling_table_of_what_finished(tmp_path):
         "data": {"source": "rsna", "root": "/data/rsna"},
         "grid": {"image_sizes": [512], "patch_sizes": [16], "variants": FLASH, "hardware": hardware},
         "hardware": {name: PROFILES[name] for name in hardware},
-        "train": {"epochs": 10, "seed": 1},
+        "train": {"epochs": 10, "seed": 1, "model_size": "vit-base"},  # as a completed config has it
         "configfiles": [],
     }
     snapshot(

@@ -69,7 +69,6 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
             for name, spec in grid["variants"].items()
         ]
     )
-    patchless = [name for name, spec in grid["variants"].items() if not families.has_patches(spec["family"])]
     profiles = pd.DataFrame(
         [
             {
@@ -92,18 +91,10 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
             for name, profile in run_config["hardware"].items()
         ]
     )
-    if len(patchless) == len(grid["variants"]):  # no variant has patches: grid.patch_sizes makes no cell
-        patches, product = "none (no variant has patches)", "hardware x variant x image size"
-    else:
-        patches = ", ".join(map(str, grid["patch_sizes"]))
-        product = "hardware x variant x image x patch where the patch divides the image" + (
-            f"; {', '.join(patchless)}, without patches: one cell per image size" if patchless else ""
-        )
     return (
         f"<p>Data: <b>{esc(data['source'])}</b> at <code>{esc(data['root'])}</code>. "
         f"Config files: {esc(', '.join(run_config.get('configfiles') or ['config/config.yaml']))}.</p>"
-        f"<p>Grid: image sizes {esc(', '.join(map(str, grid['image_sizes'])))}; patch sizes {esc(patches)}; "
-        f"{len(runs)} cells ({esc(product)}).</p>"
+        f"<p>{esc(grid_sentence(grid, len(runs)))}</p>"
         f"<h3>Variants</h3>{table(variants, VARIANT_COLUMNS)}"
         f"<h3>Hardware profiles</h3>"
         + table(
@@ -124,6 +115,21 @@ def section_run(run_config: dict, runs: pd.DataFrame) -> str:
         + "<h3>Training (every cell; a profile's precision overrides train.precision)</h3>"
         + items(train, numbers=False)
     )
+
+
+def grid_sentence(grid: dict, cells: int) -> str:
+    """The grid in one sentence: its sizes and how its cells are made (a variant without patches, a CNN, has one
+    cell per image size; a grid of those alone has no patch size at all)."""
+    patchless = [name for name, spec in grid["variants"].items() if not families.has_patches(spec["family"])]
+    if len(patchless) == len(grid["variants"]):  # grid.patch_sizes makes no cell
+        patches, product = "none (no variant has patches)", "hardware x variant x image size"
+    else:
+        patches = ", ".join(map(str, grid["patch_sizes"]))
+        product = "hardware x variant x image x patch where the patch divides the image" + (
+            f"; {', '.join(patchless)}, without patches: one cell per image size" if patchless else ""
+        )
+    sizes = ", ".join(map(str, grid["image_sizes"]))
+    return f"Grid: image sizes {sizes}; patch sizes {patches}; {cells} cells ({product})."
 
 
 def headline(runs: pd.DataFrame, pairs: pd.DataFrame, verdicts: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:
