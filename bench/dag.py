@@ -130,21 +130,13 @@ def main() -> None:
                 f"grid={{image_sizes: [{args.sizes}]}}",
                 f"cache={{shards: {args.shards}}}",
             ]
-        times, output = timed(command, work)
-        fingerprint = []
-        for _ in range(3):
-            started = time.perf_counter()
-            sources.fingerprints(work / "rsna", args.shards)
-            fingerprint.append(time.perf_counter() - started)
-    jobs = [line for line in output.splitlines() if line.strip().startswith("total")]
+        times, output = thrice(lambda: run(command, work))
+        fingerprint, _ = thrice(lambda: sources.fingerprints(work / "rsna", args.shards))
     print(f"train.csv: {IMAGES} rows, {PATIENTS} patients; shards {args.shards}; sizes {args.sizes}")
+    print(f"snakemake -n {args.target}: {jobs(output)} jobs; wall seconds {seconds(times)}")
     print(
-        f"snakemake -n {args.target}: {jobs[-1].split()[-1] if jobs else '?'} jobs; "
-        f"wall seconds {', '.join(f'{t:.2f}' for t in times)} (median {sorted(times)[1]:.2f})"
-    )
-    print(
-        f"finding changed DICOM files ({'no files' if args.no_files else 'a stat per file'}): seconds "
-        f"{', '.join(f'{t:.2f}' for t in fingerprint)} (median {sorted(fingerprint)[1]:.2f})"
+        f"finding changed DICOM files ({'no files' if args.no_files else 'a stat per file'}): "
+        f"seconds {seconds(fingerprint)}"
     )
 
 
@@ -163,21 +155,16 @@ def chest(args) -> None:
             "sha256: e3b0c442}}}}",
             f"cache={{shards: {args.shards}}}",
         ]
-        times, output = timed([sys.executable, "-m", *command], work)
-        fingerprint = []
-        for _ in range(3):
-            started = time.perf_counter()
-            sources_found = chestxray14.fingerprints(root, args.shards)
-            fingerprint.append(time.perf_counter() - started)
-    jobs = [line for line in output.splitlines() if line.strip().startswith("total")]
-    print(f"{files.CHEST_ENTRIES}: {sources_found.files} rows, {CHEST_PATIENTS} patients; shards {args.shards}")
+        times, output = thrice(lambda: run([sys.executable, "-m", *command], work))
+        fingerprint, found = thrice(lambda: chestxray14.fingerprints(root, args.shards))
+    print(f"{files.CHEST_ENTRIES}: {found.files} rows, {CHEST_PATIENTS} patients; shards {args.shards}")
     print(
-        f"snakemake --profile slurm -n all --configfile config/chexnet.yaml: {jobs[-1].split()[-1] if jobs else '?'}"
-        f" jobs; wall seconds {', '.join(f'{t:.2f}' for t in times)} (median {sorted(times)[1]:.2f})"
+        f"snakemake --profile slurm -n all --configfile config/chexnet.yaml: {jobs(output)} jobs; "
+        f"wall seconds {seconds(times)}"
     )
     print(
-        f"finding changed PNGs ({'no files' if args.no_files else 'a scan and a stat per file'}): seconds "
-        f"{', '.join(f'{t:.2f}' for t in fingerprint)} (median {sorted(fingerprint)[1]:.2f})"
+        f"finding changed PNGs ({'no files' if args.no_files else 'a scan and a stat per file'}): "
+        f"seconds {seconds(fingerprint)}"
     )
 
 
@@ -187,17 +174,32 @@ def copy_workflow(work: Path) -> None:
         (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
 
 
-def timed(command: list[str], work: Path) -> tuple[list[float], str]:
-    """Three runs of ``command`` in ``work``: their wall seconds, and the last one's output."""
-    times, output = [], ""
+def run(command: list[str], work: Path) -> str:
+    """``command``'s output, run in ``work``; a failure stops the benchmark with its output's tail."""
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"error: {' '.join(command[2:6])} failed:\n{(result.stdout + result.stderr)[-2000:]}")
+    return result.stdout + result.stderr
+
+
+def thrice(call):
+    """Three calls of ``call``: their wall seconds, and the last one's result."""
+    times = []
     for _ in range(3):
         started = time.perf_counter()
-        result = subprocess.run(command, cwd=work, capture_output=True, text=True)
+        result = call()
         times.append(time.perf_counter() - started)
-        output = result.stdout + result.stderr
-        if result.returncode:
-            sys.exit(f"error: {' '.join(command[2:6])} failed:\n{output[-2000:]}")
-    return times, output
+    return times, result
+
+
+def seconds(times: list[float]) -> str:
+    return f"{', '.join(f'{t:.2f}' for t in times)} (median {sorted(times)[1]:.2f})"
+
+
+def jobs(output: str) -> str:
+    """The jobs a dry run lists (its job stats' total)."""
+    totals = [line for line in output.splitlines() if line.strip().startswith("total")]
+    return totals[-1].split()[-1] if totals else "?"
 
 
 if __name__ == "__main__":
