@@ -13,7 +13,8 @@ With --chestxray14, the second study's layout at NIH's size instead: a Data_Entr
 30,805 patients, its two lists (86,524 train_val images, split by patient) and an empty PNG at each row's place in
 images_001/images ... images_012/images; it times `snakemake --profile slurm -n all --configfile
 config/chexnet.yaml` (the reproduction as a user types it) and
-:func:`mammoscale.dataset.chestxray14.fingerprints` (a directory scan and a stat per PNG) alone.
+:func:`mammoscale.dataset.chestxray14.fingerprints` (a directory scan and a stat per PNG) and the manifest's job
+(:func:`mammoscale.dataset.chestxray14.main`) alone.
 
 Run: python bench/dag.py [--shards 64] [--sizes 384,512,1024,2048] [--target cache] [--paper | --chestxray14]
      [--no-files]
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammoscale import files
+from mammoscale import config, files
 from mammoscale.dataset import chestxray14, sources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,6 +158,10 @@ def chest(args) -> None:
         ]
         times, output = thrice(lambda: run([sys.executable, "-m", *command], work))
         fingerprint, found = thrice(lambda: chestxray14.fingerprints(root, args.shards))
+        manifest = config.with_defaults({"data": {"source": "chestxray14", "root": str(root)}})["manifest"]
+        out = [work / name for name in ("images.csv", "excluded.csv", "counts.json")]
+        kept = {"split_fractions": manifest["split"], "seed": manifest["seed"], "n_shards": args.shards}
+        manifest_times, counts = thrice(lambda: chestxray14.main(root, *out, **kept))
     print(f"{files.CHEST_ENTRIES}: {found.files} rows, {CHEST_PATIENTS} patients; shards {args.shards}")
     print(
         f"snakemake --profile slurm -n all --configfile config/chexnet.yaml: {jobs(output)} jobs; "
@@ -166,6 +171,7 @@ def chest(args) -> None:
         f"finding changed PNGs ({'no files' if args.no_files else 'a scan and a stat per file'}): "
         f"seconds {seconds(fingerprint)}"
     )
+    print(f"the manifest (rule manifest's job, {counts['images']} images kept): seconds {seconds(manifest_times)}")
 
 
 def copy_workflow(work: Path) -> None:
